@@ -1,0 +1,143 @@
+//! AdminService over gRPC: converts, calls the admin service, converts back.
+
+use crate::model;
+use crate::service::Admin;
+use shared::proto as pb;
+use shared::proto::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+pub struct AdminGrpc {
+    admin: Admin,
+}
+
+impl AdminGrpc {
+    pub fn new(admin: Admin) -> Self {
+        Self { admin }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T, U: From<T>>(value: T) -> Reply<U> {
+    Ok(Response::new(U::from(value)))
+}
+
+fn deleted() -> Reply<pb::DeleteResponse> {
+    Ok(Response::new(pb::DeleteResponse { deleted: true }))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    async fn create_provider(&self, r: Request<pb::ProviderSpec>) -> Reply<pb::Provider> {
+        let spec = model::ProviderSpec::try_from(r.into_inner())?;
+        ok(self.admin.create_provider(spec).await?)
+    }
+
+    async fn list_providers(&self, _: Request<pb::ListProvidersRequest>) -> Reply<pb::ListProvidersResponse> {
+        let providers = self.admin.list_providers().await?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: providers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_provider(&self, r: Request<pb::GetProviderRequest>) -> Reply<pb::Provider> {
+        ok(self.admin.get_provider(&r.into_inner().name).await?)
+    }
+
+    async fn update_provider(&self, r: Request<pb::ProviderSpec>) -> Reply<pb::Provider> {
+        let spec = model::ProviderSpec::try_from(r.into_inner())?;
+        let name = spec.name.clone();
+        ok(self.admin.update_provider(&name, spec).await?)
+    }
+
+    async fn delete_provider(&self, r: Request<pb::DeleteProviderRequest>) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_provider(&r.into_inner().name).await?;
+        deleted()
+    }
+
+    async fn create_route(&self, r: Request<pb::Route>) -> Reply<pb::Route> {
+        ok(self.admin.create_route(r.into_inner().into()).await?)
+    }
+
+    async fn list_routes(&self, _: Request<pb::ListRoutesRequest>) -> Reply<pb::ListRoutesResponse> {
+        let routes = self.admin.list_routes().await?;
+        Ok(Response::new(pb::ListRoutesResponse { routes: routes.into_iter().map(Into::into).collect() }))
+    }
+
+    async fn get_route(&self, r: Request<pb::GetRouteRequest>) -> Reply<pb::Route> {
+        ok(self.admin.get_route(&r.into_inner().model).await?)
+    }
+
+    async fn update_route(&self, r: Request<pb::Route>) -> Reply<pb::Route> {
+        let route = model::Route::from(r.into_inner());
+        let name = route.model.clone();
+        ok(self.admin.update_route(&name, route).await?)
+    }
+
+    async fn delete_route(&self, r: Request<pb::DeleteRouteRequest>) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_route(&r.into_inner().model).await?;
+        deleted()
+    }
+
+    async fn create_team(&self, r: Request<pb::CreateTeamRequest>) -> Reply<pb::Team> {
+        ok(self.admin.create_team(model::NewTeam { name: r.into_inner().name }).await?)
+    }
+
+    async fn list_teams(&self, _: Request<pb::ListTeamsRequest>) -> Reply<pb::ListTeamsResponse> {
+        let teams = self.admin.list_teams().await?;
+        Ok(Response::new(pb::ListTeamsResponse { teams: teams.into_iter().map(Into::into).collect() }))
+    }
+
+    async fn get_team(&self, r: Request<pb::GetTeamRequest>) -> Reply<pb::Team> {
+        ok(self.admin.get_team(&r.into_inner().id).await?)
+    }
+
+    async fn delete_team(&self, r: Request<pb::DeleteTeamRequest>) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_team(&r.into_inner().id).await?;
+        deleted()
+    }
+
+    async fn create_user(&self, r: Request<pb::CreateUserRequest>) -> Reply<pb::User> {
+        ok(self.admin.create_user(r.into_inner().into()).await?)
+    }
+
+    async fn list_users(&self, _: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
+        let users = self.admin.list_users().await?;
+        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(Into::into).collect() }))
+    }
+
+    async fn get_user(&self, r: Request<pb::GetUserRequest>) -> Reply<pb::User> {
+        ok(self.admin.get_user(&r.into_inner().id).await?)
+    }
+
+    async fn delete_user(&self, r: Request<pb::DeleteUserRequest>) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_user(&r.into_inner().id).await?;
+        deleted()
+    }
+
+    async fn create_key(&self, r: Request<pb::CreateKeyRequest>) -> Reply<pb::CreatedKey> {
+        let created = self.admin.create_key(r.into_inner().into()).await?;
+        Ok(Response::new(pb::CreatedKey { key: Some(created.key.into()), secret: created.secret }))
+    }
+
+    async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
+        let keys = self.admin.list_keys().await?;
+        Ok(Response::new(pb::ListKeysResponse { keys: keys.into_iter().map(Into::into).collect() }))
+    }
+
+    async fn get_key(&self, r: Request<pb::GetKeyRequest>) -> Reply<pb::ApiKey> {
+        ok(self.admin.get_key(&r.into_inner().id).await?)
+    }
+
+    async fn revoke_key(&self, r: Request<pb::RevokeKeyRequest>) -> Reply<pb::ApiKey> {
+        ok(self.admin.revoke_key(&r.into_inner().id).await?)
+    }
+
+    async fn get_usage(&self, r: Request<pb::UsageQuery>) -> Reply<pb::UsageTotals> {
+        ok(self.admin.usage(r.into_inner().into()).await?)
+    }
+
+    async fn list_data_planes(&self, _: Request<pb::ListDataPlanesRequest>) -> Reply<pb::ListDataPlanesResponse> {
+        ok(self.admin.dataplanes().await?)
+    }
+}

@@ -1,0 +1,204 @@
+//! Proto <-> domain conversions for the admin service: the only place the two meet.
+
+use crate::error::Error;
+use crate::model::{self, Credential};
+use shared::proto as pb;
+
+fn opt(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+impl TryFrom<pb::ProviderSpec> for model::ProviderSpec {
+    type Error = Error;
+
+    fn try_from(p: pb::ProviderSpec) -> Result<Self, Error> {
+        Ok(model::ProviderSpec {
+            kind: p.kind.parse().map_err(|e| Error::invalid(format!("kind: {e}")))?,
+            name: p.name,
+            base_url: p.base_url,
+            api_key: p.api_key.map(Credential::new),
+            settings: p.settings.into_iter().collect(),
+        })
+    }
+}
+
+impl From<model::Provider> for pb::Provider {
+    fn from(p: model::Provider) -> Self {
+        pb::Provider {
+            name: p.name,
+            kind: p.kind.to_string(),
+            base_url: p.base_url,
+            has_api_key: p.has_api_key,
+            settings: p.settings.into_iter().collect(),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+impl From<pb::Route> for model::Route {
+    fn from(r: pb::Route) -> Self {
+        model::Route {
+            model: r.model,
+            targets: r
+                .targets
+                .into_iter()
+                .map(|t| model::RouteTarget {
+                    provider: t.provider,
+                    model: t.model,
+                    // proto3 cannot tell an absent weight from 0; absent means 1.
+                    weight: t.weight.max(1),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<model::Route> for pb::Route {
+    fn from(r: model::Route) -> Self {
+        pb::Route {
+            model: r.model,
+            targets: r
+                .targets
+                .into_iter()
+                .map(|t| pb::RouteTarget { provider: t.provider, model: t.model, weight: t.weight })
+                .collect(),
+        }
+    }
+}
+
+impl From<model::Team> for pb::Team {
+    fn from(t: model::Team) -> Self {
+        pb::Team { id: t.id.into_string(), name: t.name, created_at: t.created_at }
+    }
+}
+
+impl From<pb::CreateUserRequest> for model::NewUser {
+    fn from(u: pb::CreateUserRequest) -> Self {
+        model::NewUser { name: u.name, email: opt(u.email), team_id: opt(u.team_id).map(Into::into) }
+    }
+}
+
+impl From<model::User> for pb::User {
+    fn from(u: model::User) -> Self {
+        pb::User {
+            id: u.id.into_string(),
+            name: u.name,
+            email: u.email.unwrap_or_default(),
+            team_id: u.team_id.map(|t| t.into_string()).unwrap_or_default(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+impl From<pb::CreateKeyRequest> for model::NewKey {
+    fn from(k: pb::CreateKeyRequest) -> Self {
+        model::NewKey {
+            name: k.name,
+            user_id: opt(k.user_id).map(Into::into),
+            team_id: opt(k.team_id).map(Into::into),
+            models: k.models,
+            expires_at: opt(k.expires_at),
+        }
+    }
+}
+
+impl From<model::ApiKey> for pb::ApiKey {
+    fn from(k: model::ApiKey) -> Self {
+        pb::ApiKey {
+            id: k.id.into_string(),
+            name: k.name,
+            prefix: k.prefix,
+            user_id: k.user_id.map(|u| u.into_string()).unwrap_or_default(),
+            team_id: k.team_id.map(|t| t.into_string()).unwrap_or_default(),
+            models: k.models,
+            expires_at: k.expires_at.unwrap_or_default(),
+            revoked: k.revoked,
+            created_at: k.created_at,
+        }
+    }
+}
+
+impl From<pb::UsageQuery> for model::UsageFilter {
+    fn from(q: pb::UsageQuery) -> Self {
+        model::UsageFilter {
+            key_id: opt(q.key_id),
+            user_id: opt(q.user_id),
+            team_id: opt(q.team_id),
+            model: opt(q.model),
+            since: opt(q.since),
+            until: opt(q.until),
+        }
+    }
+}
+
+impl From<model::UsageTotals> for pb::UsageTotals {
+    fn from(t: model::UsageTotals) -> Self {
+        pb::UsageTotals {
+            requests: t.requests,
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            total_tokens: t.total_tokens,
+        }
+    }
+}
+
+impl From<model::DataPlanes> for pb::ListDataPlanesResponse {
+    fn from(d: model::DataPlanes) -> Self {
+        pb::ListDataPlanesResponse {
+            current_version: d.current_version,
+            data_planes: d
+                .data_planes
+                .into_iter()
+                .map(|p| pb::DataPlane {
+                    id: p.id,
+                    hostname: p.hostname,
+                    applied_version: p.applied_version,
+                    last_error: p.last_error,
+                    last_seen: p.last_seen,
+                    connected: p.connected,
+                    software_version: p.software_version,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Validates one usage record from a data plane.
+impl TryFrom<pb::UsageRecord> for model::UsageRecord {
+    type Error = Error;
+
+    fn try_from(r: pb::UsageRecord) -> Result<Self, Error> {
+        if uuid_like(&r.id).is_none() {
+            return Err(Error::invalid(format!("records: id {:?} is not a UUID", r.id)));
+        }
+        if r.key_id.is_empty() || r.model.is_empty() {
+            return Err(Error::invalid(format!("records[{}]: key_id and model are required", r.id)));
+        }
+        let tokens = [r.prompt_tokens, r.completion_tokens, r.total_tokens, r.latency_ms];
+        if tokens.iter().any(|n| *n < 0) {
+            return Err(Error::invalid(format!("records[{}]: counts must not be negative", r.id)));
+        }
+        Ok(model::UsageRecord {
+            id: r.id,
+            key_id: r.key_id,
+            user_id: opt(r.user_id),
+            team_id: opt(r.team_id),
+            model: r.model,
+            provider: r.provider,
+            upstream_model: r.upstream_model,
+            endpoint: r.endpoint,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
+            latency_ms: r.latency_ms,
+            status: i64::from(r.status),
+            streamed: r.streamed,
+            created_at_ms: r.created_at_ms,
+        })
+    }
+}
+
+fn uuid_like(id: &str) -> Option<()> {
+    (id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then_some(())
+}

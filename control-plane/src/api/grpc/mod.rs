@@ -1,0 +1,78 @@
+//! The gRPC server: admin service, cluster service, and server reflection.
+
+mod admin;
+mod cluster;
+mod convert;
+
+use crate::api::auth::BearerToken;
+use crate::service::Admin;
+use crate::snapshot::SharedSnapshot;
+use shared::proto::{
+    admin_service_server::AdminServiceServer, cluster_service_server::ClusterServiceServer,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Snapshots of a million keys are large; the cap only guards against nonsense.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+#[derive(Clone)]
+pub struct GrpcState {
+    pub admin: Admin,
+    pub admin_token: BearerToken,
+    pub cluster_token: BearerToken,
+    pub snapshots: watch::Receiver<SharedSnapshot>,
+    pub shutdown: CancellationToken,
+}
+
+fn interceptor(
+    token: BearerToken,
+) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        if token.accepts(header) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated("missing or invalid bearer token"))
+        }
+    }
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: GrpcState,
+) -> anyhow::Result<()> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let admin = AdminServiceServer::with_interceptor(
+        admin::AdminGrpc::new(state.admin.clone()),
+        interceptor(state.admin_token.clone()),
+    );
+    let cluster = ClusterServiceServer::new(cluster::ClusterGrpc::new(
+        state.admin.clone(),
+        state.snapshots.clone(),
+        state.shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster = tonic::service::interceptor::InterceptedService::new(
+        cluster,
+        interceptor(state.cluster_token.clone()),
+    );
+    let shutdown = state.shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(admin)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move { shutdown.cancelled().await },
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! One thin handler per REST route: parse, call the admin service, answer.
+
+use super::{Body, Params, RestState};
+use crate::error::Result;
+use crate::model::*;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+
+type Created<T> = (StatusCode, Json<T>);
+
+fn created<T>(value: T) -> Created<T> {
+    (StatusCode::CREATED, Json(value))
+}
+
+pub fn routes() -> Router<RestState> {
+    Router::new()
+        .route("/providers", get(list_providers).post(create_provider))
+        .route("/providers/{name}", get(get_provider).put(update_provider).delete(delete_provider))
+        .route("/routes", get(list_routes).post(create_route))
+        .route("/routes/{*model}", get(get_route).put(update_route).delete(delete_route))
+        .route("/teams", get(list_teams).post(create_team))
+        .route("/teams/{id}", get(get_team).delete(delete_team))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}", get(get_key).delete(revoke_key))
+        .route("/usage", get(usage))
+        .route("/dataplanes", get(dataplanes))
+}
+
+async fn create_provider(State(s): State<RestState>, Body(spec): Body<ProviderSpec>) -> Result<Created<Provider>> {
+    Ok(created(s.admin.create_provider(spec).await?))
+}
+
+async fn list_providers(State(s): State<RestState>) -> Result<Json<Vec<Provider>>> {
+    Ok(Json(s.admin.list_providers().await?))
+}
+
+async fn get_provider(State(s): State<RestState>, Path(name): Path<String>) -> Result<Json<Provider>> {
+    Ok(Json(s.admin.get_provider(&name).await?))
+}
+
+async fn update_provider(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    Body(spec): Body<ProviderSpec>,
+) -> Result<Json<Provider>> {
+    Ok(Json(s.admin.update_provider(&name, spec).await?))
+}
+
+async fn delete_provider(State(s): State<RestState>, Path(name): Path<String>) -> Result<StatusCode> {
+    s.admin.delete_provider(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_route(State(s): State<RestState>, Body(route): Body<Route>) -> Result<Created<Route>> {
+    Ok(created(s.admin.create_route(route).await?))
+}
+
+async fn list_routes(State(s): State<RestState>) -> Result<Json<Vec<Route>>> {
+    Ok(Json(s.admin.list_routes().await?))
+}
+
+async fn get_route(State(s): State<RestState>, Path(model): Path<String>) -> Result<Json<Route>> {
+    Ok(Json(s.admin.get_route(&model).await?))
+}
+
+async fn update_route(
+    State(s): State<RestState>,
+    Path(model): Path<String>,
+    Body(route): Body<Route>,
+) -> Result<Json<Route>> {
+    Ok(Json(s.admin.update_route(&model, route).await?))
+}
+
+async fn delete_route(State(s): State<RestState>, Path(model): Path<String>) -> Result<StatusCode> {
+    s.admin.delete_route(&model).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_team(State(s): State<RestState>, Body(team): Body<NewTeam>) -> Result<Created<Team>> {
+    Ok(created(s.admin.create_team(team).await?))
+}
+
+async fn list_teams(State(s): State<RestState>) -> Result<Json<Vec<Team>>> {
+    Ok(Json(s.admin.list_teams().await?))
+}
+
+async fn get_team(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<Team>> {
+    Ok(Json(s.admin.get_team(&id).await?))
+}
+
+async fn delete_team(State(s): State<RestState>, Path(id): Path<String>) -> Result<StatusCode> {
+    s.admin.delete_team(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_user(State(s): State<RestState>, Body(user): Body<NewUser>) -> Result<Created<User>> {
+    Ok(created(s.admin.create_user(user).await?))
+}
+
+async fn list_users(State(s): State<RestState>) -> Result<Json<Vec<User>>> {
+    Ok(Json(s.admin.list_users().await?))
+}
+
+async fn get_user(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<User>> {
+    Ok(Json(s.admin.get_user(&id).await?))
+}
+
+async fn delete_user(State(s): State<RestState>, Path(id): Path<String>) -> Result<StatusCode> {
+    s.admin.delete_user(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_key(State(s): State<RestState>, Body(key): Body<NewKey>) -> Result<Created<CreatedKey>> {
+    Ok(created(s.admin.create_key(key).await?))
+}
+
+async fn list_keys(State(s): State<RestState>) -> Result<Json<Vec<ApiKey>>> {
+    Ok(Json(s.admin.list_keys().await?))
+}
+
+async fn get_key(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<ApiKey>> {
+    Ok(Json(s.admin.get_key(&id).await?))
+}
+
+async fn revoke_key(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<ApiKey>> {
+    Ok(Json(s.admin.revoke_key(&id).await?))
+}
+
+async fn usage(State(s): State<RestState>, Params(filter): Params<UsageFilter>) -> Result<Json<UsageTotals>> {
+    Ok(Json(s.admin.usage(filter).await?))
+}
+
+async fn dataplanes(State(s): State<RestState>) -> Result<Json<DataPlanes>> {
+    Ok(Json(s.admin.dataplanes().await?))
+}

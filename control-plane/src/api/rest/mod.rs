@@ -1,0 +1,104 @@
+//! The REST admin API under `/api/v1`, plus health and metrics.
+
+mod handlers;
+
+use crate::api::auth::BearerToken;
+use crate::error::Error;
+use crate::service::Admin;
+use crate::snapshot::SharedSnapshot;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct RestState {
+    pub admin: Admin,
+    pub admin_token: BearerToken,
+    pub snapshots: watch::Receiver<SharedSnapshot>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: RestState) -> Router {
+    let api = handlers::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .fallback(|| async { Error::NotFound("API route".into()) });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|State(s): State<RestState>| async move { s.metrics.render() }))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+async fn ready(State(state): State<RestState>) -> Response {
+    let published = state.snapshots.borrow().is_some();
+    match state.admin.store().ping().await {
+        Ok(()) if published => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "no snapshot built yet").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    }
+}
+
+async fn require_admin(State(state): State<RestState>, request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if state.admin_token.accepts(header) {
+        next.run(request).await
+    } else {
+        Error::Unauthenticated.into_response()
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let (status, _, code) = self.kind().codes();
+        (status, Json(json!({"error": {"message": self.to_string(), "code": code}}))).into_response()
+    }
+}
+
+/// A JSON body whose rejections are answered in the API's error format.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::invalid("expected a JSON body with content-type: application/json")
+        }
+        other => Error::invalid(other.body_text()),
+    }
+}
+
+/// Query parameters whose rejections are answered in the API's error format.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|r: QueryRejection| Error::invalid(r.body_text()))
+    }
+}

@@ -1,0 +1,81 @@
+//! The control plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
+
+use shared::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "control-plane", version, about = "Switchboard control plane")]
+pub struct Config {
+    /// `sqlite://path` (created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATABASE_URL",
+        default_value = "sqlite://.switchboard/control-plane.db"
+    )]
+    pub database_url: String,
+
+    /// Address of the gRPC server (admin API, config stream, usage ingestion).
+    #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP server (REST admin API, health, metrics).
+    #[arg(long, env = "SWITCHBOARD_HTTP_ADDR", default_value = "0.0.0.0:8081")]
+    pub http_addr: SocketAddr,
+
+    /// Bearer token of the admin APIs. Generated on first start with SQLite when not set.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Bearer token data planes present. Generated on first start with SQLite when not set.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+
+    /// 64 hex characters: the key that encrypts provider credentials at rest.
+    /// Generated on first start with SQLite when not set.
+    #[arg(long, env = "SWITCHBOARD_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// How often the database's config version is checked for writes made by other replicas.
+    #[arg(long, env = "SWITCHBOARD_CONFIG_POLL_MS", default_value_t = 1000)]
+    pub config_poll_ms: u64,
+
+    /// Maximum database connections.
+    #[arg(long, env = "SWITCHBOARD_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn config_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.config_poll_ms.max(50))
+    }
+
+    pub fn database(&self) -> Result<DatabaseKind, String> {
+        DatabaseKind::of_url(&self.database_url)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseKind {
+    pub fn of_url(url: &str) -> Result<Self, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err("database_url: expected a sqlite:// or postgres:// URL".to_owned())
+        }
+    }
+}

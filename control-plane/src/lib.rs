@@ -1,0 +1,83 @@
+//! Switchboard's control plane as a library; `main.rs` only parses flags.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod secrets;
+pub mod service;
+pub mod snapshot;
+pub mod store;
+
+use anyhow::Context;
+use config::Config;
+use shared::crypto::Cipher;
+use shared::tasks::Tasks;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Runs until `shutdown` resolves, then stops every task.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let store = store::Store::connect(&config.database_url, config.database_max_connections)
+        .await
+        .context("database_url: cannot open the database")?;
+    let secrets = secrets::resolve(&config)?;
+    let cipher = Arc::new(Cipher::new(&secrets.secret_key));
+
+    let publisher = snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval());
+    publisher.publish_current().await.context("building the first snapshot")?;
+    let snapshots = publisher.subscribe();
+    let admin = service::Admin::new(store, cipher, publisher.refresher());
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("grpc_addr: cannot listen on {}", config.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
+    tracing::info!(
+        grpc = %grpc_listener.local_addr()?,
+        http = %http_listener.local_addr()?,
+        database = ?admin.store().kind(),
+        "control plane listening"
+    );
+
+    let tasks = Tasks::new();
+    tasks.spawn("snapshot-publisher", publisher.run(tasks.token()));
+    let grpc_state = api::grpc::GrpcState {
+        admin: admin.clone(),
+        admin_token: secrets.admin_token.clone(),
+        cluster_token: secrets.cluster_token,
+        snapshots: snapshots.clone(),
+        shutdown: tasks.token(),
+    };
+    tasks.spawn("grpc-server", async move {
+        if let Err(error) = api::grpc::serve(grpc_listener, grpc_state).await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+    let rest = api::rest::router(api::rest::RestState {
+        admin,
+        admin_token: secrets.admin_token,
+        snapshots,
+        metrics,
+    });
+    let token = tasks.token();
+    tasks.spawn("http-server", async move {
+        let served = axum::serve(http_listener, rest)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+
+    shutdown.await;
+    tasks.shutdown().await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The control plane's domain types: what the admin service takes and returns.
+//! REST serialises them as JSON; gRPC converts them to and from proto at its edge.
+
+use serde::{Deserialize, Serialize};
+use shared::ids::{KeyId, TeamId, UserId};
+use shared::provider_kind::ProviderKind;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A credential given by an admin: write-only, never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    #[serde(default)]
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// On update, `None` keeps the stored credential.
+    #[serde(default)]
+    pub api_key: Option<Credential>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub has_api_key: bool,
+    pub settings: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    pub provider: String,
+    pub model: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub model: String,
+    pub targets: Vec<RouteTarget>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Team {
+    pub id: TeamId,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<TeamId>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub email: Option<String>,
+    pub team_id: Option<TeamId>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+    #[serde(default)]
+    pub team_id: Option<TeamId>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub name: String,
+    pub prefix: String,
+    pub user_id: Option<UserId>,
+    pub team_id: Option<TeamId>,
+    pub models: Vec<String>,
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+    pub created_at: String,
+}
+
+/// The only place a key's secret appears: the answer to its creation.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    #[serde(rename = "key")]
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageFilter {
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub model: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DataPlane {
+    pub id: String,
+    pub hostname: String,
+    pub software_version: String,
+    pub applied_version: i64,
+    pub last_error: String,
+    pub last_seen: String,
+    pub connected: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DataPlanes {
+    pub current_version: i64,
+    pub data_planes: Vec<DataPlane>,
+}
+
+/// A usage record as reported by a data plane, validated.
+#[derive(Clone, Debug)]
+pub struct UsageRecord {
+    pub id: String,
+    pub key_id: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub endpoint: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub streamed: bool,
+    pub created_at_ms: i64,
+}

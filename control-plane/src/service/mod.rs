@@ -1,0 +1,374 @@
+//! The admin operations, shared by the REST and gRPC surfaces: validation,
+//! encryption of credentials, and a prompt snapshot refresh after each write.
+
+mod validate;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::snapshot::Refresher;
+use crate::store::{Store, UsageQuery};
+use shared::crypto::Cipher;
+use shared::ids::{KeyId, TeamId, UserId};
+use shared::keys::ApiKeySecret;
+use shared::time::{ms_to_rfc3339, now_ms, rfc3339_to_ms};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How long a data plane may stay silent and still count as connected.
+const DATAPLANE_LIVENESS_MS: i64 = 45_000;
+
+#[derive(Clone)]
+pub struct Admin {
+    store: Store,
+    cipher: Arc<Cipher>,
+    refresher: Refresher,
+}
+
+impl Admin {
+    pub fn new(store: Store, cipher: Arc<Cipher>, refresher: Refresher) -> Self {
+        Self { store, cipher, refresher }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ---- providers
+
+    pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
+        validate::provider(&spec)?;
+        let stored = self.stored_provider(&spec)?;
+        self.store.insert_provider(&stored).await?;
+        self.refresher.refresh_now();
+        self.get_provider(&spec.name).await
+    }
+
+    pub async fn update_provider(&self, name: &str, mut spec: ProviderSpec) -> Result<Provider> {
+        spec.name = path_name(name, &spec.name, "name")?;
+        validate::provider(&spec)?;
+        let stored = self.stored_provider(&spec)?;
+        if !self.store.update_provider(&stored).await? {
+            return Err(Error::NotFound(format!("provider {name:?}")));
+        }
+        self.refresher.refresh_now();
+        self.get_provider(name).await
+    }
+
+    fn stored_provider(&self, spec: &ProviderSpec) -> Result<crate::store::ProviderRow> {
+        let now = now_ms();
+        Ok(crate::store::ProviderRow {
+            name: spec.name.clone(),
+            kind: spec.kind.as_str().to_owned(),
+            base_url: normalise_base_url(&spec.base_url),
+            api_key_encrypted: spec.api_key.as_ref().map(|k| self.cipher.encrypt_to_string(k.expose())),
+            settings: settings_json(&spec.settings)?,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub async fn get_provider(&self, name: &str) -> Result<Provider> {
+        let row = self.store.get_provider(name).await?;
+        row.map(provider_view)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("provider {name:?}")))
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<Provider>> {
+        self.store.list_providers().await?.into_iter().map(provider_view).collect()
+    }
+
+    pub async fn delete_provider(&self, name: &str) -> Result<()> {
+        if !self.store.delete_provider(name).await? {
+            return Err(Error::NotFound(format!("provider {name:?}")));
+        }
+        self.refresher.refresh_now();
+        Ok(())
+    }
+
+    // ---- routes
+
+    pub async fn create_route(&self, route: Route) -> Result<Route> {
+        self.validate_route(&route).await?;
+        self.store.insert_route(&route).await?;
+        self.refresher.refresh_now();
+        self.get_route(&route.model).await
+    }
+
+    pub async fn update_route(&self, model: &str, mut route: Route) -> Result<Route> {
+        route.model = path_name(model, &route.model, "model")?;
+        self.validate_route(&route).await?;
+        if !self.store.replace_route(&route).await? {
+            return Err(Error::NotFound(format!("route {model:?}")));
+        }
+        self.refresher.refresh_now();
+        self.get_route(model).await
+    }
+
+    async fn validate_route(&self, route: &Route) -> Result<()> {
+        validate::route(route)?;
+        let providers = self.store.list_providers().await?;
+        for (i, target) in route.targets.iter().enumerate() {
+            if !providers.iter().any(|p| p.name == target.provider) {
+                return Err(Error::invalid(format!(
+                    "targets[{i}].provider: provider {:?} does not exist",
+                    target.provider
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get_route(&self, model: &str) -> Result<Route> {
+        self.store
+            .get_route(model)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("route {model:?}")))
+    }
+
+    pub async fn list_routes(&self) -> Result<Vec<Route>> {
+        self.store.list_routes().await
+    }
+
+    pub async fn delete_route(&self, model: &str) -> Result<()> {
+        if !self.store.delete_route(model).await? {
+            return Err(Error::NotFound(format!("route {model:?}")));
+        }
+        self.refresher.refresh_now();
+        Ok(())
+    }
+
+    // ---- teams and users
+
+    pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+        validate::display_name("name", &new.name)?;
+        let id = TeamId::generate();
+        self.store.insert_team(&id, new.name.trim(), now_ms()).await?;
+        self.get_team(id.as_str()).await
+    }
+
+    pub async fn get_team(&self, id: &str) -> Result<Team> {
+        self.store.get_team(id).await?.ok_or_else(|| Error::NotFound(format!("team {id:?}")))
+    }
+
+    pub async fn list_teams(&self) -> Result<Vec<Team>> {
+        self.store.list_teams().await
+    }
+
+    pub async fn delete_team(&self, id: &str) -> Result<()> {
+        if !self.store.delete_team(id).await? {
+            return Err(Error::NotFound(format!("team {id:?}")));
+        }
+        Ok(())
+    }
+
+    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        validate::display_name("name", &new.name)?;
+        let email = new.email.filter(|e| !e.trim().is_empty());
+        if let Some(email) = &email {
+            validate::email(email)?;
+        }
+        let team_id = non_empty(new.team_id);
+        if let Some(team) = &team_id {
+            self.require_team(team, "team_id").await?;
+        }
+        let now = now_ms();
+        let user = User {
+            id: UserId::generate(),
+            name: new.name.trim().to_owned(),
+            email,
+            team_id,
+            created_at: ms_to_rfc3339(now),
+        };
+        self.store.insert_user(&user, now).await?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<User> {
+        self.store.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("user {id:?}")))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.store.list_users().await
+    }
+
+    pub async fn delete_user(&self, id: &str) -> Result<()> {
+        if !self.store.delete_user(&UserId::from(id.to_owned())).await? {
+            return Err(Error::NotFound(format!("user {id:?}")));
+        }
+        Ok(())
+    }
+
+    async fn require_team(&self, id: &TeamId, field: &str) -> Result<()> {
+        match self.store.get_team(id.as_str()).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::invalid(format!("{field}: team {id:?} does not exist"))),
+        }
+    }
+
+    // ---- keys
+
+    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+        validate::display_name("name", &new.name)?;
+        let user_id = non_empty(new.user_id);
+        let mut team_id = non_empty(new.team_id);
+        if let Some(user_id) = &user_id {
+            let user = self
+                .store
+                .get_user(user_id.as_str())
+                .await?
+                .ok_or_else(|| Error::invalid(format!("user_id: user {user_id:?} does not exist")))?;
+            match (&team_id, &user.team_id) {
+                (Some(asked), Some(users)) if asked != users => {
+                    return Err(Error::invalid(format!(
+                        "team_id: user {user_id:?} belongs to team {users:?}, not {asked:?}"
+                    )))
+                }
+                (None, Some(users)) => team_id = Some(users.clone()),
+                _ => {}
+            }
+        }
+        if let Some(team) = &team_id {
+            self.require_team(team, "team_id").await?;
+        }
+        for (i, model) in new.models.iter().enumerate() {
+            if model.trim().is_empty() {
+                return Err(Error::invalid(format!("models[{i}]: must not be empty")));
+            }
+        }
+        let now = now_ms();
+        let expires_at_ms = match new.expires_at.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => {
+                let ms = rfc3339_to_ms(text).ok_or_else(|| {
+                    Error::invalid("expires_at: expected an RFC 3339 time such as 2030-01-31T00:00:00Z")
+                })?;
+                if ms <= now {
+                    return Err(Error::invalid("expires_at: must be in the future"));
+                }
+                Some(ms)
+            }
+        };
+        let secret = ApiKeySecret::generate();
+        let key = ApiKey {
+            id: KeyId::generate(),
+            name: new.name.trim().to_owned(),
+            prefix: secret.display_prefix(),
+            user_id,
+            team_id,
+            models: new.models,
+            expires_at: expires_at_ms.map(ms_to_rfc3339),
+            revoked: false,
+            created_at: ms_to_rfc3339(now),
+        };
+        self.store
+            .insert_key(crate::store::NewKeyRow {
+                key: &key,
+                key_hash_hex: secret.hash().to_hex(),
+                expires_at_ms,
+                created_at_ms: now,
+            })
+            .await?;
+        self.refresher.refresh_now();
+        Ok(CreatedKey { key, secret: secret.expose().to_owned() })
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
+        self.store.get_key(id).await?.ok_or_else(|| Error::NotFound(format!("key {id:?}")))
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        self.store.list_keys().await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        let key = self
+            .store
+            .revoke_key(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("key {id:?}")))?;
+        self.refresher.refresh_now();
+        Ok(key)
+    }
+
+    // ---- usage and data planes
+
+    pub async fn usage(&self, filter: UsageFilter) -> Result<UsageTotals> {
+        let time = |field: &str, value: Option<String>| -> Result<Option<i64>> {
+            match value.filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(text) => rfc3339_to_ms(&text)
+                    .map(Some)
+                    .ok_or_else(|| Error::invalid(format!("{field}: expected an RFC 3339 time"))),
+            }
+        };
+        let query = UsageQuery {
+            since_ms: time("since", filter.since)?,
+            until_ms: time("until", filter.until)?,
+            key_id: filter.key_id.filter(|v| !v.is_empty()),
+            user_id: filter.user_id.filter(|v| !v.is_empty()),
+            team_id: filter.team_id.filter(|v| !v.is_empty()),
+            model: filter.model.filter(|v| !v.is_empty()),
+        };
+        self.store.usage_totals(&query).await
+    }
+
+    pub async fn dataplanes(&self) -> Result<DataPlanes> {
+        let now = now_ms();
+        let data_planes = self
+            .store
+            .list_dataplanes()
+            .await?
+            .into_iter()
+            .map(|row| DataPlane {
+                connected: row.disconnected_at.is_none()
+                    && now - row.last_seen < DATAPLANE_LIVENESS_MS,
+                id: row.id,
+                hostname: row.hostname,
+                software_version: row.software_version,
+                applied_version: row.applied_version,
+                last_error: row.last_error,
+                last_seen: ms_to_rfc3339(row.last_seen),
+            })
+            .collect();
+        Ok(DataPlanes { current_version: self.store.config_version().await?, data_planes })
+    }
+}
+
+fn provider_view(row: crate::store::ProviderRow) -> Result<Provider> {
+    Ok(Provider {
+        kind: row
+            .kind
+            .parse()
+            .map_err(|e| Error::Internal(format!("stored provider {:?}: {e}", row.name)))?,
+        settings: serde_json::from_str(&row.settings).unwrap_or_default(),
+        has_api_key: row.api_key_encrypted.is_some(),
+        name: row.name,
+        base_url: row.base_url,
+        created_at: ms_to_rfc3339(row.created_at),
+        updated_at: ms_to_rfc3339(row.updated_at),
+    })
+}
+
+fn settings_json(settings: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn normalise_base_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_owned()
+}
+
+/// On PUT the path names the resource; a body may repeat the name but not contradict it.
+fn path_name(path: &str, body: &str, field: &str) -> Result<String> {
+    if body.is_empty() || body == path {
+        Ok(path.to_owned())
+    } else {
+        Err(Error::invalid(format!(
+            "{field}: {body:?} in the body differs from {path:?} in the path; renaming is not supported"
+        )))
+    }
+}
+
+fn non_empty<T: AsRef<str>>(value: Option<T>) -> Option<T> {
+    value.filter(|v| !v.as_ref().is_empty())
+}

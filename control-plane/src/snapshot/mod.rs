@@ -1,0 +1,147 @@
+//! Builds immutable, versioned snapshots from the database and publishes the
+//! latest one to every config stream through a `watch` channel.
+//!
+//! The version is the database's, so every replica builds the same snapshot
+//! for the same version. Local writes trigger a rebuild at once; writes made
+//! through other replicas are picked up by polling the version.
+
+use crate::error::{Error, Result};
+use crate::store::{ConfigRows, Store};
+use shared::crypto::Cipher;
+use shared::proto;
+use shared::time::now_ms;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+pub type SharedSnapshot = Option<Arc<proto::Snapshot>>;
+
+/// Asks the publisher to look at the database now, after a local write.
+#[derive(Clone, Default)]
+pub struct Refresher(Arc<Notify>);
+
+impl Refresher {
+    pub fn refresh_now(&self) {
+        self.0.notify_one();
+    }
+}
+
+pub struct Publisher {
+    store: Store,
+    cipher: Arc<Cipher>,
+    poll_interval: Duration,
+    refresher: Refresher,
+    sender: watch::Sender<SharedSnapshot>,
+}
+
+impl Publisher {
+    pub fn new(store: Store, cipher: Arc<Cipher>, poll_interval: Duration) -> Self {
+        let (sender, _) = watch::channel(None);
+        Self { store, cipher, poll_interval, refresher: Refresher::default(), sender }
+    }
+
+    pub fn refresher(&self) -> Refresher {
+        self.refresher.clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<SharedSnapshot> {
+        self.sender.subscribe()
+    }
+
+    /// Builds the first snapshot; the control plane is ready once this succeeded.
+    pub async fn publish_current(&self) -> Result<()> {
+        let rows = self.store.load_config().await?;
+        let snapshot = build(rows, &self.cipher)?;
+        let version = snapshot.version;
+        self.sender.send_replace(Some(Arc::new(snapshot)));
+        metrics::gauge!("switchboard_config_version").set(version as f64);
+        tracing::info!(version, "published config snapshot");
+        Ok(())
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.refresher.0.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+            let published = self.sender.borrow().as_ref().map_or(0, |s| s.version);
+            match self.store.config_version().await {
+                Ok(version) if version == published => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    error.log_if_internal();
+                    continue;
+                }
+            }
+            if let Err(error) = self.publish_current().await {
+                error.log_if_internal();
+                tracing::warn!(%error, "snapshot build failed; data planes keep the previous one");
+            }
+        }
+    }
+}
+
+/// Turns a consistent read of the configuration into a snapshot. Credentials
+/// are decrypted here: they reach data planes only through the config stream.
+pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
+    let providers = rows
+        .providers
+        .into_iter()
+        .map(|p| {
+            let api_key = match &p.api_key_encrypted {
+                Some(sealed) => cipher.decrypt_string(sealed).map_err(|_| {
+                    Error::Internal(format!(
+                        "credential of provider {:?} cannot be decrypted: is --secret-key the one it was stored with?",
+                        p.name
+                    ))
+                })?,
+                None => String::new(),
+            };
+            Ok(proto::SnapshotProvider {
+                settings: serde_json::from_str(&p.settings).unwrap_or_default(),
+                name: p.name,
+                kind: p.kind,
+                base_url: p.base_url,
+                api_key,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let routes = rows
+        .routes
+        .into_iter()
+        .map(|r| proto::SnapshotRoute {
+            model: r.model,
+            targets: r
+                .targets
+                .into_iter()
+                .map(|t| proto::SnapshotRouteTarget { provider: t.provider, model: t.model, weight: t.weight })
+                .collect(),
+        })
+        .collect();
+    let keys = rows
+        .keys
+        .into_iter()
+        .filter_map(|k| {
+            let hash = shared::keys::KeyHash::from_hex(&k.key_hash)?;
+            Some(proto::SnapshotKey {
+                models: k.models(),
+                key_hash: hash.as_bytes().to_vec(),
+                id: k.id,
+                name: k.name,
+                user_id: k.user_id.unwrap_or_default(),
+                team_id: k.team_id.unwrap_or_default(),
+                expires_at_ms: k.expires_at.unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(proto::Snapshot {
+        version: rows.version,
+        providers,
+        routes,
+        keys,
+        created_at_ms: now_ms(),
+    })
+}

@@ -1,0 +1,107 @@
+use super::Store;
+use crate::error::Result;
+use crate::model::ApiKey;
+use shared::ids::{TeamId, UserId};
+use shared::time::{ms_to_rfc3339, now_ms};
+
+#[derive(sqlx::FromRow)]
+struct KeyRecord {
+    id: String,
+    name: String,
+    prefix: String,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    models: String,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    created_at: i64,
+}
+
+const COLUMNS: &str = "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at";
+
+impl From<KeyRecord> for ApiKey {
+    fn from(r: KeyRecord) -> Self {
+        ApiKey {
+            id: r.id.into(),
+            name: r.name,
+            prefix: r.prefix,
+            user_id: r.user_id.map(UserId::from),
+            team_id: r.team_id.map(TeamId::from),
+            models: parse_models(&r.models),
+            expires_at: r.expires_at.map(ms_to_rfc3339),
+            revoked: r.revoked_at.is_some(),
+            created_at: ms_to_rfc3339(r.created_at),
+        }
+    }
+}
+
+pub(super) fn parse_models(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// What is stored for a new key: its hash, never its secret.
+pub struct NewKeyRow<'a> {
+    pub key: &'a ApiKey,
+    pub key_hash_hex: String,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+impl Store {
+    pub async fn insert_key(&self, row: NewKeyRow<'_>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let key = row.key;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({COLUMNS}, key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)"
+        ))
+        .bind(key.id.as_str())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(key.user_id.as_ref().map(UserId::as_str))
+        .bind(key.team_id.as_ref().map(TeamId::as_str))
+        .bind(serde_json::to_string(&key.models).unwrap_or_else(|_| "[]".into()))
+        .bind(row.expires_at_ms)
+        .bind(row.created_at_ms)
+        .bind(row.key_hash_hex)
+        .execute(&mut *tx)
+        .await?;
+        Self::commit_config_change(tx).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows: Vec<KeyRecord> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ApiKey::from).collect())
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row: Option<KeyRecord> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(ApiKey::from))
+    }
+
+    /// Revoking twice is not an error; only the first revocation changes config.
+    pub async fn revoke_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if changed {
+            Self::commit_config_change(tx).await?;
+        } else {
+            tx.rollback().await?;
+        }
+        self.get_key(id).await
+    }
+}

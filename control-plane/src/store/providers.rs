@@ -1,0 +1,112 @@
+use super::Store;
+use crate::error::{Error, Result};
+use shared::time::now_ms;
+
+/// A provider as stored; the credential stays encrypted.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredProvider {
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    pub api_key_encrypted: Option<String>,
+    pub settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "name, kind, base_url, api_key_encrypted, settings, created_at, updated_at";
+
+impl Store {
+    pub async fn insert_provider(&self, p: &StoredProvider) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO providers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.base_url)
+        .bind(&p.api_key_encrypted)
+        .bind(&p.settings)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match Error::from(e) {
+            Error::AlreadyExists(_) => Error::AlreadyExists(format!("provider {:?} already exists", p.name)),
+            other => other,
+        })?;
+        Self::commit_config_change(tx).await
+    }
+
+    /// Replaces kind, base URL and settings; the credential only when one is given.
+    pub async fn update_provider(&self, p: &StoredProvider) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE providers SET kind = $2, base_url = $3, \
+             api_key_encrypted = COALESCE($4, api_key_encrypted), settings = $5, updated_at = $6 \
+             WHERE name = $1",
+        )
+        .bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.base_url)
+        .bind(&p.api_key_encrypted)
+        .bind(&p.settings)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if updated {
+            Self::commit_config_change(tx).await?;
+        }
+        Ok(updated)
+    }
+
+    pub async fn get_provider(&self, name: &str) -> Result<Option<StoredProvider>> {
+        Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<StoredProvider>> {
+        Self::providers_in(&self.pool).await
+    }
+
+    pub(super) async fn providers_in<'e, E>(executor: E) -> Result<Vec<StoredProvider>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers ORDER BY name"))
+            .fetch_all(executor)
+            .await?)
+    }
+
+    /// Refuses while a route still sends traffic to the provider.
+    pub async fn delete_provider(&self, name: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT route_model FROM route_targets WHERE provider = $1 ORDER BY route_model",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "provider {name:?} is used by routes: {}",
+                users.join(", ")
+            )));
+        }
+        let deleted = sqlx::query("DELETE FROM providers WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            Self::commit_config_change(tx).await?;
+        }
+        Ok(deleted)
+    }
+}
+

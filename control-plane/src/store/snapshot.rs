@@ -1,0 +1,65 @@
+//! A consistent read of everything a snapshot holds.
+
+use super::providers::StoredProvider;
+use super::Store;
+use crate::error::{Error, Result};
+use crate::model::Route;
+
+pub type ProviderRow = StoredProvider;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: String,
+    pub key_hash: String,
+    pub name: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub models: String,
+    pub expires_at: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn models(&self) -> Vec<String> {
+        super::keys::parse_models(&self.models)
+    }
+}
+
+
+/// The configuration at one version.
+pub struct ConfigRows {
+    pub version: i64,
+    pub providers: Vec<ProviderRow>,
+    pub routes: Vec<Route>,
+    pub keys: Vec<KeyRow>,
+}
+
+const MAX_ATTEMPTS: usize = 10;
+
+impl Store {
+    /// Reads the version, then the rows, then the version again: if a write
+    /// landed in between, read again, so rows and version always agree. This
+    /// works alike on both databases without relying on isolation levels.
+    pub async fn load_config(&self) -> Result<ConfigRows> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut conn = self.pool.acquire().await?;
+            let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+            let providers = Self::providers_in(&mut *conn).await?;
+            let routes = Self::routes_in(&mut conn).await?;
+            let keys: Vec<KeyRow> = sqlx::query_as(
+                "SELECT id, key_hash, name, user_id, team_id, models, expires_at FROM api_keys \
+                 WHERE revoked_at IS NULL ORDER BY id",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            let after: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+            if after == version {
+                return Ok(ConfigRows { version, providers, routes, keys });
+            }
+        }
+        Err(Error::Internal("configuration kept changing while a snapshot was read".into()))
+    }
+}

@@ -1,0 +1,91 @@
+use super::Store;
+use crate::error::Result;
+use crate::model::{UsageRecord, UsageTotals};
+use shared::time::now_ms;
+
+/// A usage filter in stored terms (times as Unix ms).
+#[derive(Default)]
+pub struct UsageQuery {
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub model: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TotalsRecord {
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+}
+
+impl Store {
+    /// Inserts the records whose ids are new; returns how many were new.
+    pub async fn insert_usage(&self, dataplane_id: &str, records: &[UsageRecord]) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let received_at = now_ms();
+        let mut inserted = 0;
+        for r in records {
+            inserted += sqlx::query(
+                "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
+                 provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
+                 latency_ms, status, streamed, created_at, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(dataplane_id)
+            .bind(&r.key_id)
+            .bind(&r.user_id)
+            .bind(&r.team_id)
+            .bind(&r.model)
+            .bind(&r.provider)
+            .bind(&r.upstream_model)
+            .bind(&r.endpoint)
+            .bind(r.prompt_tokens)
+            .bind(r.completion_tokens)
+            .bind(r.total_tokens)
+            .bind(r.latency_ms)
+            .bind(r.status)
+            .bind(i64::from(r.streamed))
+            .bind(r.created_at_ms)
+            .bind(received_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals> {
+        // Each filter is either unset (NULL) or must match: one statement for all combinations.
+        let record: TotalsRecord = sqlx::query_as(
+            "SELECT COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens \
+             FROM usage_records WHERE \
+             ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
+             ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
+             ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6)",
+        )
+        .bind(&q.key_id)
+        .bind(&q.user_id)
+        .bind(&q.team_id)
+        .bind(&q.model)
+        .bind(q.since_ms)
+        .bind(q.until_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(UsageTotals {
+            requests: record.requests,
+            prompt_tokens: record.prompt_tokens,
+            completion_tokens: record.completion_tokens,
+            total_tokens: record.total_tokens,
+        })
+    }
+}
