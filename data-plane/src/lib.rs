@@ -1,0 +1,139 @@
+//! Switchboard's data plane as a library; `main.rs` only parses flags.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cluster_client;
+pub mod config;
+pub mod config_sync;
+pub mod error;
+pub mod ingress;
+pub mod providers;
+pub mod router;
+pub mod runtime;
+pub mod streaming;
+pub mod usage;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use config::Config;
+use config_sync::{ConfigSync, SnapshotFile};
+use runtime::{Live, Runtime};
+use shared::tasks::Tasks;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Serves until `shutdown` resolves; then lets in-flight requests finish
+/// (up to the grace period) and flushes usage before returning.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
+    let dataplane_id = dataplane_id(&config.state_dir)?;
+
+    let live: Live = Arc::new(ArcSwapOption::empty());
+    let file = SnapshotFile::new(&config.state_dir, config.cluster_token());
+    match file.load() {
+        Ok(Some(snapshot)) => match Runtime::try_from(&snapshot) {
+            Ok(runtime) => {
+                tracing::info!(version = runtime.version, "serving the snapshot kept in the state dir");
+                config_sync::install(&live, runtime);
+            }
+            Err(error) => tracing::warn!(%error, "the snapshot in the state dir is invalid; waiting for the control plane"),
+        },
+        Ok(None) => tracing::info!("no snapshot in the state dir; waiting for the control plane"),
+        Err(error) => tracing::warn!(%error, "the snapshot in the state dir is unreadable; waiting for the control plane"),
+    }
+
+    let client = cluster_client::connect(&config.control_plane, config.cluster_token())?;
+    let tasks = Tasks::new();
+    tasks.spawn(
+        "config-sync",
+        ConfigSync {
+            client: client.clone(),
+            live: live.clone(),
+            file,
+            dataplane_id: dataplane_id.clone(),
+            hostname: hostname(),
+        }
+        .run(tasks.token()),
+    );
+
+    let (usage, receiver) = usage::UsageSink::channel(config.usage_queue);
+    let shipper = usage::Shipper {
+        receiver,
+        client,
+        spool: usage::Spool::open(&config.state_dir).context("state_dir: cannot create the usage spool")?,
+        dataplane_id,
+        batch_size: config.usage_batch_size,
+        flush_interval: config.usage_flush_interval(),
+    };
+    // Not tied to the cancellation token: it ends once the server has drained.
+    let shipper = tokio::spawn(shipper.run());
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(config.upstream_connect_timeout())
+        .tcp_nodelay(true)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
+        .context("building the HTTP client")?;
+    let app = ingress::router(ingress::AppState {
+        live,
+        http,
+        usage,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+        upstream_timeout: config.upstream_timeout(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, control_plane = %config.control_plane, "data plane listening");
+
+    let token = tasks.token();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    tokio::select! {
+        _ = shutdown => {}
+        result = &mut server => {
+            result.context("HTTP server task")??;
+            anyhow::bail!("HTTP server stopped unexpectedly");
+        }
+    }
+    tasks.shutdown().await;
+    if tokio::time::timeout(config.shutdown_grace(), &mut server).await.is_err() {
+        tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
+        server.abort();
+    }
+    // Every usage sink lived in the server; with it gone the shipper drains and stops.
+    shipper.await.context("usage shipper task")?;
+    tracing::info!("data plane stopped");
+    Ok(())
+}
+
+/// Stable across restarts, so the control plane sees one data plane, not many.
+fn dataplane_id(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join("dataplane-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = shared::ids::DataPlaneId::generate().into_string();
+    std::fs::write(&path, &id).with_context(|| format!("state_dir: cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

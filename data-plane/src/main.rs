@@ -1,1 +1,19 @@
-fn main(){}
+use clap::Parser;
+use data_plane::config::Config;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(error) = shared::telemetry::init_logging(&config.log, config.log_format) {
+        eprintln!("log: {error}");
+        return ExitCode::from(2);
+    }
+    match data_plane::run(config, shared::tasks::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The last applied snapshot on disk, encrypted (it holds provider
+//! credentials) with a key derived from the cluster token.
+
+use prost::Message;
+use shared::crypto::{Cipher, SecretKey};
+use shared::proto::Snapshot;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const FILE_NAME: &str = "snapshot.bin";
+
+#[derive(Clone)]
+pub struct SnapshotFile {
+    path: PathBuf,
+    cipher: Cipher,
+}
+
+impl SnapshotFile {
+    pub fn new(state_dir: &Path, cluster_token: &str) -> Self {
+        Self {
+            path: state_dir.join(FILE_NAME),
+            cipher: Cipher::new(&SecretKey::derive(cluster_token, "data-plane snapshot")),
+        }
+    }
+
+    /// `Ok(None)` when there is no saved snapshot yet.
+    pub fn load(&self) -> io::Result<Option<Snapshot>> {
+        let sealed = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let plain = self.cipher.decrypt(&sealed).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{e} (was the cluster token changed?)"))
+        })?;
+        Snapshot::decode(plain.as_slice())
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Written beside and renamed over, so a crash leaves the old file or the new one.
+    pub async fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
+        let sealed = self.cipher.encrypt(&snapshot.encode_to_vec());
+        let temporary = self.path.with_extension("tmp");
+        tokio::fs::write(&temporary, sealed).await?;
+        tokio::fs::rename(&temporary, &self.path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trips_without_plaintext_credentials() {
+        let dir = std::env::temp_dir().join(format!("sb-disk-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = SnapshotFile::new(&dir, "cluster-token");
+        assert!(file.load().expect("readable").is_none());
+        let snapshot = Snapshot {
+            version: 3,
+            providers: vec![shared::proto::SnapshotProvider { api_key: "sk-very-secret".into(), ..Default::default() }],
+            ..Default::default()
+        };
+        file.save(&snapshot).await.expect("saved");
+        let raw = std::fs::read(dir.join(FILE_NAME)).expect("file");
+        assert!(!raw.windows(14).any(|w| w == b"sk-very-secret"));
+        assert_eq!(file.load().expect("readable"), Some(snapshot));
+        assert!(SnapshotFile::new(&dir, "other-token").load().is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

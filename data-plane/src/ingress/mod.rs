@@ -1,0 +1,175 @@
+//! The HTTP surface, and the one place the request path is assembled:
+//! auth -> ingress (body) -> limits -> router -> provider -> usage.
+
+mod models;
+mod request;
+
+use crate::error::GatewayError;
+use crate::runtime::Live;
+use crate::streaming::SseRelay;
+use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageSink};
+use crate::{auth, providers, router};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use request::ProxyRequest;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Live,
+    pub http: reqwest::Client,
+    pub usage: UsageSink,
+    pub metrics: PrometheusHandle,
+    pub max_body_bytes: usize,
+    pub upstream_timeout: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*model}", get(models::get))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
+        .fallback(|| async {
+            GatewayError::bad_request("Unknown endpoint; see /v1/models for what this gateway serves.", None)
+                .with_status(StatusCode::NOT_FOUND)
+        })
+        .method_not_allowed_fallback(|| async {
+            GatewayError::bad_request("Method not allowed on this endpoint.", None)
+                .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.live.load().as_ref() {
+        Some(runtime) => (StatusCode::OK, format!("ready (config version {})", runtime.version)).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet").into_response(),
+    }
+}
+
+async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Endpoint::ChatCompletions, request).await
+}
+
+async fn embeddings(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Endpoint::Embeddings, request).await
+}
+
+async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!("request", endpoint = endpoint.as_str(), model = tracing::field::Empty);
+    let response = handle(state, endpoint, request, started)
+        .instrument(span)
+        .await
+        .unwrap_or_else(|error| {
+            metrics::counter!("switchboard_request_errors_total", "code" => error.type_and_code().1).increment(1);
+            error.into_response()
+        });
+    metrics::counter!(
+        "switchboard_requests_total",
+        "endpoint" => endpoint.as_str(),
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint.as_str())
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(
+    state: AppState,
+    endpoint: Endpoint,
+    request: Request,
+    started: Instant,
+) -> Result<Response, GatewayError> {
+    // auth: against the snapshot, never the database; before the body is read,
+    // so unauthenticated callers cost nothing.
+    let (parts, body) = request.into_parts();
+    let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
+    let key = auth::authenticate(&runtime, &parts.headers)?;
+
+    // ingress: a bounded body, parsed just enough to route it.
+    let body = request::read_body(body, state.max_body_bytes).await?;
+    let mut request = ProxyRequest::parse(endpoint, &body)?;
+    tracing::Span::current().record("model", request.model.as_str());
+
+    // limits: rate limits, quotas and budgets arrive with their own issue.
+
+    // router
+    let target = router::select(&runtime, &key, &request.model)?;
+    let provider = target.provider.clone();
+    let upstream_body = request.upstream_body(&target.upstream_model)?;
+    let draft = UsageDraft {
+        sink: state.usage.clone(),
+        key_id: key.id.clone(),
+        user_id: key.user_id.clone(),
+        team_id: key.team_id.clone(),
+        model: std::mem::take(&mut request.model),
+        provider: provider.name.clone(),
+        upstream_model: target.upstream_model.clone(),
+        endpoint,
+        streamed: request.stream,
+        started,
+        created_at_ms: shared::time::now_ms(),
+    };
+    drop(runtime);
+
+    // provider
+    let upstream = match providers::send(&state.http, &provider, endpoint, upstream_body, state.upstream_timeout).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            // usage: failed requests are recorded too, with no tokens.
+            draft.finish(error.status().as_u16(), TokenUsage::default());
+            return Err(error);
+        }
+    };
+
+    // usage: from the stream's usage chunk, or the body's usage object.
+    if request.stream {
+        let relay = SseRelay::new(upstream.bytes_stream(), !request.client_wants_usage, provider.name.clone(), draft);
+        let mut response = Response::new(Body::from_stream(relay));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(response);
+    }
+    let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
+    let body = match tokio::time::timeout(remaining, upstream.bytes()).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let error = providers::transport_error(&provider, &error);
+            draft.finish(error.status().as_u16(), TokenUsage::default());
+            return Err(error);
+        }
+        Err(_) => {
+            let error = GatewayError::UpstreamTimeout(provider.name.clone());
+            draft.finish(error.status().as_u16(), TokenUsage::default());
+            return Err(error);
+        }
+    };
+    draft.finish(200, request::usage_of(&body));
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+impl GatewayError {
+    fn with_status(self, status: StatusCode) -> Response {
+        let mut response = self.into_response();
+        *response.status_mut() = status;
+        response
+    }
+}

@@ -1,0 +1,178 @@
+//! Relays an upstream SSE stream to the client event by event, as each event
+//! completes, while reading usage from the stream's usage chunk. The record is
+//! emitted when the relay is dropped: at the end of the stream, or when the
+//! client goes away mid-stream.
+
+use crate::error::GatewayError;
+use crate::usage::{TokenUsage, UsageDraft};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use memchr::memmem;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Status recorded for a stream the client abandoned (nginx's convention).
+const CLIENT_CLOSED: u16 = 499;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Streaming,
+    Completed,
+    UpstreamFailed,
+}
+
+pub struct SseRelay<S> {
+    upstream: S,
+    pending: BytesMut,
+    /// The client did not ask for usage; we did, for accounting, so its chunk is ours to drop.
+    hide_usage_chunk: bool,
+    usage: Option<TokenUsage>,
+    provider: String,
+    outcome: Outcome,
+    draft: Option<UsageDraft>,
+}
+
+impl<S> SseRelay<S> {
+    pub fn new(upstream: S, hide_usage_chunk: bool, provider: String, draft: UsageDraft) -> Self {
+        Self {
+            upstream,
+            pending: BytesMut::new(),
+            hide_usage_chunk,
+            usage: None,
+            provider,
+            outcome: Outcome::Streaming,
+            draft: Some(draft),
+        }
+    }
+
+    /// Moves every complete event out of `pending`, keeping all but a hidden usage chunk.
+    fn complete_events(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(&self.pending) {
+            let event = self.pending.split_to(end);
+            if let Some(seen) = usage_in(&event) {
+                self.usage = Some(seen.usage);
+                if self.hide_usage_chunk && seen.usage_only {
+                    continue;
+                }
+            }
+            out.extend_from_slice(&event);
+        }
+        out.freeze()
+    }
+}
+
+impl<S, E> Stream for SseRelay<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.outcome != Outcome::Streaming {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.pending.extend_from_slice(&chunk);
+                    let events = this.complete_events();
+                    if !events.is_empty() {
+                        return Poll::Ready(Some(Ok(events)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::warn!(provider = %this.provider, %error, "upstream stream broke");
+                    this.outcome = Outcome::UpstreamFailed;
+                    // Clients see an OpenAI-style error event and no [DONE].
+                    let error = GatewayError::UpstreamUnreachable(this.provider.clone()).to_json();
+                    return Poll::Ready(Some(Ok(Bytes::from(format!("data: {error}\n\n")))));
+                }
+                Poll::Ready(None) => {
+                    this.outcome = Outcome::Completed;
+                    let rest = this.pending.split().freeze();
+                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+                }
+            }
+        }
+    }
+}
+
+impl<S> Drop for SseRelay<S> {
+    fn drop(&mut self) {
+        let Some(draft) = self.draft.take() else { return };
+        let status = match self.outcome {
+            Outcome::Completed => 200,
+            Outcome::UpstreamFailed => 502,
+            Outcome::Streaming => CLIENT_CLOSED,
+        };
+        draft.finish(status, self.usage.unwrap_or_default());
+    }
+}
+
+/// End (exclusive) of the first complete event: after `\n\n` or `\r\n\r\n`.
+fn event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = memmem::find(buffer, b"\n\n").map(|i| i + 2);
+    let crlf = memmem::find(buffer, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+struct SeenUsage {
+    usage: TokenUsage,
+    /// OpenAI's final usage chunk has `choices: []`.
+    usage_only: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkUsage {
+    usage: Option<TokenUsage>,
+    #[serde(default)]
+    choices: Vec<serde::de::IgnoredAny>,
+}
+
+/// Parses an event only when it carries a usage object, which is at most once a stream.
+fn usage_in(event: &[u8]) -> Option<SeenUsage> {
+    let at = memmem::find(event, b"\"usage\"")?;
+    let after = event[at + 7..].iter().find(|b| !matches!(b, b' ' | b':' | b'\t'))?;
+    if *after != b'{' {
+        return None;
+    }
+    let data = event
+        .split(|b| *b == b'\n')
+        .find_map(|line| line.strip_prefix(b"data:"))?;
+    let chunk: ChunkUsage = serde_json::from_slice(data.trim_ascii()).ok()?;
+    Some(SeenUsage { usage: chunk.usage?, usage_only: chunk.choices.is_empty() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_event_boundaries() {
+        assert_eq!(event_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(event_end(b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(event_end(b"data: a\n"), None);
+    }
+
+    #[test]
+    fn reads_usage_only_from_usage_chunks() {
+        let null = br#"data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}"#;
+        assert!(usage_in(null).is_none());
+        let final_chunk =
+            br#"data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+        let seen = usage_in(final_chunk).expect("usage");
+        assert!(seen.usage_only);
+        assert_eq!(seen.usage, TokenUsage { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 });
+        let spaced = b"data:{\"choices\":[{}], \"usage\": {\"prompt_tokens\":1}}\n\n";
+        let seen = usage_in(spaced).expect("usage");
+        assert!(!seen.usage_only);
+        assert_eq!(seen.usage.prompt_tokens, 1);
+    }
+}

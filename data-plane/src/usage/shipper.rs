@@ -1,0 +1,157 @@
+use super::{Spool, UsageEvent};
+use crate::cluster_client::ClusterClient;
+use shared::proto;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Shipper {
+    pub receiver: mpsc::Receiver<UsageEvent>,
+    pub client: ClusterClient,
+    pub spool: Spool,
+    pub dataplane_id: String,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+}
+
+enum Sent {
+    Ok,
+    /// The control plane is unreachable or failing: keep the batch and retry later.
+    Retry,
+    /// The control plane refused the batch as invalid: retrying cannot help.
+    Refused,
+}
+
+impl Shipper {
+    /// Runs until every `UsageSink` is dropped (the HTTP server has drained),
+    /// then sends or spools what is left.
+    pub async fn run(mut self) {
+        let mut buffer = Vec::with_capacity(self.batch_size);
+        let mut ticker = tokio::time::interval(self.flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = self.receiver.recv_many(&mut buffer, self.batch_size) => {
+                    if received == 0 {
+                        break;
+                    }
+                    if buffer.len() < self.batch_size {
+                        continue;
+                    }
+                }
+                _ = ticker.tick() => {}
+            }
+            if !buffer.is_empty() {
+                let batch = self.batch(std::mem::take(&mut buffer));
+                self.deliver(batch, SEND_TIMEOUT).await;
+            }
+            self.drain_spool().await;
+        }
+        if !buffer.is_empty() {
+            let batch = self.batch(buffer);
+            self.deliver(batch, FINAL_SEND_TIMEOUT).await;
+        }
+        tracing::info!("usage shipper stopped");
+    }
+
+    fn batch(&self, events: Vec<UsageEvent>) -> proto::UsageBatch {
+        proto::UsageBatch {
+            dataplane_id: self.dataplane_id.clone(),
+            records: events.into_iter().map(to_proto).collect(),
+        }
+    }
+
+    async fn send(&mut self, batch: proto::UsageBatch, timeout: Duration) -> Sent {
+        let count = batch.records.len() as u64;
+        match tokio::time::timeout(timeout, self.client.report_usage(batch)).await {
+            Ok(Ok(_)) => {
+                metrics::counter!("switchboard_usage_records_sent_total").increment(count);
+                Sent::Ok
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                tracing::error!(error = %status.message(), "control plane refused a usage batch");
+                Sent::Refused
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(code = ?status.code(), error = %status.message(), "usage batch not delivered");
+                Sent::Retry
+            }
+            Err(_) => {
+                tracing::warn!("usage batch not delivered: control plane timed out");
+                Sent::Retry
+            }
+        }
+    }
+
+    /// Sends a fresh batch; on failure it goes to the spool, never away.
+    async fn deliver(&mut self, batch: proto::UsageBatch, timeout: Duration) {
+        let backlog = !self.spool.list().await.unwrap_or_default().is_empty();
+        // With a backlog, new records queue behind it so they are sent in order.
+        if !backlog {
+            if let Sent::Ok = self.send(batch.clone(), timeout).await {
+                return;
+            }
+        }
+        let count = batch.records.len() as u64;
+        match self.spool.push(&batch).await {
+            Ok(()) => metrics::counter!("switchboard_usage_records_spooled_total").increment(count),
+            Err(error) => {
+                metrics::counter!("switchboard_usage_lost_total").increment(count);
+                tracing::error!(%error, records = count, "usage could not be spooled to disk and is lost");
+            }
+        }
+    }
+
+    async fn drain_spool(&mut self) {
+        let files = match self.spool.list().await {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::error!(%error, "usage spool unreadable");
+                return;
+            }
+        };
+        for path in files {
+            let batch = match self.spool.read(&path).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, file = %path.display(), "spooled usage unreadable; quarantined");
+                    let _ = self.spool.quarantine(&path).await;
+                    continue;
+                }
+            };
+            match self.send(batch, SEND_TIMEOUT).await {
+                Sent::Ok => {
+                    if let Err(error) = self.spool.remove(&path).await {
+                        tracing::error!(%error, "sent usage could not be removed from the spool");
+                    }
+                }
+                Sent::Refused => {
+                    let _ = self.spool.quarantine(&path).await;
+                }
+                Sent::Retry => return,
+            }
+        }
+    }
+}
+
+fn to_proto(event: UsageEvent) -> proto::UsageRecord {
+    proto::UsageRecord {
+        id: event.id.into_string(),
+        key_id: event.key_id.into_string(),
+        user_id: event.user_id.map(|u| u.into_string()).unwrap_or_default(),
+        team_id: event.team_id.map(|t| t.into_string()).unwrap_or_default(),
+        model: event.model,
+        provider: event.provider,
+        upstream_model: event.upstream_model,
+        endpoint: event.endpoint.as_str().to_owned(),
+        prompt_tokens: event.tokens.prompt_tokens,
+        completion_tokens: event.tokens.completion_tokens,
+        total_tokens: event.tokens.total_tokens,
+        latency_ms: event.latency_ms,
+        status: u32::from(event.status),
+        streamed: event.streamed,
+        created_at_ms: event.created_at_ms,
+    }
+}
