@@ -1,0 +1,238 @@
+"""End-to-end fixtures: real binaries on loopback ports, a real database
+(SQLite file or a fresh PostgreSQL database), the mock OpenAI upstream, and
+the official clients."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
+PG_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI") == "true"
+MOCK_KEY = "sk-mock-upstream"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as error:  # the service may not be up yet
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last error: {last_error!r}")
+
+
+class Process:
+    """A binary running with its output in a log file, stopped at teardown."""
+
+    def __init__(self, name, args, log_dir, env=None):
+        self.name = name
+        self.args = [str(BIN_DIR / name)] + [str(a) for a in args]
+        self.log_path = Path(log_dir) / f"{name}-{secrets.token_hex(3)}.log"
+        self.env = {**os.environ, "SWITCHBOARD_LOG": "info,sqlx=warn", **(env or {})}
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def logs(self):
+        return self.log_path.read_text(errors="replace")
+
+
+class Gateway:
+    """One control plane, one data plane and a mock upstream, wired together."""
+
+    def __init__(self, tmp: Path, database_url: str):
+        self.tmp = tmp
+        self.database_url = database_url
+        self.admin_token = "admin-" + secrets.token_hex(16)
+        self.cluster_token = "cluster-" + secrets.token_hex(16)
+        self.secret_key = secrets.token_hex(32)
+        self.grpc_port, self.cp_http_port, self.dp_port = free_port(), free_port(), free_port()
+        self.state_dir = tmp / "dp-state"
+        self.processes = []
+        self.mock = Process("mock-openai", ["--listen", "127.0.0.1:0", "--api-key", MOCK_KEY], tmp).start()
+        line = self.mock.proc.stdout.readline().decode()
+        self.mock_url = "http://" + line.strip().rsplit(" ", 1)[-1]
+        self.processes.append(self.mock)
+        self.cp = self.start_control_plane()
+        self.dp = self.start_data_plane()
+
+    # ---- processes
+
+    def start_control_plane(self, http_port=None):
+        args = [
+            "--database-url", self.database_url,
+            "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
+            "--http-addr", f"127.0.0.1:{http_port or self.cp_http_port}",
+            "--admin-token", self.admin_token,
+            "--cluster-token", self.cluster_token,
+            "--secret-key", self.secret_key,
+            "--config-poll-ms", "200",
+        ]
+        cp = Process("control-plane", args, self.tmp).start()
+        self.processes.append(cp)
+        port = http_port or self.cp_http_port
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, what="control plane ready")
+        return cp
+
+    def start_data_plane(self, wait_ready=True, extra=()):
+        args = [
+            "--listen", f"127.0.0.1:{self.dp_port}",
+            "--control-plane", f"http://127.0.0.1:{self.grpc_port}",
+            "--cluster-token", self.cluster_token,
+            "--state-dir", self.state_dir,
+            "--max-body-bytes", "65536",
+            "--upstream-timeout-ms", "1500",
+            "--usage-flush-ms", "100",
+            *extra,
+        ]
+        dp = Process("data-plane", args, self.tmp).start()
+        self.processes.append(dp)
+        if wait_ready:
+            wait_until(lambda: httpx.get(f"{self.dp_url}/readyz").status_code == 200, what="data plane ready")
+        return dp
+
+    def close(self):
+        for process in reversed(self.processes):
+            process.stop()
+
+    # ---- clients
+
+    @property
+    def dp_url(self):
+        return f"http://127.0.0.1:{self.dp_port}"
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.cp_http_port}/api/v1"
+
+    def admin(self, method, path, json=None, expect=None, token=None, params=None):
+        headers = {"authorization": f"Bearer {token or self.admin_token}"}
+        response = httpx.request(method, self.admin_url + path, json=json, headers=headers, params=params, timeout=10)
+        if expect is not None:
+            assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
+        return response
+
+    def openai(self, key, **kwargs):
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.dp_url}/v1", api_key=key, max_retries=0, timeout=20, **kwargs)
+
+    def applied_version(self):
+        text = httpx.get(f"{self.dp_url}/readyz").text
+        return int(text.rsplit(" ", 1)[-1].rstrip(")")) if "version" in text else 0
+
+    def current_version(self):
+        return self.admin("GET", "/dataplanes", expect=200).json()["current_version"]
+
+    def wait_synced(self):
+        wait_until(lambda: self.applied_version() == self.current_version(), what="data plane synced")
+
+    def setup_basic(self, models=None):
+        """A provider on the mock, a route `gpt-test` and one key; returns the key secret."""
+        self.admin("POST", "/providers", {"name": "mock", "kind": "openai_compatible",
+                                           "base_url": self.mock_url + "/v1", "api_key": MOCK_KEY}, expect=201)
+        self.admin("POST", "/routes", {"model": "gpt-test", "targets": [{"provider": "mock", "model": "gpt-4o-mini"}]},
+                   expect=201)
+        body = {"name": "e2e"}
+        if models is not None:
+            body["models"] = models
+        key = self.admin("POST", "/keys", body, expect=201).json()["key"]
+        self.wait_synced()
+        return key
+
+    def mock_stats(self):
+        return httpx.get(self.mock_url + "/_mock/stats").json()
+
+    def usage(self, **params):
+        return self.admin("GET", "/usage", params=params, expect=200).json()
+
+
+def postgres_database():
+    """A fresh, empty database for one test; dropped afterwards."""
+    import psycopg
+
+    name = "sb_e2e_" + secrets.token_hex(6)
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+def drop_postgres_database(name):
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        yield "sqlite", f"sqlite://{tmp_path}/control-plane.db"
+    else:
+        name, url = postgres_database()
+        yield "postgres", url
+        drop_postgres_database(name)
+
+
+@pytest.fixture
+def gateway(database, tmp_path):
+    gw = Gateway(tmp_path, database[1])
+    gw.kind = database[0]
+    yield gw
+    gw.close()
+
+
+@pytest.fixture(scope="session")
+def grpc_stubs(tmp_path_factory):
+    """Python stubs generated from proto/ with grpcio-tools, as a client team would."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("stubs")
+    proto_dir = ROOT / "proto"
+    files = [str(p.relative_to(proto_dir)) for p in proto_dir.rglob("*.proto")]
+    assert protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}", *files]) == 0
+    sys.path.insert(0, str(out))
+    from switchboard.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+
+    return admin_pb2, admin_pb2_grpc

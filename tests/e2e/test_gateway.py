@@ -1,0 +1,179 @@
+"""The data plane driven by the official openai SDK, configured over REST."""
+
+import httpx
+import openai
+import pytest
+
+from conftest import MOCK_KEY, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_chat_streaming_embeddings_models_and_usage(gateway):
+    key = gateway.setup_basic()
+    client = gateway.openai(key)
+
+    reply = client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "say hello to the gateway"}]
+    )
+    assert reply.choices[0].message.content == "Mock answer to: say hello to the gateway"
+    assert reply.usage.prompt_tokens == 5 and reply.usage.completion_tokens == 8
+
+    # Streaming without include_usage: no usage chunk reaches the client, yet usage is accounted.
+    chunks = list(client.chat.completions.create(
+        model="gpt-test", stream=True, messages=[{"role": "user", "content": "stream this please"}]
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Mock answer to: stream this please"
+    assert all(c.choices for c in chunks), "a usage chunk the client did not ask for leaked"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+    # Streaming with include_usage: the usage chunk is passed through.
+    chunks = list(client.chat.completions.create(
+        model="gpt-test", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "count me"}],
+    ))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 2 + 5
+
+    embedded = client.embeddings.create(model="gpt-test", input=["one two", "three"])
+    assert len(embedded.data) == 2 and embedded.usage.prompt_tokens == 3
+
+    assert [m.id for m in client.models.list()] == ["gpt-test"]
+    assert client.models.retrieve("gpt-test").id == "gpt-test"
+
+    # The control plane's totals equal what the provider reported, once shipped.
+    expected = {k: v for k, v in gateway.mock_stats().items()}
+    wait_until(lambda: gateway.usage()["requests"] == expected["requests"], what="usage shipped")
+    totals = gateway.usage()
+    assert totals == expected
+    assert gateway.usage(model="gpt-test")["requests"] == 4
+    assert gateway.usage(model="other")["requests"] == 0
+    key_id = gateway.admin("GET", "/keys", expect=200).json()[0]["id"]
+    assert gateway.usage(key_id=key_id)["total_tokens"] == expected["total_tokens"]
+    assert gateway.usage(since="2999-01-01T00:00:00Z")["requests"] == 0
+
+
+def test_errors_in_openai_format(gateway):
+    key = gateway.setup_basic()
+    gateway.admin("POST", "/routes", {"model": "mock-429", "targets": [{"provider": "mock", "model": "mock-429"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "mock-garbage", "targets": [{"provider": "mock", "model": "mock-garbage"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "slow", "targets": [{"provider": "mock", "model": "mock-slow"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "broken", "targets": [{"provider": "mock", "model": "mock-broken-stream"}]}, expect=201)
+    gateway.admin("POST", "/providers", {"name": "dead", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x"}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "dead", "targets": [{"provider": "dead", "model": "x"}]}, expect=201)
+    narrow = gateway.admin("POST", "/keys", {"name": "narrow", "models": ["gpt-test"]}, expect=201).json()["key"]
+    gateway.wait_synced()
+    messages = [{"role": "user", "content": "hi"}]
+
+    with pytest.raises(openai.AuthenticationError) as error:
+        gateway.openai("sk-sb-not-a-real-key").chat.completions.create(model="gpt-test", messages=messages)
+    assert error.value.code == "invalid_api_key"
+    assert "sk-sb-not-a-real-key" not in str(error.value)
+
+    with pytest.raises(openai.PermissionDeniedError) as error:
+        gateway.openai(narrow).chat.completions.create(model="mock-429", messages=messages)
+    assert error.value.code == "model_not_allowed"
+    assert [m.id for m in gateway.openai(narrow).models.list()] == ["gpt-test"]
+
+    client = gateway.openai(key)
+    with pytest.raises(openai.NotFoundError) as error:
+        client.chat.completions.create(model="no-such-model", messages=messages)
+    assert error.value.code == "model_not_found" and error.value.param == "model"
+
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="gpt-test", messages=[])
+    assert error.value.param == "messages"
+
+    with pytest.raises(openai.RateLimitError) as error:
+        client.chat.completions.create(model="mock-429", messages=messages)
+    assert error.value.code == "rate_limit_exceeded"
+    assert error.value.response.headers["retry-after"] == "7"
+
+    with pytest.raises(openai.InternalServerError) as error:
+        client.chat.completions.create(model="mock-garbage", messages=messages)
+    assert error.value.status_code == 502 and "exploded" not in str(error.value)
+
+    with pytest.raises(openai.InternalServerError) as error:
+        client.chat.completions.create(model="dead", messages=messages)
+    assert error.value.status_code == 502 and error.value.code == "upstream_unreachable"
+    assert "127.0.0.1:9" not in str(error.value)
+
+    with pytest.raises(openai.InternalServerError) as error:
+        client.chat.completions.create(model="slow", messages=messages)
+    assert error.value.status_code == 504 and error.value.code == "upstream_timeout"
+
+    # A stream cut mid-way ends with an error event, which the SDK raises.
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="broken", stream=True, messages=messages))
+
+    auth = {"authorization": f"Bearer {key}"}
+    raw = httpx.post(f"{gateway.dp_url}/v1/chat/completions", content=b"{not json", headers=auth)
+    assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+    raw = httpx.post(f"{gateway.dp_url}/v1/chat/completions", content=b"x" * 70000, headers=auth)
+    assert raw.status_code == 413 and raw.json()["error"]["code"] == "request_too_large"
+    raw = httpx.post(f"{gateway.dp_url}/v1/chat/completions", json={"model": "gpt-test"})
+    assert raw.status_code == 401 and raw.json()["error"]["code"] == "invalid_api_key"
+    raw = httpx.get(f"{gateway.dp_url}/v1/nothing-here", headers=auth)
+    assert raw.status_code == 404 and "error" in raw.json()
+
+    # The gateway is still healthy after all of that.
+    assert client.chat.completions.create(model="gpt-test", messages=messages).choices[0].message.content
+
+
+def test_revoked_key_is_refused_within_two_seconds(gateway):
+    import time
+
+    key = gateway.setup_basic()
+    client = gateway.openai(key)
+    messages = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="gpt-test", messages=messages)
+    key_id = gateway.admin("GET", "/keys", expect=200).json()[0]["id"]
+    revoked_at = time.monotonic()
+    assert gateway.admin("DELETE", f"/keys/{key_id}", expect=200).json()["revoked"] is True
+
+    def refused():
+        try:
+            client.chat.completions.create(model="gpt-test", messages=messages)
+            return False
+        except openai.AuthenticationError:
+            return True
+
+    wait_until(refused, timeout=2.0, interval=0.02, what="revoked key refused")
+    assert time.monotonic() - revoked_at < 2.0
+
+
+def test_expired_key_is_refused(gateway):
+    import datetime
+    import time
+
+    gateway.setup_basic()
+    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)).isoformat()
+    key = gateway.admin("POST", "/keys", {"name": "brief", "expires_at": soon}, expect=201).json()["key"]
+    gateway.wait_synced()
+    client = gateway.openai(key)
+    client.models.list()
+    time.sleep(2.2)
+    with pytest.raises(openai.AuthenticationError) as error:
+        client.models.list()
+    assert error.value.code == "api_key_expired"
+
+
+def test_provider_credential_never_stored_or_saved_in_plaintext(gateway):
+    gateway.setup_basic()
+    if gateway.kind == "sqlite":
+        db_dir = gateway.tmp
+        for path in db_dir.glob("control-plane.db*"):
+            assert MOCK_KEY.encode() not in path.read_bytes(), path
+    else:
+        import psycopg
+
+        with psycopg.connect(gateway.database_url) as conn:
+            stored = conn.execute("SELECT api_key_encrypted FROM providers").fetchone()[0]
+        assert stored and MOCK_KEY not in stored
+    snapshot = (gateway.state_dir / "snapshot.bin").read_bytes()
+    assert MOCK_KEY.encode() not in snapshot
+    assert b"gpt-test" not in snapshot, "the on-disk snapshot must be encrypted as a whole"
+    # Logs carry no secrets either.
+    for process in gateway.processes:
+        assert MOCK_KEY not in process.logs()
+        assert gateway.admin_token not in process.logs()
