@@ -39,18 +39,32 @@ impl ErrorKind {
     /// The one table from which both API surfaces answer, so they never disagree.
     pub fn codes(self) -> (StatusCode, tonic::Code, &'static str) {
         match self {
-            ErrorKind::InvalidArgument => {
-                (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, "invalid_argument")
-            }
+            ErrorKind::InvalidArgument => (
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "invalid_argument",
+            ),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, tonic::Code::NotFound, "not_found"),
-            ErrorKind::AlreadyExists => {
-                (StatusCode::CONFLICT, tonic::Code::AlreadyExists, "already_exists")
-            }
-            ErrorKind::Conflict => (StatusCode::CONFLICT, tonic::Code::FailedPrecondition, "conflict"),
-            ErrorKind::Unauthenticated => {
-                (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated, "unauthenticated")
-            }
-            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal, "internal"),
+            ErrorKind::AlreadyExists => (
+                StatusCode::CONFLICT,
+                tonic::Code::AlreadyExists,
+                "already_exists",
+            ),
+            ErrorKind::Conflict => (
+                StatusCode::CONFLICT,
+                tonic::Code::FailedPrecondition,
+                "conflict",
+            ),
+            ErrorKind::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                tonic::Code::Unauthenticated,
+                "unauthenticated",
+            ),
+            ErrorKind::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "internal",
+            ),
         }
     }
 }

@@ -28,8 +28,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let secrets = secrets::resolve(&config)?;
     let cipher = Arc::new(Cipher::new(&secrets.secret_key));
 
-    let publisher = snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval());
-    publisher.publish_current().await.context("building the first snapshot")?;
+    let publisher =
+        snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval());
+    publisher
+        .publish_current()
+        .await
+        .context("building the first snapshot")?;
     let snapshots = publisher.subscribe();
     let admin = service::Admin::new(store, cipher, publisher.refresher());
 

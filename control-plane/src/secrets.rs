@@ -43,13 +43,17 @@ pub fn resolve(config: &Config) -> anyhow::Result<Secrets> {
         .filter_map(|(flag, missing)| missing.then_some(flag))
         .collect();
         if !missing.is_empty() {
-            bail!("with PostgreSQL these must be set (flags or SWITCHBOARD_* env): {}", missing.join(", "));
+            bail!(
+                "with PostgreSQL these must be set (flags or SWITCHBOARD_* env): {}",
+                missing.join(", ")
+            );
         }
     }
     let path = sqlite_file(&config.database_url).map(|db| secrets_path(&db));
     let mut file = match &path {
         Some(path) if path.exists() => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         _ => SecretsFile::default(),
@@ -57,7 +61,9 @@ pub fn resolve(config: &Config) -> anyhow::Result<Secrets> {
     let mut changed = false;
     let secret_key = match (given_key, &file.secret_key) {
         (Some(key), _) => key,
-        (None, Some(stored)) => SecretKey::from_hex(stored).context("secret_key in the secrets file")?,
+        (None, Some(stored)) => {
+            SecretKey::from_hex(stored).context("secret_key in the secrets file")?
+        }
         (None, None) => {
             let key = SecretKey::generate();
             file.secret_key = Some(key.to_hex());
@@ -65,12 +71,26 @@ pub fn resolve(config: &Config) -> anyhow::Result<Secrets> {
             key
         }
     };
-    let admin_token = token(&config.admin_token, &mut file.admin_token_sha256, "admin", &mut changed)?;
-    let cluster_token = token(&config.cluster_token, &mut file.cluster_token_sha256, "cluster", &mut changed)?;
+    let admin_token = token(
+        &config.admin_token,
+        &mut file.admin_token_sha256,
+        "admin",
+        &mut changed,
+    )?;
+    let cluster_token = token(
+        &config.cluster_token,
+        &mut file.cluster_token_sha256,
+        "cluster",
+        &mut changed,
+    )?;
     if let (true, Some(path)) = (changed, &path) {
         write_private(path, &serde_json::to_string_pretty(&file)?)?;
     }
-    Ok(Secrets { admin_token, cluster_token, secret_key })
+    Ok(Secrets {
+        admin_token,
+        cluster_token,
+        secret_key,
+    })
 }
 
 fn token(
@@ -118,7 +138,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 pub fn authenticate(runtime: &Runtime, headers: &HeaderMap) -> Result<Arc<KeyEntry>, GatewayError> {
     let secret = bearer(headers).ok_or(GatewayError::MissingKey)?;
     // Hash lookup: the stored side is a SHA-256, so timing reveals nothing of a secret.
-    let key = runtime.key(&KeyHash::of(secret)).ok_or(GatewayError::InvalidKey)?;
+    let key = runtime
+        .key(&KeyHash::of(secret))
+        .ok_or(GatewayError::InvalidKey)?;
     if key.expires_at_ms.is_some_and(|at| at <= now_ms()) {
         return Err(GatewayError::ExpiredKey);
     }
@@ -22,7 +24,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let from_authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     from_authorization
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)

@@ -13,8 +13,13 @@ const MAX_MESSAGE_BYTES: usize = 1 << 30;
 pub struct BearerInterceptor(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for BearerInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -33,7 +38,9 @@ pub fn connect(url: &str, token: &str) -> anyhow::Result<ClusterClient> {
         .parse()
         .map_err(|_| anyhow::anyhow!("cluster_token: must be printable ASCII"))?;
     bearer.set_sensitive(true);
-    Ok(ClusterServiceClient::with_interceptor(endpoint.connect_lazy(), BearerInterceptor(bearer))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(
+        ClusterServiceClient::with_interceptor(endpoint.connect_lazy(), BearerInterceptor(bearer))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }

@@ -13,7 +13,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// gRPC address of the control plane.
-    #[arg(long, env = "SWITCHBOARD_CONTROL_PLANE", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub control_plane: String,
 
     /// Token presented to the control plane; also keys the encryption of the state dir.
@@ -21,7 +25,11 @@ pub struct Config {
     pub cluster_token: Option<String>,
 
     /// Where the last applied snapshot (encrypted), unsent usage and this data plane's id are kept.
-    #[arg(long, env = "SWITCHBOARD_STATE_DIR", default_value = ".switchboard/data-plane")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_STATE_DIR",
+        default_value = ".switchboard/data-plane"
+    )]
     pub state_dir: PathBuf,
 
     /// Largest accepted request body.
@@ -29,11 +37,19 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Time allowed to open a connection to a provider.
-    #[arg(long, env = "SWITCHBOARD_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub upstream_connect_timeout_ms: u64,
 
     /// Time allowed for a non-streaming upstream answer, and for a stream's first byte.
-    #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT_MS", default_value_t = 600_000)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_UPSTREAM_TIMEOUT_MS",
+        default_value_t = 600_000
+    )]
     pub upstream_timeout_ms: u64,
 
     /// Most usage records sent in one batch.
@@ -56,7 +72,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
 
-    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -64,11 +85,18 @@ impl Config {
     /// Checks what clap cannot, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
         match &self.cluster_token {
-            None => return Err("cluster_token (--cluster-token / SWITCHBOARD_CLUSTER_TOKEN) is required".into()),
+            None => {
+                return Err(
+                    "cluster_token (--cluster-token / SWITCHBOARD_CLUSTER_TOKEN) is required"
+                        .into(),
+                )
+            }
             Some(t) if t.trim().is_empty() => return Err("cluster_token: must not be empty".into()),
             Some(_) => {}
         }
-        if !(self.control_plane.starts_with("http://") || self.control_plane.starts_with("https://")) {
+        if !(self.control_plane.starts_with("http://")
+            || self.control_plane.starts_with("https://"))
+        {
             return Err("control_plane: expected an http:// or https:// URL".into());
         }
         if self.max_body_bytes == 0 {

@@ -18,7 +18,10 @@ pub enum GatewayError {
     #[error("The model '{0}' does not exist.")]
     ModelNotFound(String),
     #[error("{message}")]
-    BadRequest { message: String, param: Option<&'static str> },
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
     #[error("Request body is larger than the limit of {0} bytes.")]
     BodyTooLarge(usize),
     #[error("The gateway has no configuration yet; try again shortly.")]
@@ -31,12 +34,19 @@ pub enum GatewayError {
     UpstreamInvalid(String),
     /// An error answer from the provider, already in OpenAI's format: passed on as is.
     #[error("upstream answered {status}")]
-    Upstream { status: StatusCode, body: Bytes, retry_after: Option<HeaderValue> },
+    Upstream {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<HeaderValue>,
+    },
 }
 
 impl GatewayError {
     pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
-        GatewayError::BadRequest { message: message.into(), param }
+        GatewayError::BadRequest {
+            message: message.into(),
+            param,
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -49,7 +59,9 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamInvalid(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream { status, .. } => *status,
         }
@@ -58,7 +70,9 @@ impl GatewayError {
     /// OpenAI's `type` and `code`; `code` doubles as a low-cardinality metric label.
     pub fn type_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            GatewayError::MissingKey | GatewayError::InvalidKey => ("invalid_request_error", "invalid_api_key"),
+            GatewayError::MissingKey | GatewayError::InvalidKey => {
+                ("invalid_request_error", "invalid_api_key")
+            }
             GatewayError::ExpiredKey => ("invalid_request_error", "api_key_expired"),
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
@@ -88,7 +102,9 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = match self {
-            GatewayError::Upstream { body, retry_after, .. } => {
+            GatewayError::Upstream {
+                body, retry_after, ..
+            } => {
                 let mut response = (status, body).into_response();
                 if let Some(value) = retry_after {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -97,9 +113,10 @@ impl IntoResponse for GatewayError {
             }
             other => (status, other.to_json().to_string()).into_response(),
         };
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }

@@ -39,13 +39,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     match file.load() {
         Ok(Some(snapshot)) => match Runtime::try_from(&snapshot) {
             Ok(runtime) => {
-                tracing::info!(version = runtime.version, "serving the snapshot kept in the state dir");
+                tracing::info!(
+                    version = runtime.version,
+                    "serving the snapshot kept in the state dir"
+                );
                 config_sync::install(&live, runtime);
             }
-            Err(error) => tracing::warn!(%error, "the snapshot in the state dir is invalid; waiting for the control plane"),
+            Err(error) => {
+                tracing::warn!(%error, "the snapshot in the state dir is invalid; waiting for the control plane")
+            }
         },
         Ok(None) => tracing::info!("no snapshot in the state dir; waiting for the control plane"),
-        Err(error) => tracing::warn!(%error, "the snapshot in the state dir is unreadable; waiting for the control plane"),
+        Err(error) => {
+            tracing::warn!(%error, "the snapshot in the state dir is unreadable; waiting for the control plane")
+        }
     }
 
     let client = cluster_client::connect(&config.control_plane, config.cluster_token())?;
@@ -66,7 +73,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shipper = usage::Shipper {
         receiver,
         client,
-        spool: usage::Spool::open(&config.state_dir).context("state_dir: cannot create the usage spool")?,
+        spool: usage::Spool::open(&config.state_dir)
+            .context("state_dir: cannot create the usage spool")?,
         dataplane_id,
         batch_size: config.usage_batch_size,
         flush_interval: config.usage_flush_interval(),
@@ -107,7 +115,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     tasks.shutdown().await;
-    if tokio::time::timeout(config.shutdown_grace(), &mut server).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace(), &mut server)
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
         server.abort();
     }
@@ -127,7 +138,8 @@ fn dataplane_id(state_dir: &Path) -> anyhow::Result<String> {
         }
     }
     let id = shared::ids::DataPlaneId::generate().into_string();
-    std::fs::write(&path, &id).with_context(|| format!("state_dir: cannot write {}", path.display()))?;
+    std::fs::write(&path, &id)
+        .with_context(|| format!("state_dir: cannot write {}", path.display()))?;
     Ok(id)
 }
 

@@ -4,7 +4,11 @@ use crate::error::GatewayError;
 use crate::runtime::{KeyEntry, Runtime, Target};
 use rand::Rng;
 
-pub fn select<'r>(runtime: &'r Runtime, key: &KeyEntry, model: &str) -> Result<&'r Target, GatewayError> {
+pub fn select<'r>(
+    runtime: &'r Runtime,
+    key: &KeyEntry,
+    model: &str,
+) -> Result<&'r Target, GatewayError> {
     let route = runtime
         .route(model)
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_owned()))?;

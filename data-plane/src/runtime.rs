@@ -97,8 +97,12 @@ impl Runtime {
 
     /// Public model names the key may use, sorted.
     pub fn models_for(&self, key: &KeyEntry) -> Vec<&str> {
-        let mut models: Vec<&str> =
-            self.routes.keys().map(String::as_str).filter(|m| key.allows(m)).collect();
+        let mut models: Vec<&str> = self
+            .routes
+            .keys()
+            .map(String::as_str)
+            .filter(|m| key.allows(m))
+            .collect();
         models.sort_unstable();
         models
     }
@@ -122,16 +126,26 @@ impl TryFrom<&proto::Snapshot> for Runtime {
         let bad = |what: String| InvalidSnapshot(what);
         let mut providers = HashMap::with_capacity(snapshot.providers.len());
         for p in &snapshot.providers {
-            let kind: ProviderKind =
-                p.kind.parse().map_err(|e| bad(format!("provider {:?}: {e}", p.name)))?;
+            let kind: ProviderKind = p
+                .kind
+                .parse()
+                .map_err(|e| bad(format!("provider {:?}: {e}", p.name)))?;
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(bad(format!("provider {:?}: base_url is not an http(s) URL", p.name)));
+                return Err(bad(format!(
+                    "provider {:?}: base_url is not an http(s) URL",
+                    p.name
+                )));
             }
             let authorization = match p.api_key.as_str() {
                 "" => None,
                 key => {
-                    let mut value = HeaderValue::try_from(format!("Bearer {key}"))
-                        .map_err(|_| bad(format!("provider {:?}: credential is not a valid header value", p.name)))?;
+                    let mut value =
+                        HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                            bad(format!(
+                                "provider {:?}: credential is not a valid header value",
+                                p.name
+                            ))
+                        })?;
                     value.set_sensitive(true);
                     Some(value)
                 }
@@ -151,16 +165,29 @@ impl TryFrom<&proto::Snapshot> for Runtime {
                 .iter()
                 .map(|t| {
                     let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
-                        bad(format!("route {:?} names provider {:?}, which does not exist", r.model, t.provider))
+                        bad(format!(
+                            "route {:?} names provider {:?}, which does not exist",
+                            r.model, t.provider
+                        ))
                     })?;
-                    Ok(Target { provider: provider.clone(), upstream_model: t.model.clone(), weight: t.weight.max(1) })
+                    Ok(Target {
+                        provider: provider.clone(),
+                        upstream_model: t.model.clone(),
+                        weight: t.weight.max(1),
+                    })
                 })
                 .collect::<Result<Vec<_>, InvalidSnapshot>>()?;
             if targets.is_empty() {
                 return Err(bad(format!("route {:?} has no targets", r.model)));
             }
             let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
-            routes.insert(r.model.clone(), Route { targets, total_weight });
+            routes.insert(
+                r.model.clone(),
+                Route {
+                    targets,
+                    total_weight,
+                },
+            );
         }
         let mut keys = HashMap::with_capacity(snapshot.keys.len());
         for k in &snapshot.keys {
@@ -175,7 +202,11 @@ impl TryFrom<&proto::Snapshot> for Runtime {
             };
             keys.insert(hash, Arc::new(entry));
         }
-        Ok(Runtime { version: snapshot.version, keys, routes })
+        Ok(Runtime {
+            version: snapshot.version,
+            keys,
+            routes,
+        })
     }
 }
 
@@ -196,8 +227,16 @@ mod tests {
             routes: vec![proto::SnapshotRoute {
                 model: "m".into(),
                 targets: vec![
-                    proto::SnapshotRouteTarget { provider: "up".into(), model: "a".into(), weight: 1 },
-                    proto::SnapshotRouteTarget { provider: "up".into(), model: "b".into(), weight: 3 },
+                    proto::SnapshotRouteTarget {
+                        provider: "up".into(),
+                        model: "a".into(),
+                        weight: 1,
+                    },
+                    proto::SnapshotRouteTarget {
+                        provider: "up".into(),
+                        model: "b".into(),
+                        weight: 3,
+                    },
                 ],
             }],
             keys: vec![proto::SnapshotKey {

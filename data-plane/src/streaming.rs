@@ -103,7 +103,9 @@ where
 
 impl<S> Drop for SseRelay<S> {
     fn drop(&mut self) {
-        let Some(draft) = self.draft.take() else { return };
+        let Some(draft) = self.draft.take() else {
+            return;
+        };
         let status = match self.outcome {
             Outcome::Completed => 200,
             Outcome::UpstreamFailed => 502,
@@ -139,7 +141,9 @@ struct ChunkUsage {
 /// Parses an event only when it carries a usage object, which is at most once a stream.
 fn usage_in(event: &[u8]) -> Option<SeenUsage> {
     let at = memmem::find(event, b"\"usage\"")?;
-    let after = event[at + 7..].iter().find(|b| !matches!(b, b' ' | b':' | b'\t'))?;
+    let after = event[at + 7..]
+        .iter()
+        .find(|b| !matches!(b, b' ' | b':' | b'\t'))?;
     if *after != b'{' {
         return None;
     }
@@ -147,7 +151,10 @@ fn usage_in(event: &[u8]) -> Option<SeenUsage> {
         .split(|b| *b == b'\n')
         .find_map(|line| line.strip_prefix(b"data:"))?;
     let chunk: ChunkUsage = serde_json::from_slice(data.trim_ascii()).ok()?;
-    Some(SeenUsage { usage: chunk.usage?, usage_only: chunk.choices.is_empty() })
+    Some(SeenUsage {
+        usage: chunk.usage?,
+        usage_only: chunk.choices.is_empty(),
+    })
 }
 
 #[cfg(test)]
@@ -169,7 +176,14 @@ mod tests {
             br#"data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
         let seen = usage_in(final_chunk).expect("usage");
         assert!(seen.usage_only);
-        assert_eq!(seen.usage, TokenUsage { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 });
+        assert_eq!(
+            seen.usage,
+            TokenUsage {
+                prompt_tokens: 9,
+                completion_tokens: 2,
+                total_tokens: 11
+            }
+        );
         let spaced = b"data:{\"choices\":[{}], \"usage\": {\"prompt_tokens\":1}}\n\n";
         let seen = usage_in(spaced).expect("usage");
         assert!(!seen.usage_only);

@@ -116,7 +116,10 @@ mod tests {
         let key = SecretKey::generate();
         assert!(SecretKey::from_hex(&key.to_hex()).is_ok());
         assert_eq!(SecretKey::from_hex("abcd").err(), Some(CryptoError::BadKey));
-        assert_eq!(SecretKey::from_hex(&"g".repeat(64)).err(), Some(CryptoError::BadKey));
+        assert_eq!(
+            SecretKey::from_hex(&"g".repeat(64)).err(),
+            Some(CryptoError::BadKey)
+        );
         assert!(!format!("{key:?}").contains(&key.to_hex()));
     }
 

@@ -14,7 +14,8 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    pub const ALL: &'static [ProviderKind] = &[ProviderKind::Openai, ProviderKind::OpenaiCompatible];
+    pub const ALL: &'static [ProviderKind] =
+        &[ProviderKind::Openai, ProviderKind::OpenaiCompatible];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -110,6 +110,8 @@ class Gateway:
         return cp
 
     def start_data_plane(self, wait_ready=True, extra=()):
+        if getattr(self, "dp", None) is not None:
+            self.dp.stop()
         args = [
             "--listen", f"127.0.0.1:{self.dp_port}",
             "--control-plane", f"http://127.0.0.1:{self.grpc_port}",

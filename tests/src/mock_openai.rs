@@ -12,7 +12,7 @@
 //! - `mock-garbage`: a 500 whose body is not JSON.
 //! - `mock-slow`: answers after 3 s.
 //! - `mock-broken-stream`: a stream cut off after two chunks.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::result_large_err)]
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -86,7 +86,11 @@ fn prompt_tokens(messages: &[Value]) -> i64 {
         .iter()
         .map(|m| match &m["content"] {
             Value::String(s) => words(s),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).map(words).sum(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .map(words)
+                .sum(),
             _ => 0,
         })
         .sum::<i64>()
@@ -109,23 +113,55 @@ async fn chat(State(mock): Shared, headers: HeaderMap, body: Bytes) -> Response 
     }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "We could not parse the JSON body of your request.", "invalid_request_error", "invalid_json"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                "invalid_json",
+            )
+        }
     };
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let Some(messages) = request["messages"].as_array().cloned() else {
-        return error(StatusCode::BAD_REQUEST, "Missing required parameter: 'messages'.", "invalid_request_error", "missing_required_parameter");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Missing required parameter: 'messages'.",
+            "invalid_request_error",
+            "missing_required_parameter",
+        );
     };
     if mock.args.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(mock.args.latency_ms)).await;
     }
     match model.as_str() {
         "mock-429" => {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1.", "requests", "rate_limit_exceeded");
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("7"));
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1.",
+                "requests",
+                "rate_limit_exceeded",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("7"));
             return response;
         }
-        "mock-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "The server had an error while processing your request.", "server_error", "server_error"),
-        "mock-garbage" => return (StatusCode::INTERNAL_SERVER_ERROR, "<html>upstream exploded</html>").into_response(),
+        "mock-500" => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request.",
+                "server_error",
+                "server_error",
+            )
+        }
+        "mock-garbage" => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "<html>upstream exploded</html>",
+            )
+                .into_response()
+        }
         "mock-slow" => tokio::time::sleep(Duration::from_secs(3)).await,
         _ => {}
     }
@@ -137,10 +173,23 @@ async fn chat(State(mock): Shared, headers: HeaderMap, body: Bytes) -> Response 
     let id = "chatcmpl-mock";
     if request["stream"] == true {
         let include_usage = request["stream_options"]["include_usage"] == true;
-        return stream(mock, id, created, model, reply, prompt, completion, include_usage);
+        return stream(
+            mock,
+            id,
+            created,
+            model,
+            reply,
+            prompt,
+            completion,
+            include_usage,
+        );
     }
-    mock.stats.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-    mock.stats.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+    mock.stats
+        .prompt_tokens
+        .fetch_add(prompt, Ordering::Relaxed);
+    mock.stats
+        .completion_tokens
+        .fetch_add(completion, Ordering::Relaxed);
     Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": "fp_mock", "service_tier": "default",
@@ -165,7 +214,11 @@ fn stream(
     completion: i64,
     include_usage: bool,
 ) -> Response {
-    let usage_null = if include_usage { json!({"usage": null}) } else { json!({}) };
+    let usage_null = if include_usage {
+        json!({"usage": null})
+    } else {
+        json!({})
+    };
     let chunk = |delta: Value, finish: Value| {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "fp_mock",
@@ -177,14 +230,25 @@ fn stream(
     };
     let pieces: Vec<String> = {
         let words: Vec<&str> = reply.split_inclusive(' ').collect();
-        let n = if mock.args.chunks > 0 { mock.args.chunks } else { words.len().max(1) };
+        let n = if mock.args.chunks > 0 {
+            mock.args.chunks
+        } else {
+            words.len().max(1)
+        };
         let per = words.len().div_ceil(n).max(1);
         let mut pieces: Vec<String> = words.chunks(per).map(|c| c.concat()).collect();
         pieces.resize(n.max(pieces.len()), String::new());
         pieces
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null)];
-    events.extend(pieces.iter().map(|p| chunk(json!({"content": p}), Value::Null)));
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(json!({"content": p}), Value::Null)),
+    );
     let broken = model == "mock-broken-stream";
     if !broken {
         events.push(chunk(json!({}), json!("stop")));
@@ -193,44 +257,73 @@ fn stream(
                 "system_fingerprint": "fp_mock", "choices": [],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
             events.push(format!("data: {usage}\n\n"));
-            mock.stats.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-            mock.stats.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+            mock.stats
+                .prompt_tokens
+                .fetch_add(prompt, Ordering::Relaxed);
+            mock.stats
+                .completion_tokens
+                .fetch_add(completion, Ordering::Relaxed);
         }
         events.push("data: [DONE]\n\n".to_owned());
     } else {
         events.truncate(3);
     }
     let gap = Duration::from_millis(mock.args.chunk_gap_ms);
-    let body = futures_util::stream::unfold((events.into_iter(), true, broken), move |(mut rest, first, broken)| async move {
-        match rest.next() {
-            Some(event) => {
-                if !first && !gap.is_zero() {
-                    tokio::time::sleep(gap).await;
+    let body = futures_util::stream::unfold(
+        (events.into_iter(), true, broken),
+        move |(mut rest, first, broken)| async move {
+            match rest.next() {
+                Some(event) => {
+                    if !first && !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                    Some((
+                        Ok::<_, std::io::Error>(Bytes::from(event)),
+                        (rest, false, broken),
+                    ))
                 }
-                Some((Ok::<_, std::io::Error>(Bytes::from(event)), (rest, false, broken)))
+                None if broken => Some((
+                    Err(std::io::Error::other("connection reset")),
+                    (rest, false, false),
+                )),
+                None => None,
             }
-            None if broken => Some((Err(std::io::Error::other("connection reset")), (rest, false, false))),
-            None => None,
-        }
-    });
+        },
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn embeddings(State(mock): Shared, headers: HeaderMap, Json(request): Json<Value>) -> Response {
+async fn embeddings(
+    State(mock): Shared,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
     if let Err(denied) = authorized(&mock, &headers) {
         return denied;
     }
     let inputs: Vec<String> = match &request["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect(),
-        _ => return error(StatusCode::BAD_REQUEST, "'input' is required", "invalid_request_error", "missing_required_parameter"),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "'input' is required",
+                "invalid_request_error",
+                "missing_required_parameter",
+            )
+        }
     };
     let prompt: i64 = inputs.iter().map(|s| words(s).max(1)).sum();
     mock.stats.requests.fetch_add(1, Ordering::Relaxed);
-    mock.stats.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+    mock.stats
+        .prompt_tokens
+        .fetch_add(prompt, Ordering::Relaxed);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
@@ -239,8 +332,10 @@ async fn embeddings(State(mock): Shared, headers: HeaderMap, Json(request): Json
             json!({"object": "embedding", "index": i, "embedding": [seed / 100.0, -0.5, 0.25, i as f64]})
         })
         .collect();
-    Json(json!({"object": "list", "data": data, "model": request["model"],
-                "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}))
+    Json(
+        json!({"object": "list", "data": data, "model": request["model"],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}),
+    )
     .into_response()
 }
 
@@ -255,8 +350,10 @@ async fn models(State(mock): Shared, headers: HeaderMap) -> Response {
 async fn stats(State(mock): Shared) -> Json<Value> {
     let prompt = mock.stats.prompt_tokens.load(Ordering::Relaxed);
     let completion = mock.stats.completion_tokens.load(Ordering::Relaxed);
-    Json(json!({"requests": mock.stats.requests.load(Ordering::Relaxed), "prompt_tokens": prompt,
-                "completion_tokens": completion, "total_tokens": prompt + completion}))
+    Json(
+        json!({"requests": mock.stats.requests.load(Ordering::Relaxed), "prompt_tokens": prompt,
+                "completion_tokens": completion, "total_tokens": prompt + completion}),
+    )
 }
 
 #[tokio::main]
@@ -264,7 +361,10 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
-    let mock = Arc::new(Mock { args, stats: Stats::default() });
+    let mock = Arc::new(Mock {
+        args,
+        stats: Stats::default(),
+    });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))

@@ -26,7 +26,11 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(store: Store, cipher: Arc<Cipher>, refresher: Refresher) -> Self {
-        Self { store, cipher, refresher }
+        Self {
+            store,
+            cipher,
+            refresher,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -60,7 +64,10 @@ impl Admin {
             name: spec.name.clone(),
             kind: spec.kind.as_str().to_owned(),
             base_url: normalise_base_url(&spec.base_url),
-            api_key_encrypted: spec.api_key.as_ref().map(|k| self.cipher.encrypt_to_string(k.expose())),
+            api_key_encrypted: spec
+                .api_key
+                .as_ref()
+                .map(|k| self.cipher.encrypt_to_string(k.expose())),
             settings: settings_json(&spec.settings)?,
             created_at: now,
             updated_at: now,
@@ -75,7 +82,12 @@ impl Admin {
     }
 
     pub async fn list_providers(&self) -> Result<Vec<Provider>> {
-        self.store.list_providers().await?.into_iter().map(provider_view).collect()
+        self.store
+            .list_providers()
+            .await?
+            .into_iter()
+            .map(provider_view)
+            .collect()
     }
 
     pub async fn delete_provider(&self, name: &str) -> Result<()> {
@@ -143,12 +155,17 @@ impl Admin {
     pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
         validate::display_name("name", &new.name)?;
         let id = TeamId::generate();
-        self.store.insert_team(&id, new.name.trim(), now_ms()).await?;
+        self.store
+            .insert_team(&id, new.name.trim(), now_ms())
+            .await?;
         self.get_team(id.as_str()).await
     }
 
     pub async fn get_team(&self, id: &str) -> Result<Team> {
-        self.store.get_team(id).await?.ok_or_else(|| Error::NotFound(format!("team {id:?}")))
+        self.store
+            .get_team(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("team {id:?}")))
     }
 
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
@@ -185,7 +202,10 @@ impl Admin {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<User> {
-        self.store.get_user(id).await?.ok_or_else(|| Error::NotFound(format!("user {id:?}")))
+        self.store
+            .get_user(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {id:?}")))
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
@@ -202,7 +222,9 @@ impl Admin {
     async fn require_team(&self, id: &TeamId, field: &str) -> Result<()> {
         match self.store.get_team(id.as_str()).await? {
             Some(_) => Ok(()),
-            None => Err(Error::invalid(format!("{field}: team {id:?} does not exist"))),
+            None => Err(Error::invalid(format!(
+                "{field}: team {id:?} does not exist"
+            ))),
         }
     }
 
@@ -217,7 +239,9 @@ impl Admin {
                 .store
                 .get_user(user_id.as_str())
                 .await?
-                .ok_or_else(|| Error::invalid(format!("user_id: user {user_id:?} does not exist")))?;
+                .ok_or_else(|| {
+                    Error::invalid(format!("user_id: user {user_id:?} does not exist"))
+                })?;
             match (&team_id, &user.team_id) {
                 (Some(asked), Some(users)) if asked != users => {
                     return Err(Error::invalid(format!(
@@ -241,7 +265,9 @@ impl Admin {
             None => None,
             Some(text) => {
                 let ms = rfc3339_to_ms(text).ok_or_else(|| {
-                    Error::invalid("expires_at: expected an RFC 3339 time such as 2030-01-31T00:00:00Z")
+                    Error::invalid(
+                        "expires_at: expected an RFC 3339 time such as 2030-01-31T00:00:00Z",
+                    )
                 })?;
                 if ms <= now {
                     return Err(Error::invalid("expires_at: must be in the future"));
@@ -270,11 +296,17 @@ impl Admin {
             })
             .await?;
         self.refresher.refresh_now();
-        Ok(CreatedKey { key, secret: secret.expose().to_owned() })
+        Ok(CreatedKey {
+            key,
+            secret: secret.expose().to_owned(),
+        })
     }
 
     pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
-        self.store.get_key(id).await?.ok_or_else(|| Error::NotFound(format!("key {id:?}")))
+        self.store
+            .get_key(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("key {id:?}")))
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
@@ -331,7 +363,10 @@ impl Admin {
                 last_seen: ms_to_rfc3339(row.last_seen),
             })
             .collect();
-        Ok(DataPlanes { current_version: self.store.config_version().await?, data_planes })
+        Ok(DataPlanes {
+            current_version: self.store.config_version().await?,
+            data_planes,
+        })
     }
 }
 

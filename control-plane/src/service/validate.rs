@@ -12,7 +12,9 @@ pub fn identifier(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(format!("{field}: must not be empty")));
     }
     if value.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!("{field}: at most {MAX_NAME_LEN} characters")));
+        return Err(Error::invalid(format!(
+            "{field}: at most {MAX_NAME_LEN} characters"
+        )));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:/@".contains(c);
     if !value.chars().all(allowed) || value.starts_with('/') {
@@ -44,7 +46,9 @@ pub fn email(value: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!("email: {value:?} is not an email address")))
+        Err(Error::invalid(format!(
+            "email: {value:?} is not an email address"
+        )))
     }
 }
 
@@ -87,7 +91,9 @@ pub fn route(route: &Route) -> Result<()> {
     for (i, target) in route.targets.iter().enumerate() {
         identifier(&format!("targets[{i}].provider"), &target.provider)?;
         if target.model.trim().is_empty() {
-            return Err(Error::invalid(format!("targets[{i}].model: must not be empty")));
+            return Err(Error::invalid(format!(
+                "targets[{i}].model: must not be empty"
+            )));
         }
         if target.weight == 0 || target.weight > MAX_WEIGHT {
             return Err(Error::invalid(format!(
@@ -104,15 +110,28 @@ mod tests {
     use crate::model::RouteTarget;
 
     fn target(weight: u32) -> RouteTarget {
-        RouteTarget { provider: "p".into(), model: "m".into(), weight }
+        RouteTarget {
+            provider: "p".into(),
+            model: "m".into(),
+            weight,
+        }
     }
 
     #[test]
     fn routes_need_targets_with_sane_weights() {
-        let mut r = Route { model: "gpt-4o".into(), targets: vec![] };
-        assert!(route(&r).unwrap_err().to_string().starts_with("targets:"));
+        let mut r = Route {
+            model: "gpt-4o".into(),
+            targets: vec![],
+        };
+        assert!(route(&r)
+            .expect_err("invalid")
+            .to_string()
+            .starts_with("targets:"));
         r.targets = vec![target(0)];
-        assert!(route(&r).unwrap_err().to_string().starts_with("targets[0].weight"));
+        assert!(route(&r)
+            .expect_err("invalid")
+            .to_string()
+            .starts_with("targets[0].weight"));
         r.targets = vec![target(3)];
         assert!(route(&r).is_ok());
     }

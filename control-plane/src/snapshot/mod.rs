@@ -38,7 +38,13 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(store: Store, cipher: Arc<Cipher>, poll_interval: Duration) -> Self {
         let (sender, _) = watch::channel(None);
-        Self { store, cipher, poll_interval, refresher: Refresher::default(), sender }
+        Self {
+            store,
+            cipher,
+            poll_interval,
+            refresher: Refresher::default(),
+            sender,
+        }
     }
 
     pub fn refresher(&self) -> Refresher {
@@ -117,7 +123,11 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
             targets: r
                 .targets
                 .into_iter()
-                .map(|t| proto::SnapshotRouteTarget { provider: t.provider, model: t.model, weight: t.weight })
+                .map(|t| proto::SnapshotRouteTarget {
+                    provider: t.provider,
+                    model: t.model,
+                    weight: t.weight,
+                })
                 .collect(),
         })
         .collect();

@@ -70,7 +70,12 @@ impl Store {
                 .bind(id)
                 .bind(reason)
         };
-        Ok(query.bind(now_ms()).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(query
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     pub async fn list_dataplanes(&self) -> Result<Vec<DataPlaneRow>> {

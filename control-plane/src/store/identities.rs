@@ -15,7 +15,11 @@ struct TeamRecord {
 
 impl From<TeamRecord> for Team {
     fn from(r: TeamRecord) -> Self {
-        Team { id: r.id.into(), name: r.name, created_at: ms_to_rfc3339(r.created_at) }
+        Team {
+            id: r.id.into(),
+            name: r.name,
+            created_at: ms_to_rfc3339(r.created_at),
+        }
     }
 }
 
@@ -49,7 +53,9 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(|e| match Error::from(e) {
-                Error::AlreadyExists(_) => Error::AlreadyExists(format!("team {name:?} already exists")),
+                Error::AlreadyExists(_) => {
+                    Error::AlreadyExists(format!("team {name:?} already exists"))
+                }
                 other => other,
             })?;
         Ok(())
@@ -100,12 +106,11 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
-        let row: Option<UserRecord> = sqlx::query_as(
-            "SELECT id, name, email, team_id, created_at FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<UserRecord> =
+            sqlx::query_as("SELECT id, name, email, team_id, created_at FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(User::from))
     }
 

@@ -17,7 +17,8 @@ struct KeyRecord {
     created_at: i64,
 }
 
-const COLUMNS: &str = "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at";
+const COLUMNS: &str =
+    "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at";
 
 impl From<KeyRecord> for ApiKey {
     fn from(r: KeyRecord) -> Self {
@@ -69,10 +70,11 @@ impl Store {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows: Vec<KeyRecord> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<KeyRecord> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 
@@ -88,15 +90,14 @@ impl Store {
     /// Revoking twice is not an error; only the first revocation changes config.
     pub async fn revoke_key(&self, id: &str) -> Result<Option<ApiKey>> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
         if changed {
             Self::commit_config_change(tx).await?;
         } else {

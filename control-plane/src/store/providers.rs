@@ -32,7 +32,9 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| match Error::from(e) {
-            Error::AlreadyExists(_) => Error::AlreadyExists(format!("provider {:?} already exists", p.name)),
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists(format!("provider {:?} already exists", p.name))
+            }
             other => other,
         })?;
         Self::commit_config_change(tx).await
@@ -63,10 +65,12 @@ impl Store {
     }
 
     pub async fn get_provider(&self, name: &str) -> Result<Option<StoredProvider>> {
-        Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn list_providers(&self) -> Result<Vec<StoredProvider>> {
@@ -77,9 +81,11 @@ impl Store {
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
-        Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers ORDER BY name"))
-            .fetch_all(executor)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM providers ORDER BY name"))
+                .fetch_all(executor)
+                .await?,
+        )
     }
 
     /// Refuses while a route still sends traffic to the provider.
@@ -109,4 +115,3 @@ impl Store {
         Ok(deleted)
     }
 }
-

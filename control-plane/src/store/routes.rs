@@ -71,10 +71,11 @@ impl Store {
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Option<Route>> {
-        let exists: Option<String> = sqlx::query_scalar("SELECT model FROM routes WHERE model = $1")
-            .bind(model)
-            .fetch_optional(&self.pool)
-            .await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT model FROM routes WHERE model = $1")
+                .bind(model)
+                .fetch_optional(&self.pool)
+                .await?;
         if exists.is_none() {
             return Ok(None);
         }
@@ -126,11 +127,14 @@ async fn insert_targets(tx: &mut Tx, route: &Route) -> Result<()> {
 fn group_routes(models: Vec<String>, records: Vec<TargetRecord>) -> Vec<Route> {
     let mut targets: BTreeMap<String, Vec<RouteTarget>> = BTreeMap::new();
     for record in records {
-        targets.entry(record.route_model).or_default().push(RouteTarget {
-            provider: record.provider,
-            model: record.upstream_model,
-            weight: u32::try_from(record.weight).unwrap_or(1),
-        });
+        targets
+            .entry(record.route_model)
+            .or_default()
+            .push(RouteTarget {
+                provider: record.provider,
+                model: record.upstream_model,
+                weight: u32::try_from(record.weight).unwrap_or(1),
+            });
     }
     models
         .into_iter()

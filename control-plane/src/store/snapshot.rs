@@ -24,7 +24,6 @@ impl KeyRow {
     }
 }
 
-
 /// The configuration at one version.
 pub struct ConfigRows {
     pub version: i64,
@@ -42,9 +41,10 @@ impl Store {
     pub async fn load_config(&self) -> Result<ConfigRows> {
         for _ in 0..MAX_ATTEMPTS {
             let mut conn = self.pool.acquire().await?;
-            let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
+            let version: i64 =
+                sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                    .fetch_one(&mut *conn)
+                    .await?;
             let providers = Self::providers_in(&mut *conn).await?;
             let routes = Self::routes_in(&mut conn).await?;
             let keys: Vec<KeyRow> = sqlx::query_as(
@@ -57,9 +57,16 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
             if after == version {
-                return Ok(ConfigRows { version, providers, routes, keys });
+                return Ok(ConfigRows {
+                    version,
+                    providers,
+                    routes,
+                    keys,
+                });
             }
         }
-        Err(Error::Internal("configuration kept changing while a snapshot was read".into()))
+        Err(Error::Internal(
+            "configuration kept changing while a snapshot was read".into(),
+        ))
     }
 }

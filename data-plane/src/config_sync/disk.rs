@@ -31,7 +31,10 @@ impl SnapshotFile {
             Err(e) => return Err(e),
         };
         let plain = self.cipher.decrypt(&sealed).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{e} (was the cluster token changed?)"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{e} (was the cluster token changed?)"),
+            )
         })?;
         Snapshot::decode(plain.as_slice())
             .map(Some)
@@ -59,7 +62,10 @@ mod tests {
         assert!(file.load().expect("readable").is_none());
         let snapshot = Snapshot {
             version: 3,
-            providers: vec![shared::proto::SnapshotProvider { api_key: "sk-very-secret".into(), ..Default::default() }],
+            providers: vec![shared::proto::SnapshotProvider {
+                api_key: "sk-very-secret".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         file.save(&snapshot).await.expect("saved");

@@ -76,7 +76,10 @@ impl ConfigSync {
             software_version: shared::SOFTWARE_VERSION.to_owned(),
         };
         let mut stream = self.client.watch_config(request).await?.into_inner();
-        tracing::info!(applied_version = self.applied_version(), "config stream connected");
+        tracing::info!(
+            applied_version = self.applied_version(),
+            "config stream connected"
+        );
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         let mut received_any = false;
@@ -116,7 +119,11 @@ impl ConfigSync {
         match runtime {
             Ok(runtime) => {
                 install(&self.live, runtime);
-                tracing::info!(version, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot applied");
+                tracing::info!(
+                    version,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot applied"
+                );
                 if let Err(error) = self.file.save(&snapshot).await {
                     tracing::error!(%error, "snapshot could not be saved to the state dir");
                 }
@@ -131,7 +138,11 @@ impl ConfigSync {
     }
 
     async fn ack(&mut self, version: i64, error: String) {
-        let ack = proto::AckRequest { dataplane_id: self.dataplane_id.clone(), version, error };
+        let ack = proto::AckRequest {
+            dataplane_id: self.dataplane_id.clone(),
+            version,
+            error,
+        };
         if let Err(status) = self.client.ack_config(ack).await {
             tracing::warn!(code = ?status.code(), "ACK not delivered");
         }

@@ -38,10 +38,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(models::get))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+        )
         .fallback(|| async {
-            GatewayError::bad_request("Unknown endpoint; see /v1/models for what this gateway serves.", None)
-                .with_status(StatusCode::NOT_FOUND)
+            GatewayError::bad_request(
+                "Unknown endpoint; see /v1/models for what this gateway serves.",
+                None,
+            )
+            .with_status(StatusCode::NOT_FOUND)
         })
         .method_not_allowed_fallback(|| async {
             GatewayError::bad_request("Method not allowed on this endpoint.", None)
@@ -52,7 +58,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn ready(State(state): State<AppState>) -> Response {
     match state.live.load().as_ref() {
-        Some(runtime) => (StatusCode::OK, format!("ready (config version {})", runtime.version)).into_response(),
+        Some(runtime) => (
+            StatusCode::OK,
+            format!("ready (config version {})", runtime.version),
+        )
+            .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet").into_response(),
     }
 }
@@ -67,7 +77,11 @@ async fn embeddings(State(state): State<AppState>, request: Request) -> Response
 
 async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    let span = tracing::info_span!("request", endpoint = endpoint.as_str(), model = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "request",
+        endpoint = endpoint.as_str(),
+        model = tracing::field::Empty
+    );
     let response = handle(state, endpoint, request, started)
         .instrument(span)
         .await
@@ -125,7 +139,15 @@ async fn handle(
     drop(runtime);
 
     // provider
-    let upstream = match providers::send(&state.http, &provider, endpoint, upstream_body, state.upstream_timeout).await {
+    let upstream = match providers::send(
+        &state.http,
+        &provider,
+        endpoint,
+        upstream_body,
+        state.upstream_timeout,
+    )
+    .await
+    {
         Ok(upstream) => upstream,
         Err(error) => {
             // usage: failed requests are recorded too, with no tokens.
@@ -136,10 +158,18 @@ async fn handle(
 
     // usage: from the stream's usage chunk, or the body's usage object.
     if request.stream {
-        let relay = SseRelay::new(upstream.bytes_stream(), !request.client_wants_usage, provider.name.clone(), draft);
+        let relay = SseRelay::new(
+            upstream.bytes_stream(),
+            !request.client_wants_usage,
+            provider.name.clone(),
+            draft,
+        );
         let mut response = Response::new(Body::from_stream(relay));
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         return Ok(response);
@@ -160,9 +190,10 @@ async fn handle(
     };
     draft.finish(200, request::usage_of(&body));
     let mut response = Response::new(Body::from(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 

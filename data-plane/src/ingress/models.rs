@@ -12,10 +12,17 @@ fn model_object(id: &str) -> Value {
     json!({"id": id, "object": "model", "created": 0, "owned_by": "switchboard"})
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, GatewayError> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
     let key = auth::authenticate(&runtime, &headers)?;
-    let data: Vec<Value> = runtime.models_for(&key).into_iter().map(model_object).collect();
+    let data: Vec<Value> = runtime
+        .models_for(&key)
+        .into_iter()
+        .map(model_object)
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 

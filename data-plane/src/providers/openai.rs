@@ -28,7 +28,10 @@ pub async fn send(
     let url = format!("{}{}", provider.base_url, path(endpoint));
     let mut request = http
         .post(url)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
         .body(body);
     if let Some(authorization) = &provider.authorization {
         request = request.header(header::AUTHORIZATION, authorization.clone());
@@ -57,7 +60,8 @@ pub fn transport_error(provider: &Provider, error: &reqwest::Error) -> GatewayEr
 /// An upstream error in OpenAI's shape is passed on with its status; anything
 /// else becomes a gateway error that does not echo the upstream's body.
 async fn error_response(provider: &Provider, response: reqwest::Response) -> GatewayError {
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let retry_after = response
         .headers()
         .get(header::RETRY_AFTER)
@@ -71,7 +75,11 @@ async fn error_response(provider: &Provider, response: reqwest::Response) -> Gat
         .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object));
     tracing::info!(provider = %provider.name, status = status.as_u16(), "upstream answered with an error");
     if is_openai_error {
-        GatewayError::Upstream { status, body, retry_after }
+        GatewayError::Upstream {
+            status,
+            body,
+            retry_after,
+        }
     } else {
         GatewayError::UpstreamInvalid(provider.name.clone())
     }

@@ -42,7 +42,8 @@ impl Spool {
 
     pub async fn read(&self, path: &Path) -> io::Result<UsageBatch> {
         let bytes = tokio::fs::read(path).await?;
-        UsageBatch::decode(bytes.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        UsageBatch::decode(bytes.as_slice())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     pub async fn remove(&self, path: &Path) -> io::Result<()> {

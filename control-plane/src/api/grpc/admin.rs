@@ -33,7 +33,10 @@ impl AdminService for AdminGrpc {
         ok(self.admin.create_provider(spec).await?)
     }
 
-    async fn list_providers(&self, _: Request<pb::ListProvidersRequest>) -> Reply<pb::ListProvidersResponse> {
+    async fn list_providers(
+        &self,
+        _: Request<pb::ListProvidersRequest>,
+    ) -> Reply<pb::ListProvidersResponse> {
         let providers = self.admin.list_providers().await?;
         Ok(Response::new(pb::ListProvidersResponse {
             providers: providers.into_iter().map(Into::into).collect(),
@@ -50,7 +53,10 @@ impl AdminService for AdminGrpc {
         ok(self.admin.update_provider(&name, spec).await?)
     }
 
-    async fn delete_provider(&self, r: Request<pb::DeleteProviderRequest>) -> Reply<pb::DeleteResponse> {
+    async fn delete_provider(
+        &self,
+        r: Request<pb::DeleteProviderRequest>,
+    ) -> Reply<pb::DeleteResponse> {
         self.admin.delete_provider(&r.into_inner().name).await?;
         deleted()
     }
@@ -59,9 +65,14 @@ impl AdminService for AdminGrpc {
         ok(self.admin.create_route(r.into_inner().into()).await?)
     }
 
-    async fn list_routes(&self, _: Request<pb::ListRoutesRequest>) -> Reply<pb::ListRoutesResponse> {
+    async fn list_routes(
+        &self,
+        _: Request<pb::ListRoutesRequest>,
+    ) -> Reply<pb::ListRoutesResponse> {
         let routes = self.admin.list_routes().await?;
-        Ok(Response::new(pb::ListRoutesResponse { routes: routes.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ListRoutesResponse {
+            routes: routes.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_route(&self, r: Request<pb::GetRouteRequest>) -> Reply<pb::Route> {
@@ -80,12 +91,19 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_team(&self, r: Request<pb::CreateTeamRequest>) -> Reply<pb::Team> {
-        ok(self.admin.create_team(model::NewTeam { name: r.into_inner().name }).await?)
+        ok(self
+            .admin
+            .create_team(model::NewTeam {
+                name: r.into_inner().name,
+            })
+            .await?)
     }
 
     async fn list_teams(&self, _: Request<pb::ListTeamsRequest>) -> Reply<pb::ListTeamsResponse> {
         let teams = self.admin.list_teams().await?;
-        Ok(Response::new(pb::ListTeamsResponse { teams: teams.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ListTeamsResponse {
+            teams: teams.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_team(&self, r: Request<pb::GetTeamRequest>) -> Reply<pb::Team> {
@@ -103,7 +121,9 @@ impl AdminService for AdminGrpc {
 
     async fn list_users(&self, _: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
         let users = self.admin.list_users().await?;
-        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_user(&self, r: Request<pb::GetUserRequest>) -> Reply<pb::User> {
@@ -117,12 +137,17 @@ impl AdminService for AdminGrpc {
 
     async fn create_key(&self, r: Request<pb::CreateKeyRequest>) -> Reply<pb::CreatedKey> {
         let created = self.admin.create_key(r.into_inner().into()).await?;
-        Ok(Response::new(pb::CreatedKey { key: Some(created.key.into()), secret: created.secret }))
+        Ok(Response::new(pb::CreatedKey {
+            key: Some(created.key.into()),
+            secret: created.secret,
+        }))
     }
 
     async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
         let keys = self.admin.list_keys().await?;
-        Ok(Response::new(pb::ListKeysResponse { keys: keys.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_key(&self, r: Request<pb::GetKeyRequest>) -> Reply<pb::ApiKey> {
@@ -137,7 +162,10 @@ impl AdminService for AdminGrpc {
         ok(self.admin.usage(r.into_inner().into()).await?)
     }
 
-    async fn list_data_planes(&self, _: Request<pb::ListDataPlanesRequest>) -> Reply<pb::ListDataPlanesResponse> {
+    async fn list_data_planes(
+        &self,
+        _: Request<pb::ListDataPlanesRequest>,
+    ) -> Reply<pb::ListDataPlanesResponse> {
         ok(self.admin.dataplanes().await?)
     }
 }

@@ -23,8 +23,16 @@ pub struct ClusterGrpc {
 }
 
 impl ClusterGrpc {
-    pub fn new(admin: Admin, snapshots: watch::Receiver<SharedSnapshot>, shutdown: CancellationToken) -> Self {
-        Self { admin, snapshots, shutdown }
+    pub fn new(
+        admin: Admin,
+        snapshots: watch::Receiver<SharedSnapshot>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            admin,
+            snapshots,
+            shutdown,
+        }
     }
 }
 
@@ -37,7 +45,11 @@ struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let (store, id, connected_at) = (self.store.clone(), self.dataplane_id.clone(), self.connected_at);
+        let (store, id, connected_at) = (
+            self.store.clone(),
+            self.dataplane_id.clone(),
+            self.connected_at,
+        );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = store.dataplane_disconnected(&id, connected_at).await {
@@ -69,12 +81,20 @@ fn required(field: &str, value: &str) -> Result<(), Status> {
 impl ClusterService for ClusterGrpc {
     type WatchConfigStream = SnapshotStream;
 
-    async fn watch_config(&self, request: Request<pb::WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn watch_config(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         let watch = request.into_inner();
         required("dataplane_id", &watch.dataplane_id)?;
         let store = self.admin.store().clone();
         let connected_at = store
-            .dataplane_connected(&watch.dataplane_id, &watch.hostname, &watch.software_version, watch.applied_version)
+            .dataplane_connected(
+                &watch.dataplane_id,
+                &watch.hostname,
+                &watch.software_version,
+                watch.applied_version,
+            )
             .await?;
         tracing::info!(
             dataplane = %watch.dataplane_id,
@@ -87,7 +107,11 @@ impl ClusterService for ClusterGrpc {
             // A data plane that already has the current version is not sent it again.
             last_sent: watch.applied_version,
             shutdown: self.shutdown.clone(),
-            _guard: ConnectionGuard { store, dataplane_id: watch.dataplane_id, connected_at },
+            _guard: ConnectionGuard {
+                store,
+                dataplane_id: watch.dataplane_id,
+                connected_at,
+            },
         };
         let stream = futures_util::stream::unfold(state, |mut state| async move {
             loop {
@@ -105,7 +129,10 @@ impl ClusterService for ClusterGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn ack_config(&self, request: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+    async fn ack_config(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
         let ack = request.into_inner();
         required("dataplane_id", &ack.dataplane_id)?;
         if ack.error.is_empty() {
@@ -113,11 +140,17 @@ impl ClusterService for ClusterGrpc {
         } else {
             tracing::warn!(dataplane = %ack.dataplane_id, version = ack.version, error = %ack.error, "snapshot rejected");
         }
-        self.admin.store().dataplane_acked(&ack.dataplane_id, ack.version, &ack.error).await?;
+        self.admin
+            .store()
+            .dataplane_acked(&ack.dataplane_id, ack.version, &ack.error)
+            .await?;
         Ok(Response::new(pb::AckResponse {}))
     }
 
-    async fn report_usage(&self, request: Request<pb::UsageBatch>) -> Result<Response<pb::UsageAck>, Status> {
+    async fn report_usage(
+        &self,
+        request: Request<pb::UsageBatch>,
+    ) -> Result<Response<pb::UsageAck>, Status> {
         let batch = request.into_inner();
         required("dataplane_id", &batch.dataplane_id)?;
         if batch.records.len() > MAX_BATCH {
@@ -128,7 +161,11 @@ impl ClusterService for ClusterGrpc {
             .into_iter()
             .map(model::UsageRecord::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let accepted = self.admin.store().insert_usage(&batch.dataplane_id, &records).await?;
+        let accepted = self
+            .admin
+            .store()
+            .insert_usage(&batch.dataplane_id, &records)
+            .await?;
         let duplicates = records.len() as u64 - accepted;
         metrics::counter!("switchboard_usage_records_ingested_total").increment(accepted);
         metrics::counter!("switchboard_usage_records_duplicate_total").increment(duplicates);

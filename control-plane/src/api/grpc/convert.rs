@@ -13,7 +13,10 @@ impl TryFrom<pb::ProviderSpec> for model::ProviderSpec {
 
     fn try_from(p: pb::ProviderSpec) -> Result<Self, Error> {
         Ok(model::ProviderSpec {
-            kind: p.kind.parse().map_err(|e| Error::invalid(format!("kind: {e}")))?,
+            kind: p
+                .kind
+                .parse()
+                .map_err(|e| Error::invalid(format!("kind: {e}")))?,
             name: p.name,
             base_url: p.base_url,
             api_key: p.api_key.map(Credential::new),
@@ -61,7 +64,11 @@ impl From<model::Route> for pb::Route {
             targets: r
                 .targets
                 .into_iter()
-                .map(|t| pb::RouteTarget { provider: t.provider, model: t.model, weight: t.weight })
+                .map(|t| pb::RouteTarget {
+                    provider: t.provider,
+                    model: t.model,
+                    weight: t.weight,
+                })
                 .collect(),
         }
     }
@@ -69,13 +76,21 @@ impl From<model::Route> for pb::Route {
 
 impl From<model::Team> for pb::Team {
     fn from(t: model::Team) -> Self {
-        pb::Team { id: t.id.into_string(), name: t.name, created_at: t.created_at }
+        pb::Team {
+            id: t.id.into_string(),
+            name: t.name,
+            created_at: t.created_at,
+        }
     }
 }
 
 impl From<pb::CreateUserRequest> for model::NewUser {
     fn from(u: pb::CreateUserRequest) -> Self {
-        model::NewUser { name: u.name, email: opt(u.email), team_id: opt(u.team_id).map(Into::into) }
+        model::NewUser {
+            name: u.name,
+            email: opt(u.email),
+            team_id: opt(u.team_id).map(Into::into),
+        }
     }
 }
 
@@ -170,14 +185,28 @@ impl TryFrom<pb::UsageRecord> for model::UsageRecord {
 
     fn try_from(r: pb::UsageRecord) -> Result<Self, Error> {
         if uuid_like(&r.id).is_none() {
-            return Err(Error::invalid(format!("records: id {:?} is not a UUID", r.id)));
+            return Err(Error::invalid(format!(
+                "records: id {:?} is not a UUID",
+                r.id
+            )));
         }
         if r.key_id.is_empty() || r.model.is_empty() {
-            return Err(Error::invalid(format!("records[{}]: key_id and model are required", r.id)));
+            return Err(Error::invalid(format!(
+                "records[{}]: key_id and model are required",
+                r.id
+            )));
         }
-        let tokens = [r.prompt_tokens, r.completion_tokens, r.total_tokens, r.latency_ms];
+        let tokens = [
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.total_tokens,
+            r.latency_ms,
+        ];
         if tokens.iter().any(|n| *n < 0) {
-            return Err(Error::invalid(format!("records[{}]: counts must not be negative", r.id)));
+            return Err(Error::invalid(format!(
+                "records[{}]: counts must not be negative",
+                r.id
+            )));
         }
         Ok(model::UsageRecord {
             id: r.id,

@@ -29,19 +29,21 @@ fn interceptor(
     token: BearerToken,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |request: tonic::Request<()>| {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if token.accepts(header) {
             Ok(request)
         } else {
-            Err(tonic::Status::unauthenticated("missing or invalid bearer token"))
+            Err(tonic::Status::unauthenticated(
+                "missing or invalid bearer token",
+            ))
         }
     }
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: GrpcState,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyhow::Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;

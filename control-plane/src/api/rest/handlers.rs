@@ -17,9 +17,17 @@ fn created<T>(value: T) -> Created<T> {
 pub fn routes() -> Router<RestState> {
     Router::new()
         .route("/providers", get(list_providers).post(create_provider))
-        .route("/providers/{name}", get(get_provider).put(update_provider).delete(delete_provider))
+        .route(
+            "/providers/{name}",
+            get(get_provider)
+                .put(update_provider)
+                .delete(delete_provider),
+        )
         .route("/routes", get(list_routes).post(create_route))
-        .route("/routes/{*model}", get(get_route).put(update_route).delete(delete_route))
+        .route(
+            "/routes/{*model}",
+            get(get_route).put(update_route).delete(delete_route),
+        )
         .route("/teams", get(list_teams).post(create_team))
         .route("/teams/{id}", get(get_team).delete(delete_team))
         .route("/users", get(list_users).post(create_user))
@@ -30,7 +38,10 @@ pub fn routes() -> Router<RestState> {
         .route("/dataplanes", get(dataplanes))
 }
 
-async fn create_provider(State(s): State<RestState>, Body(spec): Body<ProviderSpec>) -> Result<Created<Provider>> {
+async fn create_provider(
+    State(s): State<RestState>,
+    Body(spec): Body<ProviderSpec>,
+) -> Result<Created<Provider>> {
     Ok(created(s.admin.create_provider(spec).await?))
 }
 
@@ -38,7 +49,10 @@ async fn list_providers(State(s): State<RestState>) -> Result<Json<Vec<Provider>
     Ok(Json(s.admin.list_providers().await?))
 }
 
-async fn get_provider(State(s): State<RestState>, Path(name): Path<String>) -> Result<Json<Provider>> {
+async fn get_provider(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+) -> Result<Json<Provider>> {
     Ok(Json(s.admin.get_provider(&name).await?))
 }
 
@@ -50,12 +64,18 @@ async fn update_provider(
     Ok(Json(s.admin.update_provider(&name, spec).await?))
 }
 
-async fn delete_provider(State(s): State<RestState>, Path(name): Path<String>) -> Result<StatusCode> {
+async fn delete_provider(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
     s.admin.delete_provider(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_route(State(s): State<RestState>, Body(route): Body<Route>) -> Result<Created<Route>> {
+async fn create_route(
+    State(s): State<RestState>,
+    Body(route): Body<Route>,
+) -> Result<Created<Route>> {
     Ok(created(s.admin.create_route(route).await?))
 }
 
@@ -80,7 +100,10 @@ async fn delete_route(State(s): State<RestState>, Path(model): Path<String>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_team(State(s): State<RestState>, Body(team): Body<NewTeam>) -> Result<Created<Team>> {
+async fn create_team(
+    State(s): State<RestState>,
+    Body(team): Body<NewTeam>,
+) -> Result<Created<Team>> {
     Ok(created(s.admin.create_team(team).await?))
 }
 
@@ -97,7 +120,10 @@ async fn delete_team(State(s): State<RestState>, Path(id): Path<String>) -> Resu
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_user(State(s): State<RestState>, Body(user): Body<NewUser>) -> Result<Created<User>> {
+async fn create_user(
+    State(s): State<RestState>,
+    Body(user): Body<NewUser>,
+) -> Result<Created<User>> {
     Ok(created(s.admin.create_user(user).await?))
 }
 
@@ -114,7 +140,10 @@ async fn delete_user(State(s): State<RestState>, Path(id): Path<String>) -> Resu
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_key(State(s): State<RestState>, Body(key): Body<NewKey>) -> Result<Created<CreatedKey>> {
+async fn create_key(
+    State(s): State<RestState>,
+    Body(key): Body<NewKey>,
+) -> Result<Created<CreatedKey>> {
     Ok(created(s.admin.create_key(key).await?))
 }
 
@@ -130,7 +159,10 @@ async fn revoke_key(State(s): State<RestState>, Path(id): Path<String>) -> Resul
     Ok(Json(s.admin.revoke_key(&id).await?))
 }
 
-async fn usage(State(s): State<RestState>, Params(filter): Params<UsageFilter>) -> Result<Json<UsageTotals>> {
+async fn usage(
+    State(s): State<RestState>,
+    Params(filter): Params<UsageFilter>,
+) -> Result<Json<UsageTotals>> {
     Ok(Json(s.admin.usage(filter).await?))
 }
 

@@ -32,7 +32,10 @@ pub fn router(state: RestState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|State(s): State<RestState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<RestState>| async move { s.metrics.render() }),
+        )
         .nest("/api/v1", api)
         .with_state(state)
 }
@@ -47,7 +50,10 @@ async fn ready(State(state): State<RestState>) -> Response {
 }
 
 async fn require_admin(State(state): State<RestState>, request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if state.admin_token.accepts(header) {
         next.run(request).await
     } else {
@@ -59,7 +65,11 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log_if_internal();
         let (status, _, code) = self.kind().codes();
-        (status, Json(json!({"error": {"message": self.to_string(), "code": code}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"message": self.to_string(), "code": code}})),
+        )
+            .into_response()
     }
 }
 

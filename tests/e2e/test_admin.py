@@ -1,0 +1,165 @@
+"""The admin API over gRPC (generated stubs, server reflection) and REST, with its errors."""
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from conftest import MOCK_KEY, Process, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_grpc_admin_with_reflection(gateway, grpc_stubs):
+    pb, pb_grpc = grpc_stubs
+    channel = grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+
+    # What `grpcurl list` and `describe` use: server reflection.
+    reflection = ProtoReflectionDescriptorDatabase(channel)
+    services = set(reflection.get_services())
+    assert {"switchboard.v1.AdminService", "switchboard.v1.ClusterService"} <= services
+    method = reflection.FindFileContainingSymbol("switchboard.v1.AdminService")
+    assert any(s.name == "AdminService" for s in method.service)
+
+    admin = pb_grpc.AdminServiceStub(channel)
+    auth = [("authorization", f"Bearer {gateway.admin_token}")]
+
+    with pytest.raises(grpc.RpcError) as error:
+        admin.ListProviders(pb.ListProvidersRequest())
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    provider = admin.CreateProvider(pb.ProviderSpec(name="mock", kind="openai_compatible",
+                                                    base_url=gateway.mock_url + "/v1", api_key=MOCK_KEY), metadata=auth)
+    assert provider.has_api_key and provider.kind == "openai_compatible"
+    with pytest.raises(grpc.RpcError) as error:
+        admin.CreateProvider(pb.ProviderSpec(name="mock", kind="openai", base_url="http://x"), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as error:
+        admin.CreateProvider(pb.ProviderSpec(name="bad", kind="nope", base_url="http://x"), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kind" in error.value.details()
+
+    admin.CreateRoute(pb.Route(model="grpc-model", targets=[pb.RouteTarget(provider="mock", model="gpt-4o-mini")]),
+                      metadata=auth)
+    with pytest.raises(grpc.RpcError) as error:
+        admin.CreateRoute(pb.Route(model="x", targets=[pb.RouteTarget(provider="ghost", model="m")]), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "targets[0].provider" in error.value.details()
+
+    team = admin.CreateTeam(pb.CreateTeamRequest(name="research"), metadata=auth)
+    user = admin.CreateUser(pb.CreateUserRequest(name="Ada", email="ada@example.com", team_id=team.id), metadata=auth)
+    created = admin.CreateKey(pb.CreateKeyRequest(name="grpc-key", user_id=user.id, models=["grpc-model"]), metadata=auth)
+    assert created.secret.startswith("sk-sb-") and created.key.team_id == team.id
+    assert all(not k.prefix or created.secret.startswith(k.prefix) for k in admin.ListKeys(pb.ListKeysRequest(), metadata=auth).keys)
+
+    gateway.wait_synced()
+    reply = gateway.openai(created.secret).chat.completions.create(
+        model="grpc-model", messages=[{"role": "user", "content": "over grpc"}])
+    assert reply.choices[0].message.content == "Mock answer to: over grpc"
+
+    wait_until(lambda: admin.GetUsage(pb.UsageQuery(user_id=user.id), metadata=auth).requests == 1, what="usage")
+    totals = admin.GetUsage(pb.UsageQuery(team_id=team.id), metadata=auth)
+    assert (totals.prompt_tokens, totals.completion_tokens) == (2, 5)
+
+    planes = admin.ListDataPlanes(pb.ListDataPlanesRequest(), metadata=auth)
+    assert len(planes.data_planes) == 1 and planes.data_planes[0].applied_version == planes.current_version
+
+    revoked = admin.RevokeKey(pb.RevokeKeyRequest(id=created.key.id), metadata=auth)
+    assert revoked.revoked
+    with pytest.raises(grpc.RpcError) as error:
+        admin.DeleteTeam(pb.DeleteTeamRequest(id=team.id), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as error:
+        admin.GetRoute(pb.GetRouteRequest(model="nope"), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # The cluster service refuses callers without the cluster token.
+    from switchboard.v1 import cluster_pb2, cluster_pb2_grpc
+
+    cluster = cluster_pb2_grpc.ClusterServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as error:
+        cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="x"), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
+    from switchboard.v1 import cluster_pb2, cluster_pb2_grpc
+    import uuid
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+    cluster = cluster_pb2_grpc.ClusterServiceStub(channel)
+    auth = [("authorization", f"Bearer {gateway.cluster_token}")]
+    records = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="k", model="m", prompt_tokens=3,
+                                       completion_tokens=4, total_tokens=7, status=200) for _ in range(3)]
+    batch = cluster_pb2.UsageBatch(dataplane_id="test", records=records)
+    first = cluster.ReportUsage(batch, metadata=auth)
+    again = cluster.ReportUsage(batch, metadata=auth)
+    assert (first.accepted, first.duplicates) == (3, 0)
+    assert (again.accepted, again.duplicates) == (0, 3)
+    assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
+    with pytest.raises(grpc.RpcError) as error:
+        cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="t", records=[cluster_pb2.UsageRecord(id="nope")]),
+                            metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rest_admin_contract_and_errors(gateway):
+    a = gateway.admin
+    assert a("GET", "/providers", token="wrong-token-xxxxxxxx", expect=401).json()["error"]["code"] == "unauthenticated"
+    created = a("POST", "/providers", {"name": "p1", "kind": "openai", "base_url": "https://api.openai.com/v1/",
+                                       "api_key": "sk-secret-value"}, expect=201).json()
+    assert created == {**created, "name": "p1", "kind": "openai", "base_url": "https://api.openai.com/v1", "has_api_key": True}
+    assert "sk-secret-value" not in str(a("GET", "/providers", expect=200).json())
+    assert a("POST", "/providers", {"name": "p1", "kind": "openai", "base_url": "http://x"}, expect=409).json()["error"]["code"] == "already_exists"
+    assert "kind" in a("POST", "/providers", {"name": "p2", "kind": "nope", "base_url": "http://x"}, expect=400).json()["error"]["message"]
+    assert "base_url" in a("POST", "/providers", {"name": "p2", "kind": "openai", "base_url": "ftp://x"}, expect=400).json()["error"]["message"]
+    a("POST", "/providers", {"name": "p2", "kind": "openai", "base_url": "http://x", "extra": 1}, expect=400)
+    updated = a("PUT", "/providers/p1", {"kind": "openai_compatible", "base_url": "http://127.0.0.1:1/v1"}, expect=200).json()
+    assert updated["kind"] == "openai_compatible" and updated["has_api_key"], "an update without api_key keeps it"
+    a("GET", "/providers/missing", expect=404)
+
+    a("POST", "/routes", {"model": "m1", "targets": [{"provider": "p1", "model": "up", "weight": 3}]}, expect=201)
+    assert a("GET", "/routes/m1", expect=200).json()["targets"][0]["weight"] == 3
+    a("POST", "/routes", {"model": "m2", "targets": []}, expect=400)
+    a("PUT", "/routes/m1", {"targets": [{"provider": "p1", "model": "up2"}]}, expect=200)
+    assert a("GET", "/routes", expect=200).json()[0]["targets"][0]["model"] == "up2"
+    assert a("DELETE", "/providers/p1", expect=409).json()["error"]["code"] == "conflict"
+    a("DELETE", "/routes/m1", expect=204)
+    a("DELETE", "/providers/p1", expect=204)
+
+    team = a("POST", "/teams", {"name": "t"}, expect=201).json()
+    a("POST", "/teams", {"name": "t"}, expect=409)
+    user = a("POST", "/users", {"name": "u", "team_id": team["id"]}, expect=201).json()
+    a("POST", "/users", {"name": "u", "team_id": "missing"}, expect=400)
+    a("POST", "/users", {"name": "u", "email": "not-an-email"}, expect=400)
+    key = a("POST", "/keys", {"name": "k", "user_id": user["id"]}, expect=201).json()
+    assert key["team_id"] == team["id"] and key["key"].startswith("sk-sb-")
+    listed = a("GET", "/keys", expect=200).json()
+    assert "key" not in listed[0] and listed[0]["prefix"] == key["prefix"]
+    a("POST", "/keys", {"name": "k", "expires_at": "yesterday"}, expect=400)
+    a("POST", "/keys", {"name": "k", "expires_at": "2001-01-01T00:00:00Z"}, expect=400)
+    a("DELETE", f"/users/{user['id']}", expect=409)
+    assert a("DELETE", f"/keys/{key['id']}", expect=200).json()["revoked"] is True
+    a("DELETE", "/keys/missing", expect=404)
+    a("GET", "/usage", params={"since": "last tuesday"}, expect=400)
+    a("GET", "/nothing", expect=404)
+
+
+def test_replicas_on_one_postgres_report_the_same_version(gateway):
+    if gateway.kind != "postgres":
+        pytest.skip("replicas share a PostgreSQL database; SQLite is single-node")
+    port = free_port()
+    replica = Process("control-plane", [
+        "--database-url", gateway.database_url, "--grpc-addr", f"127.0.0.1:{free_port()}",
+        "--http-addr", f"127.0.0.1:{port}", "--admin-token", gateway.admin_token,
+        "--cluster-token", gateway.cluster_token, "--secret-key", gateway.secret_key, "--config-poll-ms", "200",
+    ], gateway.tmp).start()
+    gateway.processes.append(replica)
+    import httpx
+
+    headers = {"authorization": f"Bearer {gateway.admin_token}"}
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, what="replica ready")
+    gateway.setup_basic()
+    version = gateway.current_version()
+    replica_version = httpx.get(f"http://127.0.0.1:{port}/api/v1/dataplanes", headers=headers).json()["current_version"]
+    assert replica_version == version
+    # The replica serves the provider created through the first one, credential decrypted alike.
+    listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/providers", headers=headers).json()
+    assert [p["name"] for p in listed] == ["mock"]
