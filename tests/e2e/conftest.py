@@ -225,6 +225,17 @@ def gateway(database, tmp_path):
     gw.close()
 
 
+@pytest.fixture
+def pg_gateway(tmp_path):
+    """A gateway on PostgreSQL only: for what SQLite, being single-node, does not do."""
+    name, url = postgres_database()
+    gw = Gateway(tmp_path, url)
+    gw.kind = "postgres"
+    yield gw
+    gw.close()
+    drop_postgres_database(name)
+
+
 @pytest.fixture(scope="session")
 def grpc_stubs(tmp_path_factory):
     """Python stubs generated from proto/ with grpcio-tools, as a client team would."""

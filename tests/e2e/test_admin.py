@@ -142,9 +142,8 @@ def test_rest_admin_contract_and_errors(gateway):
     a("GET", "/nothing", expect=404)
 
 
-def test_replicas_on_one_postgres_report_the_same_version(gateway):
-    if gateway.kind != "postgres":
-        pytest.skip("replicas share a PostgreSQL database; SQLite is single-node")
+def test_replicas_on_one_postgres_report_the_same_version(pg_gateway):
+    gateway = pg_gateway
     port = free_port()
     replica = Process("control-plane", [
         "--database-url", gateway.database_url, "--grpc-addr", f"127.0.0.1:{free_port()}",

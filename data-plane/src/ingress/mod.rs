@@ -204,3 +204,112 @@ impl GatewayError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+    use arc_swap::ArcSwapOption;
+    use shared::keys::KeyHash;
+    use shared::proto;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn app(snapshot: Option<proto::Snapshot>) -> Router {
+        let live: Live = Arc::new(ArcSwapOption::empty());
+        if let Some(snapshot) = snapshot {
+            live.store(Some(Arc::new(Runtime::try_from(&snapshot).expect("valid"))));
+        }
+        let (usage, _receiver) = UsageSink::channel(16);
+        router(AppState {
+            live,
+            http: reqwest::Client::new(),
+            usage,
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            max_body_bytes: 1024,
+            upstream_timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn snapshot() -> proto::Snapshot {
+        proto::Snapshot {
+            version: 1,
+            providers: vec![proto::SnapshotProvider {
+                name: "p".into(),
+                kind: "openai".into(),
+                base_url: "http://127.0.0.1:9/v1".into(),
+                ..Default::default()
+            }],
+            routes: vec![proto::SnapshotRoute {
+                model: "m".into(),
+                targets: vec![proto::SnapshotRouteTarget {
+                    provider: "p".into(),
+                    model: "u".into(),
+                    weight: 1,
+                }],
+            }],
+            keys: vec![proto::SnapshotKey {
+                id: "k".into(),
+                key_hash: KeyHash::of("sk-sb-test").as_bytes().to_vec(),
+                models: vec!["other".into()],
+                ..Default::default()
+            }],
+            created_at_ms: 0,
+        }
+    }
+
+    async fn call(app: Router, key: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut request =
+            Request::post("/v1/chat/completions").header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).expect("json error body"),
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_each_refusal_in_openai_format() {
+        let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let (status, body) = call(app(None), Some("sk-sb-test"), chat).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+        );
+        let (status, body) = call(app(Some(snapshot())), None, chat).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+        );
+        let (status, _) = call(app(Some(snapshot())), Some("sk-sb-wrong"), chat).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call(app(Some(snapshot())), Some("sk-sb-test"), chat).await;
+        assert_eq!(
+            (status, body["error"]["param"].as_str()),
+            (StatusCode::FORBIDDEN, Some("model"))
+        );
+        let unknown = r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#;
+        let (status, _) = call(app(Some(snapshot())), Some("sk-sb-test"), unknown).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) =
+            call(app(Some(snapshot())), Some("sk-sb-test"), &"x".repeat(2048)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+        );
+        let (status, _) = call(app(Some(snapshot())), Some("sk-sb-test"), "{oops").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}
