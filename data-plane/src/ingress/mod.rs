@@ -7,7 +7,7 @@ mod request;
 use crate::error::GatewayError;
 use crate::runtime::Live;
 use crate::streaming::SseRelay;
-use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageSink};
+use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageEvent, UsageSink};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
+use shared::ids::UsageRecordId;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -125,16 +126,22 @@ async fn handle(
     let upstream_body = request.upstream_body(&target.upstream_model)?;
     let draft = UsageDraft {
         sink: state.usage.clone(),
-        key_id: key.id.clone(),
-        user_id: key.user_id.clone(),
-        team_id: key.team_id.clone(),
-        model: std::mem::take(&mut request.model),
-        provider: provider.name.clone(),
-        upstream_model: target.upstream_model.clone(),
-        endpoint,
-        streamed: request.stream,
         started,
-        created_at_ms: shared::time::now_ms(),
+        event: UsageEvent {
+            id: UsageRecordId::generate(),
+            key_id: key.id.clone(),
+            user_id: key.user_id.clone(),
+            team_id: key.team_id.clone(),
+            model: std::mem::take(&mut request.model),
+            provider: provider.name.clone(),
+            upstream_model: target.upstream_model.clone(),
+            endpoint,
+            tokens: TokenUsage::default(),
+            latency_ms: 0,
+            status: 0,
+            streamed: request.stream,
+            created_at_ms: shared::time::now_ms(),
+        },
     };
     drop(runtime);
 

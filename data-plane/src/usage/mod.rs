@@ -88,38 +88,20 @@ impl UsageSink {
     }
 }
 
-/// What is known of a request's usage before the upstream answers.
+/// A request's usage record, filled in as far as it can be before the
+/// upstream answers; `finish` completes it and hands it to the sink.
 pub struct UsageDraft {
     pub sink: UsageSink,
-    pub key_id: KeyId,
-    pub user_id: Option<UserId>,
-    pub team_id: Option<TeamId>,
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
-    pub endpoint: Endpoint,
-    pub streamed: bool,
     pub started: std::time::Instant,
-    pub created_at_ms: i64,
+    pub event: UsageEvent,
 }
 
 impl UsageDraft {
-    pub fn finish(self, status: u16, tokens: TokenUsage) {
-        let event = UsageEvent {
-            id: UsageRecordId::generate(),
-            key_id: self.key_id,
-            user_id: self.user_id,
-            team_id: self.team_id,
-            model: self.model,
-            provider: self.provider,
-            upstream_model: self.upstream_model,
-            endpoint: self.endpoint,
-            tokens,
-            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            status,
-            streamed: self.streamed,
-            created_at_ms: self.created_at_ms,
-        };
-        self.sink.record(event);
+    pub fn finish(mut self, status: u16, tokens: TokenUsage) {
+        self.event.status = status;
+        self.event.tokens = tokens;
+        self.event.latency_ms =
+            i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.sink.record(self.event);
     }
 }
