@@ -77,13 +77,6 @@ impl fmt::Debug for KeyHash {
     }
 }
 
-/// Compares two secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let (ha, hb) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    ha.ct_eq(&hb).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,12 +96,5 @@ mod tests {
         let hash = KeyHash::of("sk-sb-example");
         assert_eq!(KeyHash::from_hex(&hash.to_hex()), Some(hash));
         assert_eq!(KeyHash::from_hex("zz"), None);
-    }
-
-    #[test]
-    fn constant_time_eq_compares_values() {
-        assert!(constant_time_eq("token", "token"));
-        assert!(!constant_time_eq("token", "tokem"));
-        assert!(!constant_time_eq("token", "token2"));
     }
 }
