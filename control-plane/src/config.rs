@@ -1,6 +1,6 @@
 //! The control plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
-use shared::telemetry::LogFormat;
+use shared::telemetry::LogArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,17 +48,8 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
-    /// Log filter, in `RUST_LOG` syntax.
-    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
-    pub log: String,
-
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Config {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(error) = shared::telemetry::init_logging(&config.log, config.log_format) {
-        eprintln!("log: {error}");
+    if let Err(error) = config.log.init() {
+        eprintln!("{error}");
         return ExitCode::from(2);
     }
     match control_plane::run(config, shared::tasks::shutdown_signal()).await {

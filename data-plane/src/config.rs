@@ -1,6 +1,6 @@
 //! The data plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
-use shared::telemetry::LogFormat;
+use shared::telemetry::LogArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,17 +68,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
 
-    /// Log filter, in `RUST_LOG` syntax.
-    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
-    pub log: String,
-
-    #[arg(
-        long,
-        env = "SWITCHBOARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Config {
