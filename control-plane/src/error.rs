@@ -95,6 +95,15 @@ impl Error {
     }
 }
 
+/// Maps a database error, naming `what` when it is a uniqueness violation:
+/// `.map_err(already_exists(format!("team {name:?}")))`.
+pub fn already_exists(what: String) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| match Error::from(error) {
+        Error::AlreadyExists(_) => Error::AlreadyExists(format!("{what} already exists")),
+        other => other,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &error {

@@ -1,7 +1,7 @@
 //! Teams and users.
 
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
 use shared::ids::{TeamId, UserId};
 use shared::time::ms_to_rfc3339;
@@ -52,12 +52,7 @@ impl Store {
             .bind(created_at)
             .execute(&self.pool)
             .await
-            .map_err(|e| match Error::from(e) {
-                Error::AlreadyExists(_) => {
-                    Error::AlreadyExists(format!("team {name:?} already exists"))
-                }
-                other => other,
-            })?;
+            .map_err(already_exists(format!("team {name:?}")))?;
         Ok(())
     }
 

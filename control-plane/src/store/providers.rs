@@ -1,5 +1,5 @@
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::{already_exists, Error, Result};
 use shared::time::now_ms;
 
 /// A provider as stored; the credential stays encrypted.
@@ -31,12 +31,7 @@ impl Store {
         .bind(p.updated_at)
         .execute(&mut *tx)
         .await
-        .map_err(|e| match Error::from(e) {
-            Error::AlreadyExists(_) => {
-                Error::AlreadyExists(format!("provider {:?} already exists", p.name))
-            }
-            other => other,
-        })?;
+        .map_err(already_exists(format!("provider {:?}", p.name)))?;
         Self::commit_config_change(tx).await
     }
 

@@ -1,5 +1,5 @@
 use super::{Store, Tx};
-use crate::error::{Error, Result};
+use crate::error::{already_exists, Result};
 use crate::model::{Route, RouteTarget};
 use shared::time::now_ms;
 use std::collections::BTreeMap;
@@ -21,12 +21,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(|e| match Error::from(e) {
-                Error::AlreadyExists(_) => {
-                    Error::AlreadyExists(format!("route {:?} already exists", route.model))
-                }
-                other => other,
-            })?;
+            .map_err(already_exists(format!("route {:?}", route.model)))?;
         insert_targets(&mut tx, route).await?;
         Self::commit_config_change(tx).await
     }
