@@ -22,6 +22,10 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    #[error("Unknown endpoint {0}; see /v1/models for what this gateway serves.")]
+    UnknownEndpoint(String),
+    #[error("Method not allowed on this endpoint.")]
+    MethodNotAllowed,
     #[error("Request body is larger than the limit of {0} bytes.")]
     BodyTooLarge(usize),
     #[error("The gateway has no configuration yet; try again shortly.")]
@@ -55,7 +59,10 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED
             }
             GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_) | GatewayError::UnknownEndpoint(_) => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +84,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::BadRequest { .. } => ("invalid_request_error", "invalid_request"),
+            GatewayError::UnknownEndpoint(_) => ("invalid_request_error", "unknown_url"),
+            GatewayError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
             GatewayError::NotReady => ("server_error", "not_ready"),
             GatewayError::UpstreamUnreachable(_) => ("upstream_error", "upstream_unreachable"),

@@ -43,17 +43,10 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get(|State(s): State<AppState>| async move { s.metrics.render() }),
         )
-        .fallback(|| async {
-            GatewayError::bad_request(
-                "Unknown endpoint; see /v1/models for what this gateway serves.",
-                None,
-            )
-            .with_status(StatusCode::NOT_FOUND)
+        .fallback(|uri: axum::http::Uri| async move {
+            GatewayError::UnknownEndpoint(uri.path().to_owned())
         })
-        .method_not_allowed_fallback(|| async {
-            GatewayError::bad_request("Method not allowed on this endpoint.", None)
-                .with_status(StatusCode::METHOD_NOT_ALLOWED)
-        })
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .with_state(state)
 }
 
@@ -202,14 +195,6 @@ async fn handle(
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
-}
-
-impl GatewayError {
-    fn with_status(self, status: StatusCode) -> Response {
-        let mut response = self.into_response();
-        *response.status_mut() = status;
-        response
-    }
 }
 
 #[cfg(test)]
