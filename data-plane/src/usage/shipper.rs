@@ -16,6 +16,10 @@ pub struct Shipper {
     pub flush_interval: Duration,
 }
 
+/// The shipper is the spool's only writer, so it can count the backlog itself
+/// instead of listing the directory for every batch.
+struct Backlog(usize);
+
 enum Sent {
     Ok,
     /// The control plane is unreachable or failing: keep the batch and retry later.
@@ -28,6 +32,7 @@ impl Shipper {
     /// Runs until every `UsageSink` is dropped (the HTTP server has drained),
     /// then sends or spools what is left.
     pub async fn run(mut self) {
+        let mut backlog = Backlog(self.spool.list().await.map_or(0, |files| files.len()));
         let mut buffer = Vec::with_capacity(self.batch_size);
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,13 +50,15 @@ impl Shipper {
             }
             if !buffer.is_empty() {
                 let batch = self.batch(std::mem::take(&mut buffer));
-                self.deliver(batch, SEND_TIMEOUT).await;
+                self.deliver(batch, SEND_TIMEOUT, &mut backlog).await;
             }
-            self.drain_spool().await;
+            if backlog.0 > 0 {
+                self.drain_spool(&mut backlog).await;
+            }
         }
         if !buffer.is_empty() {
             let batch = self.batch(buffer);
-            self.deliver(batch, FINAL_SEND_TIMEOUT).await;
+            self.deliver(batch, FINAL_SEND_TIMEOUT, &mut backlog).await;
         }
         tracing::info!("usage shipper stopped");
     }
@@ -86,17 +93,24 @@ impl Shipper {
     }
 
     /// Sends a fresh batch; on failure it goes to the spool, never away.
-    async fn deliver(&mut self, batch: proto::UsageBatch, timeout: Duration) {
-        let backlog = !self.spool.list().await.unwrap_or_default().is_empty();
+    async fn deliver(
+        &mut self,
+        batch: proto::UsageBatch,
+        timeout: Duration,
+        backlog: &mut Backlog,
+    ) {
         // With a backlog, new records queue behind it so they are sent in order.
-        if !backlog {
+        if backlog.0 == 0 {
             if let Sent::Ok = self.send(batch.clone(), timeout).await {
                 return;
             }
         }
         let count = batch.records.len() as u64;
         match self.spool.push(&batch).await {
-            Ok(()) => metrics::counter!("switchboard_usage_records_spooled_total").increment(count),
+            Ok(()) => {
+                backlog.0 += 1;
+                metrics::counter!("switchboard_usage_records_spooled_total").increment(count);
+            }
             Err(error) => {
                 metrics::counter!("switchboard_usage_lost_total").increment(count);
                 tracing::error!(%error, records = count, "usage could not be spooled to disk and is lost");
@@ -104,7 +118,7 @@ impl Shipper {
         }
     }
 
-    async fn drain_spool(&mut self) {
+    async fn drain_spool(&mut self, backlog: &mut Backlog) {
         let files = match self.spool.list().await {
             Ok(files) => files,
             Err(error) => {
@@ -112,7 +126,9 @@ impl Shipper {
                 return;
             }
         };
+        backlog.0 = files.len();
         for path in files {
+            backlog.0 -= 1;
             let batch = match self.spool.read(&path).await {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -124,13 +140,18 @@ impl Shipper {
             match self.send(batch, SEND_TIMEOUT).await {
                 Sent::Ok => {
                     if let Err(error) = self.spool.remove(&path).await {
+                        // Still on disk: it will be resent, which ingestion ignores.
+                        backlog.0 += 1;
                         tracing::error!(%error, "sent usage could not be removed from the spool");
                     }
                 }
                 Sent::Refused => {
                     let _ = self.spool.quarantine(&path).await;
                 }
-                Sent::Retry => return,
+                Sent::Retry => {
+                    backlog.0 += 1;
+                    return;
+                }
             }
         }
     }
