@@ -179,23 +179,3 @@ pub struct DataPlanes {
     pub current_version: i64,
     pub data_planes: Vec<DataPlane>,
 }
-
-/// A usage record as reported by a data plane, validated.
-#[derive(Clone, Debug)]
-pub struct UsageRecord {
-    pub id: String,
-    pub key_id: String,
-    pub user_id: Option<String>,
-    pub team_id: Option<String>,
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
-    pub endpoint: String,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub total_tokens: i64,
-    pub latency_ms: i64,
-    pub status: i64,
-    pub streamed: bool,
-    pub created_at_ms: i64,
-}

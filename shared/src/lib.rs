@@ -8,6 +8,7 @@ pub mod provider_kind;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
+pub mod usage;
 
 /// Generated protobuf and gRPC code. Proto types stay at the edges: each crate
 /// converts them to its own domain types at its boundary.

@@ -1,7 +1,9 @@
 use super::Store;
 use crate::error::Result;
-use crate::model::{UsageRecord, UsageTotals};
+use crate::model::UsageTotals;
+use shared::ids::{TeamId, UserId};
 use shared::time::now_ms;
+use shared::usage::UsageRecord;
 
 /// A usage filter in stored terms (times as Unix ms).
 #[derive(Default)]
@@ -36,20 +38,20 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&r.id)
+            .bind(r.id.as_str())
             .bind(dataplane_id)
-            .bind(&r.key_id)
-            .bind(&r.user_id)
-            .bind(&r.team_id)
+            .bind(r.key_id.as_str())
+            .bind(r.user_id.as_ref().map(UserId::as_str))
+            .bind(r.team_id.as_ref().map(TeamId::as_str))
             .bind(&r.model)
             .bind(&r.provider)
             .bind(&r.upstream_model)
-            .bind(&r.endpoint)
-            .bind(r.prompt_tokens)
-            .bind(r.completion_tokens)
-            .bind(r.total_tokens)
+            .bind(r.endpoint.as_str())
+            .bind(r.tokens.prompt_tokens)
+            .bind(r.tokens.completion_tokens)
+            .bind(r.tokens.total_tokens)
             .bind(r.latency_ms)
-            .bind(r.status)
+            .bind(i64::from(r.status))
             .bind(i64::from(r.streamed))
             .bind(r.created_at_ms)
             .bind(received_at)

@@ -7,7 +7,7 @@ mod request;
 use crate::error::GatewayError;
 use crate::runtime::Live;
 use crate::streaming::SseRelay;
-use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageEvent, UsageSink};
+use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -120,7 +120,7 @@ async fn handle(
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
-        event: UsageEvent {
+        record: UsageRecord {
             id: UsageRecordId::generate(),
             key_id: key.id.clone(),
             user_id: key.user_id.clone(),

@@ -7,68 +7,24 @@ mod spool;
 pub use shipper::Shipper;
 pub use spool::Spool;
 
-use shared::ids::{KeyId, TeamId, UsageRecordId, UserId};
+pub use shared::usage::{Endpoint, TokenUsage, UsageRecord};
 use tokio::sync::mpsc;
-
-/// Token counts as the provider reported them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct TokenUsage {
-    #[serde(default)]
-    pub prompt_tokens: i64,
-    #[serde(default)]
-    pub completion_tokens: i64,
-    #[serde(default)]
-    pub total_tokens: i64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Embeddings,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat.completions",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-}
-
-/// One request's usage.
-#[derive(Clone, Debug)]
-pub struct UsageEvent {
-    pub id: UsageRecordId,
-    pub key_id: KeyId,
-    pub user_id: Option<UserId>,
-    pub team_id: Option<TeamId>,
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
-    pub endpoint: Endpoint,
-    pub tokens: TokenUsage,
-    pub latency_ms: i64,
-    pub status: u16,
-    pub streamed: bool,
-    pub created_at_ms: i64,
-}
 
 /// The request path's handle: never blocks while the queue has room.
 #[derive(Clone)]
 pub struct UsageSink {
-    sender: mpsc::Sender<UsageEvent>,
+    sender: mpsc::Sender<UsageRecord>,
 }
 
 impl UsageSink {
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<UsageEvent>) {
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<UsageRecord>) {
         let (sender, receiver) = mpsc::channel(capacity);
         (Self { sender }, receiver)
     }
 
     /// A full queue means the shipper is behind: the record waits for room
     /// on a task of its own rather than being dropped or stalling the response.
-    pub fn record(&self, event: UsageEvent) {
+    pub fn record(&self, event: UsageRecord) {
         match self.sender.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
@@ -93,15 +49,15 @@ impl UsageSink {
 pub struct UsageDraft {
     pub sink: UsageSink,
     pub started: std::time::Instant,
-    pub event: UsageEvent,
+    pub record: UsageRecord,
 }
 
 impl UsageDraft {
     pub fn finish(mut self, status: u16, tokens: TokenUsage) {
-        self.event.status = status;
-        self.event.tokens = tokens;
-        self.event.latency_ms =
+        self.record.status = status;
+        self.record.tokens = tokens;
+        self.record.latency_ms =
             i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.sink.record(self.event);
+        self.sink.record(self.record);
     }
 }

@@ -1,4 +1,4 @@
-use super::{Spool, UsageEvent};
+use super::{Spool, UsageRecord};
 use crate::cluster_client::ClusterClient;
 use shared::proto;
 use std::time::Duration;
@@ -8,7 +8,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Shipper {
-    pub receiver: mpsc::Receiver<UsageEvent>,
+    pub receiver: mpsc::Receiver<UsageRecord>,
     pub client: ClusterClient,
     pub spool: Spool,
     pub dataplane_id: String,
@@ -63,10 +63,10 @@ impl Shipper {
         tracing::info!("usage shipper stopped");
     }
 
-    fn batch(&self, events: Vec<UsageEvent>) -> proto::UsageBatch {
+    fn batch(&self, records: Vec<UsageRecord>) -> proto::UsageBatch {
         proto::UsageBatch {
             dataplane_id: self.dataplane_id.clone(),
-            records: events.into_iter().map(to_proto).collect(),
+            records: records.into_iter().map(Into::into).collect(),
         }
     }
 
@@ -154,25 +154,5 @@ impl Shipper {
                 }
             }
         }
-    }
-}
-
-fn to_proto(event: UsageEvent) -> proto::UsageRecord {
-    proto::UsageRecord {
-        id: event.id.into_string(),
-        key_id: event.key_id.into_string(),
-        user_id: event.user_id.map(|u| u.into_string()).unwrap_or_default(),
-        team_id: event.team_id.map(|t| t.into_string()).unwrap_or_default(),
-        model: event.model,
-        provider: event.provider,
-        upstream_model: event.upstream_model,
-        endpoint: event.endpoint.as_str().to_owned(),
-        prompt_tokens: event.tokens.prompt_tokens,
-        completion_tokens: event.tokens.completion_tokens,
-        total_tokens: event.tokens.total_tokens,
-        latency_ms: event.latency_ms,
-        status: u32::from(event.status),
-        streamed: event.streamed,
-        created_at_ms: event.created_at_ms,
     }
 }

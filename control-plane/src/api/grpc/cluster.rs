@@ -1,13 +1,13 @@
 //! ClusterService: the config stream data planes watch, their ACK/NACKs, and usage ingestion.
 
 use crate::error::Error;
-use crate::model;
 use crate::service::Admin;
 use crate::snapshot::SharedSnapshot;
 use crate::store::Store;
 use futures_util::Stream;
 use shared::proto as pb;
 use shared::proto::cluster_service_server::ClusterService;
+use shared::usage::UsageRecord;
 use std::pin::Pin;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -159,7 +159,7 @@ impl ClusterService for ClusterGrpc {
         let records = batch
             .records
             .into_iter()
-            .map(model::UsageRecord::try_from)
+            .map(|r| UsageRecord::try_from(r).map_err(|e| Error::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let accepted = self
             .admin
