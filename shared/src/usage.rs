@@ -3,7 +3,6 @@
 
 use crate::ids::{KeyId, TeamId, UsageRecordId, UserId};
 use crate::proto;
-use std::str::FromStr;
 
 /// Token counts as the provider reported them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -23,25 +22,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: &'static [Endpoint] = &[Endpoint::ChatCompletions, Endpoint::Embeddings];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Embeddings => "embeddings",
         }
-    }
-}
-
-impl FromStr for Endpoint {
-    type Err = InvalidUsageRecord;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|e| e.as_str() == text)
-            .ok_or_else(|| InvalidUsageRecord(format!("endpoint {text:?} is unknown")))
     }
 }
 
@@ -56,7 +41,9 @@ pub struct UsageRecord {
     pub model: String,
     pub provider: String,
     pub upstream_model: String,
-    pub endpoint: Endpoint,
+    /// An `Endpoint::as_str()`. Free text on ingestion, so an older control
+    /// plane still keeps the usage of a newer data plane's endpoints.
+    pub endpoint: String,
     pub tokens: TokenUsage,
     pub latency_ms: i64,
     pub status: u16,
@@ -78,7 +65,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             model: r.model,
             provider: r.provider,
             upstream_model: r.upstream_model,
-            endpoint: r.endpoint.as_str().to_owned(),
+            endpoint: r.endpoint,
             prompt_tokens: r.tokens.prompt_tokens,
             completion_tokens: r.tokens.completion_tokens,
             total_tokens: r.tokens.total_tokens,
@@ -111,10 +98,6 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             return Err(bad("counts must not be negative"));
         }
         let status = u16::try_from(r.status).map_err(|_| bad("status is not an HTTP status"))?;
-        let endpoint = r
-            .endpoint
-            .parse()
-            .map_err(|e: InvalidUsageRecord| bad(&e.0))?;
         let present = |s: String| (!s.is_empty()).then_some(s);
         Ok(UsageRecord {
             id: r.id.into(),
@@ -124,7 +107,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             model: r.model,
             provider: r.provider,
             upstream_model: r.upstream_model,
-            endpoint,
+            endpoint: r.endpoint,
             tokens: TokenUsage {
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
@@ -151,7 +134,7 @@ mod tests {
             model: "m".into(),
             provider: "p".into(),
             upstream_model: "u".into(),
-            endpoint: Endpoint::Embeddings,
+            endpoint: Endpoint::Embeddings.as_str().to_owned(),
             tokens: TokenUsage {
                 prompt_tokens: 3,
                 completion_tokens: 0,
@@ -180,9 +163,6 @@ mod tests {
         assert!(UsageRecord::try_from(wire).is_err());
         let mut wire = proto::UsageRecord::from(record());
         wire.prompt_tokens = -1;
-        assert!(UsageRecord::try_from(wire).is_err());
-        let mut wire = proto::UsageRecord::from(record());
-        wire.endpoint = "responses".into();
         assert!(UsageRecord::try_from(wire).is_err());
     }
 }

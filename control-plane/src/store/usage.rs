@@ -46,7 +46,7 @@ impl Store {
             .bind(&r.model)
             .bind(&r.provider)
             .bind(&r.upstream_model)
-            .bind(r.endpoint.as_str())
+            .bind(&r.endpoint)
             .bind(r.tokens.prompt_tokens)
             .bind(r.tokens.completion_tokens)
             .bind(r.tokens.total_tokens)

@@ -128,7 +128,7 @@ async fn handle(
             model: std::mem::take(&mut request.model),
             provider: provider.name.clone(),
             upstream_model: target.upstream_model.clone(),
-            endpoint,
+            endpoint: endpoint.as_str().to_owned(),
             tokens: TokenUsage::default(),
             latency_ms: 0,
             status: 0,
