@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("switchboard_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Shared, not copied, between streams and into the decoder.
+        .bytes(".switchboard.v1.ConfigUpdate.snapshot")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 /// Runs until `shutdown` resolves, then stops every task.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let tasks = Tasks::new();
+    let metrics = shared::metrics::install(&tasks).context("installing the metrics recorder")?;
     let store = store::Store::connect(&config.database_url, config.database_max_connections)
         .await
         .context("database_url: cannot open the database")?;
@@ -50,7 +49,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "control plane listening"
     );
 
-    let tasks = Tasks::new();
     tasks.spawn("snapshot-publisher", publisher.run(tasks.token()));
     let grpc_state = api::grpc::GrpcState {
         admin: admin.clone(),

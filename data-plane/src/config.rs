@@ -52,6 +52,16 @@ pub struct Config {
     )]
     pub upstream_timeout_ms: u64,
 
+    /// Independent connection pools per data plane. Each holds one HTTP/2
+    /// connection per provider host, so this many times the provider's
+    /// concurrent-stream limit can be in flight before requests queue.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_UPSTREAM_HTTP2_CONNECTIONS",
+        default_value_t = 4
+    )]
+    pub upstream_http2_connections: usize,
+
     /// Most usage records sent in one batch.
     #[arg(long, env = "SWITCHBOARD_USAGE_BATCH_SIZE", default_value_t = 500)]
     pub usage_batch_size: usize,
@@ -92,6 +102,9 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes: must be positive".into());
+        }
+        if self.upstream_http2_connections == 0 {
+            return Err("upstream_http2_connections: must be positive".into());
         }
         if self.usage_batch_size == 0 || self.usage_queue == 0 {
             return Err("usage_batch_size and usage_queue: must be positive".into());

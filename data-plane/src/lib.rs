@@ -14,6 +14,7 @@ pub mod streaming;
 pub mod usage;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use arc_swap::ArcSwapOption;
 use config::Config;
 use config_sync::{ConfigSync, SnapshotFile};
@@ -27,9 +28,8 @@ use std::sync::Arc;
 /// (up to the grace period) and flushes usage before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let tasks = Tasks::new();
+    let metrics = shared::metrics::install(&tasks).context("installing the metrics recorder")?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
     let dataplane_id = dataplane_id(&config.state_dir)?;
@@ -37,7 +37,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let live: Live = Arc::new(ArcSwapOption::empty());
     let file = SnapshotFile::new(&config.state_dir, config.cluster_token());
     match file.load() {
-        Ok(Some(snapshot)) => match Runtime::try_from(&snapshot) {
+        Ok(Some(snapshot)) => match Runtime::try_from(snapshot) {
             Ok(runtime) => {
                 tracing::info!(
                     version = runtime.version,
@@ -56,7 +56,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     let client = cluster_client::connect(&config.control_plane, config.cluster_token())?;
-    let tasks = Tasks::new();
     tasks.spawn(
         "config-sync",
         ConfigSync {
@@ -69,25 +68,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .run(tasks.token()),
     );
 
-    let (usage, receiver) = usage::UsageSink::channel(config.usage_queue);
+    let (usage, queue) = usage::UsageSink::channel(config.usage_queue, config.usage_batch_size);
+    let stop_shipper = tokio_util::sync::CancellationToken::new();
     let shipper = usage::Shipper {
-        receiver,
+        queue,
         client,
         spool: usage::Spool::open(&config.state_dir)
             .context("state_dir: cannot create the usage spool")?,
         dataplane_id,
         batch_size: config.usage_batch_size,
         flush_interval: config.usage_flush_interval(),
+        stop: stop_shipper.clone(),
     };
     // Not tied to the cancellation token: it ends once the server has drained.
     let shipper = tokio::spawn(shipper.run());
 
-    let http = reqwest::Client::builder()
-        .connect_timeout(config.upstream_connect_timeout())
-        .tcp_nodelay(true)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()
-        .context("building the HTTP client")?;
+    let http = providers::UpstreamClient::new(
+        config.upstream_connect_timeout(),
+        config.upstream_http2_connections,
+    );
     let app = ingress::router(ingress::AppState {
         live,
         http,
@@ -103,6 +102,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let token = tasks.token();
     let mut server = tokio::spawn(async move {
+        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
+        // client's delayed ACK (up to 40 ms) arrives.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await
@@ -123,6 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         server.abort();
     }
     // Every usage sink lived in the server; with it gone the shipper drains and stops.
+    stop_shipper.cancel();
     shipper.await.context("usage shipper task")?;
     tracing::info!("data plane stopped");
     Ok(())

@@ -119,10 +119,10 @@ pub struct InvalidSnapshot(String);
 
 /// A snapshot is checked as a whole: one bad entry rejects it, and the
 /// previous runtime keeps serving.
-impl TryFrom<&proto::Snapshot> for Runtime {
+impl TryFrom<proto::Snapshot> for Runtime {
     type Error = InvalidSnapshot;
 
-    fn try_from(snapshot: &proto::Snapshot) -> Result<Self, InvalidSnapshot> {
+    fn try_from(snapshot: proto::Snapshot) -> Result<Self, InvalidSnapshot> {
         let bad = |what: String| InvalidSnapshot(what);
         let mut providers = HashMap::with_capacity(snapshot.providers.len());
         for p in &snapshot.providers {
@@ -190,14 +190,15 @@ impl TryFrom<&proto::Snapshot> for Runtime {
             );
         }
         let mut keys = HashMap::with_capacity(snapshot.keys.len());
-        for k in &snapshot.keys {
+        // Keys are most of a large snapshot: moved, not copied.
+        for k in snapshot.keys {
             let hash = KeyHash::from_bytes(&k.key_hash)
                 .ok_or_else(|| bad(format!("key {:?}: hash is not 32 bytes", k.id)))?;
             let entry = KeyEntry {
-                id: KeyId::from(k.id.clone()),
-                user_id: (!k.user_id.is_empty()).then(|| UserId::from(k.user_id.clone())),
-                team_id: (!k.team_id.is_empty()).then(|| TeamId::from(k.team_id.clone())),
-                models: (!k.models.is_empty()).then(|| k.models.iter().cloned().collect()),
+                user_id: (!k.user_id.is_empty()).then(|| UserId::from(k.user_id)),
+                team_id: (!k.team_id.is_empty()).then(|| TeamId::from(k.team_id)),
+                models: (!k.models.is_empty()).then(|| k.models.into_iter().collect()),
+                id: KeyId::from(k.id),
                 expires_at_ms: (k.expires_at_ms > 0).then_some(k.expires_at_ms),
             };
             keys.insert(hash, Arc::new(entry));
@@ -251,7 +252,7 @@ mod tests {
 
     #[test]
     fn builds_lookup_tables() {
-        let runtime = Runtime::try_from(&snapshot()).expect("valid snapshot");
+        let runtime = Runtime::try_from(snapshot()).expect("valid snapshot");
         let key = runtime.key(&KeyHash::of("sk-sb-x")).expect("key present");
         assert!(key.allows("m") && !key.allows("other"));
         let route = runtime.route("m").expect("route present");
@@ -267,7 +268,7 @@ mod tests {
     fn rejects_a_route_to_a_missing_provider_as_a_whole() {
         let mut s = snapshot();
         s.routes[0].targets[1].provider = "ghost".into();
-        let error = Runtime::try_from(&s).expect_err("must be rejected");
+        let error = Runtime::try_from(s).expect_err("must be rejected");
         assert!(error.to_string().contains("ghost"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod crypto;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod provider_kind;
 pub mod tasks;
 pub mod telemetry;

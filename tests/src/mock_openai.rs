@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -371,5 +372,9 @@ async fn main() -> std::io::Result<()> {
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats))
         .with_state(mock);
+    // Streams are small writes apart in time: without TCP_NODELAY, Nagle holds them.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-pub type SharedSnapshot = Option<Arc<proto::Snapshot>>;
+/// The latest snapshot, encoded once: every config stream sends these bytes.
+pub type SharedSnapshot = Option<Arc<proto::ConfigUpdate>>;
 
 /// Asks the publisher to look at the database now, after a local write.
 #[derive(Clone, Default)]
@@ -57,12 +58,29 @@ impl Publisher {
 
     /// Builds the first snapshot; the control plane is ready once this succeeded.
     pub async fn publish_current(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let rows = self.store.load_config().await?;
-        let snapshot = build(rows, &self.cipher)?;
-        let version = snapshot.version;
-        self.sender.send_replace(Some(Arc::new(snapshot)));
+        let cipher = self.cipher.clone();
+        // Encoding a snapshot of many keys is CPU work: keep it off the reactor.
+        let update = tokio::task::spawn_blocking(move || {
+            build(rows, &cipher).map(|snapshot| proto::ConfigUpdate {
+                version: snapshot.version,
+                snapshot: prost::Message::encode_to_vec(&snapshot).into(),
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("snapshot build task: {e}")))??;
+        let (version, bytes) = (update.version, update.snapshot.len());
+        self.sender.send_replace(Some(Arc::new(update)));
         metrics::gauge!("switchboard_config_version").set(version as f64);
-        tracing::info!(version, "published config snapshot");
+        metrics::histogram!("switchboard_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            version,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "published config snapshot"
+        );
         Ok(())
     }
 

@@ -41,12 +41,13 @@ impl SnapshotFile {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Written beside and renamed over, so a crash leaves the old file or the new one.
-    pub async fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
-        let sealed = self.cipher.encrypt(&snapshot.encode_to_vec());
+    /// Saves an encoded snapshot; blocking, so run it off the reactor. Written
+    /// beside and renamed over, so a crash leaves the old file or the new one.
+    pub fn save(&self, encoded: &[u8]) -> io::Result<()> {
+        let sealed = self.cipher.encrypt(encoded);
         let temporary = self.path.with_extension("tmp");
-        tokio::fs::write(&temporary, sealed).await?;
-        tokio::fs::rename(&temporary, &self.path).await
+        std::fs::write(&temporary, sealed)?;
+        std::fs::rename(&temporary, &self.path)
     }
 }
 
@@ -54,8 +55,8 @@ impl SnapshotFile {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn round_trips_without_plaintext_credentials() {
+    #[test]
+    fn round_trips_without_plaintext_credentials() {
         let dir = std::env::temp_dir().join(format!("sb-disk-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = SnapshotFile::new(&dir, "cluster-token");
@@ -68,7 +69,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        file.save(&snapshot).await.expect("saved");
+        file.save(&snapshot.encode_to_vec()).expect("saved");
         let raw = std::fs::read(dir.join(FILE_NAME)).expect("file");
         assert!(!raw.windows(14).any(|w| w == b"sk-very-secret"));
         assert_eq!(file.load().expect("readable"), Some(snapshot));

@@ -10,6 +10,7 @@ pub use disk::SnapshotFile;
 use crate::cluster_client::ClusterClient;
 use crate::runtime::{Live, Runtime};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use prost::Message;
 use shared::proto;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,39 +101,40 @@ impl ConfigSync {
         }
     }
 
-    async fn apply(&mut self, snapshot: proto::Snapshot) {
-        let version = snapshot.version;
+    async fn apply(&mut self, update: proto::ConfigUpdate) {
+        let version = update.version;
         let started = std::time::Instant::now();
-        // Building lookup tables for many keys is CPU work: keep it off the reactor.
-        let built = tokio::task::spawn_blocking(move || {
-            let runtime = Runtime::try_from(&snapshot);
-            (runtime, snapshot)
-        })
-        .await;
-        let (runtime, snapshot) = match built {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::error!(%error, version, "snapshot build panicked");
-                return;
+        let (live, file) = (self.live.clone(), self.file.clone());
+        // Decoding, building the lookup tables, freeing the previous ones and
+        // sealing the file are CPU work for large key sets: all off the reactor.
+        let applied = tokio::task::spawn_blocking(move || {
+            let snapshot = proto::Snapshot::decode(update.snapshot.clone())
+                .map_err(|e| format!("snapshot does not decode: {e}"))?;
+            let runtime = Runtime::try_from(snapshot).map_err(|e| e.to_string())?;
+            drop(install(&live, runtime));
+            let elapsed = started.elapsed();
+            if let Err(error) = file.save(&update.snapshot) {
+                tracing::error!(%error, "snapshot could not be saved to the state dir");
             }
-        };
-        match runtime {
-            Ok(runtime) => {
-                install(&self.live, runtime);
+            Ok::<_, String>(elapsed)
+        })
+        .await
+        .unwrap_or_else(|panicked| Err(format!("snapshot build panicked: {panicked}")));
+        match applied {
+            Ok(elapsed) => {
+                metrics::histogram!("switchboard_config_apply_seconds")
+                    .record(elapsed.as_secs_f64());
                 tracing::info!(
                     version,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = elapsed.as_millis() as u64,
                     "snapshot applied"
                 );
-                if let Err(error) = self.file.save(&snapshot).await {
-                    tracing::error!(%error, "snapshot could not be saved to the state dir");
-                }
                 self.ack(version, String::new()).await;
             }
             Err(invalid) => {
                 metrics::counter!("switchboard_config_rejected_total").increment(1);
                 tracing::error!(version, reason = %invalid, "snapshot rejected; the previous one keeps serving");
-                self.ack(version, invalid.to_string()).await;
+                self.ack(version, invalid).await;
             }
         }
     }
@@ -149,8 +151,10 @@ impl ConfigSync {
     }
 }
 
-pub fn install(live: &Live, runtime: Runtime) {
+/// Swaps `runtime` in; answers the one it replaced, for the caller to free
+/// where freeing a large one costs the request path nothing.
+pub fn install(live: &Live, runtime: Runtime) -> Option<Arc<Runtime>> {
     metrics::gauge!("switchboard_config_version").set(runtime.version as f64);
     metrics::gauge!("switchboard_config_keys").set(runtime.key_count() as f64);
-    live.store(Some(Arc::new(runtime)));
+    live.swap(Some(Arc::new(runtime)))
 }

@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
@@ -24,7 +25,7 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct AppState {
     pub live: Live,
-    pub http: reqwest::Client,
+    pub http: providers::UpstreamClient,
     pub usage: UsageSink,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
@@ -108,7 +109,7 @@ async fn handle(
 
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
-    let mut request = ProxyRequest::parse(endpoint, &body)?;
+    let mut request = ProxyRequest::parse(endpoint, body)?;
     tracing::Span::current().record("model", request.model.as_str());
 
     // limits: rate limits, quotas and budgets arrive with their own issue.
@@ -116,7 +117,7 @@ async fn handle(
     // router
     let target = router::select(&runtime, &key, &request.model)?;
     let provider = target.provider.clone();
-    let upstream_body = request.upstream_body(&target.upstream_model)?;
+    let upstream_body = request.upstream_body(&target.upstream_model);
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -159,7 +160,7 @@ async fn handle(
     // usage: from the stream's usage chunk, or the body's usage object.
     if request.stream {
         let relay = SseRelay::new(
-            upstream.bytes_stream(),
+            http_body_util::BodyDataStream::new(upstream.into_body()),
             !request.client_wants_usage,
             provider.name.clone(),
             draft,
@@ -175,10 +176,10 @@ async fn handle(
         return Ok(response);
     }
     let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
-    let body = match tokio::time::timeout(remaining, upstream.bytes()).await {
-        Ok(Ok(body)) => body,
+    let body = match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) => {
-            let error = providers::transport_error(&provider, &error);
+            let error = providers::body_error(&provider, &error);
             draft.finish(error.status().as_u16(), TokenUsage::default());
             return Err(error);
         }
@@ -210,12 +211,12 @@ mod tests {
     fn app(snapshot: Option<proto::Snapshot>) -> Router {
         let live: Live = Arc::new(ArcSwapOption::empty());
         if let Some(snapshot) = snapshot {
-            live.store(Some(Arc::new(Runtime::try_from(&snapshot).expect("valid"))));
+            live.store(Some(Arc::new(Runtime::try_from(snapshot).expect("valid"))));
         }
-        let (usage, _receiver) = UsageSink::channel(16);
+        let (usage, _receiver) = UsageSink::channel(16, 4);
         router(AppState {
             live,
-            http: reqwest::Client::new(),
+            http: providers::UpstreamClient::new(Duration::from_secs(1), 1),
             usage,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()

@@ -4,9 +4,12 @@
 use crate::error::GatewayError;
 use crate::usage::{Endpoint, TokenUsage};
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::ops::Range;
 
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit).collect().await {
@@ -26,41 +29,72 @@ pub struct ProxyRequest {
     pub stream: bool,
     /// Whether the client itself asked for `stream_options.include_usage`.
     pub client_wants_usage: bool,
-    fields: Map<String, Value>,
+    body: Bytes,
+    /// Where the `model` value and the `stream_options` value sit in `body`.
+    model_span: Range<usize>,
+    stream_options_span: Option<Range<usize>>,
+}
+
+/// The fields the gateway reads. Values stay raw slices of the body, so
+/// checking a request allocates nothing for the messages it carries. An
+/// explicit `null` is kept (as `Some("null")`): its place in the body matters.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    input: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 impl ProxyRequest {
-    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Self, GatewayError> {
+    pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, GatewayError> {
         if body.is_empty() {
             return Err(GatewayError::bad_request(
                 "The request body is empty; expected a JSON object.",
                 None,
             ));
         }
-        let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+        // Checked first: serde would also read a JSON array into the struct.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(GatewayError::bad_request(
+                "The request body must be a JSON object.",
+                None,
+            ));
+        }
+        let fields: Fields = serde_json::from_slice(&body).map_err(|e| {
             GatewayError::bad_request(
                 format!("The request body is not a valid JSON object: {e}"),
                 None,
             )
         })?;
-        let model = match fields.get("model") {
-            Some(Value::String(model)) if !model.is_empty() => model.clone(),
-            Some(_) => {
+        let Some(raw_model) = fields.model else {
+            return Err(GatewayError::bad_request(
+                "Missing required parameter: 'model'.",
+                Some("model"),
+            ));
+        };
+        let model = match serde_json::from_str::<String>(raw_model.get()) {
+            Ok(model) if !model.is_empty() => model,
+            _ => {
                 return Err(GatewayError::bad_request(
                     "'model' must be a non-empty string.",
                     Some("model"),
                 ))
             }
-            None => {
-                return Err(GatewayError::bad_request(
-                    "Missing required parameter: 'model'.",
-                    Some("model"),
-                ))
-            }
         };
-        let stream = match fields.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(stream)) => *stream,
+        let stream = match fields.stream.map(RawValue::get) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
             Some(_) => {
                 return Err(GatewayError::bad_request(
                     "'stream' must be a boolean.",
@@ -69,9 +103,9 @@ impl ProxyRequest {
             }
         };
         match endpoint {
-            Endpoint::ChatCompletions => match fields.get("messages") {
-                Some(Value::Array(messages)) if !messages.is_empty() => {}
-                Some(Value::Array(_)) => {
+            Endpoint::ChatCompletions => match fields.messages.map(json_kind) {
+                Some(JsonKind::Array { empty: false }) => {}
+                Some(JsonKind::Array { empty: true }) => {
                     return Err(GatewayError::bad_request(
                         "'messages' must not be empty.",
                         Some("messages"),
@@ -97,8 +131,8 @@ impl ProxyRequest {
                         Some("stream"),
                     ));
                 }
-                match fields.get("input") {
-                    Some(Value::String(_)) | Some(Value::Array(_)) => {}
+                match fields.input.map(json_kind) {
+                    Some(JsonKind::String | JsonKind::Array { .. }) => {}
                     Some(_) => {
                         return Err(GatewayError::bad_request(
                             "'input' must be a string or an array.",
@@ -114,48 +148,114 @@ impl ProxyRequest {
                 }
             }
         }
-        let client_wants_usage = fields
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if fields
-            .get("stream_options")
-            .is_some_and(|o| !o.is_object() && !o.is_null())
-        {
-            return Err(GatewayError::bad_request(
-                "'stream_options' must be an object.",
-                Some("stream_options"),
-            ));
-        }
+        let client_wants_usage = match fields.stream_options.map(|raw| (raw, json_kind(raw))) {
+            None | Some((_, JsonKind::Null)) => false,
+            Some((raw, JsonKind::Object)) => {
+                #[derive(Deserialize)]
+                struct StreamOptions {
+                    include_usage: Option<bool>,
+                }
+                serde_json::from_str::<StreamOptions>(raw.get())
+                    .map_err(|_| {
+                        GatewayError::bad_request(
+                            "'stream_options.include_usage' must be a boolean.",
+                            Some("stream_options"),
+                        )
+                    })?
+                    .include_usage
+                    .unwrap_or(false)
+            }
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "'stream_options' must be an object.",
+                    Some("stream_options"),
+                ))
+            }
+        };
+        let model_span = span_in(&body, raw_model);
+        let stream_options_span = fields.stream_options.map(|raw| span_in(&body, raw));
         Ok(Self {
             model,
             stream,
             client_wants_usage,
-            fields,
+            model_span,
+            stream_options_span,
+            body,
         })
     }
 
-    /// The body for the provider: the upstream model name, and for streams a
-    /// request for the usage chunk, which accounting needs.
-    pub fn upstream_body(&mut self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
-        self.fields
-            .insert("model".into(), Value::String(upstream_model.to_owned()));
-        if self.stream {
-            let options = self
-                .fields
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Null = options {
-                *options = Value::Object(Map::new());
-            }
-            if let Value::Object(options) = options {
-                options.insert("include_usage".into(), Value::Bool(true));
+    /// The body for the provider: the client's bytes with the upstream model
+    /// name spliced in and, for streams, `include_usage` asked for, which
+    /// accounting needs. Nothing else is re-encoded.
+    pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
+        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+        let model = serde_json::to_vec(upstream_model).unwrap_or_default();
+        if self.body[self.model_span.clone()] != model[..] {
+            edits.push((self.model_span.clone(), model));
+        }
+        if self.stream && !self.client_wants_usage {
+            match &self.stream_options_span {
+                Some(span) => edits.push((span.clone(), self.stream_options_with_usage(span))),
+                None => {
+                    // After the object's opening brace; the body starts with it.
+                    let brace = self.body.iter().position(|b| *b == b'{').map_or(0, |at| at + 1);
+                    edits.push((
+                        brace..brace,
+                        br#""stream_options":{"include_usage":true},"#.to_vec(),
+                    ));
+                }
             }
         }
-        serde_json::to_vec(&self.fields)
-            .map_err(|_| GatewayError::bad_request("The request could not be re-encoded.", None))
+        if edits.is_empty() {
+            return self.body.clone();
+        }
+        edits.sort_by_key(|(span, _)| span.start);
+        let mut out = BytesMut::with_capacity(self.body.len() + 64);
+        let mut at = 0;
+        for (span, replacement) in edits {
+            out.extend_from_slice(&self.body[at..span.start]);
+            out.extend_from_slice(&replacement);
+            at = span.end;
+        }
+        out.extend_from_slice(&self.body[at..]);
+        out.freeze()
     }
+
+    /// The client's `stream_options` (an object or null), with `include_usage` set.
+    fn stream_options_with_usage(&self, span: &Range<usize>) -> Vec<u8> {
+        let mut options: Map<String, Value> =
+            serde_json::from_slice(&self.body[span.clone()]).unwrap_or_default();
+        options.insert("include_usage".into(), Value::Bool(true));
+        serde_json::to_vec(&options).unwrap_or_else(|_| br#"{"include_usage":true}"#.to_vec())
+    }
+}
+
+enum JsonKind {
+    Null,
+    String,
+    Array { empty: bool },
+    Object,
+    Other,
+}
+
+/// The kind of a raw JSON value, which serde has already checked is well formed.
+fn json_kind(raw: &RawValue) -> JsonKind {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => JsonKind::Null,
+        Some(b'"') => JsonKind::String,
+        Some(b'[') => JsonKind::Array {
+            empty: text[1..].trim_start().starts_with(']'),
+        },
+        Some(b'{') => JsonKind::Object,
+        _ => JsonKind::Other,
+    }
+}
+
+/// Where a borrowed raw value lies within the body it was parsed from.
+fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.get().len()
 }
 
 /// The `usage` object of a non-streaming answer; zeros when absent.
@@ -175,7 +275,7 @@ mod tests {
     use super::*;
 
     fn chat(body: &str) -> Result<ProxyRequest, GatewayError> {
-        ProxyRequest::parse(Endpoint::ChatCompletions, body.as_bytes())
+        ProxyRequest::parse(Endpoint::ChatCompletions, Bytes::from(body.to_owned()))
     }
 
     fn param(result: Result<ProxyRequest, GatewayError>) -> Option<&'static str> {
@@ -202,7 +302,7 @@ mod tests {
             param(chat(r#"{"model":"m","messages":[{}],"stream":"yes"}"#)),
             Some("stream")
         );
-        let embed = ProxyRequest::parse(Endpoint::Embeddings, br#"{"model":"e"}"#);
+        let embed = ProxyRequest::parse(Endpoint::Embeddings, Bytes::from_static(br#"{"model":"e"}"#));
         assert_eq!(param(embed), Some("input"));
     }
 
@@ -212,11 +312,63 @@ mod tests {
             .expect("valid");
         assert!(request.stream && !request.client_wants_usage);
         let body: Value =
-            serde_json::from_slice(&request.upstream_body("upstream-1").expect("encodes"))
+            serde_json::from_slice(&request.upstream_body("upstream-1"))
                 .expect("json");
         assert_eq!(body["model"], "upstream-1");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["temperature"], 0.2);
+    }
+
+    #[test]
+    fn forwards_the_client_bytes_with_only_the_model_spliced() {
+        let original = r#" { "model" : "public", "messages":[{"role":"user","content":"caf\u00e9 \"x\""}], "n": 1.50 }"#;
+        let request = chat(original).expect("valid");
+        let upstream = request.upstream_body("up/stream");
+        assert_eq!(
+            std::str::from_utf8(&upstream).expect("utf8"),
+            original.replace(r#""public""#, r#""up/stream""#)
+        );
+        assert_eq!(request.upstream_body("public"), original.as_bytes());
+    }
+
+    #[test]
+    fn asks_for_stream_usage_keeping_the_client_options() {
+        let with = |options: &str| {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"stream":true{options}}}"#
+            );
+            let request = chat(&body).expect("valid");
+            let upstream: Value =
+                serde_json::from_slice(&request.upstream_body("u")).expect("json");
+            (request.client_wants_usage, upstream["stream_options"].clone())
+        };
+        assert_eq!(with(""), (false, serde_json::json!({"include_usage": true})));
+        assert_eq!(
+            with(r#","stream_options":null"#),
+            (false, serde_json::json!({"include_usage": true}))
+        );
+        assert_eq!(
+            with(r#","stream_options":{"include_usage":false,"x":1}"#),
+            (false, serde_json::json!({"include_usage": true, "x": 1}))
+        );
+        assert_eq!(
+            with(r#","stream_options":{"include_usage":true}"#),
+            (true, serde_json::json!({"include_usage": true}))
+        );
+    }
+
+    #[test]
+    fn refuses_what_splicing_cannot_trust() {
+        assert_eq!(param(chat(r#"["m",true]"#)), None);
+        assert_eq!(
+            param(chat(r#"{"model":"a","model":"b","messages":[{}]}"#)),
+            None
+        );
+        assert_eq!(param(chat(r#"{"model":"m","messages":[ ]}"#)), Some("messages"));
+        assert_eq!(
+            param(chat(r#"{"model":"m","messages":[{}],"stream_options":{"include_usage":1}}"#)),
+            Some("stream_options")
+        );
     }
 
     #[test]

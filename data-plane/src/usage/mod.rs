@@ -8,25 +8,53 @@ pub use shipper::Shipper;
 pub use spool::Spool;
 
 pub use shared::usage::{Endpoint, TokenUsage, UsageRecord};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
 
 /// The request path's handle: never blocks while the queue has room.
 #[derive(Clone)]
 pub struct UsageSink {
     sender: mpsc::Sender<UsageRecord>,
+    batch_ready: Arc<Notify>,
+    batch_size: usize,
+}
+
+/// The shipper's end of the queue.
+pub struct UsageQueue {
+    pub receiver: mpsc::Receiver<UsageRecord>,
+    /// Signalled when a full batch is waiting; otherwise the shipper wakes on
+    /// its flush timer, so the request path does not wake it per record.
+    pub batch_ready: Arc<Notify>,
 }
 
 impl UsageSink {
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<UsageRecord>) {
+    pub fn channel(capacity: usize, batch_size: usize) -> (Self, UsageQueue) {
         let (sender, receiver) = mpsc::channel(capacity);
-        (Self { sender }, receiver)
+        let batch_ready = Arc::new(Notify::new());
+        let sink = Self {
+            sender,
+            batch_ready: batch_ready.clone(),
+            batch_size,
+        };
+        (
+            sink,
+            UsageQueue {
+                receiver,
+                batch_ready,
+            },
+        )
     }
 
     /// A full queue means the shipper is behind: the record waits for room
     /// on a task of its own rather than being dropped or stalling the response.
     pub fn record(&self, event: UsageRecord) {
         match self.sender.try_send(event) {
-            Ok(()) => {}
+            Ok(()) => {
+                let queued = self.sender.max_capacity() - self.sender.capacity();
+                if queued % self.batch_size == 0 {
+                    self.batch_ready.notify_one();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(event)) => {
                 metrics::counter!("switchboard_usage_queue_full_total").increment(1);
                 let sender = self.sender.clone();

@@ -1,19 +1,21 @@
-use super::{Spool, UsageRecord};
+use super::{Spool, UsageQueue, UsageRecord};
 use crate::cluster_client::ClusterClient;
 use shared::proto;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Shipper {
-    pub receiver: mpsc::Receiver<UsageRecord>,
+    pub queue: UsageQueue,
     pub client: ClusterClient,
     pub spool: Spool,
     pub dataplane_id: String,
     pub batch_size: usize,
     pub flush_interval: Duration,
+    /// Cancelled once the HTTP server has drained: what is queued is the last.
+    pub stop: CancellationToken,
 }
 
 /// The shipper is the spool's only writer, so it can count the backlog itself
@@ -29,31 +31,50 @@ enum Sent {
 }
 
 impl Shipper {
-    /// Runs until every `UsageSink` is dropped (the HTTP server has drained),
-    /// then sends or spools what is left.
+    /// Wakes on its flush timer or when a full batch waits, sends what is
+    /// queued, and on `stop` sends or spools what is left.
     pub async fn run(mut self) {
         let mut backlog = Backlog(self.spool.list().await.map_or(0, |files| files.len()));
-        let mut buffer = Vec::with_capacity(self.batch_size);
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = self.stop.clone();
         loop {
             tokio::select! {
-                received = self.receiver.recv_many(&mut buffer, self.batch_size) => {
-                    if received == 0 {
-                        break;
-                    }
-                    if buffer.len() < self.batch_size {
-                        continue;
-                    }
-                }
                 _ = ticker.tick() => {}
+                _ = self.queue.batch_ready.notified() => {}
+                _ = stop.cancelled() => break,
+            }
+            let mut buffer = Vec::with_capacity(self.batch_size);
+            while let Ok(record) = self.queue.receiver.try_recv() {
+                buffer.push(record);
+                if buffer.len() == self.batch_size {
+                    let batch = self.batch(std::mem::replace(
+                        &mut buffer,
+                        Vec::with_capacity(self.batch_size),
+                    ));
+                    self.deliver(batch, SEND_TIMEOUT, &mut backlog).await;
+                }
             }
             if !buffer.is_empty() {
-                let batch = self.batch(std::mem::take(&mut buffer));
+                let batch = self.batch(buffer);
                 self.deliver(batch, SEND_TIMEOUT, &mut backlog).await;
             }
             if backlog.0 > 0 {
                 self.drain_spool(&mut backlog).await;
+            }
+        }
+        // Records still waiting for room in the queue arrive before it closes.
+        let mut buffer = Vec::with_capacity(self.batch_size);
+        while self
+            .queue
+            .receiver
+            .recv_many(&mut buffer, self.batch_size)
+            .await
+            > 0
+        {
+            if buffer.len() == self.batch_size {
+                let batch = self.batch(std::mem::take(&mut buffer));
+                self.deliver(batch, FINAL_SEND_TIMEOUT, &mut backlog).await;
             }
         }
         if !buffer.is_empty() {

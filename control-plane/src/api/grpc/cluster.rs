@@ -68,7 +68,7 @@ struct WatchState {
     _guard: ConnectionGuard,
 }
 
-type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ConfigUpdate, Status>> + Send>>;
 
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
@@ -118,7 +118,7 @@ impl ClusterService for ClusterGrpc {
                 let latest = state.snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = latest.filter(|s| s.version != state.last_sent) {
                     state.last_sent = snapshot.version;
-                    return Some((Ok(pb::Snapshot::clone(&snapshot)), state));
+                    return Some((Ok(pb::ConfigUpdate::clone(&snapshot)), state));
                 }
                 tokio::select! {
                     changed = state.snapshots.changed() => changed.ok()?,

@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Switchboard's benchmark suite (`make bench`; `--smoke` for the short run in
+`make test`). Every scenario runs the full request path (API-key auth, route
+lookup, usage recorded and shipped) and is measured against the direct path
+to the same mock upstream in the same run. Figures go to docs/benchmarks.md.
+
+Load generators: wrk (closed loop: throughput, latency at concurrency 1) and
+oha (open loop at a fixed rate, with latency correction); tests/src/bench_probe.rs
+for what neither measures (stream timing, idle connections, streams in flight)."""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import ROOT, Stack, cpu_seconds, rss_kib  # noqa: E402
+
+CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
+CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
+
+
+class Settings:
+    def __init__(self, smoke: bool, seconds: float):
+        self.smoke = smoke
+        self.seconds = seconds
+        self.idle_connections = 300 if smoke else 10_000
+        self.inflight_streams = 50 if smoke else 1_000
+        self.stream_requests = 20 if smoke else 300
+        self.key_scales = [2_000] if smoke else [100_000, 1_000_000]
+        self.routes = 20 if smoke else 1_000
+        self.propagation_writes = 5 if smoke else 100
+        self.rates = [200, 500] if smoke else [1_000, 5_000]
+        self.cpu_rate = 200 if smoke else 2_000
+
+
+class Report:
+    def __init__(self):
+        self.rows = []  # (scenario, measure, direct, gateway, comparison, target)
+        self.notes = []
+
+    def row(self, scenario, measure, direct, gateway, comparison, target=""):
+        self.rows.append((scenario, measure, direct, gateway, comparison, target))
+        print(f"  {scenario} | {measure} | direct {direct} | gateway {gateway} | {comparison} | {target}", flush=True)
+
+
+def need(tool, install):
+    if shutil.which(tool):
+        return
+    print(f"installing {tool}: {' '.join(install)}", flush=True)
+    subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
+    if not shutil.which(tool):
+        sys.exit(f"{tool} is needed and could not be installed")
+
+
+def wrk(url, key, model, connections, seconds):
+    env = {**os.environ, "BENCH_KEY": key, "BENCH_MODEL": model}
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", CHAT_LUA, f"{url}/chat/completions"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    return {k: float(v) for k, v in (part.split("=") for part in line.split()[1:])}
+
+
+def oha(url, key, model, rate, seconds, connections=64):
+    out = subprocess.run(
+        # A request count, not a duration: oha aborts what is in flight at a deadline.
+        ["oha", "-n", str(int(rate * seconds)), "-q", str(rate), "-c", str(connections), "--latency-correction",
+         "--no-tui", "--output-format", "json", "-m", "POST",
+         "-H", f"authorization: Bearer {key}", "-H", "content-type: application/json",
+         "-d", CHAT_BODY % model, f"{url}/chat/completions"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    result = json.loads(out)
+    codes = result.get("statusCodeDistribution", {})
+    ok = codes.get("200", 0)
+    errors = sum(n for code, n in codes.items() if code != "200") + sum(result.get("errorDistribution", {}).values())
+    pct = result["latencyPercentiles"]
+    return {"ok": ok, "errors": errors, "p50": pct["p50"] * 1e6, "p99": pct["p99"] * 1e6, "p999": pct["p99.9"] * 1e6}
+
+
+def probe(bin_dir, *args, stdin=None):
+    return subprocess.Popen([str(bin_dir / "bench-probe"), *map(str, args)], stdin=stdin, stdout=subprocess.PIPE, text=True)
+
+
+def us(value):
+    return f"{value:,.0f} us"
+
+
+def added(gateway, direct):
+    return f"{gateway - direct:+,.0f} us"
+
+
+class Bench:
+    def __init__(self, settings: Settings, bin_dir: Path, report: Report):
+        self.s = settings
+        self.bin_dir = bin_dir
+        self.report = report
+
+    # The main stack: one control plane, one data plane, four mocks.
+    def setup(self):
+        st = self.stack = Stack(self.bin_dir)
+        gap = 2 if self.s.smoke else 10
+        self.mock_fast = st.mock()
+        self.mock_slow = st.mock(latency_ms=50)
+        self.mock_stream = st.mock(chunks=20, chunk_gap_ms=gap)
+        self.mock_long = st.mock(chunks=20, chunk_gap_ms=100 if self.s.smoke else 250)
+        st.control_plane(config_poll_ms=200)
+        self.dp = st.data_plane()
+        for name, url in [("fast", self.mock_fast), ("slow", self.mock_slow), ("stream", self.mock_stream), ("long", self.mock_long)]:
+            st.provider(name, url)
+            st.route(name, name)
+        self.key = st.key()
+        st.wait_model(self.dp, self.key, "long")
+
+    def throughput(self):
+        d = wrk(self.mock_fast, "direct", "load", 32, self.s.seconds)
+        g = wrk(self.dp.url, self.key, "fast", 32, self.s.seconds)
+        self.report.row("1. throughput, concurrency 32", "requests/s", f"{d['rps']:,.0f}", f"{g['rps']:,.0f}",
+                        f"ratio {g['rps'] / d['rps']:.2f}", ">= 0.50")
+        self.check_errors("1", d, g)
+        d = wrk(self.mock_slow, "direct", "load", 256, self.s.seconds)
+        g = wrk(self.dp.url, self.key, "slow", 256, self.s.seconds)
+        self.report.row("1b. throughput, 50 ms upstream, concurrency 256", "requests/s", f"{d['rps']:,.0f}",
+                        f"{g['rps']:,.0f}", f"ratio {g['rps'] / d['rps']:.2f}")
+        self.check_errors("1b", d, g)
+
+    def check_errors(self, scenario, direct, gateway):
+        if direct["errors"] or gateway["errors"]:
+            self.report.notes.append(f"Scenario {scenario}: errors direct {direct['errors']:.0f}, gateway {gateway['errors']:.0f}.")
+
+    def latency_c1(self):
+        d = wrk(self.mock_fast, "direct", "load", 1, self.s.seconds)
+        g = wrk(self.dp.url, self.key, "fast", 1, self.s.seconds)
+        self.report.row("2. latency, concurrency 1", "P50", us(d["p50_us"]), us(g["p50_us"]), added(g["p50_us"], d["p50_us"]), "<= +50 us")
+        self.report.row("2. latency, concurrency 1", "P99", us(d["p99_us"]), us(g["p99_us"]), added(g["p99_us"], d["p99_us"]), "<= +250 us")
+        self.check_errors("2", d, g)
+
+    def fixed_rate(self):
+        for rate in self.s.rates:
+            d = oha(self.mock_fast, "direct", "load", rate, self.s.seconds)
+            g = oha(self.dp.url, self.key, "fast", rate, self.s.seconds)
+            target = "<= +1 ms" if rate <= 1000 else ""
+            for name, field in [("P50", "p50"), ("P99", "p99"), ("P99.9", "p999")]:
+                self.report.row(f"3. latency at {rate:,} req/s", name, us(d[field]), us(g[field]), added(g[field], d[field]),
+                                target if name == "P99" else "")
+            self.report.row(f"3. latency at {rate:,} req/s", "errors", f"{d['errors']} of {d['ok'] + d['errors']}",
+                            f"{g['errors']} of {g['ok'] + g['errors']}", "", "no errors")
+
+    def streaming(self):
+        args = ["stream", "--model", "stream", "--requests", self.s.stream_requests, "--concurrency", 4]
+        d = json.loads(probe(self.bin_dir, *args, "--url", self.mock_stream).communicate()[0])
+        g = json.loads(probe(self.bin_dir, *args, "--url", self.dp.url, "--key", self.key).communicate()[0])
+        for name, field in [("time to first byte", "ttfb_us"), ("gap between chunks", "gap_us")]:
+            for p in ("p50", "p99"):
+                target = "<= +100 us" if field == "ttfb_us" and p == "p50" else ""
+                self.report.row("4. streaming", f"{name} {p.upper()}", us(d[field][p]), us(g[field][p]), added(g[field][p], d[field][p]), target)
+        self.report.row("4. streaming", "body frames per stream", f"{d['frames_per_stream']:.1f}", f"{g['frames_per_stream']:.1f}",
+                        "equal: relayed as they arrive" if abs(d["frames_per_stream"] - g["frames_per_stream"]) < 0.5 else "differ",
+                        "never batched")
+        if d["errors"] or g["errors"]:
+            self.report.notes.append(f"Scenario 4: errors direct {d['errors']}, gateway {g['errors']}.")
+
+    def memory(self):
+        pid = self.dp.proc.pid
+        n = self.s.idle_connections
+        before = rss_kib(pid)
+        p = probe(self.bin_dir, "idle", "--connections", n, "--url", self.dp.url, "--key", self.key, "--model", "fast", stdin=subprocess.PIPE)
+        ready = p.stdout.readline().split()
+        held = int(ready[1]) if len(ready) == 2 else 0
+        time.sleep(1)
+        during = rss_kib(pid)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        p.communicate(timeout=120)
+        time.sleep(2)
+        after = rss_kib(pid)
+        per = (during - before) / max(held, 1)
+        self.report.row(f"5. memory, {n:,} idle keep-alive connections", "RSS before / held / after",
+                        "", f"{before / 1024:.1f} / {during / 1024:.1f} / {after / 1024:.1f} MiB",
+                        f"{per:.1f} KiB per connection", "<= 20 KiB, no growth after")
+        if held != n:
+            self.report.notes.append(f"Scenario 5: only {held} of {n} connections were held open.")
+        n = self.s.inflight_streams
+        before = rss_kib(pid)
+        p = probe(self.bin_dir, "streams", "--concurrency", n, "--url", self.dp.url, "--key", self.key, "--model", "long")
+        p.stdout.readline()
+        during = rss_kib(pid)
+        result = json.loads(p.communicate(timeout=300)[0])
+        time.sleep(2)
+        after = rss_kib(pid)
+        self.report.row(f"5. memory, {n:,} streams in flight", "RSS before / streaming / after",
+                        "", f"{before / 1024:.1f} / {during / 1024:.1f} / {after / 1024:.1f} MiB",
+                        f"{(during - before) / n:.1f} KiB per stream", "")
+        if result["errors"]:
+            self.report.notes.append(f"Scenario 5: {result['errors']} of {n} streams failed.")
+
+    def cpu(self):
+        rate, seconds = self.s.cpu_rate, self.s.seconds
+        mock_pid = self.stack.procs[0].pid
+        before = cpu_seconds(mock_pid)
+        d = oha(self.mock_fast, "direct", "load", rate, seconds)
+        mock_cost = (cpu_seconds(mock_pid) - before) / max(d["ok"], 1) * 1e6
+        before = cpu_seconds(self.dp.proc.pid)
+        g = oha(self.dp.url, self.key, "fast", rate, seconds)
+        gateway_cost = (cpu_seconds(self.dp.proc.pid) - before) / max(g["ok"], 1) * 1e6
+        self.report.row(f"6. CPU per request at {rate:,} req/s", "process CPU (user+system)", f"{mock_cost:.1f} us (mock)",
+                        f"{gateway_cost:.1f} us", f"{gateway_cost / mock_cost:.1f}x the mock", "report")
+
+    def propagation(self):
+        planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]
+        conns = [http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10) for dp in planes]
+        headers = {"authorization": f"Bearer {self.key}"}
+
+        def has(conn, model):
+            conn.request("GET", f"/v1/models/{model}", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+
+        delays = []
+        for i in range(self.s.propagation_writes):
+            model = f"prop-{i}-{secrets.token_hex(3)}"
+            started = time.monotonic()
+            self.stack.route(model, "fast")
+            pending = list(conns)
+            while pending:
+                pending = [c for c in pending if not has(c, model)]
+                if time.monotonic() - started > 30:
+                    raise RuntimeError("a write did not reach every data plane in 30 s")
+            delays.append((time.monotonic() - started) * 1e6)
+        delays.sort()
+        p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+        self.report.row(f"8. propagation to 3 data planes, {len(delays)} writes", "admin write -> all applied",
+                        "", f"P50 {statistics.median(delays) / 1000:.1f} ms, P99 {p99 / 1000:.1f} ms", "", "P99 < 1 s")
+
+    def config_scale(self):
+        """A fresh control plane and data plane; keys and routes are written
+        straight into the SQLite database (the admin API would take hours for a
+        million keys), then the version is bumped as any admin write does.
+        Requests run at concurrency 1 before and all through the apply."""
+        window = 5 if self.s.smoke else 40
+        for keys in self.s.key_scales:
+            st = Stack(self.bin_dir)
+            try:
+                mock = st.mock()
+                st.control_plane(config_poll_ms=100)
+                dp = st.data_plane()
+                st.provider("fast", mock)
+                st.route("fast", "fast")
+                key = st.key()
+                st.wait_model(dp, key, "fast")
+                scenario = f"7. config scale, {keys:,} keys, {self.s.routes:,} routes"
+                quiet = wrk(dp.url, key, "fast", 1, min(window, self.s.seconds))
+                version = dp.metric("switchboard_config_version")
+                apply_before = dp.metric("switchboard_config_apply_seconds_sum") or 0.0
+                # Written first, published later: the control plane rebuilds on the version bump.
+                seed(st.db, keys, self.s.routes)
+                rss_before = rss_kib(dp.proc.pid)
+                during = {}
+                loader = threading.Thread(target=lambda: during.update(wrk(dp.url, key, "fast", 1, window)))
+                loader.start()
+                time.sleep(0.5)
+                seeded_at = bump_version(st.db)
+                deadline = time.monotonic() + window
+                while dp.metric("switchboard_config_version") == version:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the data plane did not apply the large snapshot within {window} s")
+                    time.sleep(0.02)
+                visible = time.monotonic() - seeded_at
+                applied = (dp.metric("switchboard_config_apply_seconds_sum") or 0.0) - apply_before
+                rss_after = rss_kib(dp.proc.pid)
+                loader.join()
+                self.report.row(scenario, "apply on the data plane (decode, index, swap)", "",
+                                f"{applied * 1000:,.0f} ms; in service {visible:.1f} s after the database write", "", "< 2 s")
+                self.report.row(scenario, "data-plane RSS before / after", "",
+                                f"{rss_before / 1024:.0f} / {rss_after / 1024:.0f} MiB", "", "< 1 GiB")
+                self.report.row(scenario, f"latency at concurrency 1: P99 / P99.99 / max", "",
+                                f"before: {quiet['p99_us']:,.0f} / {quiet['p9999_us']:,.0f} / {quiet['max_us']:,.0f} us; "
+                                f"across the apply ({during['requests']:,.0f} requests): {during['p99_us']:,.0f} / "
+                                f"{during['p9999_us']:,.0f} / {during['max_us']:,.0f} us", "", "none over 1 ms")
+                self.check_errors("7", quiet, during)
+            finally:
+                st.close()
+
+    def run(self, only):
+        self.setup()
+        try:
+            for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "cpu", "propagation"]:
+                if not only or name in only:
+                    print(f"== {name}", flush=True)
+                    getattr(self, name)()
+            if self.stack.usage_lost():
+                self.report.notes.append("Usage: records were lost (see switchboard_usage_lost_total).")
+        finally:
+            self.stack.close()
+        if not only or "config_scale" in only:
+            print("== config_scale", flush=True)
+            self.config_scale()
+
+
+def seed(db: Path, keys: int, routes: int):
+    """Writes keys and routes in one transaction, without publishing them."""
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(db, timeout=60)
+    with con:
+        con.executemany(
+            "INSERT INTO routes (model, created_at, updated_at) VALUES (?, ?, ?)",
+            ((f"scale-{i}", now, now) for i in range(routes)))
+        con.executemany(
+            "INSERT INTO route_targets (route_model, position, provider, upstream_model, weight) VALUES (?, 0, 'fast', 'load', 1)",
+            ((f"scale-{i}",) for i in range(routes)))
+        con.executemany(
+            "INSERT INTO api_keys (id, name, key_hash, prefix, models, created_at) VALUES (?, ?, ?, 'sk-sb-', '[]', ?)",
+            ((f"key-{i:08d}", f"bench {i}", secrets.token_hex(32), now) for i in range(keys)))
+    con.close()
+
+
+def bump_version(db: Path) -> float:
+    """What every admin write does; answers the moment it committed."""
+    con = sqlite3.connect(db, timeout=60)
+    with con:
+        con.execute("UPDATE config_version SET version = version + 1 WHERE id = 1")
+    con.close()
+    return time.monotonic()
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "unknown CPU")
+    mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))) / 1048576
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def write(report: Report, settings: Settings, out: Path, elapsed: float):
+    lines = [
+        "| scenario | measure | direct | gateway | gateway vs direct | target |",
+        "|---|---|---|---|---|---|",
+        *[f"| {' | '.join(str(c) for c in row)} |" for row in report.rows],
+    ]
+    text = out.read_text() if out.exists() else ""
+    start, end = "<!-- bench:results -->", "<!-- /bench:results -->"
+    block = "\n".join([
+        start,
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {machine()}; {settings.seconds:.0f} s per load run; "
+        f"suite ran in {elapsed / 60:.1f} min. Load generator, gateway and mocks share the machine.",
+        "",
+        *lines,
+        "",
+        *[f"- {note}" for note in report.notes],
+        end,
+    ])
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text + "\n" + block + "\n"
+    out.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 s runs: checks the suite works, measures nothing")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each load run (default 8, smoke 1)")
+    parser.add_argument("--bin-dir", type=Path, default=None, help="built binaries (default target/release, smoke target/debug)")
+    parser.add_argument("--out", type=Path, default=None, help="report file (default docs/benchmarks.md; smoke: none)")
+    parser.add_argument("--only", nargs="*", default=[], help="scenario methods to run, e.g. throughput config_scale")
+    args = parser.parse_args()
+    settings = Settings(args.smoke, args.seconds or (1 if args.smoke else 8))
+    bin_dir = args.bin_dir or ROOT / "target" / ("debug" if args.smoke else "release")
+    need("wrk", ["apt-get", "install", "-y", "-q", "wrk"])
+    need("oha", ["cargo", "install", "oha", "--locked"])
+    started = time.monotonic()
+    report = Report()
+    Bench(settings, bin_dir, report).run(set(args.only))
+    elapsed = time.monotonic() - started
+    print(f"suite ran in {elapsed:.0f} s")
+    out = args.out or (None if args.smoke else ROOT / "docs" / "benchmarks.md")
+    if out:
+        write(report, settings, out, elapsed)
+        print(f"written to {out}")
+    if any("errors" in note or "lost" in note or "failed" in note for note in report.notes):
+        sys.exit("the benchmark saw errors: " + " ".join(report.notes))
+
+
+if __name__ == "__main__":
+    main()

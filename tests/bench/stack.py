@@ -1,0 +1,174 @@
+"""Processes for the benchmarks: the load mock, a control plane and data
+planes, started from the built binaries on loopback, stopped on exit."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+CLUSTER_TOKEN = "bench-cluster-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Stack:
+    """Everything the benchmarks talk to; `bin_dir` holds the built binaries."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.work = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+        self.procs = []
+        self.data_planes = []
+
+    def spawn(self, name, *args, log=None, env=None):
+        out = open(self.work / (log or f"{name}.log"), "ab")
+        proc = subprocess.Popen(
+            [str(self.bin_dir / name), *map(str, args)],
+            stdout=subprocess.PIPE if name.startswith("mock") else out,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def mock(self, **flags) -> str:
+        """Starts a load mock; answers its base URL (with /v1)."""
+        port = free_port()
+        args = ["--listen", f"127.0.0.1:{port}"]
+        for flag, value in flags.items():
+            args += [f"--{flag.replace('_', '-')}", value]
+        proc = self.spawn("mock-load", *args, log=f"mock-{port}.log")
+        proc.stdout.readline()  # "listening on ..."
+        return f"http://127.0.0.1:{port}/v1"
+
+    def control_plane(self, config_poll_ms=500):
+        self.grpc_port, self.admin_port = free_port(), free_port()
+        self.db = self.work / "cp.db"
+        self.cp = self.spawn(
+            "control-plane",
+            "--database-url", f"sqlite://{self.db}",
+            "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
+            "--http-addr", f"127.0.0.1:{self.admin_port}",
+            "--admin-token", ADMIN_TOKEN,
+            "--cluster-token", CLUSTER_TOKEN,
+            "--config-poll-ms", config_poll_ms,
+            "--log", "warn",
+        )
+        wait_until(lambda: self.get(self.admin_port, "/readyz")[0] == 200, what="control plane")
+
+    def data_plane(self, *extra) -> "DataPlane":
+        port = free_port()
+        index = len(self.data_planes)
+        proc = self.spawn(
+            "data-plane",
+            "--listen", f"127.0.0.1:{port}",
+            "--control-plane", f"http://127.0.0.1:{self.grpc_port}",
+            "--cluster-token", CLUSTER_TOKEN,
+            "--state-dir", self.work / f"dp{index}",
+            "--log", "warn",
+            *extra,
+            log=f"dp{index}.log",
+        )
+        dp = DataPlane(proc, port)
+        wait_until(lambda: self.get(port, "/readyz")[0] == 200, what="data plane")
+        self.data_planes.append(dp)
+        return dp
+
+    def get(self, port, path, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def admin(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=120)
+        conn.request(
+            method,
+            f"/api/v1/{path}",
+            body=json.dumps(body) if body is not None else None,
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"},
+        )
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload[:300]!r}")
+        return json.loads(payload) if payload else None
+
+    def provider(self, name, base_url):
+        self.admin("POST", "providers", {"name": name, "kind": "openai_compatible", "base_url": base_url, "api_key": "sk-bench"})
+
+    def route(self, model, provider, upstream="load"):
+        self.admin("POST", "routes", {"model": model, "targets": [{"provider": provider, "model": upstream}]})
+
+    def key(self) -> str:
+        return self.admin("POST", "keys", {"name": "bench"})["key"]
+
+    def wait_model(self, dp, key, model, timeout=60.0):
+        wait_until(
+            lambda: model.encode() in self.get(dp.port, "/v1/models", {"authorization": f"Bearer {key}"})[1],
+            timeout=timeout,
+            what=f"{model} on the data plane",
+        )
+
+    def usage_lost(self) -> bool:
+        return any((dp.metric("switchboard_usage_lost_total") or 0) > 0 for dp in self.data_planes)
+
+    def close(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+class DataPlane:
+    def __init__(self, proc, port):
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def metric(self, name) -> float | None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", "/metrics")
+        for line in conn.getresponse().read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
