@@ -62,6 +62,11 @@ pub struct Config {
     )]
     pub upstream_http2_connections: usize,
 
+    /// Threads serving the public listener, each with its own connections to
+    /// clients and providers; 0 means one per CPU.
+    #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
     /// Most usage records sent in one batch.
     #[arg(long, env = "SWITCHBOARD_USAGE_BATCH_SIZE", default_value_t = 500)]
     pub usage_batch_size: usize,
@@ -122,6 +127,13 @@ impl Config {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn usage_flush_interval(&self) -> Duration {

@@ -10,11 +10,11 @@ pub mod ingress;
 pub mod providers;
 pub mod router;
 pub mod runtime;
+pub mod server;
 pub mod streaming;
 pub mod usage;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use arc_swap::ArcSwapOption;
 use config::Config;
 use config_sync::{ConfigSync, SnapshotFile};
@@ -83,50 +83,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Not tied to the cancellation token: it ends once the server has drained.
     let shipper = tokio::spawn(shipper.run());
 
-    let http = providers::UpstreamClient::new(
-        config.upstream_connect_timeout(),
-        config.upstream_http2_connections,
+    let workers = config.workers();
+    let listeners = server::bind(config.listen, workers)
+        .with_context(|| format!("listen: cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listeners[0].local_addr()?,
+        workers,
+        control_plane = %config.control_plane,
+        "data plane listening"
     );
-    let app = ingress::router(ingress::AppState {
-        live,
-        http,
-        usage,
-        metrics,
+    let state = || ingress::AppState {
+        live: live.clone(),
+        // Per worker: connections to providers stay on the thread that uses them.
+        http: providers::UpstreamClient::new(
+            config.upstream_connect_timeout(),
+            config.upstream_http2_connections,
+        ),
+        usage: usage.clone(),
+        metrics: metrics.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: config.upstream_timeout(),
-    });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen: cannot listen on {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, control_plane = %config.control_plane, "data plane listening");
-
-    let token = tasks.token();
-    let mut server = tokio::spawn(async move {
-        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
-        // client's delayed ACK (up to 40 ms) arrives.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
+    };
+    let stopped = server::start(listeners, state, tasks.token(), config.shutdown_grace())
+        .context("starting the worker threads")?;
+    drop(usage);
+    let mut workers_done = futures_util::future::join_all(stopped);
     tokio::select! {
         _ = shutdown => {}
-        result = &mut server => {
-            result.context("HTTP server task")??;
-            anyhow::bail!("HTTP server stopped unexpectedly");
-        }
+        _ = &mut workers_done => anyhow::bail!("the HTTP workers stopped unexpectedly"),
     }
     tasks.shutdown().await;
-    if tokio::time::timeout(config.shutdown_grace(), &mut server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
-        server.abort();
+    for result in workers_done.await {
+        if let Ok(Err(error)) = result {
+            tracing::error!(%error, "HTTP worker failed");
+        }
     }
     // Every usage sink lived in the server; with it gone the shipper drains and stops.
     stop_shipper.cancel();

@@ -2,12 +2,9 @@ use clap::Parser;
 use data_plane::config::Config;
 use std::process::ExitCode;
 
-// Measured: the request path allocates small objects across threads, where
-// mimalloc costs markedly less CPU than glibc's malloc (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[tokio::main]
+// Requests are served on the worker threads of `server`; this runtime only
+// runs background work (config sync, usage shipping, metrics upkeep).
+#[tokio::main(worker_threads = 1)]
 async fn main() -> ExitCode {
     let config = Config::parse();
     if let Err(error) = config.log.init() {

@@ -78,6 +78,13 @@ where
             match Pin::new(&mut this.upstream).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
+                    // Usually a chunk is whole events without usage: passed on as it is.
+                    if this.pending.is_empty()
+                        && chunk.ends_with(b"\n\n")
+                        && !has_usage_object(&chunk)
+                    {
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
                     this.pending.extend_from_slice(&chunk);
                     let events = this.complete_events();
                     if !events.is_empty() {
@@ -138,13 +145,21 @@ struct ChunkUsage {
     choices: Vec<serde::de::IgnoredAny>,
 }
 
+const USAGE_FIELD: &[u8] = b"\"usage\"";
+
+/// Whether `bytes` hold a `"usage": {..}` object, not just `"usage": null`.
+fn has_usage_object(bytes: &[u8]) -> bool {
+    memmem::find_iter(bytes, USAGE_FIELD).any(|at| {
+        bytes[at + USAGE_FIELD.len()..]
+            .iter()
+            .find(|b| !matches!(b, b' ' | b':' | b'\t'))
+            == Some(&b'{')
+    })
+}
+
 /// Parses an event only when it carries a usage object, which is at most once a stream.
 fn usage_in(event: &[u8]) -> Option<SeenUsage> {
-    let at = memmem::find(event, b"\"usage\"")?;
-    let after = event[at + 7..]
-        .iter()
-        .find(|b| !matches!(b, b' ' | b':' | b'\t'))?;
-    if *after != b'{' {
+    if !has_usage_object(event) {
         return None;
     }
     let data = event
@@ -160,6 +175,64 @@ fn usage_in(event: &[u8]) -> Option<SeenUsage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::{UsageRecord, UsageSink};
+    use futures_util::StreamExt;
+
+    fn relay(
+        chunks: Vec<&'static [u8]>,
+    ) -> (
+        SseRelay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
+        crate::usage::UsageQueue,
+    ) {
+        let (sink, queue) = UsageSink::channel(4, 1);
+        let record = UsageRecord {
+            id: shared::ids::UsageRecordId::generate(),
+            key_id: "k".to_owned().into(),
+            user_id: None,
+            team_id: None,
+            model: "m".into(),
+            provider: "p".into(),
+            upstream_model: "u".into(),
+            endpoint: "chat.completions".into(),
+            tokens: TokenUsage::default(),
+            latency_ms: 0,
+            status: 0,
+            streamed: true,
+            created_at_ms: 0,
+        };
+        let draft = UsageDraft {
+            sink,
+            started: std::time::Instant::now(),
+            record,
+        };
+        let upstream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        (SseRelay::new(upstream, true, "p".into(), draft), queue)
+    }
+
+    #[tokio::test]
+    async fn relays_whole_events_untouched_and_hides_only_the_usage_chunk() {
+        let whole: &'static [u8] = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n";
+        let (mut relay, mut queue) = relay(vec![
+            whole,
+            b"data: {\"choices\":[{\"del",
+            b"ta\":{}}]}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
+        ]);
+        let first = relay.next().await.expect("event").expect("ok");
+        assert_eq!(first.as_ptr(), whole.as_ptr(), "a whole event is not copied");
+        let second = relay.next().await.expect("event").expect("ok");
+        assert_eq!(&second[..], b"data: {\"choices\":[{\"delta\":{}}]}\n\n");
+        let last = relay.next().await.expect("event").expect("ok");
+        assert_eq!(&last[..], b"data: [DONE]\n\n");
+        assert!(relay.next().await.is_none());
+        drop(relay);
+        let record = queue.receiver.recv().await.expect("usage recorded");
+        assert_eq!((record.status, record.tokens.total_tokens), (200, 5));
+    }
 
     #[test]
     fn finds_event_boundaries() {

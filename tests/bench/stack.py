@@ -144,6 +144,9 @@ class Stack:
             what=f"{model} on the data plane",
         )
 
+    def cp_metric(self, name) -> float | None:
+        return metric(self.admin_port, name)
+
     def usage_lost(self) -> bool:
         return any((dp.metric("switchboard_usage_lost_total") or 0) > 0 for dp in self.data_planes)
 
@@ -159,6 +162,16 @@ class Stack:
         self.procs.clear()
 
 
+def metric(port, name) -> float | None:
+    """The first sample of `name` on a Prometheus endpoint."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 class DataPlane:
     def __init__(self, proc, port):
         self.proc = proc
@@ -166,9 +179,4 @@ class DataPlane:
         self.url = f"http://127.0.0.1:{port}/v1"
 
     def metric(self, name) -> float | None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request("GET", "/metrics")
-        for line in conn.getresponse().read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        return metric(self.port, name)

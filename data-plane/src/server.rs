@@ -1,0 +1,98 @@
+//! The public listener, served thread-per-core: each worker thread runs a
+//! single-threaded runtime that accepts on its own `SO_REUSEPORT` socket and
+//! keeps its own upstream pools, so a request is served start to finish on
+//! one thread, with no cross-thread wakeups or work stealing on the request
+//! path (measured in docs/benchmarks.md). Background work (config sync, usage
+//! shipping) stays on the main runtime.
+
+use crate::ingress::{self, AppState};
+use axum::serve::ListenerExt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+const BACKLOG: u32 = 4096;
+
+/// Binds `count` listening sockets to one address (the first one's, when the
+/// port is 0), for the kernel to spread connections over.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// A running worker; resolves when it has stopped.
+pub type Stopped = oneshot::Receiver<std::io::Result<()>>;
+
+/// Starts one worker thread per listener. On `shutdown` each stops accepting,
+/// lets its requests finish for up to `grace`, then drops what is left (a
+/// stream cut this way still records its usage).
+pub fn start(
+    listeners: Vec<std::net::TcpListener>,
+    state: impl Fn() -> AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<Vec<Stopped>> {
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let (state, shutdown) = (state(), shutdown.clone());
+            let (done, stopped) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    let _ = done.send(serve(listener, state, shutdown, grace));
+                })?;
+            Ok(stopped)
+        })
+        .collect()
+}
+
+fn serve(
+    listener: std::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
+        // client's delayed ACK (up to 40 ms) arrives.
+        let listener = TcpListener::from_std(listener)?.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
+        let stopping = shutdown.clone();
+        let server = axum::serve(listener, ingress::router(state))
+            .with_graceful_shutdown(async move { stopping.cancelled().await });
+        tokio::select! {
+            served = server => served,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
+                Ok(())
+            }
+        }
+    });
+    // Drops the connections still open, and with them their usage sinks.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
