@@ -15,6 +15,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -147,6 +148,17 @@ class Bench:
         self.report.row("2. latency, concurrency 1", "P50", us(d["p50_us"]), us(g["p50_us"]), added(g["p50_us"], d["p50_us"]), "<= +50 us")
         self.report.row("2. latency, concurrency 1", "P99", us(d["p99_us"]), us(g["p99_us"]), added(g["p99_us"], d["p99_us"]), "<= +250 us")
         self.check_errors("2", d, g)
+        # The same through a second data plane that ships its usage only when it stops: the
+        # data plane's own cost, without the control plane's ingestion sharing the cores.
+        deferred = self.stack.data_plane("--usage-flush-ms", "3600000", "--usage-batch-size", "10000000",
+                                         "--usage-queue", "10000000")
+        self.stack.wait_model(deferred, self.key, "fast")
+        g = wrk(deferred.url, self.key, "fast", 1, self.s.seconds)
+        self.report.row("2b. latency, concurrency 1, usage shipped after the run", "P50", us(d["p50_us"]), us(g["p50_us"]),
+                        added(g["p50_us"], d["p50_us"]), "")
+        self.report.row("2b. latency, concurrency 1, usage shipped after the run", "P99", us(d["p99_us"]), us(g["p99_us"]),
+                        added(g["p99_us"], d["p99_us"]), "")
+        self.stack.stop(deferred)
 
     def fixed_rate(self):
         for rate in self.s.rates:
@@ -222,11 +234,15 @@ class Bench:
         before = cpu_seconds(mock_pid)
         d = oha(self.mock_fast, "direct", "load", rate, seconds)
         mock_cost = (cpu_seconds(mock_pid) - before) / max(d["ok"], 1) * 1e6
-        before = cpu_seconds(self.dp.proc.pid)
+        before, cp_before = cpu_seconds(self.dp.proc.pid), cpu_seconds(self.stack.cp.pid)
         g = oha(self.dp.url, self.key, "fast", rate, seconds)
+        time.sleep(1.5)  # the last usage batch reaches the control plane
         gateway_cost = (cpu_seconds(self.dp.proc.pid) - before) / max(g["ok"], 1) * 1e6
+        cp_cost = (cpu_seconds(self.stack.cp.pid) - cp_before) / max(g["ok"], 1) * 1e6
         self.report.row(f"6. CPU per request at {rate:,} req/s", "process CPU (user+system)", f"{mock_cost:.1f} us (mock)",
                         f"{gateway_cost:.1f} us", f"{gateway_cost / mock_cost:.1f}x the mock", "report")
+        self.report.row(f"6. CPU per request at {rate:,} req/s", "control plane, ingesting the usage", "",
+                        f"{cp_cost:.1f} us", "", "")
 
     def propagation(self):
         planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]
@@ -382,6 +398,8 @@ def write(report: Report, settings: Settings, out: Path, elapsed: float):
 
 
 def main():
+    # A terminated run still stops the processes it started (the `finally` blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 s runs: checks the suite works, measures nothing")
     parser.add_argument("--seconds", type=float, default=None, help="length of each load run (default 8, smoke 1)")

@@ -4,6 +4,7 @@ planes, started from the built binaries on loopback, stopped on exit."""
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -144,6 +145,11 @@ class Stack:
             what=f"{model} on the data plane",
         )
 
+    def stop(self, dp: "DataPlane"):
+        dp.proc.terminate()
+        dp.proc.wait(30)
+        self.data_planes.remove(dp)
+
     def cp_metric(self, name) -> float | None:
         return metric(self.admin_port, name)
 
@@ -151,15 +157,17 @@ class Stack:
         return any((dp.metric("switchboard_usage_lost_total") or 0) > 0 for dp in self.data_planes)
 
     def close(self):
+        """Data planes first, so their last usage reaches the control plane."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         self.procs.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def metric(port, name) -> float | None:

@@ -1,4 +1,4 @@
-use super::Store;
+use super::{DatabaseKind, Store};
 use crate::error::Result;
 use crate::model::UsageTotals;
 use shared::ids::{TeamId, UserId};
@@ -24,40 +24,69 @@ struct TotalsRecord {
     total_tokens: i64,
 }
 
+const USAGE_COLUMNS: usize = 17;
+/// 500 rows are 8,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_INSERT: usize = 500;
+
+/// SQLite gets anonymous `?` parameters: binding numbered ones looks each
+/// name up in a list, which is quadratic in the parameters of a statement.
+fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
+         provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
+         latency_ms, status, streamed, created_at, received_at) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..USAGE_COLUMNS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match kind {
+                DatabaseKind::Sqlite => sql.push('?'),
+                DatabaseKind::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * USAGE_COLUMNS + column + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
+
 impl Store {
     /// Inserts the records whose ids are new; returns how many were new.
+    /// Many rows per statement: a statement per row costs a round trip each.
     pub async fn insert_usage(&self, dataplane_id: &str, records: &[UsageRecord]) -> Result<u64> {
         let mut tx = self.begin().await?;
         let received_at = now_ms();
         let mut inserted = 0;
-        for r in records {
-            inserted += sqlx::query(
-                "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
-                 provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
-                 latency_ms, status, streamed, created_at, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(r.id.as_str())
-            .bind(dataplane_id)
-            .bind(r.key_id.as_str())
-            .bind(r.user_id.as_ref().map(UserId::as_str))
-            .bind(r.team_id.as_ref().map(TeamId::as_str))
-            .bind(&r.model)
-            .bind(&r.provider)
-            .bind(&r.upstream_model)
-            .bind(&r.endpoint)
-            .bind(r.tokens.prompt_tokens)
-            .bind(r.tokens.completion_tokens)
-            .bind(r.tokens.total_tokens)
-            .bind(r.latency_ms)
-            .bind(i64::from(r.status))
-            .bind(i64::from(r.streamed))
-            .bind(r.created_at_ms)
-            .bind(received_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let sql = insert_usage_sql(self.kind(), chunk.len());
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(r.id.as_str())
+                    .bind(dataplane_id)
+                    .bind(r.key_id.as_str())
+                    .bind(r.user_id.as_ref().map(UserId::as_str))
+                    .bind(r.team_id.as_ref().map(TeamId::as_str))
+                    .bind(&r.model)
+                    .bind(&r.provider)
+                    .bind(&r.upstream_model)
+                    .bind(&r.endpoint)
+                    .bind(r.tokens.prompt_tokens)
+                    .bind(r.tokens.completion_tokens)
+                    .bind(r.tokens.total_tokens)
+                    .bind(r.latency_ms)
+                    .bind(i64::from(r.status))
+                    .bind(i64::from(r.streamed))
+                    .bind(r.created_at_ms)
+                    .bind(received_at);
+            }
+            inserted += query.execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
