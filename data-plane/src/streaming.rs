@@ -223,7 +223,11 @@ mod tests {
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
         ]);
         let first = relay.next().await.expect("event").expect("ok");
-        assert_eq!(first.as_ptr(), whole.as_ptr(), "a whole event is not copied");
+        assert_eq!(
+            first.as_ptr(),
+            whole.as_ptr(),
+            "a whole event is not copied"
+        );
         let second = relay.next().await.expect("event").expect("ok");
         assert_eq!(&second[..], b"data: {\"choices\":[{\"delta\":{}}]}\n\n");
         let last = relay.next().await.expect("event").expect("ok");

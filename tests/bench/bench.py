@@ -255,11 +255,12 @@ class Bench:
             response.read()
             return response.status == 200
 
-        delays = []
+        delays, writes = [], []
         for i in range(self.s.propagation_writes):
             model = f"prop-{i}-{secrets.token_hex(3)}"
             started = time.monotonic()
             self.stack.route(model, "fast")
+            writes.append(time.monotonic() - started)
             pending = list(conns)
             while pending:
                 pending = [c for c in pending if not has(c, model)]
@@ -269,7 +270,8 @@ class Bench:
         delays.sort()
         p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
         self.report.row(f"8. propagation to 3 data planes, {len(delays)} writes", "admin write -> all applied",
-                        "", f"P50 {statistics.median(delays) / 1000:.1f} ms, P99 {p99 / 1000:.1f} ms", "", "P99 < 1 s")
+                        "", f"P50 {statistics.median(delays) / 1000:.1f} ms, P99 {p99 / 1000:.1f} ms "
+                        f"(the admin write's own answer: P50 {statistics.median(writes) * 1000:.1f} ms)", "", "P99 < 1 s")
 
     def config_scale(self):
         """A fresh control plane and data plane; keys and routes are written

@@ -152,7 +152,9 @@ async fn idle(args: Arc<Args>, connections: usize) -> serde_json::Value {
         let (permits, args, authority) = (permits.clone(), args.clone(), authority.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.expect("open");
-            let stream = TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
+            let stream = TcpStream::connect(&authority)
+                .await
+                .map_err(|e| e.to_string())?;
             let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| e.to_string())?;

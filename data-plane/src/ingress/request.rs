@@ -198,7 +198,11 @@ impl ProxyRequest {
                 Some(span) => edits.push((span.clone(), self.stream_options_with_usage(span))),
                 None => {
                     // After the object's opening brace; the body starts with it.
-                    let brace = self.body.iter().position(|b| *b == b'{').map_or(0, |at| at + 1);
+                    let brace = self
+                        .body
+                        .iter()
+                        .position(|b| *b == b'{')
+                        .map_or(0, |at| at + 1);
                     edits.push((
                         brace..brace,
                         br#""stream_options":{"include_usage":true},"#.to_vec(),
@@ -302,18 +306,20 @@ mod tests {
             param(chat(r#"{"model":"m","messages":[{}],"stream":"yes"}"#)),
             Some("stream")
         );
-        let embed = ProxyRequest::parse(Endpoint::Embeddings, Bytes::from_static(br#"{"model":"e"}"#));
+        let embed = ProxyRequest::parse(
+            Endpoint::Embeddings,
+            Bytes::from_static(br#"{"model":"e"}"#),
+        );
         assert_eq!(param(embed), Some("input"));
     }
 
     #[test]
     fn rewrites_model_and_asks_for_stream_usage() {
-        let mut request = chat(r#"{"model":"public","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":0.2}"#)
+        let request = chat(r#"{"model":"public","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":0.2}"#)
             .expect("valid");
         assert!(request.stream && !request.client_wants_usage);
         let body: Value =
-            serde_json::from_slice(&request.upstream_body("upstream-1"))
-                .expect("json");
+            serde_json::from_slice(&request.upstream_body("upstream-1")).expect("json");
         assert_eq!(body["model"], "upstream-1");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["temperature"], 0.2);
@@ -340,9 +346,15 @@ mod tests {
             let request = chat(&body).expect("valid");
             let upstream: Value =
                 serde_json::from_slice(&request.upstream_body("u")).expect("json");
-            (request.client_wants_usage, upstream["stream_options"].clone())
+            (
+                request.client_wants_usage,
+                upstream["stream_options"].clone(),
+            )
         };
-        assert_eq!(with(""), (false, serde_json::json!({"include_usage": true})));
+        assert_eq!(
+            with(""),
+            (false, serde_json::json!({"include_usage": true}))
+        );
         assert_eq!(
             with(r#","stream_options":null"#),
             (false, serde_json::json!({"include_usage": true}))
@@ -364,9 +376,14 @@ mod tests {
             param(chat(r#"{"model":"a","model":"b","messages":[{}]}"#)),
             None
         );
-        assert_eq!(param(chat(r#"{"model":"m","messages":[ ]}"#)), Some("messages"));
         assert_eq!(
-            param(chat(r#"{"model":"m","messages":[{}],"stream_options":{"include_usage":1}}"#)),
+            param(chat(r#"{"model":"m","messages":[ ]}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            param(chat(
+                r#"{"model":"m","messages":[{}],"stream_options":{"include_usage":1}}"#
+            )),
             Some("stream_options")
         );
     }

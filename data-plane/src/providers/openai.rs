@@ -69,7 +69,10 @@ pub fn body_error(provider: &Provider, error: &hyper::Error) -> GatewayError {
 async fn error_response(provider: &Provider, response: UpstreamResponse) -> GatewayError {
     let status = response.status();
     let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-    let body = match Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await {
+    let body = match Limited::new(response.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+    {
         Ok(body) => body.to_bytes(),
         Err(_) => return GatewayError::UpstreamInvalid(provider.name.clone()),
     };

@@ -51,7 +51,7 @@ impl UsageSink {
         match self.sender.try_send(event) {
             Ok(()) => {
                 let queued = self.sender.max_capacity() - self.sender.capacity();
-                if queued % self.batch_size == 0 {
+                if queued.is_multiple_of(self.batch_size) {
                     self.batch_ready.notify_one();
                 }
             }

@@ -7,6 +7,7 @@ mod convert;
 use crate::api::auth::BearerToken;
 use crate::service::Admin;
 use crate::snapshot::SharedSnapshot;
+use futures_util::StreamExt;
 use shared::proto::{
     admin_service_server::AdminServiceServer, cluster_service_server::ClusterServiceServer,
 };
@@ -66,15 +67,21 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
         interceptor(state.cluster_token.clone()),
     );
     let shutdown = state.shutdown.clone();
+    // Snapshots are pushed as they are published: with Nagle on, each push
+    // waited for the data plane's delayed ACK (measured: 44 ms per write).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(admin)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move { shutdown.cancelled().await },
-        )
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await?;
     Ok(())
 }
