@@ -1,7 +1,8 @@
 //! Measurements the benchmark suite needs and no load generator makes:
 //! - `stream`: time to first byte and the gap between chunks of SSE streams;
 //! - `idle`: many keep-alive connections held open, each after one request;
-//! - `streams`: many streams in flight at once.
+//! - `streams`: many streams in flight at once;
+//! - `latency`: requests one at a time, listing when each slow one started.
 //!
 //! `idle` and `streams` print `ready` once their connections or streams are
 //! open, then wait: `idle` for a line on stdin, `streams` for the streams to
@@ -49,6 +50,14 @@ enum Command {
     Streams {
         #[arg(long, default_value_t = 1_000)]
         concurrency: usize,
+    },
+    /// Requests one after another for a while; reports when each slow one started.
+    Latency {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests slower than this are listed with their start time.
+        #[arg(long, default_value_t = 1_000)]
+        slow_us: u64,
     },
 }
 
@@ -222,6 +231,35 @@ async fn streams(args: Arc<Args>, concurrency: usize) -> serde_json::Value {
     json!({"streams": concurrency, "errors": errors})
 }
 
+/// Concurrency 1 on one keep-alive connection, so each latency is the gateway's
+/// answer time alone; slow requests are listed as (unix start in us, latency in us).
+async fn latency(args: Arc<Args>, seconds: u64, slow_us: u64) -> serde_json::Value {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut count, mut errors, mut slow, mut max) = (0u64, 0u64, Vec::new(), 0u64);
+    while Instant::now() < deadline {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let started = Instant::now();
+        let ok = match client.request(chat_request(&args, false)).await {
+            Ok(response) => {
+                let success = response.status().is_success();
+                response.into_body().collect().await.is_ok() && success
+            }
+            Err(_) => false,
+        };
+        let took = started.elapsed().as_micros() as u64;
+        count += 1;
+        errors += u64::from(!ok);
+        max = max.max(took);
+        if took > slow_us {
+            slow.push((at, took));
+        }
+    }
+    json!({"requests": count, "errors": errors, "max_us": max, "slow": slow})
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
@@ -232,6 +270,7 @@ async fn main() {
         } => stream(args.clone(), requests, concurrency).await,
         Command::Idle { connections } => idle(args.clone(), connections).await,
         Command::Streams { concurrency } => streams(args.clone(), concurrency).await,
+        Command::Latency { seconds, slow_us } => latency(args.clone(), seconds, slow_us).await,
     };
     println!("{result}");
 }
