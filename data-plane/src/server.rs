@@ -1,9 +1,14 @@
 //! The public listener, served thread-per-core: each worker thread runs a
-//! single-threaded runtime that accepts on its own `SO_REUSEPORT` socket and
+//! single-threaded runtime that accepts on the shared listening socket and
 //! keeps its own upstream pools, so a request is served start to finish on
 //! one thread, with no cross-thread wakeups or work stealing on the request
 //! path (measured in docs/benchmarks.md). Background work (config sync, usage
 //! shipping) stays on the main runtime.
+//!
+//! One socket, not one per worker with `SO_REUSEPORT`: a second process
+//! started on the same port fails instead of silently taking half the
+//! connections, and a new connection goes to whichever worker accepts first,
+//! which is the least busy one.
 
 use crate::ingress::{self, AppState};
 use axum::serve::ListenerExt;
@@ -15,25 +20,22 @@ use tokio_util::sync::CancellationToken;
 
 const BACKLOG: u32 = 4096;
 
-/// Binds `count` listening sockets to one address (the first one's, when the
-/// port is 0), for the kernel to spread connections over.
-pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut listeners = Vec::with_capacity(count);
-    let mut addr = addr;
-    for _ in 0..count.max(1) {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(BACKLOG)?;
-        addr = listener.local_addr()?;
-        listeners.push(listener.into_std()?);
+/// Binds the listening socket, and answers one handle on it per worker.
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(BACKLOG)?.into_std()?;
+    let mut handles = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        handles.push(listener.try_clone()?);
     }
-    Ok(listeners)
+    handles.push(listener);
+    Ok(handles)
 }
 
 /// A running worker; resolves when it has stopped.

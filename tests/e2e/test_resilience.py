@@ -72,3 +72,16 @@ def test_data_plane_without_snapshot_is_not_ready(tmp_path, gateway):
     wait_until(lambda: httpx.get(f"{gateway.dp_url}/healthz").status_code == 200, what="liveness")
     assert httpx.get(f"{gateway.dp_url}/readyz").status_code == 503
     other.stop()
+
+
+def test_second_data_plane_on_a_taken_port_fails_loudly(tmp_path, gateway):
+    """Workers share one listening socket, without SO_REUSEPORT: a second
+    process on the same port must not silently take a share of the clients."""
+    from conftest import Process
+
+    second = Process("data-plane", ["--listen", f"127.0.0.1:{gateway.dp_port}",
+                                    "--control-plane", f"http://127.0.0.1:{gateway.grpc_port}",
+                                    "--cluster-token", gateway.cluster_token,
+                                    "--state-dir", tmp_path / "second"], tmp_path).start()
+    assert second.proc.wait(timeout=20) != 0
+    assert "listen: cannot listen on" in second.logs()
