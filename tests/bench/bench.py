@@ -20,7 +20,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -115,6 +114,7 @@ class Bench:
         st = self.stack = Stack(self.bin_dir)
         gap = 2 if self.s.smoke else 10
         self.mock_fast = st.mock()
+        self.mock_fast_pid = st.procs[-1].pid
         self.mock_slow = st.mock(latency_ms=50)
         self.mock_stream = st.mock(chunks=20, chunk_gap_ms=gap)
         self.mock_long = st.mock(chunks=20, chunk_gap_ms=100 if self.s.smoke else 250)
@@ -230,7 +230,7 @@ class Bench:
 
     def cpu(self):
         rate, seconds = self.s.cpu_rate, self.s.seconds
-        mock_pid = self.stack.procs[0].pid
+        mock_pid = self.mock_fast_pid
         before = cpu_seconds(mock_pid)
         d = oha(self.mock_fast, "direct", "load", rate, seconds)
         mock_cost = (cpu_seconds(mock_pid) - before) / max(d["ok"], 1) * 1e6
