@@ -18,6 +18,7 @@ use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use config::Config;
 use config_sync::{ConfigSync, SnapshotFile};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use runtime::{Live, Runtime};
 use shared::tasks::Tasks;
 use std::future::Future;
@@ -107,14 +108,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let stopped = server::start(listeners, state, tasks.token(), config.shutdown_grace())
         .context("starting the worker threads")?;
     drop(usage);
-    let mut workers_done = futures_util::future::join_all(stopped);
+    let mut workers: FuturesUnordered<_> = stopped.into_iter().collect();
     tokio::select! {
         _ = shutdown => {}
-        _ = &mut workers_done => anyhow::bail!("the HTTP workers stopped unexpectedly"),
+        // Workers only stop when told to: one that stops on its own takes the process down.
+        stopped = workers.next() => {
+            tasks.shutdown().await;
+            let reason = match stopped {
+                Some(Ok(Err(error))) => error.to_string(),
+                _ => "it stopped".to_owned(),
+            };
+            anyhow::bail!("an HTTP worker failed: {reason}");
+        }
     }
     tasks.shutdown().await;
-    for result in workers_done.await {
-        if let Ok(Err(error)) = result {
+    while let Some(stopped) = workers.next().await {
+        if let Ok(Err(error)) = stopped {
             tracing::error!(%error, "HTTP worker failed");
         }
     }
