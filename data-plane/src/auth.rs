@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 pub fn authenticate(runtime: &Runtime, headers: &HeaderMap) -> Result<Arc<KeyEntry>, GatewayError> {
     let secret = bearer(headers).ok_or(GatewayError::MissingKey)?;
+    // A typo, a truncated paste or a foreign token: refused without a lookup.
+    if !shared::keys::is_well_formed(secret) {
+        return Err(GatewayError::InvalidKey);
+    }
     // Hash lookup: the stored side is a SHA-256, so timing reveals nothing of a secret.
     let key = runtime
         .key(&KeyHash::of(secret))

@@ -1,4 +1,11 @@
-//! API key secrets: generation and hashing. Only the hash is ever stored.
+//! API key secrets: generation, shape checks and hashing. Only the hash is
+//! ever stored.
+//!
+//! A key is `sk-sb-`, 32 random bytes (43 base64url characters), then a
+//! CRC-32 of those 43 characters (6 base64url characters). The prefix makes
+//! leaked keys easy to scan for; the checksum lets a typo, a truncated paste
+//! or a foreign token be refused without a lookup, and lets scanners tell a
+//! real key from a look-alike.
 
 use base64::Engine;
 use rand::RngCore;
@@ -8,19 +15,47 @@ use std::fmt;
 /// Every Switchboard API key starts with this, so leaked keys are easy to scan for.
 pub const KEY_PREFIX: &str = "sk-sb-";
 
+/// 32 bytes in unpadded base64url.
+const RANDOM_LEN: usize = 43;
+/// 4 bytes in unpadded base64url.
+const CHECKSUM_LEN: usize = 6;
+
 /// How many characters of a secret are kept to recognise the key in listings.
 const DISPLAY_PREFIX_LEN: usize = KEY_PREFIX.len() + 6;
+
+fn checksum(random: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(crc32fast::hash(random.as_bytes()).to_be_bytes())
+}
+
+/// Whether `candidate` is shaped like a Switchboard key and its checksum holds.
+/// Nothing secret is learnt from this check: it looks only at the candidate.
+pub fn is_well_formed(candidate: &str) -> bool {
+    let Some(rest) = candidate.strip_prefix(KEY_PREFIX) else {
+        return false;
+    };
+    if rest.len() != RANDOM_LEN + CHECKSUM_LEN
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return false;
+    }
+    let (random, sum) = rest.split_at(RANDOM_LEN);
+    checksum(random) == sum
+}
 
 /// A freshly generated API key secret. Shown to the user once, never stored.
 pub struct ApiKeySecret(String);
 
 impl ApiKeySecret {
-    /// 256 bits from the OS's CSPRNG.
+    /// 256 bits from the OS's CSPRNG, and their checksum.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        Self(format!("{KEY_PREFIX}{body}"))
+        let random = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let sum = checksum(&random);
+        Self(format!("{KEY_PREFIX}{random}{sum}"))
     }
 
     pub fn expose(&self) -> &str {
@@ -86,9 +121,26 @@ mod tests {
         let (a, b) = (ApiKeySecret::generate(), ApiKeySecret::generate());
         assert!(a.expose().starts_with(KEY_PREFIX));
         assert_ne!(a.expose(), b.expose());
-        assert_eq!(a.expose().len(), KEY_PREFIX.len() + 43);
+        assert_eq!(a.expose().len(), KEY_PREFIX.len() + 43 + 6);
         assert_eq!(a.hash(), KeyHash::of(a.expose()));
         assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn only_keys_with_a_valid_checksum_are_well_formed() {
+        let key = ApiKeySecret::generate();
+        let key = key.expose();
+        assert!(is_well_formed(key));
+        let mut typo = key.to_owned().into_bytes();
+        typo[20] = if typo[20] == b'A' { b'B' } else { b'A' };
+        let typo = String::from_utf8(typo).expect("ascii");
+        assert!(!is_well_formed(&typo));
+        assert!(!is_well_formed(&key[..key.len() - 1]));
+        assert!(!is_well_formed(&key.replace("sk-sb-", "sk-xx-")));
+        assert!(!is_well_formed("sk-sb-short"));
+        // Multi-byte characters must not break the length arithmetic.
+        assert!(!is_well_formed(&format!("sk-sb-{}a", "é".repeat(24))));
+        assert!(!is_well_formed(""));
     }
 
     #[test]

@@ -139,6 +139,13 @@ def test_rest_admin_contract_and_errors(gateway):
     a("POST", "/users", {"name": "u", "email": "not-an-email"}, expect=400)
     key = a("POST", "/keys", {"name": "k", "user_id": user["id"]}, expect=201).json()
     assert key["team_id"] == team["id"] and key["key"].startswith("sk-sb-")
+    # The documented shape: prefix, 43 random characters, CRC-32 of them (base64url), so scanners can check it.
+    import base64
+    import zlib
+
+    random, checksum = key["key"][6:49], key["key"][49:]
+    assert len(key["key"]) == 55
+    assert base64.urlsafe_b64encode(zlib.crc32(random.encode()).to_bytes(4, "big")).rstrip(b"=").decode() == checksum
     listed = a("GET", "/keys", expect=200).json()
     assert "key" not in listed[0] and listed[0]["prefix"] == key["prefix"]
     a("POST", "/keys", {"name": "k", "expires_at": "yesterday"}, expect=400)

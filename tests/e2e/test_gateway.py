@@ -98,6 +98,11 @@ def test_errors_in_openai_format(gateway):
         gateway.openai("sk-sb-not-a-real-key").chat.completions.create(model="gpt-test", messages=messages)
     assert error.value.code == "invalid_api_key"
     assert "sk-sb-not-a-real-key" not in str(error.value)
+    # One character off a real key: the checksum fails, the key is refused.
+    typo = narrow[:20] + ("A" if narrow[20] != "A" else "B") + narrow[21:]
+    with pytest.raises(openai.AuthenticationError) as error:
+        gateway.openai(typo).chat.completions.create(model="gpt-test", messages=messages)
+    assert error.value.code == "invalid_api_key"
 
     with pytest.raises(openai.PermissionDeniedError) as error:
         gateway.openai(narrow).chat.completions.create(model="mock-429", messages=messages)

@@ -226,6 +226,11 @@ mod tests {
         })
     }
 
+    fn test_key() -> &'static str {
+        static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| shared::keys::ApiKeySecret::generate().expose().to_owned())
+    }
+
     fn snapshot() -> proto::Snapshot {
         proto::Snapshot {
             version: 1,
@@ -245,7 +250,7 @@ mod tests {
             }],
             keys: vec![proto::SnapshotKey {
                 id: "k".into(),
-                key_hash: KeyHash::of("sk-sb-test").as_bytes().to_vec(),
+                key_hash: KeyHash::of(test_key()).as_bytes().to_vec(),
                 models: vec!["other".into()],
                 ..Default::default()
             }],
@@ -276,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn answers_each_refusal_in_openai_format() {
         let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-        let (status, body) = call(app(None), Some("sk-sb-test"), chat).await;
+        let (status, body) = call(app(None), Some(test_key()), chat).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
@@ -288,21 +293,23 @@ mod tests {
         );
         let (status, _) = call(app(Some(snapshot())), Some("sk-sb-wrong"), chat).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let (status, body) = call(app(Some(snapshot())), Some("sk-sb-test"), chat).await;
+        let unknown_key = shared::keys::ApiKeySecret::generate();
+        let (status, _) = call(app(Some(snapshot())), Some(unknown_key.expose()), chat).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = call(app(Some(snapshot())), Some(test_key()), chat).await;
         assert_eq!(
             (status, body["error"]["param"].as_str()),
             (StatusCode::FORBIDDEN, Some("model"))
         );
         let unknown = r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#;
-        let (status, _) = call(app(Some(snapshot())), Some("sk-sb-test"), unknown).await;
+        let (status, _) = call(app(Some(snapshot())), Some(test_key()), unknown).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, body) =
-            call(app(Some(snapshot())), Some("sk-sb-test"), &"x".repeat(2048)).await;
+        let (status, body) = call(app(Some(snapshot())), Some(test_key()), &"x".repeat(2048)).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
         );
-        let (status, _) = call(app(Some(snapshot())), Some("sk-sb-test"), "{oops").await;
+        let (status, _) = call(app(Some(snapshot())), Some(test_key()), "{oops").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }
