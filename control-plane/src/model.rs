@@ -131,9 +131,21 @@ pub struct ApiKey {
     pub expires_at: Option<String>,
     pub revoked: bool,
     pub created_at: String,
+    /// After a rotation: until when (RFC 3339) the previous secret still works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
 }
 
-/// The only place a key's secret appears: the answer to its creation.
+/// A rotation: a new secret now, the old one valid for `grace_seconds` more.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    /// Default one hour; 0 ends the old secret at once.
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// The only place a key's secret appears: the answer to its creation or rotation.
 #[derive(Debug, Serialize)]
 pub struct CreatedKey {
     #[serde(flatten)]

@@ -61,8 +61,15 @@ def test_grpc_admin_with_reflection(gateway, grpc_stubs):
     planes = admin.ListDataPlanes(pb.ListDataPlanesRequest(), metadata=auth)
     assert len(planes.data_planes) == 1 and planes.data_planes[0].applied_version == planes.current_version
 
+    rotated = admin.RotateKey(pb.RotateKeyRequest(id=created.key.id, grace_seconds=60), metadata=auth)
+    assert rotated.secret != created.secret and rotated.key.id == created.key.id
+    assert rotated.key.previous_valid_until and rotated.key.prefix == rotated.secret[:12]
+
     revoked = admin.RevokeKey(pb.RevokeKeyRequest(id=created.key.id), metadata=auth)
     assert revoked.revoked
+    with pytest.raises(grpc.RpcError) as error:
+        admin.RotateKey(pb.RotateKeyRequest(id=created.key.id), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(grpc.RpcError) as error:
         admin.DeleteTeam(pb.DeleteTeamRequest(id=team.id), metadata=auth)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -211,3 +211,36 @@ def test_provider_credential_never_stored_or_saved_in_plaintext(gateway):
     for process in gateway.processes:
         assert MOCK_KEY not in process.logs()
         assert gateway.admin_token not in process.logs()
+
+
+def test_key_rotation_keeps_the_old_secret_for_its_grace_period(gateway):
+    old = gateway.setup_basic()
+    key_id = gateway.admin("GET", "/keys", expect=200).json()[0]["id"]
+    messages = [{"role": "user", "content": "hi"}]
+
+    def status(secret):
+        return httpx.post(f"{gateway.dp_url}/v1/chat/completions", headers={"authorization": f"Bearer {secret}"},
+                          json={"model": "gpt-test", "messages": messages}, timeout=10).status_code
+
+    rotated = gateway.admin("POST", f"/keys/{key_id}/rotate", {"grace_seconds": 3}, expect=200).json()
+    new = rotated["key"]
+    assert new != old and rotated["id"] == key_id and rotated["previous_valid_until"]
+    assert rotated["prefix"] == new[:12]
+    gateway.wait_synced()
+    assert (status(old), status(new)) == (200, 200), "both work during the grace period"
+    wait_until(lambda: status(old) == 401, timeout=15, what="the old secret to end with its grace")
+    assert status(new) == 200
+    # Both secrets' usage belongs to the one key.
+    served = gateway.mock_stats()["requests"]
+    assert served >= 3
+    wait_until(lambda: gateway.usage(key_id=key_id)["requests"] == served, what="usage of both secrets")
+
+    # No grace: the previous secret ends at once.
+    newest = gateway.admin("POST", f"/keys/{key_id}/rotate", {"grace_seconds": 0}, expect=200).json()["key"]
+    gateway.wait_synced()
+    assert (status(new), status(newest)) == (401, 200)
+
+    assert gateway.admin("POST", f"/keys/{key_id}/rotate", {"grace_seconds": 10**9}, expect=400).json()["error"]["code"] == "invalid_argument"
+    gateway.admin("POST", "/keys/nope/rotate", {}, expect=404)
+    gateway.admin("DELETE", f"/keys/{key_id}", expect=200)
+    assert gateway.admin("POST", f"/keys/{key_id}/rotate", {}, expect=409).json()["error"]["code"] == "conflict"

@@ -10,6 +10,9 @@ use crate::store::{Store, UsageQuery};
 use shared::crypto::Cipher;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::ApiKeySecret;
+
+const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 3_600;
+const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3_600;
 use shared::time::{ms_to_rfc3339, now_ms, rfc3339_to_ms};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -286,6 +289,7 @@ impl Admin {
             expires_at: expires_at_ms.map(ms_to_rfc3339),
             revoked: false,
             created_at: ms_to_rfc3339(now),
+            previous_valid_until: None,
         };
         self.store
             .insert_key(crate::store::NewKeyRow {
@@ -311,6 +315,43 @@ impl Admin {
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
         self.store.list_keys().await
+    }
+
+    /// A new secret at once; the previous one keeps working for the grace
+    /// period, so clients can switch over without an outage.
+    pub async fn rotate_key(&self, id: &str, rotation: KeyRotation) -> Result<CreatedKey> {
+        let grace_seconds = rotation
+            .grace_seconds
+            .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+        if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+            return Err(Error::invalid(format!(
+                "grace_seconds: at most {MAX_ROTATION_GRACE_SECONDS} (30 days)"
+            )));
+        }
+        let current = self.get_key(id).await?;
+        if current.revoked {
+            return Err(Error::Conflict(format!("key {id:?} is revoked")));
+        }
+        let secret = ApiKeySecret::generate();
+        let grace_ms = i64::try_from(grace_seconds * 1000).unwrap_or(i64::MAX);
+        let rotated = self
+            .store
+            .rotate_key(
+                id,
+                &secret.hash().to_hex(),
+                &secret.display_prefix(),
+                now_ms().saturating_add(grace_ms),
+            )
+            .await?;
+        if !rotated {
+            // Revoked or deleted between the read and the write.
+            return Err(Error::Conflict(format!("key {id:?} is revoked")));
+        }
+        self.refresher.refresh_now();
+        Ok(CreatedKey {
+            key: self.get_key(id).await?,
+            secret: secret.expose().to_owned(),
+        })
     }
 
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {

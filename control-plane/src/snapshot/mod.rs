@@ -149,27 +149,46 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
                 .collect(),
         })
         .collect();
+    let now = now_ms();
     let keys = rows
         .keys
         .into_iter()
-        .filter_map(|k| {
-            let hash = shared::keys::KeyHash::from_hex(&k.key_hash)?;
-            Some(proto::SnapshotKey {
-                models: k.models(),
-                key_hash: hash.as_bytes().to_vec(),
-                id: k.id,
-                name: k.name,
-                user_id: k.user_id.unwrap_or_default(),
-                team_id: k.team_id.unwrap_or_default(),
-                expires_at_ms: k.expires_at.unwrap_or(0),
-            })
+        .flat_map(|k| {
+            let entry = |hash_hex: &str, expires_at_ms: i64| {
+                let hash = shared::keys::KeyHash::from_hex(hash_hex)?;
+                Some(proto::SnapshotKey {
+                    models: k.models(),
+                    key_hash: hash.as_bytes().to_vec(),
+                    id: k.id.clone(),
+                    name: k.name.clone(),
+                    user_id: k.user_id.clone().unwrap_or_default(),
+                    team_id: k.team_id.clone().unwrap_or_default(),
+                    expires_at_ms,
+                })
+            };
+            let expires_at_ms = k.expires_at.unwrap_or(0);
+            // During a rotation's grace period the previous secret is the same
+            // key under another hash, ending with the grace (or the key, if sooner).
+            let previous = match (&k.previous_key_hash, k.previous_valid_until) {
+                (Some(hash), Some(until)) if until > now => {
+                    let ends = if expires_at_ms > 0 {
+                        until.min(expires_at_ms)
+                    } else {
+                        until
+                    };
+                    entry(hash, ends)
+                }
+                _ => None,
+            };
+            [entry(&k.key_hash, expires_at_ms), previous]
         })
+        .flatten()
         .collect();
     Ok(proto::Snapshot {
         version: rows.version,
         providers,
         routes,
         keys,
-        created_at_ms: now_ms(),
+        created_at_ms: now,
     })
 }

@@ -15,10 +15,11 @@ struct KeyRecord {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     created_at: i64,
+    previous_valid_until: Option<i64>,
 }
 
 const COLUMNS: &str =
-    "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at";
+    "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at, previous_valid_until";
 
 impl From<KeyRecord> for ApiKey {
     fn from(r: KeyRecord) -> Self {
@@ -32,6 +33,7 @@ impl From<KeyRecord> for ApiKey {
             expires_at: r.expires_at.map(ms_to_rfc3339),
             revoked: r.revoked_at.is_some(),
             created_at: ms_to_rfc3339(r.created_at),
+            previous_valid_until: r.previous_valid_until.map(ms_to_rfc3339),
         }
     }
 }
@@ -53,7 +55,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let key = row.key;
         sqlx::query(&format!(
-            "INSERT INTO api_keys ({COLUMNS}, key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)"
+            "INSERT INTO api_keys ({COLUMNS}, key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL, $9)"
         ))
         .bind(key.id.as_str())
         .bind(&key.name)
@@ -85,6 +87,37 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(ApiKey::from))
+    }
+
+    /// Moves the current hash to `previous_key_hash`, valid until
+    /// `previous_valid_until_ms`, and stores the new one. `false` when there is
+    /// no such key or it is revoked.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        new_hash_hex: &str,
+        new_prefix: &str,
+        previous_valid_until_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE api_keys SET previous_key_hash = key_hash, previous_valid_until = $2, \
+             key_hash = $3, prefix = $4 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(previous_valid_until_ms)
+        .bind(new_hash_hex)
+        .bind(new_prefix)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if changed {
+            Self::commit_config_change(tx).await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(changed)
     }
 
     /// Revoking twice is not an error; only the first revocation changes config.

@@ -16,6 +16,8 @@ pub struct KeyRow {
     pub team_id: Option<String>,
     pub models: String,
     pub expires_at: Option<i64>,
+    pub previous_key_hash: Option<String>,
+    pub previous_valid_until: Option<i64>,
 }
 
 impl KeyRow {
@@ -48,7 +50,8 @@ impl Store {
             let providers = Self::providers_in(&mut *conn).await?;
             let routes = Self::routes_in(&mut conn).await?;
             let keys: Vec<KeyRow> = sqlx::query_as(
-                "SELECT id, key_hash, name, user_id, team_id, models, expires_at FROM api_keys \
+                "SELECT id, key_hash, name, user_id, team_id, models, expires_at, previous_key_hash, \
+                 previous_valid_until FROM api_keys \
                  WHERE revoked_at IS NULL ORDER BY id",
             )
             .fetch_all(&mut *conn)

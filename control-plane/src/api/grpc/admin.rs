@@ -136,11 +136,15 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_key(&self, r: Request<pb::CreateKeyRequest>) -> Reply<pb::CreatedKey> {
-        let created = self.admin.create_key(r.into_inner().into()).await?;
-        Ok(Response::new(pb::CreatedKey {
-            key: Some(created.key.into()),
-            secret: created.secret,
-        }))
+        ok(self.admin.create_key(r.into_inner().into()).await?)
+    }
+
+    async fn rotate_key(&self, r: Request<pb::RotateKeyRequest>) -> Reply<pb::CreatedKey> {
+        let r = r.into_inner();
+        let rotation = model::KeyRotation {
+            grace_seconds: r.grace_seconds,
+        };
+        ok(self.admin.rotate_key(&r.id, rotation).await?)
     }
 
     async fn list_keys(&self, _: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {

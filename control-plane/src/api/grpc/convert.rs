@@ -130,6 +130,16 @@ impl From<model::ApiKey> for pb::ApiKey {
             expires_at: k.expires_at.unwrap_or_default(),
             revoked: k.revoked,
             created_at: k.created_at,
+            previous_valid_until: k.previous_valid_until.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<model::CreatedKey> for pb::CreatedKey {
+    fn from(created: model::CreatedKey) -> Self {
+        pb::CreatedKey {
+            key: Some(created.key.into()),
+            secret: created.secret,
         }
     }
 }

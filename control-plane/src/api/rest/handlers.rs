@@ -34,6 +34,7 @@ pub fn routes() -> Router<RestState> {
         .route("/users/{id}", get(get_user).delete(delete_user))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", get(get_key).delete(revoke_key))
+        .route("/keys/{id}/rotate", axum::routing::post(rotate_key))
         .route("/usage", get(usage))
         .route("/dataplanes", get(dataplanes))
 }
@@ -153,6 +154,14 @@ async fn list_keys(State(s): State<RestState>) -> Result<Json<Vec<ApiKey>>> {
 
 async fn get_key(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<ApiKey>> {
     Ok(Json(s.admin.get_key(&id).await?))
+}
+
+async fn rotate_key(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Body(rotation): Body<KeyRotation>,
+) -> Result<Json<CreatedKey>> {
+    Ok(Json(s.admin.rotate_key(&id, rotation).await?))
 }
 
 async fn revoke_key(State(s): State<RestState>, Path(id): Path<String>) -> Result<Json<ApiKey>> {
