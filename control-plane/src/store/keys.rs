@@ -112,12 +112,7 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        if changed {
-            Self::commit_config_change(tx).await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(changed)
+        Self::commit_config_change_if(tx, changed).await
     }
 
     /// Revoking twice is not an error; only the first revocation changes config.
@@ -131,11 +126,7 @@ impl Store {
                 .await?
                 .rows_affected()
                 > 0;
-        if changed {
-            Self::commit_config_change(tx).await?;
-        } else {
-            tx.rollback().await?;
-        }
+        Self::commit_config_change_if(tx, changed).await?;
         self.get_key(id).await
     }
 }

@@ -89,6 +89,15 @@ impl Store {
 
     /// Every configuration write ends here: the version moves in the same
     /// transaction as the change, so a snapshot version names exactly one state.
+    /// For a write that may have matched nothing: the version moves only when
+    /// something changed; otherwise the dropped transaction rolls back.
+    async fn commit_config_change_if(tx: Tx, changed: bool) -> Result<bool> {
+        if changed {
+            Self::commit_config_change(tx).await?;
+        }
+        Ok(changed)
+    }
+
     async fn commit_config_change(mut tx: Tx) -> Result<()> {
         sqlx::query("UPDATE config_version SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)

@@ -53,10 +53,7 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        if updated {
-            Self::commit_config_change(tx).await?;
-        }
-        Ok(updated)
+        Self::commit_config_change_if(tx, updated).await
     }
 
     pub async fn get_provider(&self, name: &str) -> Result<Option<StoredProvider>> {
@@ -104,9 +101,6 @@ impl Store {
             .await?
             .rows_affected()
             > 0;
-        if deleted {
-            Self::commit_config_change(tx).await?;
-        }
-        Ok(deleted)
+        Self::commit_config_change_if(tx, deleted).await
     }
 }

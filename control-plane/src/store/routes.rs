@@ -59,10 +59,7 @@ impl Store {
             .await?
             .rows_affected()
             > 0;
-        if deleted {
-            Self::commit_config_change(tx).await?;
-        }
-        Ok(deleted)
+        Self::commit_config_change_if(tx, deleted).await
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Option<Route>> {
