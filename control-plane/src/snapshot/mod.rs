@@ -154,33 +154,41 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         .keys
         .into_iter()
         .flat_map(|k| {
-            let entry = |hash_hex: &str, expires_at_ms: i64| {
-                let hash = shared::keys::KeyHash::from_hex(hash_hex)?;
-                Some(proto::SnapshotKey {
-                    models: k.models(),
-                    key_hash: hash.as_bytes().to_vec(),
-                    id: k.id.clone(),
-                    name: k.name.clone(),
-                    user_id: k.user_id.clone().unwrap_or_default(),
-                    team_id: k.team_id.clone().unwrap_or_default(),
-                    expires_at_ms,
-                })
-            };
+            let hash =
+                |hex: &str| shared::keys::KeyHash::from_hex(hex).map(|h| h.as_bytes().to_vec());
             let expires_at_ms = k.expires_at.unwrap_or(0);
             // During a rotation's grace period the previous secret is the same
             // key under another hash, ending with the grace (or the key, if sooner).
-            let previous = match (&k.previous_key_hash, k.previous_valid_until) {
-                (Some(hash), Some(until)) if until > now => {
+            let previous = match (k.previous_key_hash.as_deref(), k.previous_valid_until) {
+                (Some(previous), Some(until)) if until > now => {
                     let ends = if expires_at_ms > 0 {
                         until.min(expires_at_ms)
                     } else {
                         until
                     };
-                    entry(hash, ends)
+                    hash(previous).map(|previous| (previous, ends))
                 }
                 _ => None,
             };
-            [entry(&k.key_hash, expires_at_ms), previous]
+            let Some(key_hash) = hash(&k.key_hash) else {
+                return [None, None];
+            };
+            // Moved, not copied: keys are most of a large snapshot.
+            let current = proto::SnapshotKey {
+                models: k.models(),
+                key_hash,
+                id: k.id,
+                name: k.name,
+                user_id: k.user_id.unwrap_or_default(),
+                team_id: k.team_id.unwrap_or_default(),
+                expires_at_ms,
+            };
+            let previous = previous.map(|(key_hash, expires_at_ms)| proto::SnapshotKey {
+                key_hash,
+                expires_at_ms,
+                ..current.clone()
+            });
+            [Some(current), previous]
         })
         .flatten()
         .collect();
