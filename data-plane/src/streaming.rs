@@ -3,7 +3,6 @@
 //! emitted when the relay is dropped: at the end of the stream, or when the
 //! client goes away mid-stream.
 
-use crate::error::GatewayError;
 use crate::usage::{TokenUsage, UsageDraft};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -92,10 +91,9 @@ where
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    tracing::warn!(provider = %this.provider, %error, "upstream stream broke");
                     this.outcome = Outcome::UpstreamFailed;
                     // Clients see an OpenAI-style error event and no [DONE].
-                    let error = GatewayError::UpstreamUnreachable(this.provider.clone()).to_json();
+                    let error = crate::providers::unreachable(&this.provider, &error).to_json();
                     return Poll::Ready(Some(Ok(Bytes::from(format!("data: {error}\n\n")))));
                 }
                 Poll::Ready(None) => {

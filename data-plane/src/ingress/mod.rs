@@ -179,7 +179,7 @@ async fn handle(
     let body = match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(error)) => {
-            let error = providers::body_error(&provider, &error);
+            let error = providers::unreachable(&provider.name, &error);
             draft.finish(error.status().as_u16(), TokenUsage::default());
             return Err(error);
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub type UpstreamRequest = hyper::Request<Full<Bytes>>;
 pub type UpstreamResponse = hyper::Response<hyper::body::Incoming>;
-pub type SendError = hyper_util::client::legacy::Error;
+type SendError = hyper_util::client::legacy::Error;
 
 type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 

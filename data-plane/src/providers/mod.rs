@@ -5,13 +5,20 @@ mod client;
 mod openai;
 
 pub use client::{UpstreamClient, UpstreamResponse};
-pub use openai::body_error;
 
 use crate::error::GatewayError;
 use crate::runtime::Provider;
 use crate::usage::Endpoint;
 use shared::provider_kind::ProviderKind;
 use std::time::Duration;
+
+/// The provider could not be reached, or broke off mid-answer. The error is
+/// the transport's own (the URL is operator config, with no credential), so
+/// it is logged; the client is told only which provider failed.
+pub fn unreachable(provider: &str, error: &dyn std::fmt::Display) -> GatewayError {
+    tracing::warn!(provider, %error, "upstream unreachable or broke off");
+    GatewayError::UpstreamUnreachable(provider.to_owned())
+}
 
 /// Sends an OpenAI-format request body; answers with the upstream's response
 /// if it succeeded, or the upstream's error mapped to the gateway's.

@@ -2,7 +2,7 @@
 //! by every OpenAI-compatible server. Requests pass through unchanged but for
 //! the model name; errors in OpenAI's format are passed on as they came.
 
-use super::client::{SendError, UpstreamClient, UpstreamResponse};
+use super::client::{UpstreamClient, UpstreamResponse};
 use crate::error::GatewayError;
 use crate::runtime::Provider;
 use crate::usage::Endpoint;
@@ -43,25 +43,13 @@ pub async fn send(
         .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
     let response = match tokio::time::timeout(first_byte_timeout, http.send(request)).await {
         Err(_) => return Err(GatewayError::UpstreamTimeout(provider.name.clone())),
-        Ok(Err(error)) => return Err(unreachable(provider, &error)),
+        Ok(Err(error)) => return Err(super::unreachable(&provider.name, &error)),
         Ok(Ok(response)) => response,
     };
     if response.status().is_success() {
         return Ok(response);
     }
     Err(error_response(provider, response).await)
-}
-
-fn unreachable(provider: &Provider, error: &SendError) -> GatewayError {
-    // The URL is the operator's own config and carries no credential: fine for the log.
-    tracing::warn!(provider = %provider.name, error = %error, "upstream request failed");
-    GatewayError::UpstreamUnreachable(provider.name.clone())
-}
-
-/// The upstream's body broke off while it was being read.
-pub fn body_error(provider: &Provider, error: &hyper::Error) -> GatewayError {
-    tracing::warn!(provider = %provider.name, error = %error, "upstream response broke off");
-    GatewayError::UpstreamUnreachable(provider.name.clone())
 }
 
 /// An upstream error in OpenAI's shape is passed on with its status; anything
