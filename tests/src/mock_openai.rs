@@ -53,6 +53,15 @@ struct Stats {
     completion_tokens: AtomicI64,
 }
 
+impl Stats {
+    /// What the mock reports in a `usage` object is what it bills.
+    fn bill(&self, prompt: i64, completion: i64) {
+        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
+    }
+}
+
 struct Mock {
     args: Args,
     stats: Stats,
@@ -185,12 +194,7 @@ async fn chat(State(mock): Shared, headers: HeaderMap, body: Bytes) -> Response 
             include_usage,
         );
     }
-    mock.stats
-        .prompt_tokens
-        .fetch_add(prompt, Ordering::Relaxed);
-    mock.stats
-        .completion_tokens
-        .fetch_add(completion, Ordering::Relaxed);
+    mock.stats.bill(prompt, completion);
     Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": "fp_mock", "service_tier": "default",
@@ -258,12 +262,7 @@ fn stream(
                 "system_fingerprint": "fp_mock", "choices": [],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
             events.push(format!("data: {usage}\n\n"));
-            mock.stats
-                .prompt_tokens
-                .fetch_add(prompt, Ordering::Relaxed);
-            mock.stats
-                .completion_tokens
-                .fetch_add(completion, Ordering::Relaxed);
+            mock.stats.bill(prompt, completion);
         }
         events.push("data: [DONE]\n\n".to_owned());
     } else {
@@ -322,9 +321,7 @@ async fn embeddings(
     };
     let prompt: i64 = inputs.iter().map(|s| words(s).max(1)).sum();
     mock.stats.requests.fetch_add(1, Ordering::Relaxed);
-    mock.stats
-        .prompt_tokens
-        .fetch_add(prompt, Ordering::Relaxed);
+    mock.stats.bill(prompt, 0);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
