@@ -39,6 +39,9 @@ pub struct ProviderSpec {
     pub api_key: Option<Credential>,
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// Baidu v1 Secret Key, Tencent SecretKey; on update `None` keeps the stored one.
+    #[serde(default)]
+    pub secret_key: Option<Credential>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -47,6 +50,7 @@ pub struct Provider {
     pub kind: ProviderKind,
     pub base_url: String,
     pub has_api_key: bool,
+    pub has_secret_key: bool,
     pub settings: BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
@@ -173,6 +177,8 @@ pub struct UsageTotals {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

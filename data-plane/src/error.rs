@@ -2,7 +2,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +35,141 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("The upstream provider '{0}' sent an invalid response.")]
     UpstreamInvalid(String),
-    /// An error answer from the provider, already in OpenAI's format: passed on as is.
-    #[error("upstream answered {status}")]
-    Upstream {
-        status: StatusCode,
-        body: Bytes,
-        retry_after: Option<HeaderValue>,
+    #[error("The parameter '{param}' is not supported by provider kind {provider_kind}.")]
+    Unsupported {
+        param: String,
+        provider_kind: String,
     },
+    /// An error answer from the provider, classified.
+    #[error("{}", .error.client_message(.provider))]
+    Provider {
+        provider: String,
+        error: ProviderError,
+    },
+}
+
+/// What kind of failure a provider reported, whatever its wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderErrorKind {
+    BadRequest,
+    ContextLengthExceeded,
+    ContentFilter,
+    /// The provider refused the gateway's credential: the operator's problem,
+    /// not the client's, so not a 401 to the client.
+    Authentication,
+    NotFound,
+    RateLimited,
+    /// The provider account's quota or balance is spent.
+    QuotaExhausted,
+    Overloaded,
+    Timeout,
+    Server,
+}
+
+impl ProviderErrorKind {
+    /// Whether trying again (later, or on another target) may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ProviderErrorKind::RateLimited
+                | ProviderErrorKind::Overloaded
+                | ProviderErrorKind::Timeout
+                | ProviderErrorKind::Server
+        )
+    }
+
+    /// The usual kind for an HTTP status, when a body says nothing finer.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 | 403 => ProviderErrorKind::Authentication,
+            402 => ProviderErrorKind::QuotaExhausted,
+            404 => ProviderErrorKind::NotFound,
+            408 | 504 => ProviderErrorKind::Timeout,
+            413 => ProviderErrorKind::ContextLengthExceeded,
+            429 => ProviderErrorKind::RateLimited,
+            503 | 529 => ProviderErrorKind::Overloaded,
+            400..=499 => ProviderErrorKind::BadRequest,
+            _ => ProviderErrorKind::Server,
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ProviderErrorKind::BadRequest
+            | ProviderErrorKind::ContextLengthExceeded
+            | ProviderErrorKind::ContentFilter => StatusCode::BAD_REQUEST,
+            ProviderErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ProviderErrorKind::RateLimited | ProviderErrorKind::QuotaExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProviderErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProviderErrorKind::Authentication | ProviderErrorKind::Server => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    fn type_and_code(self) -> (&'static str, &'static str) {
+        match self {
+            ProviderErrorKind::BadRequest => ("invalid_request_error", "invalid_request"),
+            ProviderErrorKind::ContextLengthExceeded => {
+                ("invalid_request_error", "context_length_exceeded")
+            }
+            ProviderErrorKind::ContentFilter => ("invalid_request_error", "content_filter"),
+            ProviderErrorKind::NotFound => ("invalid_request_error", "model_not_found"),
+            ProviderErrorKind::Authentication => ("upstream_error", "upstream_auth_failed"),
+            ProviderErrorKind::RateLimited => ("rate_limit_error", "rate_limit_exceeded"),
+            ProviderErrorKind::QuotaExhausted => ("insufficient_quota", "insufficient_quota"),
+            ProviderErrorKind::Overloaded => ("server_error", "overloaded"),
+            ProviderErrorKind::Timeout => ("upstream_error", "upstream_timeout"),
+            ProviderErrorKind::Server => ("server_error", "upstream_error"),
+        }
+    }
+}
+
+/// A provider's error answer, read from whichever format it came in.
+#[derive(Clone, Debug)]
+pub struct ProviderError {
+    pub kind: ProviderErrorKind,
+    /// The provider's own words; never shown for authentication failures,
+    /// whose messages may quote part of the credential.
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after: Option<HeaderValue>,
+}
+
+impl ProviderError {
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// `retry-after` passed on from the provider's answer.
+    pub fn with_retry_after(mut self, headers: &axum::http::HeaderMap) -> Self {
+        self.retry_after = headers.get(header::RETRY_AFTER).cloned();
+        self
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.kind.retryable()
+    }
+
+    fn client_message(&self, provider: &str) -> String {
+        match self.kind {
+            ProviderErrorKind::Authentication => {
+                format!("The upstream provider '{provider}' refused the gateway's credentials.")
+            }
+            _ if self.message.is_empty() => {
+                format!("The upstream provider '{provider}' answered with an error.")
+            }
+            _ => self.message.clone(),
+        }
+    }
 }
 
 impl GatewayError {
@@ -70,7 +197,8 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Upstream { status, .. } => *status,
+            GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Provider { error, .. } => error.kind.status(),
         }
     }
 
@@ -91,7 +219,24 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable(_) => ("upstream_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout(_) => ("upstream_error", "upstream_timeout"),
             GatewayError::UpstreamInvalid(_) => ("upstream_error", "upstream_invalid_response"),
-            GatewayError::Upstream { .. } => ("upstream_error", "upstream_error"),
+            GatewayError::Unsupported { .. } => ("invalid_request_error", "unsupported_parameter"),
+            GatewayError::Provider { error, .. } => error.kind.type_and_code(),
+        }
+    }
+
+    /// Whether another attempt may succeed (for the routing work).
+    pub fn retryable(&self) -> bool {
+        match self {
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout(_) => true,
+            GatewayError::Provider { error, .. } => error.retryable(),
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<&HeaderValue> {
+        match self {
+            GatewayError::Provider { error, .. } => error.retry_after.as_ref(),
+            _ => None,
         }
     }
 
@@ -101,6 +246,8 @@ impl GatewayError {
         let param = match self {
             GatewayError::BadRequest { param, .. } => *param,
             GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::Unsupported { param, .. } => Some(param.as_str()),
+            GatewayError::Provider { error, .. } => error.param.as_deref(),
             _ => None,
         };
         json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
@@ -109,19 +256,12 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = match self {
-            GatewayError::Upstream {
-                body, retry_after, ..
-            } => {
-                let mut response = (status, body).into_response();
-                if let Some(value) = retry_after {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                response
-            }
-            other => (status, other.to_json().to_string()).into_response(),
-        };
+        let mut response = (self.status(), self.to_json().to_string()).into_response();
+        if let Some(value) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, value.clone());
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chat;
 pub mod cluster_client;
 pub mod config;
 pub mod config_sync;

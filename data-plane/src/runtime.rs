@@ -1,12 +1,11 @@
 //! The live configuration: a snapshot turned into lookup tables, built off the
 //! request path and swapped in whole, so a request sees one version or the next.
 
+use crate::providers::{self, Adapter};
 use arc_swap::ArcSwapOption;
-use axum::http::HeaderValue;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
 use shared::proto;
-use shared::provider_kind::ProviderKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -37,18 +36,15 @@ impl KeyEntry {
 
 pub struct Provider {
     pub name: String,
-    pub kind: ProviderKind,
-    pub base_url: String,
-    /// `Bearer <credential>`, marked sensitive so it is never logged.
-    pub authorization: Option<HeaderValue>,
+    /// Holds the base URL and credentials; never printed.
+    pub adapter: Box<dyn Adapter>,
 }
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider")
             .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
+            .field("kind", &self.adapter.kind())
             .finish_non_exhaustive()
     }
 }
@@ -126,35 +122,11 @@ impl TryFrom<proto::Snapshot> for Runtime {
         let bad = |what: String| InvalidSnapshot(what);
         let mut providers = HashMap::with_capacity(snapshot.providers.len());
         for p in &snapshot.providers {
-            let kind: ProviderKind = p
-                .kind
-                .parse()
-                .map_err(|e| bad(format!("provider {:?}: {e}", p.name)))?;
-            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(bad(format!(
-                    "provider {:?}: base_url is not an http(s) URL",
-                    p.name
-                )));
-            }
-            let authorization = match p.api_key.as_str() {
-                "" => None,
-                key => {
-                    let mut value =
-                        HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                            bad(format!(
-                                "provider {:?}: credential is not a valid header value",
-                                p.name
-                            ))
-                        })?;
-                    value.set_sensitive(true);
-                    Some(value)
-                }
-            };
+            let adapter =
+                providers::adapter(p).map_err(|e| bad(format!("provider {:?}: {e}", p.name)))?;
             let provider = Provider {
                 name: p.name.clone(),
-                kind,
-                base_url: p.base_url.trim_end_matches('/').to_owned(),
-                authorization,
+                adapter,
             };
             providers.insert(p.name.as_str(), Arc::new(provider));
         }
@@ -223,7 +195,7 @@ mod tests {
                 kind: "openai".into(),
                 base_url: "http://127.0.0.1:1/v1/".into(),
                 api_key: "sk-up".into(),
-                settings: Default::default(),
+                ..Default::default()
             }],
             routes: vec![proto::SnapshotRoute {
                 model: "m".into(),
@@ -260,7 +232,12 @@ mod tests {
         assert_eq!(route.pick(0).upstream_model, "a");
         assert_eq!(route.pick(1).upstream_model, "b");
         assert_eq!(route.pick(3).upstream_model, "b");
-        assert_eq!(route.targets[0].provider.base_url, "http://127.0.0.1:1/v1");
+        let call = route.targets[0]
+            .provider
+            .adapter
+            .passthrough("/chat/completions", "a", bytes::Bytes::new())
+            .expect("OpenAI passes through");
+        assert_eq!(call.uri, "http://127.0.0.1:1/v1/chat/completions");
         assert!(!format!("{:?}", route.targets[0].provider).contains("sk-up"));
     }
 

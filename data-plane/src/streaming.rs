@@ -141,6 +141,14 @@ struct ChunkUsage {
     usage: Option<TokenUsage>,
     #[serde(default)]
     choices: Vec<serde::de::IgnoredAny>,
+    /// The Responses API's `response.completed` event nests its usage.
+    #[serde(default)]
+    response: Option<NestedUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct NestedUsage {
+    usage: Option<TokenUsage>,
 }
 
 const USAGE_FIELD: &[u8] = b"\"usage\"";
@@ -164,9 +172,10 @@ fn usage_in(event: &[u8]) -> Option<SeenUsage> {
         .split(|b| *b == b'\n')
         .find_map(|line| line.strip_prefix(b"data:"))?;
     let chunk: ChunkUsage = serde_json::from_slice(data.trim_ascii()).ok()?;
+    let usage_only = chunk.choices.is_empty() && chunk.response.is_none();
     Some(SeenUsage {
-        usage: chunk.usage?,
-        usage_only: chunk.choices.is_empty(),
+        usage: chunk.usage.or(chunk.response.and_then(|r| r.usage))?,
+        usage_only,
     })
 }
 
@@ -251,14 +260,7 @@ mod tests {
             br#"data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
         let seen = usage_in(final_chunk).expect("usage");
         assert!(seen.usage_only);
-        assert_eq!(
-            seen.usage,
-            TokenUsage {
-                prompt_tokens: 9,
-                completion_tokens: 2,
-                total_tokens: 11
-            }
-        );
+        assert_eq!(seen.usage, TokenUsage::new(9, 2));
         let spaced = b"data:{\"choices\":[{}], \"usage\": {\"prompt_tokens\":1}}\n\n";
         let seen = usage_in(spaced).expect("usage");
         assert!(!seen.usage_only);

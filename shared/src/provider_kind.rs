@@ -1,4 +1,5 @@
-//! The closed set of provider kinds Switchboard can talk to.
+//! The closed set of provider kinds Switchboard can talk to, and which of a
+//! kind's APIs a provider uses.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -9,19 +10,76 @@ use std::str::FromStr;
 pub enum ProviderKind {
     /// api.openai.com; `base_url` includes `/v1`.
     Openai,
-    /// Any server speaking OpenAI's chat completions API.
+    /// `https://{resource}.openai.azure.com`; deployment and api-version in settings.
+    AzureOpenai,
+    /// api.anthropic.com, Messages API; `base_url` has no version path.
+    Anthropic,
+    /// Generative Language API; `base_url` includes the version (`/v1beta`).
+    Gemini,
+    /// Baidu ERNIE: v2 (OpenAI-compatible) or v1 (native, access-token flow).
+    Qianfan,
+    /// Alibaba Qwen: compatible mode or the native text-generation API.
+    Dashscope,
+    /// Tencent: OpenAI-compatible endpoint or the native TC3-signed API.
+    Hunyuan,
+    /// ByteDance Doubao on Volcengine Ark (OpenAI-compatible).
+    Ark,
+    Deepseek,
+    /// Ollama: OpenAI-compatible `/v1` or native `/api/chat` NDJSON.
+    Ollama,
+    Vllm,
+    /// Any other server speaking OpenAI's chat completions API.
     OpenaiCompatible,
 }
 
 impl ProviderKind {
-    pub const ALL: &'static [ProviderKind] =
-        &[ProviderKind::Openai, ProviderKind::OpenaiCompatible];
+    pub const ALL: &'static [ProviderKind] = &[
+        ProviderKind::Openai,
+        ProviderKind::AzureOpenai,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Qianfan,
+        ProviderKind::Dashscope,
+        ProviderKind::Hunyuan,
+        ProviderKind::Ark,
+        ProviderKind::Deepseek,
+        ProviderKind::Ollama,
+        ProviderKind::Vllm,
+        ProviderKind::OpenaiCompatible,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
+            ProviderKind::AzureOpenai => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Qianfan => "qianfan",
+            ProviderKind::Dashscope => "dashscope",
+            ProviderKind::Hunyuan => "hunyuan",
+            ProviderKind::Ark => "ark",
+            ProviderKind::Deepseek => "deepseek",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Vllm => "vllm",
             ProviderKind::OpenaiCompatible => "openai_compatible",
         }
+    }
+
+    /// DeepSeek and Anthropic have no embeddings API.
+    pub fn offers_embeddings(self) -> bool {
+        !matches!(self, ProviderKind::Deepseek | ProviderKind::Anthropic)
+    }
+
+    /// Kinds with a native API besides an OpenAI-compatible one: the
+    /// provider's `api` setting chooses.
+    pub fn has_two_apis(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Qianfan
+                | ProviderKind::Dashscope
+                | ProviderKind::Hunyuan
+                | ProviderKind::Ollama
+        )
     }
 }
 
@@ -32,7 +90,7 @@ impl fmt::Display for ProviderKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown provider kind {0:?}; expected one of: openai, openai_compatible")]
+#[error("unknown provider kind {0:?}; expected one of: openai, azure_openai, anthropic, gemini, qianfan, dashscope, hunyuan, ark, deepseek, ollama, vllm, openai_compatible")]
 pub struct UnknownProviderKind(pub String);
 
 impl FromStr for ProviderKind {
@@ -47,6 +105,76 @@ impl FromStr for ProviderKind {
     }
 }
 
+/// Which API of a two-API kind a provider speaks (`settings.api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProviderApi {
+    /// The OpenAI-compatible API; the default.
+    #[default]
+    Openai,
+    Native,
+}
+
+impl FromStr for ProviderApi {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "openai" => Ok(ProviderApi::Openai),
+            "native" => Ok(ProviderApi::Native),
+            other => Err(format!(
+                "settings.api: {other:?} is not an API; expected \"openai\" or \"native\""
+            )),
+        }
+    }
+}
+
+/// The settings each kind reads, and which of them must be present. One
+/// table for the control plane's validation and the data plane's reading.
+pub struct SettingsSpec {
+    pub allowed: &'static [&'static str],
+    pub required: &'static [&'static str],
+    /// Whether the provider needs `secret_key` besides (or instead of) `api_key`.
+    pub needs_secret_key: bool,
+}
+
+impl ProviderKind {
+    pub fn settings(self, api: ProviderApi) -> SettingsSpec {
+        const NONE: &[&str] = &[];
+        match (self, api) {
+            (ProviderKind::AzureOpenai, _) => SettingsSpec {
+                allowed: &["api_version", "deployment"],
+                required: &["api_version"],
+                needs_secret_key: false,
+            },
+            (ProviderKind::Anthropic, _) => SettingsSpec {
+                allowed: &["anthropic_version", "default_max_tokens"],
+                required: NONE,
+                needs_secret_key: false,
+            },
+            (ProviderKind::Qianfan, ProviderApi::Native) => SettingsSpec {
+                allowed: &["api"],
+                required: NONE,
+                needs_secret_key: true,
+            },
+            (ProviderKind::Hunyuan, ProviderApi::Native) => SettingsSpec {
+                allowed: &["api", "secret_id", "region"],
+                required: &["secret_id"],
+                needs_secret_key: true,
+            },
+            (kind, _) if kind.has_two_apis() => SettingsSpec {
+                allowed: &["api"],
+                required: NONE,
+                needs_secret_key: false,
+            },
+            _ => SettingsSpec {
+                allowed: NONE,
+                required: NONE,
+                needs_secret_key: false,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +185,23 @@ mod tests {
             assert_eq!(kind.as_str().parse::<ProviderKind>().ok(), Some(*kind));
         }
         assert!("anthropicc".parse::<ProviderKind>().is_err());
+    }
+
+    #[test]
+    fn native_apis_name_their_extra_settings() {
+        let hunyuan = ProviderKind::Hunyuan.settings(ProviderApi::Native);
+        assert!(hunyuan.required.contains(&"secret_id") && hunyuan.needs_secret_key);
+        assert!(
+            !ProviderKind::Hunyuan
+                .settings(ProviderApi::Openai)
+                .needs_secret_key
+        );
+        assert_eq!(
+            ProviderKind::AzureOpenai
+                .settings(ProviderApi::Openai)
+                .required,
+            &["api_version"]
+        );
+        assert!("nat".parse::<ProviderApi>().is_err());
     }
 }

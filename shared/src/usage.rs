@@ -4,21 +4,111 @@
 use crate::ids::{KeyId, TeamId, UsageRecordId, UserId};
 use crate::proto;
 
-/// Token counts as the provider reported them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+/// Token counts as the provider reported them. (De)serialises as OpenAI's
+/// `usage` object, details included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(from = "OpenAiUsage", into = "OpenAiUsage")]
 pub struct TokenUsage {
-    #[serde(default)]
     pub prompt_tokens: i64,
-    #[serde(default)]
     pub completion_tokens: i64,
-    #[serde(default)]
     pub total_tokens: i64,
+    /// Of the prompt tokens, how many were read from the provider's cache.
+    pub cached_tokens: i64,
+    /// Of the completion tokens, how many were spent reasoning.
+    pub reasoning_tokens: i64,
+}
+
+/// Chat completions' names; the Responses API's (`input_tokens`, ...) are read too.
+#[derive(Default, serde::Deserialize, serde::Serialize)]
+struct OpenAiUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: i64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: i64,
+    #[serde(default)]
+    total_tokens: i64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "input_tokens_details"
+    )]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "output_tokens_details"
+    )]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Default, serde::Deserialize, serde::Serialize)]
+struct PromptDetails {
+    #[serde(default, deserialize_with = "zero_if_null")]
+    cached_tokens: i64,
+}
+
+#[derive(Default, serde::Deserialize, serde::Serialize)]
+struct CompletionDetails {
+    #[serde(default, deserialize_with = "zero_if_null")]
+    reasoning_tokens: i64,
+}
+
+fn zero_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    <Option<i64> as serde::Deserialize>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+impl From<OpenAiUsage> for TokenUsage {
+    fn from(u: OpenAiUsage) -> Self {
+        TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens),
+        }
+    }
+}
+
+impl From<TokenUsage> for OpenAiUsage {
+    fn from(u: TokenUsage) -> Self {
+        OpenAiUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            prompt_tokens_details: (u.cached_tokens > 0).then_some(PromptDetails {
+                cached_tokens: u.cached_tokens,
+            }),
+            completion_tokens_details: (u.reasoning_tokens > 0).then_some(CompletionDetails {
+                reasoning_tokens: u.reasoning_tokens,
+            }),
+        }
+    }
+}
+
+impl TokenUsage {
+    /// Counts from providers that report no total.
+    pub fn new(prompt_tokens: i64, completion_tokens: i64) -> Self {
+        TokenUsage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            ..TokenUsage::default()
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
     Embeddings,
+    /// OpenAI's legacy text completions.
+    Completions,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API, as an ingress.
+    Messages,
 }
 
 impl Endpoint {
@@ -26,6 +116,9 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Completions => "completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
         }
     }
 }
@@ -69,6 +162,8 @@ impl From<UsageRecord> for proto::UsageRecord {
             prompt_tokens: r.tokens.prompt_tokens,
             completion_tokens: r.tokens.completion_tokens,
             total_tokens: r.tokens.total_tokens,
+            cached_tokens: r.tokens.cached_tokens,
+            reasoning_tokens: r.tokens.reasoning_tokens,
             latency_ms: r.latency_ms,
             status: u32::from(r.status),
             streamed: r.streamed,
@@ -92,6 +187,8 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             r.prompt_tokens,
             r.completion_tokens,
             r.total_tokens,
+            r.cached_tokens,
+            r.reasoning_tokens,
             r.latency_ms,
         ];
         if counts.iter().any(|n| *n < 0) {
@@ -112,6 +209,8 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
                 total_tokens: r.total_tokens,
+                cached_tokens: r.cached_tokens,
+                reasoning_tokens: r.reasoning_tokens,
             },
             latency_ms: r.latency_ms,
             status,
@@ -136,15 +235,43 @@ mod tests {
             upstream_model: "u".into(),
             endpoint: Endpoint::Embeddings.as_str().to_owned(),
             tokens: TokenUsage {
-                prompt_tokens: 3,
-                completion_tokens: 0,
-                total_tokens: 3,
+                cached_tokens: 2,
+                reasoning_tokens: 1,
+                ..TokenUsage::new(3, 0)
             },
             latency_ms: 12,
             status: 200,
             streamed: false,
             created_at_ms: 1,
         }
+    }
+
+    #[test]
+    fn reads_openai_and_responses_usage_details() {
+        let chat: TokenUsage = serde_json::from_str(r#"{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13,
+            "prompt_tokens_details":{"cached_tokens":5,"audio_tokens":null},"completion_tokens_details":{"reasoning_tokens":null}}"#).expect("usage");
+        assert_eq!(
+            (chat.total_tokens, chat.cached_tokens, chat.reasoning_tokens),
+            (13, 5, 0)
+        );
+        let responses: TokenUsage = serde_json::from_str(
+            r#"{"input_tokens":7,"output_tokens":3,"total_tokens":10,
+            "output_tokens_details":{"reasoning_tokens":2}}"#,
+        )
+        .expect("usage");
+        assert_eq!(
+            (
+                responses.prompt_tokens,
+                responses.completion_tokens,
+                responses.reasoning_tokens
+            ),
+            (7, 3, 2)
+        );
+        let written = serde_json::to_value(TokenUsage::new(1, 2)).expect("json");
+        assert_eq!(
+            written,
+            serde_json::json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
+        );
     }
 
     #[test]

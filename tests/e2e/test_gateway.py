@@ -48,7 +48,7 @@ def test_chat_streaming_embeddings_models_and_usage(gateway):
     expected = {k: v for k, v in gateway.mock_stats().items()}
     wait_until(lambda: gateway.usage()["requests"] == expected["requests"], what="usage shipped")
     totals = gateway.usage()
-    assert totals == expected
+    assert {k: totals[k] for k in expected} == expected
     assert gateway.usage(model="gpt-test")["requests"] == 4
     assert gateway.usage(model="other")["requests"] == 0
     key_id = gateway.admin("GET", "/keys", expect=200).json()[0]["id"]

@@ -43,7 +43,7 @@ impl Admin {
     // ---- providers
 
     pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
-        validate::provider(&spec)?;
+        validate::provider(&spec, false)?;
         let stored = self.stored_provider(&spec)?;
         self.store.insert_provider(&stored).await?;
         self.refresher.refresh_now();
@@ -52,7 +52,12 @@ impl Admin {
 
     pub async fn update_provider(&self, name: &str, mut spec: ProviderSpec) -> Result<Provider> {
         spec.name = path_name(name, &spec.name, "name")?;
-        validate::provider(&spec)?;
+        let has_secret_key = self
+            .store
+            .get_provider(&spec.name)
+            .await?
+            .is_some_and(|p| p.secret_key_encrypted.is_some());
+        validate::provider(&spec, has_secret_key)?;
         let stored = self.stored_provider(&spec)?;
         if !self.store.update_provider(&stored).await? {
             return Err(Error::NotFound(format!("provider {name:?}")));
@@ -69,6 +74,10 @@ impl Admin {
             base_url: normalise_base_url(&spec.base_url),
             api_key_encrypted: spec
                 .api_key
+                .as_ref()
+                .map(|k| self.cipher.encrypt_to_string(k.expose())),
+            secret_key_encrypted: spec
+                .secret_key
                 .as_ref()
                 .map(|k| self.cipher.encrypt_to_string(k.expose())),
             settings: settings_json(&spec.settings)?,
@@ -419,6 +428,7 @@ fn provider_view(row: crate::store::ProviderRow) -> Result<Provider> {
             .map_err(|e| Error::Internal(format!("stored provider {:?}: {e}", row.name)))?,
         settings: serde_json::from_str(&row.settings).unwrap_or_default(),
         has_api_key: row.api_key_encrypted.is_some(),
+        has_secret_key: row.secret_key_encrypted.is_some(),
         name: row.name,
         base_url: row.base_url,
         created_at: ms_to_rfc3339(row.created_at),

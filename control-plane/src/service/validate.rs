@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{ProviderSpec, Route};
+use shared::provider_kind::{ProviderApi, ProviderKind};
 
 const MAX_NAME_LEN: usize = 128;
 const MAX_WEIGHT: u32 = 1_000_000;
@@ -52,16 +53,72 @@ pub fn email(value: &str) -> Result<()> {
     }
 }
 
-pub fn provider(spec: &ProviderSpec) -> Result<()> {
+/// `has_secret_key`: whether the stored provider (on update) already has one.
+pub fn provider(spec: &ProviderSpec, has_secret_key: bool) -> Result<()> {
     identifier("name", &spec.name)?;
     if spec.name.contains('/') {
         return Err(Error::invalid("name: a provider name may not contain '/'"));
     }
     base_url(&spec.base_url)?;
-    if let Some(key) = &spec.api_key {
-        if key.expose().is_empty() || key.expose().chars().any(char::is_control) {
-            return Err(Error::invalid("api_key: must be non-empty printable text"));
+    for (field, value) in [("api_key", &spec.api_key), ("secret_key", &spec.secret_key)] {
+        if let Some(key) = value {
+            if key.expose().is_empty() || key.expose().chars().any(char::is_control) {
+                return Err(Error::invalid(format!(
+                    "{field}: must be non-empty printable text"
+                )));
+            }
         }
+    }
+    provider_settings(spec, has_secret_key)
+}
+
+/// Each kind names the settings it reads; anything else is a typo to report,
+/// not a value to ignore.
+fn provider_settings(spec: &ProviderSpec, has_secret_key: bool) -> Result<()> {
+    let kind = spec.kind;
+    let api = match spec.settings.get("api") {
+        Some(api) if kind.has_two_apis() => api.parse::<ProviderApi>().map_err(Error::invalid)?,
+        _ => ProviderApi::default(),
+    };
+    let wanted = kind.settings(api);
+    for name in spec.settings.keys() {
+        if !wanted.allowed.contains(&name.as_str()) {
+            let allowed = match wanted.allowed {
+                [] => "none".to_owned(),
+                names => names.join(", "),
+            };
+            return Err(Error::invalid(format!(
+                "settings.{name}: not a setting of kind {kind}{}; it reads: {allowed}",
+                if kind.has_two_apis() {
+                    " with this api"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    for name in wanted.required {
+        if spec.settings.get(*name).is_none_or(|v| v.trim().is_empty()) {
+            return Err(Error::invalid(format!(
+                "settings.{name}: required for kind {kind}"
+            )));
+        }
+    }
+    if let Some(tokens) = spec.settings.get("default_max_tokens") {
+        if tokens.parse::<u32>().map_or(true, |n| n == 0) {
+            return Err(Error::invalid(
+                "settings.default_max_tokens: must be a positive integer",
+            ));
+        }
+    }
+    if wanted.needs_secret_key && spec.secret_key.is_none() && !has_secret_key {
+        return Err(Error::invalid(format!(
+            "secret_key: required for kind {kind} with api \"native\" ({})",
+            match kind {
+                ProviderKind::Qianfan => "the Secret Key; api_key is the API Key",
+                _ => "the SecretKey; settings.secret_id is the SecretId",
+            }
+        )));
     }
     Ok(())
 }
@@ -134,6 +191,60 @@ mod tests {
             .starts_with("targets[0].weight"));
         r.targets = vec![target(3)];
         assert!(route(&r).is_ok());
+    }
+
+    fn spec(kind: ProviderKind, settings: &[(&str, &str)]) -> ProviderSpec {
+        ProviderSpec {
+            name: "p".into(),
+            kind,
+            base_url: "https://example.com".into(),
+            api_key: None,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            secret_key: None,
+        }
+    }
+
+    fn refusal(spec: &ProviderSpec) -> String {
+        provider(spec, false).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn provider_settings_are_named_per_kind() {
+        assert!(refusal(&spec(ProviderKind::AzureOpenai, &[])).starts_with("settings.api_version"));
+        assert!(provider(
+            &spec(ProviderKind::AzureOpenai, &[("api_version", "2024-10-21")]),
+            false
+        )
+        .is_ok());
+        assert!(
+            refusal(&spec(ProviderKind::Openai, &[("api_version", "x")]))
+                .starts_with("settings.api_version: not a setting of kind openai")
+        );
+        assert!(
+            refusal(&spec(ProviderKind::Ollama, &[("api", "grpc")])).starts_with("settings.api")
+        );
+        let hunyuan = spec(ProviderKind::Hunyuan, &[("api", "native")]);
+        assert!(refusal(&hunyuan).starts_with("settings.secret_id"));
+        let hunyuan = spec(
+            ProviderKind::Hunyuan,
+            &[("api", "native"), ("secret_id", "AKID")],
+        );
+        assert!(refusal(&hunyuan).starts_with("secret_key"));
+        assert!(
+            provider(&hunyuan, true).is_ok(),
+            "an update keeps the stored secret"
+        );
+        assert!(
+            refusal(&spec(ProviderKind::Qianfan, &[("api", "native")])).starts_with("secret_key")
+        );
+        assert!(refusal(&spec(
+            ProviderKind::Anthropic,
+            &[("default_max_tokens", "0")]
+        ))
+        .starts_with("settings.default_max_tokens"));
     }
 
     #[test]

@@ -115,21 +115,24 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         .providers
         .into_iter()
         .map(|p| {
-            let api_key = match &p.api_key_encrypted {
+            let decrypt = |sealed: &Option<String>| match sealed {
                 Some(sealed) => cipher.decrypt_string(sealed).map_err(|_| {
                     Error::Internal(format!(
                         "credential of provider {:?} cannot be decrypted: is --secret-key the one it was stored with?",
                         p.name
                     ))
-                })?,
-                None => String::new(),
+                }),
+                None => Ok(String::new()),
             };
+            let api_key = decrypt(&p.api_key_encrypted)?;
+            let secret_key = decrypt(&p.secret_key_encrypted)?;
             Ok(proto::SnapshotProvider {
                 settings: serde_json::from_str(&p.settings).unwrap_or_default(),
                 name: p.name,
                 kind: p.kind,
                 base_url: p.base_url,
                 api_key,
+                secret_key,
             })
         })
         .collect::<Result<Vec<_>>>()?;

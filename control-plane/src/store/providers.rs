@@ -9,18 +9,20 @@ pub struct StoredProvider {
     pub kind: String,
     pub base_url: String,
     pub api_key_encrypted: Option<String>,
+    pub secret_key_encrypted: Option<String>,
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "name, kind, base_url, api_key_encrypted, settings, created_at, updated_at";
+const COLUMNS: &str =
+    "name, kind, base_url, api_key_encrypted, settings, created_at, updated_at, secret_key_encrypted";
 
 impl Store {
     pub async fn insert_provider(&self, p: &StoredProvider) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO providers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO providers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(&p.name)
         .bind(&p.kind)
@@ -29,19 +31,20 @@ impl Store {
         .bind(&p.settings)
         .bind(p.created_at)
         .bind(p.updated_at)
+        .bind(&p.secret_key_encrypted)
         .execute(&mut *tx)
         .await
         .map_err(already_exists(format!("provider {:?}", p.name)))?;
         Self::commit_config_change(tx).await
     }
 
-    /// Replaces kind, base URL and settings; the credential only when one is given.
+    /// Replaces kind, base URL and settings; each credential only when one is given.
     pub async fn update_provider(&self, p: &StoredProvider) -> Result<bool> {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE providers SET kind = $2, base_url = $3, \
-             api_key_encrypted = COALESCE($4, api_key_encrypted), settings = $5, updated_at = $6 \
-             WHERE name = $1",
+             api_key_encrypted = COALESCE($4, api_key_encrypted), settings = $5, updated_at = $6, \
+             secret_key_encrypted = COALESCE($7, secret_key_encrypted) WHERE name = $1",
         )
         .bind(&p.name)
         .bind(&p.kind)
@@ -49,6 +52,7 @@ impl Store {
         .bind(&p.api_key_encrypted)
         .bind(&p.settings)
         .bind(now_ms())
+        .bind(&p.secret_key_encrypted)
         .execute(&mut *tx)
         .await?
         .rows_affected()

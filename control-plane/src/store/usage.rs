@@ -22,10 +22,12 @@ struct TotalsRecord {
     prompt_tokens: i64,
     completion_tokens: i64,
     total_tokens: i64,
+    cached_tokens: i64,
+    reasoning_tokens: i64,
 }
 
-const USAGE_COLUMNS: usize = 17;
-/// 500 rows are 8,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 19;
+/// 500 rows are 9,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -34,7 +36,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
-         latency_ms, status, streamed, created_at, received_at) VALUES ",
+         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -80,6 +82,8 @@ impl Store {
                     .bind(r.tokens.prompt_tokens)
                     .bind(r.tokens.completion_tokens)
                     .bind(r.tokens.total_tokens)
+                    .bind(r.tokens.cached_tokens)
+                    .bind(r.tokens.reasoning_tokens)
                     .bind(r.latency_ms)
                     .bind(i64::from(r.status))
                     .bind(i64::from(r.streamed))
@@ -98,7 +102,9 @@ impl Store {
             "SELECT COUNT(*) AS requests, \
              CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
              CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
-             CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens \
+             CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, \
+             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+             CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens \
              FROM usage_records WHERE \
              ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
              ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
@@ -117,6 +123,8 @@ impl Store {
             prompt_tokens: record.prompt_tokens,
             completion_tokens: record.completion_tokens,
             total_tokens: record.total_tokens,
+            cached_tokens: record.cached_tokens,
+            reasoning_tokens: record.reasoning_tokens,
         })
     }
 }

@@ -1,11 +1,19 @@
 //! The HTTP surface, and the one place the request path is assembled:
 //! auth -> ingress (body) -> limits -> router -> provider -> usage.
+//!
+//! Two ways through the provider step: OpenAI-format requests to providers
+//! that speak OpenAI's format are spliced and relayed byte for byte; every
+//! other pairing is translated through `chat`'s typed OpenAI form.
 
+mod anthropic;
 mod models;
 mod request;
 
+use crate::chat::stream::{replay, Egress, OpenAiEgress, TranslatedStream};
+use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
-use crate::runtime::Live;
+use crate::providers::{provider_error, UpstreamCall, UpstreamResponse};
+use crate::runtime::{KeyEntry, Live, Provider};
 use crate::streaming::SseRelay;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
 use crate::{auth, providers, router};
@@ -15,10 +23,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
+use shared::provider_kind::ProviderKind;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -33,9 +45,15 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let endpoint = |endpoint: Endpoint| {
+        post(move |State(state): State<AppState>, request: Request| proxy(state, endpoint, request))
+    };
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", endpoint(Endpoint::ChatCompletions))
+        .route("/v1/embeddings", endpoint(Endpoint::Embeddings))
+        .route("/v1/completions", endpoint(Endpoint::Completions))
+        .route("/v1/responses", endpoint(Endpoint::Responses))
+        .route("/v1/messages", endpoint(Endpoint::Messages))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/healthz", get(|| async { "ok" }))
@@ -62,12 +80,14 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
-    proxy(state, Endpoint::ChatCompletions, request).await
-}
-
-async fn embeddings(State(state): State<AppState>, request: Request) -> Response {
-    proxy(state, Endpoint::Embeddings, request).await
+/// The path an OpenAI-format provider serves an endpoint at, below its base URL.
+fn openai_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
+        Endpoint::Embeddings => "/embeddings",
+        Endpoint::Completions => "/completions",
+        Endpoint::Responses => "/responses",
+    }
 }
 
 async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
@@ -75,14 +95,18 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
     let span = tracing::info_span!(
         "request",
         endpoint = endpoint.as_str(),
-        model = tracing::field::Empty
+        model = tracing::field::Empty,
+        provider = tracing::field::Empty
     );
     let response = handle(state, endpoint, request, started)
         .instrument(span)
         .await
         .unwrap_or_else(|error| {
             metrics::counter!("switchboard_request_errors_total", "code" => error.type_and_code().1).increment(1);
-            error.into_response()
+            match endpoint {
+                Endpoint::Messages => anthropic::error_response(error),
+                _ => error.into_response(),
+            }
         });
     metrics::counter!(
         "switchboard_requests_total",
@@ -93,6 +117,13 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
     metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint.as_str())
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// What the router chose for a request, and the usage record it will end in.
+struct Routed {
+    provider: Arc<Provider>,
+    upstream_model: String,
+    draft: UsageDraft,
 }
 
 async fn handle(
@@ -109,15 +140,100 @@ async fn handle(
 
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
-    let mut request = ProxyRequest::parse(endpoint, body)?;
-    tracing::Span::current().record("model", request.model.as_str());
+    if endpoint == Endpoint::Messages {
+        let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
+        let public_model = chat.model.clone();
+        let routed = route(
+            &state,
+            &runtime,
+            &key,
+            endpoint,
+            &chat.model,
+            chat.stream,
+            started,
+        )?;
+        drop(runtime);
+        return translated_chat(&state, routed, chat, Format::Anthropic(public_model)).await;
+    }
+    let request = ProxyRequest::parse(endpoint, body)?;
 
     // limits: rate limits, quotas and budgets arrive with their own issue.
 
     // router
-    let target = router::select(&runtime, &key, &request.model)?;
-    let provider = target.provider.clone();
-    let upstream_body = request.upstream_body(&target.upstream_model);
+    let routed = route(
+        &state,
+        &runtime,
+        &key,
+        endpoint,
+        &request.model,
+        request.stream,
+        started,
+    )?;
+    drop(runtime);
+
+    // provider: OpenAI's format passes through; any other is translated.
+    let kind = routed.provider.adapter.kind();
+    if matches!(endpoint, Endpoint::Completions | Endpoint::Responses)
+        && !matches!(
+            kind,
+            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible
+        )
+    {
+        let error = GatewayError::bad_request(
+            format!("/v1/{} is served only by providers of kind openai, azure_openai and openai_compatible; this model's provider is {kind}.", openai_path(endpoint).trim_start_matches('/')),
+            Some("model"),
+        );
+        routed
+            .draft
+            .finish(error.status().as_u16(), TokenUsage::default());
+        return Err(error);
+    }
+    if endpoint == Endpoint::Embeddings && !kind.offers_embeddings() {
+        let error = GatewayError::bad_request(
+            format!("Provider kind {kind} offers no embeddings."),
+            Some("model"),
+        );
+        routed
+            .draft
+            .finish(error.status().as_u16(), TokenUsage::default());
+        return Err(error);
+    }
+    let body = request.upstream_body(&routed.upstream_model);
+    if let Some(call) =
+        routed
+            .provider
+            .adapter
+            .passthrough(openai_path(endpoint), &routed.upstream_model, body)
+    {
+        // The Responses API's usage event is the client's own: never hidden.
+        let hide_usage =
+            request.stream && !request.client_wants_usage && endpoint != Endpoint::Responses;
+        return relay(&state, routed, call, request.stream, hide_usage, started).await;
+    }
+    match endpoint {
+        Endpoint::Embeddings => {
+            translated_embeddings(&state, routed, EmbeddingsRequest::parse(request.body())?).await
+        }
+        _ => {
+            let chat = ChatRequest::parse(request.body())?;
+            let include_usage = chat.wants_usage();
+            translated_chat(&state, routed, chat, Format::OpenAi { include_usage }).await
+        }
+    }
+}
+
+fn route(
+    state: &AppState,
+    runtime: &crate::runtime::Runtime,
+    key: &KeyEntry,
+    endpoint: Endpoint,
+    model: &str,
+    stream: bool,
+    started: Instant,
+) -> Result<Routed, GatewayError> {
+    tracing::Span::current().record("model", model);
+    let target = router::select(runtime, key, model)?;
+    tracing::Span::current().record("provider", target.provider.name.as_str());
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -126,76 +242,254 @@ async fn handle(
             key_id: key.id.clone(),
             user_id: key.user_id.clone(),
             team_id: key.team_id.clone(),
-            model: std::mem::take(&mut request.model),
-            provider: provider.name.clone(),
+            model: model.to_owned(),
+            provider: target.provider.name.clone(),
             upstream_model: target.upstream_model.clone(),
             endpoint: endpoint.as_str().to_owned(),
             tokens: TokenUsage::default(),
             latency_ms: 0,
             status: 0,
-            streamed: request.stream,
+            streamed: stream,
             created_at_ms: shared::time::now_ms(),
         },
     };
-    drop(runtime);
+    Ok(Routed {
+        provider: target.provider.clone(),
+        upstream_model: target.upstream_model.clone(),
+        draft,
+    })
+}
 
-    // provider
-    let upstream = match providers::send(
-        &state.http,
-        &provider,
-        endpoint,
-        upstream_body,
-        state.upstream_timeout,
-    )
-    .await
-    {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            // usage: failed requests are recorded too, with no tokens.
+/// Runs a step of the call; a failure is recorded (with no tokens) before it
+/// is returned, so failed requests are counted too.
+fn recorded<T>(
+    draft: &mut Option<UsageDraft>,
+    result: Result<T, GatewayError>,
+) -> Result<T, GatewayError> {
+    result.inspect_err(|error| {
+        if let Some(draft) = draft.take() {
             draft.finish(error.status().as_u16(), TokenUsage::default());
-            return Err(error);
         }
-    };
+    })
+}
 
-    // usage: from the stream's usage chunk, or the body's usage object.
-    if request.stream {
-        let relay = SseRelay::new(
-            http_body_util::BodyDataStream::new(upstream.into_body()),
-            !request.client_wants_usage,
-            provider.name.clone(),
-            draft,
-        );
-        let mut response = Response::new(Body::from_stream(relay));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        return Ok(response);
-    }
+async fn send(
+    state: &AppState,
+    routed: &mut Option<UsageDraft>,
+    provider: &Provider,
+    call: UpstreamCall,
+) -> Result<UpstreamResponse, GatewayError> {
+    let sent = providers::send(&state.http, provider, call, state.upstream_timeout).await;
+    recorded(routed, sent)
+}
+
+/// A whole answer, within what is left of the request's time.
+async fn read_answer(
+    state: &AppState,
+    provider: &Provider,
+    upstream: UpstreamResponse,
+    started: Instant,
+) -> Result<Bytes, GatewayError> {
     let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
-    let body = match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(error)) => {
-            let error = providers::unreachable(&provider.name, &error);
-            draft.finish(error.status().as_u16(), TokenUsage::default());
-            return Err(error);
-        }
-        Err(_) => {
-            let error = GatewayError::UpstreamTimeout(provider.name.clone());
-            draft.finish(error.status().as_u16(), TokenUsage::default());
-            return Err(error);
-        }
-    };
-    draft.finish(200, request::usage_of(&body));
-    let mut response = Response::new(Body::from(body));
+    match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(error)) => Err(providers::unreachable(&provider.name, &error)),
+        Err(_) => Err(GatewayError::UpstreamTimeout(provider.name.clone())),
+    }
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn json_response(body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
+}
+
+/// The passthrough: the provider's bytes go to the client as they came.
+async fn relay(
+    state: &AppState,
+    routed: Routed,
+    call: UpstreamCall,
+    stream: bool,
+    hide_usage: bool,
+    started: Instant,
+) -> Result<Response, GatewayError> {
+    let Routed {
+        provider, draft, ..
+    } = routed;
+    let mut draft = Some(draft);
+    let upstream = send(state, &mut draft, &provider, call).await?;
+    let Some(draft) = draft else {
+        return Err(GatewayError::UpstreamInvalid(provider.name.clone()));
+    };
+    // usage: from the stream's usage chunk, or the body's usage object.
+    if stream {
+        let relay = SseRelay::new(
+            http_body_util::BodyDataStream::new(upstream.into_body()),
+            hide_usage,
+            provider.name.clone(),
+            draft,
+        );
+        return Ok(sse_response(Body::from_stream(relay)));
+    }
+    let mut draft = Some(draft);
+    let body = recorded(
+        &mut draft,
+        read_answer(state, &provider, upstream, started).await,
+    )?;
+    if let Some(draft) = draft {
+        draft.finish(200, request::usage_of(&body));
+    }
+    Ok(json_response(body))
+}
+
+/// Which format a translated answer goes back in.
+enum Format {
+    OpenAi {
+        include_usage: bool,
+    },
+    /// Anthropic's, naming the model the client asked for.
+    Anthropic(String),
+}
+
+impl Format {
+    fn egress(&self) -> Box<dyn Egress> {
+        match self {
+            Format::OpenAi { include_usage } => Box::new(OpenAiEgress::new(*include_usage)),
+            Format::Anthropic(model) => Box::new(anthropic::AnthropicEgress::new(model.clone())),
+        }
+    }
+}
+
+/// A chat request through an adapter that translates it.
+async fn translated_chat(
+    state: &AppState,
+    routed: Routed,
+    chat: ChatRequest,
+    format: Format,
+) -> Result<Response, GatewayError> {
+    let Routed {
+        provider,
+        upstream_model: model,
+        draft,
+    } = routed;
+    let started = draft.started;
+    let mut draft = Some(draft);
+    let adapter = &provider.adapter;
+    if let Some(prepare) = adapter.prepare(&state.http, state.upstream_timeout) {
+        recorded(
+            &mut draft,
+            prepare.await.map_err(|e| provider_error(&provider.name, e)),
+        )?;
+    }
+    let call = recorded(&mut draft, adapter.chat_request(&model, &chat))?;
+    let upstream = send(state, &mut draft, &provider, call).await?;
+    let is_json = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if chat.stream && !is_json {
+        let Some(draft) = draft.take() else {
+            return Err(GatewayError::UpstreamInvalid(provider.name.clone()));
+        };
+        let mut stream = TranslatedStream::new(
+            http_body_util::BodyDataStream::new(upstream.into_body()),
+            adapter.stream_decoder(&model),
+            format.egress(),
+            provider.name.clone(),
+            draft,
+        );
+        // Errors some providers put at the head of a 200 stream become HTTP errors.
+        let first = stream.next().await;
+        if let Some(error) = stream.take_early_failure() {
+            return Err(error);
+        }
+        return Ok(sse_response(Body::from_stream(
+            futures_util::stream::iter(first).chain(stream),
+        )));
+    }
+    // A whole answer; also how Baidu and Tencent answer a stream request that failed.
+    let body = recorded(
+        &mut draft,
+        read_answer(state, &provider, upstream, started).await,
+    )?;
+    let completion = recorded(
+        &mut draft,
+        adapter
+            .chat_response(&model, &body)
+            .map_err(|e| provider_error(&provider.name, e)),
+    )?;
+    let usage = completion.usage.unwrap_or_default();
+    if let Some(draft) = draft {
+        draft.finish(200, usage);
+    }
+    if chat.stream {
+        let mut egress = format.egress();
+        let mut out = BytesMut::new();
+        for chunk in replay(&completion) {
+            egress.chunk(chunk, &mut out);
+        }
+        egress.end(completion.usage, &mut out);
+        return Ok(sse_response(Body::from(out.freeze())));
+    }
+    let body = match format {
+        Format::OpenAi { .. } => serde_json::to_vec(&completion),
+        Format::Anthropic(model) => serde_json::to_vec(&anthropic::render(completion, &model)),
+    }
+    .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
+    Ok(json_response(body))
+}
+
+async fn translated_embeddings(
+    state: &AppState,
+    routed: Routed,
+    request: EmbeddingsRequest,
+) -> Result<Response, GatewayError> {
+    let Routed {
+        provider,
+        upstream_model: model,
+        draft,
+    } = routed;
+    let started = draft.started;
+    let mut draft = Some(draft);
+    let adapter = &provider.adapter;
+    if let Some(prepare) = adapter.prepare(&state.http, state.upstream_timeout) {
+        recorded(
+            &mut draft,
+            prepare.await.map_err(|e| provider_error(&provider.name, e)),
+        )?;
+    }
+    let call = recorded(&mut draft, adapter.embeddings_request(&model, &request))?;
+    let upstream = send(state, &mut draft, &provider, call).await?;
+    let body = recorded(
+        &mut draft,
+        read_answer(state, &provider, upstream, started).await,
+    )?;
+    let (vectors, usage) = recorded(
+        &mut draft,
+        adapter
+            .embeddings_response(&body)
+            .map_err(|e| provider_error(&provider.name, e)),
+    )?;
+    if let Some(draft) = draft {
+        draft.finish(200, usage);
+    }
+    Ok(json_response(request.answer(vectors, usage).to_string()))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub struct ProxyRequest {
     pub stream: bool,
     /// Whether the client itself asked for `stream_options.include_usage`.
     pub client_wants_usage: bool,
+    ask_stream_usage: bool,
     body: Bytes,
     /// Where the `model` value and the `stream_options` value sit in `body`.
     model_span: Range<usize>,
@@ -50,6 +51,8 @@ struct Fields<'a> {
     messages: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     input: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    prompt: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -124,6 +127,14 @@ impl ProxyRequest {
                     ))
                 }
             },
+            Endpoint::Completions => required_text_or_array(fields.prompt, "prompt")?,
+            Endpoint::Responses => required_text_or_array(fields.input, "input")?,
+            Endpoint::Messages => {
+                return Err(GatewayError::bad_request(
+                    "Anthropic messages are not an OpenAI request.",
+                    None,
+                ))
+            }
             Endpoint::Embeddings => {
                 if stream {
                     return Err(GatewayError::bad_request(
@@ -131,21 +142,7 @@ impl ProxyRequest {
                         Some("stream"),
                     ));
                 }
-                match fields.input.map(json_kind) {
-                    Some(JsonKind::String | JsonKind::Array { .. }) => {}
-                    Some(_) => {
-                        return Err(GatewayError::bad_request(
-                            "'input' must be a string or an array.",
-                            Some("input"),
-                        ))
-                    }
-                    None => {
-                        return Err(GatewayError::bad_request(
-                            "Missing required parameter: 'input'.",
-                            Some("input"),
-                        ))
-                    }
-                }
+                required_text_or_array(fields.input, "input")?;
             }
         }
         let client_wants_usage = match fields.stream_options.map(|raw| (raw, json_kind(raw))) {
@@ -175,6 +172,8 @@ impl ProxyRequest {
         let model_span = span_in(&body, raw_model);
         let stream_options_span = fields.stream_options.map(|raw| span_in(&body, raw));
         Ok(Self {
+            // The Responses API reports usage in its final event unasked.
+            ask_stream_usage: endpoint != Endpoint::Responses,
             model,
             stream,
             client_wants_usage,
@@ -182,6 +181,11 @@ impl ProxyRequest {
             stream_options_span,
             body,
         })
+    }
+
+    /// The client's bytes as they came.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// The body for the provider: the client's bytes with the upstream model
@@ -193,7 +197,7 @@ impl ProxyRequest {
         if self.body[self.model_span.clone()] != model[..] {
             edits.push((self.model_span.clone(), model));
         }
-        if self.stream && !self.client_wants_usage {
+        if self.stream && self.ask_stream_usage && !self.client_wants_usage {
             match &self.stream_options_span {
                 Some(span) => edits.push((span.clone(), self.stream_options_with_usage(span))),
                 None => {
@@ -231,6 +235,23 @@ impl ProxyRequest {
             serde_json::from_slice(&self.body[span.clone()]).unwrap_or_default();
         options.insert("include_usage".into(), Value::Bool(true));
         serde_json::to_vec(&options).unwrap_or_else(|_| br#"{"include_usage":true}"#.to_vec())
+    }
+}
+
+fn required_text_or_array(
+    value: Option<&RawValue>,
+    name: &'static str,
+) -> Result<(), GatewayError> {
+    match value.map(json_kind) {
+        Some(JsonKind::String | JsonKind::Array { .. }) => Ok(()),
+        Some(_) => Err(GatewayError::bad_request(
+            format!("'{name}' must be a string or an array."),
+            Some(name),
+        )),
+        None => Err(GatewayError::bad_request(
+            format!("Missing required parameter: '{name}'."),
+            Some(name),
+        )),
     }
 }
 
@@ -392,14 +413,7 @@ mod tests {
     fn reads_usage_of_answers() {
         let body =
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        assert_eq!(
-            usage_of(body),
-            TokenUsage {
-                prompt_tokens: 3,
-                completion_tokens: 4,
-                total_tokens: 7
-            }
-        );
+        assert_eq!(usage_of(body), TokenUsage::new(3, 4));
         assert_eq!(usage_of(b"{}"), TokenUsage::default());
     }
 }

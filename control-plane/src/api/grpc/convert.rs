@@ -20,6 +20,7 @@ impl TryFrom<pb::ProviderSpec> for model::ProviderSpec {
             name: p.name,
             base_url: p.base_url,
             api_key: p.api_key.map(Credential::new),
+            secret_key: p.secret_key.map(Credential::new),
             settings: p.settings.into_iter().collect(),
         })
     }
@@ -32,6 +33,7 @@ impl From<model::Provider> for pb::Provider {
             kind: p.kind.to_string(),
             base_url: p.base_url,
             has_api_key: p.has_api_key,
+            has_secret_key: p.has_secret_key,
             settings: p.settings.into_iter().collect(),
             created_at: p.created_at,
             updated_at: p.updated_at,
@@ -164,6 +166,8 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             prompt_tokens: t.prompt_tokens,
             completion_tokens: t.completion_tokens,
             total_tokens: t.total_tokens,
+            cached_tokens: t.cached_tokens,
+            reasoning_tokens: t.reasoning_tokens,
         }
     }
 }

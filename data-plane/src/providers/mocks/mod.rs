@@ -1,0 +1,290 @@
+//! Mock provider servers, one per wire format, for tests on loopback. Each
+//! reproduces its provider as `../shared/reference/provider-wire-formats.md`
+//! describes it: paths, auth or signing checks, JSON shapes, stream framing
+//! and ending, where usage appears, error bodies and statuses. They refuse
+//! what the real provider refuses.
+//!
+//! They share one deterministic "model": it echoes the last user message,
+//! calls the first tool when asked about the weather, reports tool results,
+//! counts images, and fails on command: a user message containing
+//! `FAIL <what>` (429, 529, 503, 401, 500, context, filter, midstream) gets
+//! that failure in the provider's own format. Tokens are words in and words
+//! out; everything billed is summed at `GET /_mock/stats`, and the last
+//! request (path, headers, body) is at `GET /_mock/last`.
+
+// Handlers answer refusals as ready responses; their size does not matter here.
+#![allow(clippy::result_large_err)]
+
+mod anthropic;
+mod dashscope;
+mod gemini;
+mod hunyuan;
+mod ollama;
+pub mod openai;
+mod qianfan;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use shared::provider_kind::{ProviderApi, ProviderKind};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a mock checks its callers against.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    pub kind: ProviderKind,
+    pub api: ProviderApi,
+    pub api_key: String,
+    /// Baidu v1 Secret Key, Tencent SecretKey.
+    pub secret_key: String,
+    /// Tencent SecretId.
+    pub secret_id: String,
+    /// Gap between streamed events, so arrival can be observed.
+    pub chunk_gap: Duration,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    requests: AtomicI64,
+    prompt_tokens: AtomicI64,
+    completion_tokens: AtomicI64,
+    last: Mutex<Value>,
+    /// Access tokens handed out by a token exchange (Baidu v1).
+    pub tokens: Mutex<Vec<String>>,
+}
+
+pub struct Mock {
+    pub config: MockConfig,
+    pub stats: Stats,
+}
+
+pub type Shared = State<Arc<Mock>>;
+
+impl Mock {
+    /// What the mock reports as usage is what it bills.
+    pub fn bill(&self, usage: Usage) {
+        self.stats
+            .prompt_tokens
+            .fetch_add(usage.prompt, Ordering::Relaxed);
+        self.stats
+            .completion_tokens
+            .fetch_add(usage.completion, Ordering::Relaxed);
+    }
+
+    /// Keeps the request for `/_mock/last`, where tests check the translation.
+    pub fn saw(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let headers: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or_default())))
+            .collect();
+        let body = serde_json::from_slice::<Value>(body)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));
+        if let Ok(mut last) = self.stats.last.lock() {
+            *last = json!({"uri": uri.to_string(), "headers": headers, "body": body});
+        }
+    }
+}
+
+/// The router for one provider API.
+pub fn router(config: MockConfig) -> Router {
+    let mock = Arc::new(Mock {
+        config: config.clone(),
+        stats: Stats::default(),
+    });
+    let api = match (config.kind, config.api) {
+        (ProviderKind::Anthropic, _) => anthropic::routes(),
+        (ProviderKind::Gemini, _) => gemini::routes(),
+        (ProviderKind::Qianfan, ProviderApi::Native) => qianfan::routes(),
+        (ProviderKind::Dashscope, ProviderApi::Native) => dashscope::routes(),
+        (ProviderKind::Hunyuan, ProviderApi::Native) => hunyuan::routes(),
+        (ProviderKind::Ollama, ProviderApi::Native) => ollama::routes(),
+        (kind, _) => openai::routes(kind),
+    };
+    api.route("/_mock/stats", get(stats))
+        .route("/_mock/last", get(last))
+        .with_state(mock)
+}
+
+async fn stats(State(mock): Shared) -> Json<Value> {
+    let s = &mock.stats;
+    Json(json!({
+        "requests": s.requests.load(Ordering::Relaxed),
+        "prompt_tokens": s.prompt_tokens.load(Ordering::Relaxed),
+        "completion_tokens": s.completion_tokens.load(Ordering::Relaxed),
+        "token_exchanges": s.tokens.lock().map(|t| t.len()).unwrap_or_default(),
+    }))
+}
+
+async fn last(State(mock): Shared) -> Json<Value> {
+    Json(
+        mock.stats
+            .last
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+    )
+}
+
+// ---- the shared "model"
+
+/// A conversation as every mock reads it from its own request format.
+#[derive(Default)]
+pub struct Turn {
+    pub user_text: String,
+    pub tool_result: Option<String>,
+    pub tool_names: Vec<String>,
+    pub images: usize,
+    /// Words of every message, system prompt included.
+    pub prompt_words: i64,
+}
+
+impl Turn {
+    pub fn count(&mut self, text: &str) {
+        self.prompt_words += words(text);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    RateLimited,
+    Overloaded,
+    Unavailable,
+    Unauthorized,
+    Server,
+    ContextLength,
+    ContentFilter,
+    /// A stream that stops after its first words, without its ending.
+    MidStream,
+}
+
+pub enum Reply {
+    Text(String),
+    ToolCall { name: String, arguments: Value },
+    Fail(Failure),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub prompt: i64,
+    pub completion: i64,
+}
+
+pub fn words(text: &str) -> i64 {
+    text.split_whitespace().count() as i64
+}
+
+impl Reply {
+    pub fn to(turn: &Turn) -> Reply {
+        if let Some(what) = turn.user_text.split("FAIL ").nth(1) {
+            let what = what.split_whitespace().next().unwrap_or_default();
+            return Reply::Fail(match what {
+                "429" => Failure::RateLimited,
+                "529" => Failure::Overloaded,
+                "503" => Failure::Unavailable,
+                "401" => Failure::Unauthorized,
+                "context" => Failure::ContextLength,
+                "filter" => Failure::ContentFilter,
+                "midstream" => Failure::MidStream,
+                _ => Failure::Server,
+            });
+        }
+        if let Some(result) = &turn.tool_result {
+            return Reply::Text(format!("The tool answered: {result}"));
+        }
+        if let (Some(name), true) = (
+            turn.tool_names.first(),
+            turn.user_text.to_lowercase().contains("weather"),
+        ) {
+            return Reply::ToolCall {
+                name: name.clone(),
+                arguments: json!({"city": "Paris"}),
+            };
+        }
+        if turn.images > 0 {
+            return Reply::Text(format!("I see {} image(s).", turn.images));
+        }
+        Reply::Text(format!("Echo: {}", turn.user_text))
+    }
+
+    pub fn usage(&self, turn: &Turn) -> Usage {
+        Usage {
+            prompt: turn.prompt_words.max(1),
+            completion: match self {
+                Reply::Text(text) => words(text),
+                Reply::ToolCall { .. } => 5,
+                Reply::Fail(_) => 0,
+            },
+        }
+    }
+}
+
+/// The answer's text in stream increments: word by word, spaces kept.
+pub fn pieces(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, word) in text.split(' ').enumerate() {
+        out.push(if i == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        });
+    }
+    out
+}
+
+/// A streamed body: each item is written as its own chunk, `gap` apart.
+pub fn stream_body(items: Vec<Bytes>, gap: Duration) -> Body {
+    let stream = futures_util::stream::unfold(items.into_iter(), move |mut items| async move {
+        let item = items.next()?;
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        Some((Ok::<_, std::io::Error>(item), items))
+    });
+    Body::from_stream(stream)
+}
+
+/// A stream cut off mid-way: the connection drops without the ending.
+pub fn broken_body(items: Vec<Bytes>) -> Body {
+    let stream = futures_util::stream::iter(items.into_iter().map(Ok::<_, std::io::Error>)).chain(
+        futures_util::stream::once(async {
+            Err(std::io::Error::other("mock: connection cut mid-stream"))
+        }),
+    );
+    Body::from_stream(stream)
+}
+
+use futures_util::StreamExt;
+
+pub fn response(
+    status: axum::http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+pub fn json_response(status: axum::http::StatusCode, body: &Value) -> Response {
+    response(status, "application/json", body.to_string())
+}
+
+/// A header's value, or "".
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
