@@ -1,5 +1,5 @@
 """End-to-end fixtures: real binaries on loopback ports, a real database
-(SQLite file or a fresh PostgreSQL database), the mock OpenAI upstream, and
+(SQLite file or a fresh PostgreSQL database), a mock OpenAI-compatible upstream, and
 the official clients."""
 
 import os
@@ -84,7 +84,7 @@ class Gateway:
         self.grpc_port, self.cp_http_port, self.dp_port = free_port(), free_port(), free_port()
         self.state_dir = tmp / "dp-state"
         self.processes = []
-        self.mock = Process("mock-openai", ["--listen", "127.0.0.1:0", "--api-key", MOCK_KEY], tmp).start()
+        self.mock = Process("mock-provider", ["--kind", "openai_compatible", "--api-key", MOCK_KEY], tmp).start()
         line = self.mock.proc.stdout.readline().decode()
         self.mock_url = "http://" + line.strip().rsplit(" ", 1)[-1]
         self.processes.append(self.mock)
@@ -178,7 +178,9 @@ class Gateway:
         return key
 
     def mock_stats(self):
-        return httpx.get(self.mock_url + "/_mock/stats").json()
+        """What the mock billed: requests and tokens."""
+        stats = httpx.get(self.mock_url + "/_mock/stats").json()
+        return {k: stats[k] for k in ("requests", "prompt_tokens", "completion_tokens", "total_tokens")}
 
     def usage(self, **params):
         return self.admin("GET", "/usage", params=params, expect=200).json()

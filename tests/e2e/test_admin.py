@@ -52,11 +52,11 @@ def test_grpc_admin_with_reflection(gateway, grpc_stubs):
     gateway.wait_synced()
     reply = gateway.openai(created.secret).chat.completions.create(
         model="grpc-model", messages=[{"role": "user", "content": "over grpc"}])
-    assert reply.choices[0].message.content == "Mock answer to: over grpc"
+    assert reply.choices[0].message.content == "Echo: over grpc"
 
     wait_until(lambda: admin.GetUsage(pb.UsageQuery(user_id=user.id), metadata=auth).requests == 1, what="usage")
     totals = admin.GetUsage(pb.UsageQuery(team_id=team.id), metadata=auth)
-    assert (totals.prompt_tokens, totals.completion_tokens) == (2, 5)
+    assert (totals.prompt_tokens, totals.completion_tokens) == (2, 3)
 
     planes = admin.ListDataPlanes(pb.ListDataPlanesRequest(), metadata=auth)
     assert len(planes.data_planes) == 1 and planes.data_planes[0].applied_version == planes.current_version

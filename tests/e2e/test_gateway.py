@@ -19,15 +19,15 @@ def test_chat_streaming_embeddings_models_and_usage(gateway):
     reply = client.chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "say hello to the gateway"}]
     )
-    assert reply.choices[0].message.content == "Mock answer to: say hello to the gateway"
-    assert reply.usage.prompt_tokens == 5 and reply.usage.completion_tokens == 8
+    assert reply.choices[0].message.content == "Echo: say hello to the gateway"
+    assert reply.usage.prompt_tokens == 5 and reply.usage.completion_tokens == 6
 
     # Streaming without include_usage: no usage chunk reaches the client, yet usage is accounted.
     chunks = list(client.chat.completions.create(
         model="gpt-test", stream=True, messages=[{"role": "user", "content": "stream this please"}]
     ))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Mock answer to: stream this please"
+    assert text == "Echo: stream this please"
     assert all(c.choices for c in chunks), "a usage chunk the client did not ask for leaked"
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -36,7 +36,7 @@ def test_chat_streaming_embeddings_models_and_usage(gateway):
         model="gpt-test", stream=True, stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "count me"}],
     ))
-    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 2 + 5
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 2 + 3
 
     embedded = client.embeddings.create(model="gpt-test", input=["one two", "three"])
     assert len(embedded.data) == 2 and embedded.usage.prompt_tokens == 3
@@ -84,10 +84,10 @@ def test_stream_chunks_are_relayed_as_they_arrive(gateway, tmp_path):
 
 def test_errors_in_openai_format(gateway):
     key = gateway.setup_basic()
-    gateway.admin("POST", "/routes", {"model": "mock-429", "targets": [{"provider": "mock", "model": "mock-429"}]}, expect=201)
-    gateway.admin("POST", "/routes", {"model": "mock-garbage", "targets": [{"provider": "mock", "model": "mock-garbage"}]}, expect=201)
-    gateway.admin("POST", "/routes", {"model": "slow", "targets": [{"provider": "mock", "model": "mock-slow"}]}, expect=201)
-    gateway.admin("POST", "/routes", {"model": "broken", "targets": [{"provider": "mock", "model": "mock-broken-stream"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "mock-429", "targets": [{"provider": "mock", "model": "fail-429"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "mock-garbage", "targets": [{"provider": "mock", "model": "fail-garbage"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "slow", "targets": [{"provider": "mock", "model": "sleep-3000"}]}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "broken", "targets": [{"provider": "mock", "model": "fail-midstream"}]}, expect=201)
     gateway.admin("POST", "/providers", {"name": "dead", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x"}, expect=201)
     gateway.admin("POST", "/routes", {"model": "dead", "targets": [{"provider": "dead", "model": "x"}]}, expect=201)
     narrow = gateway.admin("POST", "/keys", {"name": "narrow", "models": ["gpt-test"]}, expect=201).json()["key"]

@@ -361,3 +361,50 @@ def test_provider_settings_are_validated_by_name(providers):
         assert response.json()["error"]["message"].startswith(field_name), response.text
     shown = providers.admin("GET", "/providers/hunyuan", expect=200).json()
     assert shown["has_secret_key"] is True and "secret_key" not in shown
+
+
+def test_mocks_refuse_what_the_providers_refuse(providers):
+    """The mocks are only as good as their checks: each refuses a request the
+    real provider would refuse, in the provider's own error format."""
+    url = providers.mock_urls
+    hi = [{"role": "user", "content": "hi"}]
+    no_version = httpx.post(url["anthropic"] + "/v1/messages", headers={"x-api-key": "sk-mock-upstream"},
+                            json={"model": "c", "max_tokens": 5, "messages": hi})
+    assert no_version.status_code == 400 and no_version.json()["error"]["type"] == "invalid_request_error"
+    no_max = httpx.post(url["anthropic"] + "/v1/messages", json={"model": "c", "messages": hi},
+                        headers={"x-api-key": "sk-mock-upstream", "anthropic-version": "2023-06-01"})
+    assert no_max.status_code == 400 and "max_tokens" in no_max.json()["error"]["message"]
+    system_role = httpx.post(url["anthropic"] + "/v1/messages", headers={"x-api-key": "sk-mock-upstream", "anthropic-version": "2023-06-01"},
+                             json={"model": "c", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]})
+    assert system_role.status_code == 400
+
+    bad_token = httpx.post(url["qianfan-v1"] + "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/completions?access_token=24.forged",
+                           json={"messages": hi})
+    assert bad_token.status_code == 200 and bad_token.json()["error_code"] == 110
+    bad_client = httpx.post(url["qianfan-v1"] + "/oauth/2.0/token?grant_type=client_credentials&client_id=x&client_secret=y")
+    assert bad_client.json()["error"] == "invalid_client"
+
+    body = b'{"Model":"hunyuan-lite","Messages":[{"Role":"user","Content":"hi"}]}'
+    import time
+    headers = {"content-type": "application/json", "x-tc-action": "ChatCompletions", "x-tc-version": "2023-09-01",
+               "x-tc-timestamp": str(int(time.time())),
+               "authorization": "TC3-HMAC-SHA256 Credential=AKIDmock/2026-01-01/hunyuan/tc3_request, SignedHeaders=content-type;host, Signature=00"}
+    forged = httpx.post(url["hunyuan"] + "/", content=body, headers=headers)
+    assert forged.status_code == 200 and forged.json()["Response"]["Error"]["Code"] == "AuthFailure.SignatureFailure"
+
+    gemini_key = httpx.post(url["gemini"] + "/v1beta/models/g:generateContent", headers={"x-goog-api-key": "wrong"},
+                            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert gemini_key.status_code == 400 and gemini_key.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    schema = httpx.post(url["gemini"] + "/v1beta/models/g:generateContent", headers={"x-goog-api-key": "sk-mock-upstream"},
+                        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": [{"functionDeclarations": [
+                            {"name": "f", "parameters": {"type": "object", "additionalProperties": False}}]}]})
+    assert schema.status_code == 400
+
+    top_p = httpx.post(url["dashscope"] + "/api/v1/services/aigc/text-generation/generation",
+                       headers={"authorization": "Bearer sk-mock-upstream", "x-dashscope-sse": "enable"},
+                       json={"model": "qwen", "input": {"messages": hi}, "parameters": {"top_p": 1.0}})
+    assert top_p.status_code == 200 and "event:error" in top_p.text and ":HTTP_STATUS/400" in top_p.text
+
+    azure = httpx.post(url["azure"] + "/openai/deployments/d/chat/completions", headers={"api-key": "sk-mock-upstream"},
+                       json={"messages": hi})
+    assert azure.status_code == 404, "api-version is required"

@@ -29,7 +29,7 @@ def test_outage_restart_and_exact_usage(gateway):
     gateway.cp.kill()
     for i in range(5):
         assert chat(client, f"during outage {i}").choices[0].message.content
-    assert stream(client) == "Mock answer to: stream on"
+    assert stream(client) == "Echo: stream on"
 
     # Restart the data plane while the control plane is still down: it serves
     # from the snapshot in its state dir, and keeps its unsent usage on disk.
@@ -38,7 +38,7 @@ def test_outage_restart_and_exact_usage(gateway):
     gateway.dp = gateway.start_data_plane()
     for i in range(5):
         chat(client, f"after restart {i}")
-    assert stream(client, "still streaming") == "Mock answer to: still streaming"
+    assert stream(client, "still streaming") == "Echo: still streaming"
 
     # The control plane returns: everything reaches it exactly once.
     gateway.cp = gateway.start_control_plane()

@@ -499,6 +499,8 @@ impl StreamDecoder for GeminiStream {
             self.finished = true;
         }
         for candidate in response.candidates {
+            // With candidateCount > 1, each candidate is its own choice.
+            let first = out.len();
             for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
                 match (part.text, part.function_call) {
                     (Some(t), _) if part.thought => out.push(self.builder.reasoning(t)),
@@ -522,6 +524,12 @@ impl StreamDecoder for GeminiStream {
             if let Some(reason) = candidate.finish_reason {
                 out.push(self.builder.finish(finish_reason(&reason, self.tools > 0)));
                 self.finished = true;
+            }
+            for chunk in &mut out[first..] {
+                chunk
+                    .choices
+                    .iter_mut()
+                    .for_each(|c| c.index = candidate.index);
             }
         }
         Ok(())

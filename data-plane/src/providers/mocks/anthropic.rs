@@ -35,6 +35,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 fn failure(failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -64,7 +65,10 @@ fn failure(failure: Failure) -> Response {
 }
 
 fn turn_of(request: &Value) -> Result<Turn, Response> {
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: request["model"].as_str().unwrap_or_default().to_owned(),
+        ..Turn::default()
+    };
     match &request["system"] {
         Value::String(s) => turn.count(s),
         Value::Array(blocks) => blocks
@@ -141,6 +145,7 @@ fn turn_of(request: &Value) -> Result<Turn, Response> {
 
 async fn messages(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let key = &mock.config.api_key;
     let bearer = format!("Bearer {key}");
     if header(&headers, "x-api-key") != key && header(&headers, "authorization") != bearer {

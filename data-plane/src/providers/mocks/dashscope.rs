@@ -73,7 +73,7 @@ fn failure_parts(failure: Failure) -> (StatusCode, &'static str, &'static str) {
             "DataInspectionFailed",
             "Input data may contain inappropriate content.",
         ),
-        Failure::Server | Failure::MidStream => (
+        Failure::Server | Failure::MidStream | Failure::Garbage => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "An internal error has occured, please try again later.",
@@ -89,6 +89,7 @@ fn sse(id: usize, name: &str, status: u16, data: &Value) -> Bytes {
 
 async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     if header(&headers, "authorization") != format!("Bearer {}", mock.config.api_key) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -120,7 +121,10 @@ async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Byt
     if parameters["top_p"].as_f64().is_some_and(|p| p >= 1.0) {
         return validation("Range of top_p should be (0.0, 1.0)");
     }
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: request["model"].as_str().unwrap_or_default().to_owned(),
+        ..Turn::default()
+    };
     for message in request["input"]["messages"]
         .as_array()
         .into_iter()
@@ -181,6 +185,7 @@ async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Byt
                 )]),
             );
         }
+        Reply::Fail(Failure::Garbage) => return super::garbage(),
         Reply::Fail(failure) => {
             let (status, code, message) = failure_parts(*failure);
             return if stream && status == StatusCode::BAD_REQUEST {
@@ -259,6 +264,7 @@ async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Byt
 
 async fn embedding(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     if header(&headers, "authorization") != format!("Bearer {}", mock.config.api_key) {
         return error(
             StatusCode::UNAUTHORIZED,

@@ -40,6 +40,7 @@ fn bad_request(message: &str) -> Response {
 
 fn failure(failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
             json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}])),
         Failure::Overloaded | Failure::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([])),
@@ -145,6 +146,7 @@ async fn models(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let key = header(&headers, "x-goog-api-key");
     let key = if key.is_empty() {
         query.get("key").map(String::as_str).unwrap_or_default()
@@ -185,7 +187,10 @@ async fn models(
 
 fn generate(mock: &Mock, request: &Value, model: &str, stream: Option<bool>) -> Response {
     let turn = match turn_of(request) {
-        Ok(turn) => turn,
+        Ok(turn) => Turn {
+            model: model.to_owned(),
+            ..turn
+        },
         Err(refused) => return refused,
     };
     let reply = Reply::to(&turn);

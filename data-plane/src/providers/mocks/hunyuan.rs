@@ -56,6 +56,7 @@ fn error(code: &str, message: &str) -> Response {
 
 fn failure(failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(
             "RequestLimitExceeded",
             "Your current request frequency exceeds the limit.",
@@ -134,6 +135,7 @@ fn verify(mock: &Mock, headers: &HeaderMap, body: &[u8]) -> Result<(), Response>
 
 async fn action(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     if let Err(refused) = verify(&mock, &headers, &body) {
         return refused;
     }
@@ -167,7 +169,10 @@ fn chat(mock: &Mock, request: &Value) -> Response {
             "Messages must hold 1 to 40 messages.",
         );
     }
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: request["Model"].as_str().unwrap_or_default().to_owned(),
+        ..Turn::default()
+    };
     for (i, message) in messages.iter().enumerate() {
         let role = message["Role"].as_str().unwrap_or_default();
         if role == "system" && i != 0 {

@@ -7,10 +7,13 @@
 //! They share one deterministic "model": it echoes the last user message,
 //! calls the first tool when asked about the weather, reports tool results,
 //! counts images, and fails on command: a user message containing
-//! `FAIL <what>` (429, 529, 503, 401, 500, context, filter, midstream) gets
-//! that failure in the provider's own format. Tokens are words in and words
-//! out; everything billed is summed at `GET /_mock/stats`, and the last
-//! request (path, headers, body) is at `GET /_mock/last`.
+//! `FAIL <what>`, or an upstream model named `fail-<what>` (429, 529, 503,
+//! 401, 500, context, filter, midstream, garbage), gets that failure in the
+//! provider's own format (`garbage`: a 500 whose body is not JSON). A request
+//! whose model or text holds `sleep-<ms>` is answered that much later. Tokens
+//! are words in and words out; everything billed is summed at
+//! `GET /_mock/stats`, and the last request (path, headers, body) is at
+//! `GET /_mock/last`.
 
 // Handlers answer refusals as ready responses; their size does not matter here.
 #![allow(clippy::result_large_err)]
@@ -115,10 +118,15 @@ pub fn router(config: MockConfig) -> Router {
 
 async fn stats(State(mock): Shared) -> Json<Value> {
     let s = &mock.stats;
+    let (prompt, completion) = (
+        s.prompt_tokens.load(Ordering::Relaxed),
+        s.completion_tokens.load(Ordering::Relaxed),
+    );
     Json(json!({
         "requests": s.requests.load(Ordering::Relaxed),
-        "prompt_tokens": s.prompt_tokens.load(Ordering::Relaxed),
-        "completion_tokens": s.completion_tokens.load(Ordering::Relaxed),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
         "token_exchanges": s.tokens.lock().map(|t| t.len()).unwrap_or_default(),
     }))
 }
@@ -138,6 +146,8 @@ async fn last(State(mock): Shared) -> Json<Value> {
 /// A conversation as every mock reads it from its own request format.
 #[derive(Default)]
 pub struct Turn {
+    /// The upstream model asked for, where the format names it.
+    pub model: String,
     pub user_text: String,
     pub tool_result: Option<String>,
     pub tool_names: Vec<String>,
@@ -163,6 +173,8 @@ pub enum Failure {
     ContentFilter,
     /// A stream that stops after its first words, without its ending.
     MidStream,
+    /// A 500 whose body is not JSON, as a proxy in front of a provider sends.
+    Garbage,
 }
 
 pub enum Reply {
@@ -183,9 +195,15 @@ pub fn words(text: &str) -> i64 {
 
 impl Reply {
     pub fn to(turn: &Turn) -> Reply {
-        if let Some(what) = turn.user_text.split("FAIL ").nth(1) {
+        let command = turn
+            .user_text
+            .split("FAIL ")
+            .nth(1)
+            .or_else(|| turn.model.strip_prefix("fail-"));
+        if let Some(what) = command {
             let what = what.split_whitespace().next().unwrap_or_default();
             return Reply::Fail(match what {
+                "garbage" => Failure::Garbage,
                 "429" => Failure::RateLimited,
                 "529" => Failure::Overloaded,
                 "503" => Failure::Unavailable,
@@ -224,6 +242,28 @@ impl Reply {
             },
         }
     }
+}
+
+/// Waits as long as a `sleep-<ms>` in the request asks, before answering.
+pub async fn pace(body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    let millis = text
+        .split("sleep-")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<u64>().ok());
+    if let Some(millis) = millis {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+}
+
+/// A 500 whose body is not JSON.
+pub fn garbage() -> Response {
+    response(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "text/html",
+        "<html>upstream exploded</html>",
+    )
 }
 
 /// The answer's text in stream increments: word by word, spaces kept.

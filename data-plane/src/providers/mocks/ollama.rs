@@ -27,6 +27,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 fn failure(failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(
             StatusCode::TOO_MANY_REQUESTS,
             "server busy, please try again. maximum pending requests exceeded",
@@ -48,6 +49,7 @@ fn failure(failure: Failure) -> Response {
 
 async fn chat(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -63,7 +65,10 @@ async fn chat(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) ->
             &format!("model \"{model}\" not found, try pulling it first"),
         );
     }
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: model.to_owned(),
+        ..Turn::default()
+    };
     for message in request["messages"].as_array().into_iter().flatten() {
         let text = message["content"].as_str().unwrap_or_default().to_owned();
         turn.count(&text);
@@ -147,6 +152,7 @@ async fn chat(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) ->
 
 async fn embed(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid request");
     };

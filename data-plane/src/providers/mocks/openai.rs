@@ -84,6 +84,7 @@ fn error(
 
 fn failure(kind: ProviderKind, failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(kind, StatusCode::TOO_MANY_REQUESTS, "Rate limit reached for requests. Please try again in 7s.", "requests", "rate_limit_exceeded"),
         Failure::Overloaded | Failure::Unavailable => error(kind, StatusCode::SERVICE_UNAVAILABLE, "That model is currently overloaded with other requests.", "server_error", "overloaded"),
         Failure::Unauthorized => unauthorized(kind),
@@ -152,7 +153,10 @@ fn text_of(content: &Value, turn: &mut Turn) -> String {
 }
 
 fn turn_of(body: &Value) -> Turn {
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+        ..Turn::default()
+    };
     for message in body["messages"].as_array().into_iter().flatten() {
         let text = text_of(&message["content"], &mut turn);
         turn.count(&text);
@@ -199,6 +203,7 @@ async fn chat(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let kind = mock.config.kind;
     if let Err(refused) = check(&mock, &headers, &query) {
         return refused;
@@ -370,6 +375,7 @@ async fn embeddings(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let kind = mock.config.kind;
     if let Err(refused) = check(&mock, &headers, &query) {
         return refused;
@@ -428,6 +434,7 @@ async fn completions(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let kind = mock.config.kind;
     if let Err(refused) = check(&mock, &headers, &query) {
         return refused;
@@ -477,6 +484,7 @@ async fn responses(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     let kind = mock.config.kind;
     if let Err(refused) = check(&mock, &headers, &query) {
         return refused;

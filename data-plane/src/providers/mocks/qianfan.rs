@@ -40,6 +40,7 @@ fn error(code: i64, message: &str) -> Response {
 
 fn failure(failure: Failure) -> Response {
     match failure {
+        Failure::Garbage => super::garbage(),
         Failure::RateLimited => error(18, "Open api qps request limit reached"),
         Failure::Overloaded | Failure::Unavailable => {
             error(336100, "system is busy, please try again later")
@@ -92,13 +93,14 @@ fn token_valid(mock: &Mock, query: &HashMap<String, String>) -> bool {
 
 async fn chat(
     State(mock): Shared,
-    Path(_endpoint): Path<String>,
+    Path(endpoint): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     if !token_valid(&mock, &query) {
         return error(110, "Access token invalid or no longer valid");
     }
@@ -126,7 +128,10 @@ async fn chat(
     if messages.len() % 2 == 0 || !alternating {
         return error(336006, "the length of messages must be an odd number, and the roles must alternate user/assistant");
     }
-    let mut turn = Turn::default();
+    let mut turn = Turn {
+        model: endpoint.clone(),
+        ..Turn::default()
+    };
     turn.count(request["system"].as_str().unwrap_or_default());
     for message in &messages {
         let text = message["content"].as_str().unwrap_or_default().to_owned();
@@ -232,6 +237,7 @@ async fn embeddings(
     body: Bytes,
 ) -> Response {
     mock.saw(&uri, &headers, &body);
+    super::pace(&body).await;
     if !token_valid(&mock, &query) {
         return error(110, "Access token invalid or no longer valid");
     }
