@@ -348,6 +348,19 @@ def test_anthropic_ingress_errors_in_anthropics_format(providers):
         client.messages.create(model="m-anthropic", max_tokens=10, messages=[{"role": "user", "content": "FAIL 429"}])
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    # Anthropic clients list models in Anthropic's format.
+    listed = [m.id for m in client.models.list()]
+    assert "m-anthropic" in listed and "m-openai" in listed
+
+
+def test_translated_calls_time_out(providers):
+    client = providers.openai(providers.key)
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError) as late:
+            response = client.chat.completions.create(model="m-gemini", stream=stream,
+                                                      messages=[{"role": "user", "content": "sleep-3000 please"}])
+            list(response) if stream else None
+        assert late.value.status_code == 504 and late.value.body["code"] == "upstream_timeout"
 
 
 def test_provider_settings_are_validated_by_name(providers):

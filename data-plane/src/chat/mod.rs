@@ -53,7 +53,7 @@ pub struct ChatRequest {
 }
 
 /// Parameters that change nothing a provider computes: accepted everywhere.
-const HARMLESS_EXTRAS: &[&str] = &["metadata", "store", "service_tier", "stream_options"];
+const HARMLESS_EXTRAS: &[&str] = &["metadata", "store", "service_tier"];
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, GatewayError> {

@@ -124,6 +124,14 @@ impl<S> TranslatedStream<S> {
         self.early_failure.take()
     }
 
+    /// Gives up before the first byte (the provider took too long): the
+    /// usage record gets the error's status, not "client went away".
+    pub fn abandon(&mut self, error: &GatewayError) {
+        self.state = State::Done {
+            status: error.status().as_u16(),
+        };
+    }
+
     fn fail(&mut self, error: GatewayError, out: &mut BytesMut) {
         self.state = State::Done {
             status: error.status().as_u16(),

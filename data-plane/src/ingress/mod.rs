@@ -414,8 +414,14 @@ async fn translated_chat(
             provider.name.clone(),
             draft,
         );
-        // Errors some providers put at the head of a 200 stream become HTTP errors.
-        let first = stream.next().await;
+        // Errors some providers put at the head of a 200 stream become HTTP
+        // errors; the wait for that first content is bounded like the rest.
+        let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
+        let Ok(first) = tokio::time::timeout(remaining, stream.next()).await else {
+            let error = GatewayError::UpstreamTimeout(provider.name.clone());
+            stream.abandon(&error);
+            return Err(error);
+        };
         if let Some(error) = stream.take_early_failure() {
             return Err(error);
         }

@@ -1,4 +1,6 @@
-//! `GET /v1/models`: the routes the calling key may use.
+//! `GET /v1/models`: the routes the calling key may use, in OpenAI's list
+//! format, or Anthropic's when the caller is an Anthropic client (it sends
+//! `anthropic-version`).
 
 use super::AppState;
 use crate::auth;
@@ -8,8 +10,16 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
-fn model_object(id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "switchboard"})
+fn is_anthropic(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+fn model_object(id: &str, anthropic: bool) -> Value {
+    if anthropic {
+        json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": "switchboard"})
+    }
 }
 
 pub async fn list(
@@ -18,12 +28,14 @@ pub async fn list(
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
     let key = auth::authenticate(&runtime, &headers)?;
-    let data: Vec<Value> = runtime
-        .models_for(&key)
-        .into_iter()
-        .map(model_object)
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    let anthropic = is_anthropic(&headers);
+    let models = runtime.models_for(&key);
+    let data: Vec<Value> = models.iter().map(|m| model_object(m, anthropic)).collect();
+    Ok(Json(if anthropic {
+        json!({"data": data, "has_more": false, "first_id": models.first(), "last_id": models.last()})
+    } else {
+        json!({"object": "list", "data": data})
+    }))
 }
 
 pub async fn get(
@@ -39,5 +51,5 @@ pub async fn get(
     if !key.allows(&model) {
         return Err(GatewayError::ModelNotAllowed(model));
     }
-    Ok(Json(model_object(&model)))
+    Ok(Json(model_object(&model, is_anthropic(&headers))))
 }
