@@ -182,7 +182,6 @@ fn usage_in(event: &[u8]) -> Option<SeenUsage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::{UsageRecord, UsageSink};
     use futures_util::StreamExt;
 
     fn relay(
@@ -191,27 +190,7 @@ mod tests {
         SseRelay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
         crate::usage::UsageQueue,
     ) {
-        let (sink, queue) = UsageSink::channel(4, 1);
-        let record = UsageRecord {
-            id: shared::ids::UsageRecordId::generate(),
-            key_id: "k".to_owned().into(),
-            user_id: None,
-            team_id: None,
-            model: "m".into(),
-            provider: "p".into(),
-            upstream_model: "u".into(),
-            endpoint: "chat.completions".into(),
-            tokens: TokenUsage::default(),
-            latency_ms: 0,
-            status: 0,
-            streamed: true,
-            created_at_ms: 0,
-        };
-        let draft = UsageDraft {
-            sink,
-            started: std::time::Instant::now(),
-            record,
-        };
+        let (draft, queue) = UsageDraft::for_test();
         let upstream = futures_util::stream::iter(
             chunks
                 .into_iter()

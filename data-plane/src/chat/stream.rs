@@ -288,12 +288,11 @@ mod tests {
     use super::*;
     use crate::chat::framing::{Frame, Framing};
     use crate::error::ProviderError;
-    use crate::usage::{UsageRecord, UsageSink};
     use futures_util::StreamExt;
 
     /// Emits one text chunk per frame; finishes on "end"; fails on "fail".
     struct Echo {
-        done: bool,
+        progress: crate::providers::Progress,
     }
 
     impl StreamDecoder for Echo {
@@ -303,20 +302,22 @@ mod tests {
 
         fn decode(&mut self, frame: Frame, out: &mut Vec<ChatChunk>) -> Result<(), ProviderError> {
             match frame.data.as_str() {
-                "end" => self.done = true,
+                "end" => self.progress.finished = true,
                 "fail" => return Err(crate::providers::invalid_answer()),
                 text => out.push(ChunkBuilder::new("c".into(), "m".into()).text(text.to_owned())),
             }
             Ok(())
         }
 
-        fn usage(&self) -> Option<TokenUsage> {
-            Some(TokenUsage::new(1, 2))
+        fn progress(&self) -> &crate::providers::Progress {
+            &self.progress
         }
+    }
 
-        fn finished(&self) -> bool {
-            self.done
-        }
+    fn echo_progress() -> crate::providers::Progress {
+        let mut progress = crate::providers::Progress::new("m");
+        progress.usage = Some(TokenUsage::new(1, 2));
+        progress
     }
 
     fn stream(
@@ -325,33 +326,16 @@ mod tests {
         TranslatedStream<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
         crate::usage::UsageQueue,
     ) {
-        let (sink, queue) = UsageSink::channel(4, 1);
-        let draft = UsageDraft {
-            sink,
-            started: std::time::Instant::now(),
-            record: UsageRecord {
-                id: shared::ids::UsageRecordId::generate(),
-                key_id: "k".to_owned().into(),
-                user_id: None,
-                team_id: None,
-                model: "m".into(),
-                provider: "p".into(),
-                upstream_model: "u".into(),
-                endpoint: "chat.completions".into(),
-                tokens: TokenUsage::default(),
-                latency_ms: 0,
-                status: 0,
-                streamed: true,
-                created_at_ms: 0,
-            },
-        };
+        let (draft, queue) = UsageDraft::for_test();
         let upstream =
             futures_util::stream::iter(lines.iter().map(|l| Ok(Bytes::from_static(l.as_bytes()))));
         let egress = Box::new(OpenAiEgress::new(true));
         (
             TranslatedStream::new(
                 upstream,
-                Box::new(Echo { done: false }),
+                Box::new(Echo {
+                    progress: echo_progress(),
+                }),
                 egress,
                 "p".into(),
                 draft,

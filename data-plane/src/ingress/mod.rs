@@ -12,7 +12,8 @@ mod request;
 use crate::chat::stream::{replay, Egress, OpenAiEgress, TranslatedStream};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
-use crate::providers::{provider_error, UpstreamCall, UpstreamResponse};
+use crate::error::ProviderError;
+use crate::providers::{provider_error, Adapter, UpstreamCall, UpstreamResponse};
 use crate::runtime::{KeyEntry, Live, Provider};
 use crate::streaming::SseRelay;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
@@ -120,10 +121,85 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
 }
 
 /// What the router chose for a request, and the usage record it will end in.
+/// Every failure on the way is recorded (with no tokens) before it is returned,
+/// so failed requests are counted too.
 struct Routed {
     provider: Arc<Provider>,
     upstream_model: String,
-    draft: UsageDraft,
+    started: Instant,
+    /// Taken when the record is finished (or handed to a stream that will).
+    draft: Option<UsageDraft>,
+}
+
+impl Routed {
+    fn check<T>(&mut self, result: Result<T, GatewayError>) -> Result<T, GatewayError> {
+        result.inspect_err(|error| self.finish(error.status().as_u16(), TokenUsage::default()))
+    }
+
+    fn refuse<T>(mut self, error: GatewayError) -> Result<T, GatewayError> {
+        self.check(Err(error))
+    }
+
+    fn finish(&mut self, status: u16, tokens: TokenUsage) {
+        if let Some(draft) = self.draft.take() {
+            draft.finish(status, tokens);
+        }
+    }
+
+    fn take_draft(&mut self) -> Result<UsageDraft, GatewayError> {
+        self.draft
+            .take()
+            .ok_or_else(|| GatewayError::UpstreamInvalid(self.provider.name.clone()))
+    }
+
+    fn provider_error<T>(&mut self, result: Result<T, ProviderError>) -> Result<T, GatewayError> {
+        let result = result.map_err(|e| provider_error(&self.provider.name, e));
+        self.check(result)
+    }
+
+    async fn send(
+        &mut self,
+        state: &AppState,
+        call: UpstreamCall,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let sent = providers::send(&state.http, &self.provider, call, state.upstream_timeout).await;
+        self.check(sent)
+    }
+
+    /// A translated call: what the adapter needs first (Baidu's token), the
+    /// request it writes, and the send.
+    async fn call(
+        &mut self,
+        state: &AppState,
+        request: impl FnOnce(&dyn Adapter, &str) -> Result<UpstreamCall, GatewayError>,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let provider = self.provider.clone();
+        if let Some(prepare) = provider
+            .adapter
+            .prepare(&state.http, state.upstream_timeout)
+        {
+            self.provider_error(prepare.await)?;
+        }
+        let call = self.check(request(provider.adapter.as_ref(), &self.upstream_model))?;
+        self.send(state, call).await
+    }
+
+    /// A whole answer, within what is left of the request's time.
+    async fn read_answer(
+        &mut self,
+        state: &AppState,
+        upstream: UpstreamResponse,
+    ) -> Result<Bytes, GatewayError> {
+        let remaining = state
+            .upstream_timeout
+            .saturating_sub(self.started.elapsed());
+        let read = match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
+            Ok(Ok(body)) => Ok(body.to_bytes()),
+            Ok(Err(error)) => Err(providers::unreachable(&self.provider.name, &error)),
+            Err(_) => Err(GatewayError::UpstreamTimeout(self.provider.name.clone())),
+        };
+        self.check(read)
+    }
 }
 
 async fn handle(
@@ -160,7 +236,7 @@ async fn handle(
     // limits: rate limits, quotas and budgets arrive with their own issue.
 
     // router
-    let routed = route(
+    let mut routed = route(
         &state,
         &runtime,
         &key,
@@ -179,24 +255,16 @@ async fn handle(
             ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible
         )
     {
-        let error = GatewayError::bad_request(
+        return routed.refuse(GatewayError::bad_request(
             format!("/v1/{} is served only by providers of kind openai, azure_openai and openai_compatible; this model's provider is {kind}.", openai_path(endpoint).trim_start_matches('/')),
             Some("model"),
-        );
-        routed
-            .draft
-            .finish(error.status().as_u16(), TokenUsage::default());
-        return Err(error);
+        ));
     }
     if endpoint == Endpoint::Embeddings && !kind.offers_embeddings() {
-        let error = GatewayError::bad_request(
+        return routed.refuse(GatewayError::bad_request(
             format!("Provider kind {kind} offers no embeddings."),
             Some("model"),
-        );
-        routed
-            .draft
-            .finish(error.status().as_u16(), TokenUsage::default());
-        return Err(error);
+        ));
     }
     let body = request.upstream_body(&routed.upstream_model);
     if let Some(call) =
@@ -208,14 +276,15 @@ async fn handle(
         // The Responses API's usage event is the client's own: never hidden.
         let hide_usage =
             request.stream && !request.client_wants_usage && endpoint != Endpoint::Responses;
-        return relay(&state, routed, call, request.stream, hide_usage, started).await;
+        return relay(&state, routed, call, request.stream, hide_usage).await;
     }
     match endpoint {
         Endpoint::Embeddings => {
-            translated_embeddings(&state, routed, EmbeddingsRequest::parse(request.body())?).await
+            let embeddings = routed.check(EmbeddingsRequest::parse(request.body()))?;
+            translated_embeddings(&state, routed, embeddings).await
         }
         _ => {
-            let chat = ChatRequest::parse(request.body())?;
+            let chat = routed.check(ChatRequest::parse(request.body()))?;
             let include_usage = chat.wants_usage();
             translated_chat(&state, routed, chat, Format::OpenAi { include_usage }).await
         }
@@ -256,46 +325,9 @@ fn route(
     Ok(Routed {
         provider: target.provider.clone(),
         upstream_model: target.upstream_model.clone(),
-        draft,
+        started,
+        draft: Some(draft),
     })
-}
-
-/// Runs a step of the call; a failure is recorded (with no tokens) before it
-/// is returned, so failed requests are counted too.
-fn recorded<T>(
-    draft: &mut Option<UsageDraft>,
-    result: Result<T, GatewayError>,
-) -> Result<T, GatewayError> {
-    result.inspect_err(|error| {
-        if let Some(draft) = draft.take() {
-            draft.finish(error.status().as_u16(), TokenUsage::default());
-        }
-    })
-}
-
-async fn send(
-    state: &AppState,
-    routed: &mut Option<UsageDraft>,
-    provider: &Provider,
-    call: UpstreamCall,
-) -> Result<UpstreamResponse, GatewayError> {
-    let sent = providers::send(&state.http, provider, call, state.upstream_timeout).await;
-    recorded(routed, sent)
-}
-
-/// A whole answer, within what is left of the request's time.
-async fn read_answer(
-    state: &AppState,
-    provider: &Provider,
-    upstream: UpstreamResponse,
-    started: Instant,
-) -> Result<Bytes, GatewayError> {
-    let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
-    match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(error)) => Err(providers::unreachable(&provider.name, &error)),
-        Err(_) => Err(GatewayError::UpstreamTimeout(provider.name.clone())),
-    }
 }
 
 fn sse_response(body: Body) -> Response {
@@ -322,38 +354,24 @@ fn json_response(body: impl Into<Body>) -> Response {
 /// The passthrough: the provider's bytes go to the client as they came.
 async fn relay(
     state: &AppState,
-    routed: Routed,
+    mut routed: Routed,
     call: UpstreamCall,
     stream: bool,
     hide_usage: bool,
-    started: Instant,
 ) -> Result<Response, GatewayError> {
-    let Routed {
-        provider, draft, ..
-    } = routed;
-    let mut draft = Some(draft);
-    let upstream = send(state, &mut draft, &provider, call).await?;
-    let Some(draft) = draft else {
-        return Err(GatewayError::UpstreamInvalid(provider.name.clone()));
-    };
+    let upstream = routed.send(state, call).await?;
     // usage: from the stream's usage chunk, or the body's usage object.
     if stream {
         let relay = SseRelay::new(
             http_body_util::BodyDataStream::new(upstream.into_body()),
             hide_usage,
-            provider.name.clone(),
-            draft,
+            routed.provider.name.clone(),
+            routed.take_draft()?,
         );
         return Ok(sse_response(Body::from_stream(relay)));
     }
-    let mut draft = Some(draft);
-    let body = recorded(
-        &mut draft,
-        read_answer(state, &provider, upstream, started).await,
-    )?;
-    if let Some(draft) = draft {
-        draft.finish(200, request::usage_of(&body));
-    }
+    let body = routed.read_answer(state, upstream).await?;
+    routed.finish(200, request::usage_of(&body));
     Ok(json_response(body))
 }
 
@@ -378,45 +396,33 @@ impl Format {
 /// A chat request through an adapter that translates it.
 async fn translated_chat(
     state: &AppState,
-    routed: Routed,
+    mut routed: Routed,
     chat: ChatRequest,
     format: Format,
 ) -> Result<Response, GatewayError> {
-    let Routed {
-        provider,
-        upstream_model: model,
-        draft,
-    } = routed;
-    let started = draft.started;
-    let mut draft = Some(draft);
-    let adapter = &provider.adapter;
-    if let Some(prepare) = adapter.prepare(&state.http, state.upstream_timeout) {
-        recorded(
-            &mut draft,
-            prepare.await.map_err(|e| provider_error(&provider.name, e)),
-        )?;
-    }
-    let call = recorded(&mut draft, adapter.chat_request(&model, &chat))?;
-    let upstream = send(state, &mut draft, &provider, call).await?;
+    let upstream = routed
+        .call(state, |adapter, model| adapter.chat_request(model, &chat))
+        .await?;
+    let provider = routed.provider.clone();
+    let model = routed.upstream_model.clone();
     let is_json = upstream
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if chat.stream && !is_json {
-        let Some(draft) = draft.take() else {
-            return Err(GatewayError::UpstreamInvalid(provider.name.clone()));
-        };
         let mut stream = TranslatedStream::new(
             http_body_util::BodyDataStream::new(upstream.into_body()),
-            adapter.stream_decoder(&model),
+            provider.adapter.stream_decoder(&model),
             format.egress(),
             provider.name.clone(),
-            draft,
+            routed.take_draft()?,
         );
         // Errors some providers put at the head of a 200 stream become HTTP
         // errors; the wait for that first content is bounded like the rest.
-        let remaining = state.upstream_timeout.saturating_sub(started.elapsed());
+        let remaining = state
+            .upstream_timeout
+            .saturating_sub(routed.started.elapsed());
         let Ok(first) = tokio::time::timeout(remaining, stream.next()).await else {
             let error = GatewayError::UpstreamTimeout(provider.name.clone());
             stream.abandon(&error);
@@ -430,20 +436,9 @@ async fn translated_chat(
         )));
     }
     // A whole answer; also how Baidu and Tencent answer a stream request that failed.
-    let body = recorded(
-        &mut draft,
-        read_answer(state, &provider, upstream, started).await,
-    )?;
-    let completion = recorded(
-        &mut draft,
-        adapter
-            .chat_response(&model, &body)
-            .map_err(|e| provider_error(&provider.name, e)),
-    )?;
-    let usage = completion.usage.unwrap_or_default();
-    if let Some(draft) = draft {
-        draft.finish(200, usage);
-    }
+    let body = routed.read_answer(state, upstream).await?;
+    let completion = routed.provider_error(provider.adapter.chat_response(&model, &body))?;
+    routed.finish(200, completion.usage.unwrap_or_default());
     if chat.stream {
         let mut egress = format.egress();
         let mut out = BytesMut::new();
@@ -463,38 +458,18 @@ async fn translated_chat(
 
 async fn translated_embeddings(
     state: &AppState,
-    routed: Routed,
+    mut routed: Routed,
     request: EmbeddingsRequest,
 ) -> Result<Response, GatewayError> {
-    let Routed {
-        provider,
-        upstream_model: model,
-        draft,
-    } = routed;
-    let started = draft.started;
-    let mut draft = Some(draft);
-    let adapter = &provider.adapter;
-    if let Some(prepare) = adapter.prepare(&state.http, state.upstream_timeout) {
-        recorded(
-            &mut draft,
-            prepare.await.map_err(|e| provider_error(&provider.name, e)),
-        )?;
-    }
-    let call = recorded(&mut draft, adapter.embeddings_request(&model, &request))?;
-    let upstream = send(state, &mut draft, &provider, call).await?;
-    let body = recorded(
-        &mut draft,
-        read_answer(state, &provider, upstream, started).await,
-    )?;
-    let (vectors, usage) = recorded(
-        &mut draft,
-        adapter
-            .embeddings_response(&body)
-            .map_err(|e| provider_error(&provider.name, e)),
-    )?;
-    if let Some(draft) = draft {
-        draft.finish(200, usage);
-    }
+    let upstream = routed
+        .call(state, |adapter, model| {
+            adapter.embeddings_request(model, &request)
+        })
+        .await?;
+    let body = routed.read_answer(state, upstream).await?;
+    let provider = routed.provider.clone();
+    let (vectors, usage) = routed.provider_error(provider.adapter.embeddings_response(&body))?;
+    routed.finish(200, usage);
     Ok(json_response(request.answer(vectors, usage).to_string()))
 }
 

@@ -2,14 +2,15 @@
 //! both directions: this adapter (OpenAI request -> Anthropic provider) and
 //! the `/v1/messages` ingress (Anthropic client -> any provider).
 
+use super::Progress;
 use super::{
     classify, invalid_answer, json_body, json_frame, secret_header, text_at, Adapter, Settings,
     StreamDecoder, UpstreamCall,
 };
 use crate::chat::framing::Frame;
 use crate::chat::{
-    arguments_string, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder,
-    FinishReason, Part, Role, ToolCall, ToolChoice, ToolChoiceMode, Unsupported,
+    arguments_string, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, FinishReason, Part,
+    Role, ToolCall, ToolChoice, ToolChoiceMode, Unsupported,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -473,11 +474,10 @@ impl Adapter for Anthropic {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(AnthropicStream {
-            builder: ChunkBuilder::new(String::new(), model.to_owned()),
+            progress: Progress::new(model),
             tool_index: HashMap::new(),
             input: AnthropicUsage::default(),
             output_tokens: None,
-            stopped: false,
         })
     }
 
@@ -507,12 +507,12 @@ fn read_error(status: StatusCode, value: &Value) -> ProviderError {
 /// Anthropic's named events, read as running totals: input from
 /// `message_start`, cumulative output from the last `message_delta`.
 struct AnthropicStream {
-    builder: ChunkBuilder,
+    /// Its usage stays unset: `usage()` computes it from the two parts below.
+    progress: Progress,
     /// Content-block index -> OpenAI tool-call index.
     tool_index: HashMap<u64, u32>,
     input: AnthropicUsage,
     output_tokens: Option<i64>,
-    stopped: bool,
 }
 
 #[derive(Deserialize)]
@@ -578,9 +578,8 @@ impl StreamDecoder for AnthropicStream {
         let event: Event = json_frame(&frame)?;
         match event {
             Event::MessageStart { message } => {
-                self.builder.set_id(message.id);
+                self.progress.start(Some(&message.id), out);
                 self.input = message.usage;
-                out.push(self.builder.role());
             }
             Event::ContentBlockStart {
                 index,
@@ -588,18 +587,18 @@ impl StreamDecoder for AnthropicStream {
             } => {
                 let tool = self.tool_index.len() as u32;
                 self.tool_index.insert(index, tool);
-                out.push(self.builder.tool_call_start(tool, id, name));
+                out.push(self.progress.builder.tool_call_start(tool, id, name));
             }
             Event::ContentBlockStart {
                 content_block: Block::Text { text },
                 ..
             } if !text.is_empty() => {
-                out.push(self.builder.text(text));
+                out.push(self.progress.builder.text(text));
             }
             Event::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => out.push(self.builder.text(text)),
+                BlockDelta::TextDelta { text } => out.push(self.progress.builder.text(text)),
                 BlockDelta::ThinkingDelta { thinking } => {
-                    out.push(self.builder.reasoning(thinking))
+                    out.push(self.progress.builder.reasoning(thinking))
                 }
                 BlockDelta::InputJsonDelta { partial_json } => {
                     let tool = self
@@ -607,7 +606,7 @@ impl StreamDecoder for AnthropicStream {
                         .get(&index)
                         .copied()
                         .ok_or_else(invalid_answer)?;
-                    out.push(self.builder.tool_arguments(tool, partial_json));
+                    out.push(self.progress.builder.tool_arguments(tool, partial_json));
                 }
                 BlockDelta::Other => {}
             },
@@ -620,10 +619,10 @@ impl StreamDecoder for AnthropicStream {
                     }
                 }
                 if let Some(reason) = delta.stop_reason {
-                    out.push(self.builder.finish(finish_reason(&reason)));
+                    out.push(self.progress.builder.finish(finish_reason(&reason)));
                 }
             }
-            Event::MessageStop {} => self.stopped = true,
+            Event::MessageStop {} => self.progress.finished = true,
             Event::ContentBlockStart { .. }
             | Event::ContentBlockStop {}
             | Event::Ping {}
@@ -638,8 +637,8 @@ impl StreamDecoder for AnthropicStream {
         Some(usage.to_openai())
     }
 
-    fn finished(&self) -> bool {
-        self.stopped
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

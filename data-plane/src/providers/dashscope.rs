@@ -4,14 +4,15 @@
 //! usage is cumulative; validation errors arrive as `event:error` inside a 200
 //! stream. `base_url` is the host root, e.g. `https://dashscope.aliyuncs.com`.
 
+use super::Progress;
 use super::{
     classify, invalid_answer, json_body, json_frame, secret_header, text_at, Adapter,
     StreamDecoder, UpstreamCall,
 };
 use crate::chat::framing::Frame;
 use crate::chat::{
-    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder,
-    EmbeddingsRequest, FinishReason, Role, ToolCall, Unsupported,
+    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest,
+    FinishReason, Role, ToolCall, Unsupported,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -318,11 +319,8 @@ impl Adapter for DashScope {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(DashScopeStream {
-            builder: ChunkBuilder::new(String::new(), model.to_owned()),
-            started: false,
+            progress: Progress::new(model),
             tools_seen: HashSet::new(),
-            usage: None,
-            finished: false,
         })
     }
 
@@ -388,12 +386,9 @@ impl Adapter for DashScope {
 }
 
 struct DashScopeStream {
-    builder: ChunkBuilder,
-    started: bool,
+    progress: Progress,
     /// Tool-call indexes already announced with their id and name.
     tools_seen: HashSet<u32>,
-    usage: Option<TokenUsage>,
-    finished: bool,
 }
 
 impl StreamDecoder for DashScopeStream {
@@ -408,59 +403,45 @@ impl StreamDecoder for DashScopeStream {
                 answer.message.as_deref().unwrap_or_default(),
             ));
         }
-        if !self.started {
-            self.builder.set_id(
-                answer
-                    .request_id
-                    .clone()
-                    .unwrap_or_else(|| new_id("chatcmpl-")),
-            );
-            out.push(self.builder.role());
-            self.started = true;
-        }
+        self.progress.start(answer.request_id.as_deref(), out);
         if let Some(usage) = &answer.usage {
             // Cumulative: the latest replaces the earlier.
-            self.usage = Some(usage.to_openai());
+            self.progress.usage = Some(usage.to_openai());
         }
         for choice in answer.output.map(|o| o.choices).unwrap_or_default() {
             let message = choice.message;
             if let Some(reasoning) = message.reasoning_content.filter(|r| !r.is_empty()) {
-                out.push(self.builder.reasoning(reasoning));
+                out.push(self.progress.builder.reasoning(reasoning));
             }
             if !message.content.is_empty() {
-                out.push(self.builder.text(message.content));
+                out.push(self.progress.builder.text(message.content));
             }
             for (position, call) in message.tool_calls.into_iter().enumerate() {
                 let index = call.index.unwrap_or(position as u32);
                 let arguments = call.function.arguments.unwrap_or_default();
                 if self.tools_seen.insert(index) {
-                    out.push(self.builder.tool_call_start(
+                    out.push(self.progress.builder.tool_call_start(
                         index,
                         call.id.unwrap_or_else(|| new_id("call_")),
                         call.function.name.unwrap_or_default(),
                     ));
                 }
                 if !arguments.is_empty() {
-                    out.push(self.builder.tool_arguments(index, arguments));
+                    out.push(self.progress.builder.tool_arguments(index, arguments));
                 }
             }
             if let Some(reason) = finish_reason(
                 choice.finish_reason.as_deref().unwrap_or("null"),
                 !self.tools_seen.is_empty(),
             ) {
-                out.push(self.builder.finish(reason));
-                self.finished = true;
+                self.progress.finish(reason, out);
             }
         }
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.finished
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

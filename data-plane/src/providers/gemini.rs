@@ -2,6 +2,7 @@
 //! and `:streamGenerateContent?alt=sse`, `batchEmbedContents` for embeddings.
 //! `base_url` includes the version, e.g. `https://generativelanguage.googleapis.com/v1beta`.
 
+use super::Progress;
 use super::{
     classify, invalid_answer, json_body, json_frame, secret_header, text_at, Adapter,
     StreamDecoder, UpstreamCall,
@@ -9,8 +10,7 @@ use super::{
 use crate::chat::framing::Frame;
 use crate::chat::{
     arguments_string, new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, Choice,
-    ChunkBuilder, EmbeddingsRequest, FinishReason, Part, Role, ToolCall, ToolChoice,
-    ToolChoiceMode,
+    EmbeddingsRequest, FinishReason, Part, Role, ToolCall, ToolChoice, ToolChoiceMode,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -371,11 +371,8 @@ impl Adapter for Gemini {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(GeminiStream {
-            builder: ChunkBuilder::new(new_id("chatcmpl-"), model.to_owned()),
-            started: false,
+            progress: Progress::new(model),
             tools: 0,
-            usage: None,
-            finished: false,
         })
     }
 
@@ -470,11 +467,8 @@ impl Adapter for Gemini {
 /// Every event is a whole response whose text parts are increments; only the
 /// last has the finish reason and the full usage; the server then closes.
 struct GeminiStream {
-    builder: ChunkBuilder,
-    started: bool,
+    progress: Progress,
     tools: u32,
-    usage: Option<TokenUsage>,
-    finished: bool,
 }
 
 impl StreamDecoder for GeminiStream {
@@ -484,36 +478,30 @@ impl StreamDecoder for GeminiStream {
             return Err(self_error(&value));
         }
         let response: Response = serde_json::from_value(value).map_err(|_| invalid_answer())?;
-        if !self.started {
-            if let Some(id) = &response.response_id {
-                self.builder.set_id(id.clone());
-            }
-            out.push(self.builder.role());
-            self.started = true;
-        }
+        self.progress.start(response.response_id.as_deref(), out);
         if let Some(usage) = &response.usage_metadata {
-            self.usage = Some(usage.to_openai());
+            self.progress.usage = Some(usage.to_openai());
         }
         if response.candidates.is_empty() && response.prompt_feedback.is_some() {
-            out.push(self.builder.finish(FinishReason::ContentFilter));
-            self.finished = true;
+            self.progress.finish(FinishReason::ContentFilter, out);
         }
         for candidate in response.candidates {
             // With candidateCount > 1, each candidate is its own choice.
             let first = out.len();
             for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
                 match (part.text, part.function_call) {
-                    (Some(t), _) if part.thought => out.push(self.builder.reasoning(t)),
-                    (Some(t), _) if !t.is_empty() => out.push(self.builder.text(t)),
+                    (Some(t), _) if part.thought => out.push(self.progress.builder.reasoning(t)),
+                    (Some(t), _) if !t.is_empty() => out.push(self.progress.builder.text(t)),
                     (_, Some(call)) => {
                         let call = tool_call(call);
-                        out.push(self.builder.tool_call_start(
+                        out.push(self.progress.builder.tool_call_start(
                             self.tools,
                             call.id,
                             call.function.name,
                         ));
                         out.push(
-                            self.builder
+                            self.progress
+                                .builder
                                 .tool_arguments(self.tools, call.function.arguments),
                         );
                         self.tools += 1;
@@ -522,8 +510,8 @@ impl StreamDecoder for GeminiStream {
                 }
             }
             if let Some(reason) = candidate.finish_reason {
-                out.push(self.builder.finish(finish_reason(&reason, self.tools > 0)));
-                self.finished = true;
+                self.progress
+                    .finish(finish_reason(&reason, self.tools > 0), out);
             }
             for chunk in &mut out[first..] {
                 chunk
@@ -535,12 +523,8 @@ impl StreamDecoder for GeminiStream {
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.finished
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

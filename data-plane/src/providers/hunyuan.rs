@@ -8,13 +8,13 @@
 //! the `openai` adapter.)
 
 use super::{
-    classify, invalid_answer, json_body, json_frame, secret_header, Adapter, Settings,
+    classify, invalid_answer, json_body, json_frame, secret_header, Adapter, Progress, Settings,
     StreamDecoder, UpstreamCall,
 };
 use crate::chat::framing::Frame;
 use crate::chat::{
-    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder,
-    EmbeddingsRequest, FinishReason, Part, Role, ToolCall, ToolChoice, ToolChoiceMode, Unsupported,
+    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest,
+    FinishReason, Part, Role, ToolCall, ToolChoice, ToolChoiceMode, Unsupported,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -367,11 +367,8 @@ impl Adapter for Hunyuan {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(HunyuanStream {
-            builder: ChunkBuilder::new(String::new(), model.to_owned()),
-            started: false,
+            progress: Progress::new(model),
             tools: HashMap::new(),
-            usage: None,
-            finished: false,
         })
     }
 
@@ -433,12 +430,9 @@ impl Adapter for Hunyuan {
 }
 
 struct HunyuanStream {
-    builder: ChunkBuilder,
-    started: bool,
+    progress: Progress,
     /// Tool calls are merged by id; each gets an OpenAI index.
     tools: HashMap<String, u32>,
-    usage: Option<TokenUsage>,
-    finished: bool,
 }
 
 impl StreamDecoder for HunyuanStream {
@@ -456,14 +450,9 @@ impl StreamDecoder for HunyuanStream {
             };
             return Err(ProviderError::new(kind, error.msg));
         }
-        if !self.started {
-            self.builder
-                .set_id(answer.id.clone().unwrap_or_else(|| new_id("chatcmpl-")));
-            out.push(self.builder.role());
-            self.started = true;
-        }
+        self.progress.start(answer.id.as_deref(), out);
         if let Some(usage) = answer.usage {
-            self.usage = Some(TokenUsage::new(
+            self.progress.usage = Some(TokenUsage::new(
                 usage.prompt_tokens,
                 usage.completion_tokens,
             ));
@@ -471,10 +460,10 @@ impl StreamDecoder for HunyuanStream {
         for choice in answer.choices {
             let delta = choice.delta.unwrap_or_default();
             if let Some(reasoning) = delta.reasoning_content.filter(|r| !r.is_empty()) {
-                out.push(self.builder.reasoning(reasoning));
+                out.push(self.progress.builder.reasoning(reasoning));
             }
             if !delta.content.is_empty() {
-                out.push(self.builder.text(delta.content));
+                out.push(self.progress.builder.text(delta.content));
             }
             for call in delta.tool_calls {
                 let next = self.tools.len() as u32;
@@ -482,31 +471,31 @@ impl StreamDecoder for HunyuanStream {
                     Some(index) => *index,
                     None => {
                         self.tools.insert(call.id.clone(), next);
-                        out.push(
-                            self.builder
-                                .tool_call_start(next, call.id, call.function.name),
-                        );
+                        out.push(self.progress.builder.tool_call_start(
+                            next,
+                            call.id,
+                            call.function.name,
+                        ));
                         next
                     }
                 };
                 if !call.function.arguments.is_empty() {
-                    out.push(self.builder.tool_arguments(index, call.function.arguments));
+                    out.push(
+                        self.progress
+                            .builder
+                            .tool_arguments(index, call.function.arguments),
+                    );
                 }
             }
             if let Some(reason) = finish_reason(&choice.finish_reason, !self.tools.is_empty()) {
-                out.push(self.builder.finish(reason));
-                self.finished = true;
+                self.progress.finish(reason, out);
             }
         }
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.finished
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

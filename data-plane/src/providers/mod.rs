@@ -16,7 +16,7 @@ mod qianfan;
 pub use client::{UpstreamClient, UpstreamResponse};
 
 use crate::chat::framing::{Frame, Framing};
-use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest};
+use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingsRequest};
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
@@ -115,12 +115,55 @@ pub trait StreamDecoder: Send {
 
     fn decode(&mut self, frame: Frame, out: &mut Vec<ChatChunk>) -> Result<(), ProviderError>;
 
+    fn progress(&self) -> &Progress;
+
     /// The latest usage: streams that report running totals replace it.
-    fn usage(&self) -> Option<TokenUsage>;
+    fn usage(&self) -> Option<TokenUsage> {
+        self.progress().usage
+    }
 
     /// Whether the provider signalled the end of its answer; a stream that
     /// closes before that was cut off.
-    fn finished(&self) -> bool;
+    fn finished(&self) -> bool {
+        self.progress().finished
+    }
+}
+
+/// What every stream decoder tracks: the chunks' id and model, whether the
+/// opening role chunk went out, the latest usage, whether the answer ended.
+pub struct Progress {
+    pub builder: ChunkBuilder,
+    started: bool,
+    pub usage: Option<TokenUsage>,
+    pub finished: bool,
+}
+
+impl Progress {
+    pub fn new(model: &str) -> Self {
+        Progress {
+            builder: ChunkBuilder::new(crate::chat::new_id("chatcmpl-"), model.to_owned()),
+            started: false,
+            usage: None,
+            finished: false,
+        }
+    }
+
+    /// The role chunk, once, under the provider's own answer id if it has one.
+    pub fn start(&mut self, id: Option<&str>, out: &mut Vec<ChatChunk>) {
+        if self.started {
+            return;
+        }
+        if let Some(id) = id {
+            self.builder.set_id(id);
+        }
+        out.push(self.builder.role());
+        self.started = true;
+    }
+
+    pub fn finish(&mut self, reason: crate::chat::FinishReason, out: &mut Vec<ChatChunk>) {
+        out.push(self.builder.finish(reason));
+        self.finished = true;
+    }
 }
 
 /// Builds the adapter for a provider of a snapshot.

@@ -3,12 +3,13 @@
 //! server root, e.g. `http://localhost:11434`.
 
 use super::{
-    classify, json_body, json_frame, secret_header, text_at, Adapter, StreamDecoder, UpstreamCall,
+    classify, json_body, json_frame, secret_header, text_at, Adapter, Progress, StreamDecoder,
+    UpstreamCall,
 };
 use crate::chat::framing::{Frame, Framing};
 use crate::chat::{
     arguments_string, new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest,
-    ChunkBuilder, EmbeddingsRequest, FinishReason, Part, Role, ToolCall, Unsupported,
+    EmbeddingsRequest, FinishReason, Part, Role, ToolCall, Unsupported,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -239,11 +240,8 @@ impl Adapter for Ollama {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(OllamaStream {
-            builder: ChunkBuilder::new(new_id("chatcmpl-"), model.to_owned()),
-            started: false,
+            progress: Progress::new(model),
             tools: 0,
-            usage: None,
-            done: false,
         })
     }
 
@@ -288,11 +286,8 @@ impl Adapter for Ollama {
 }
 
 struct OllamaStream {
-    builder: ChunkBuilder,
-    started: bool,
+    progress: Progress,
     tools: u32,
-    usage: Option<TokenUsage>,
-    done: bool,
 }
 
 impl StreamDecoder for OllamaStream {
@@ -305,46 +300,38 @@ impl StreamDecoder for OllamaStream {
         if let Some(error) = line.error {
             return Err(line_error(error));
         }
-        if !self.started {
-            out.push(self.builder.role());
-            self.started = true;
-        }
+        self.progress.start(None, out);
         let message = line.message.unwrap_or_default();
         if let Some(thinking) = message.thinking.filter(|t| !t.is_empty()) {
-            out.push(self.builder.reasoning(thinking));
+            out.push(self.progress.builder.reasoning(thinking));
         }
         if !message.content.is_empty() {
-            out.push(self.builder.text(message.content));
+            out.push(self.progress.builder.text(message.content));
         }
         for call in message.tool_calls {
             let call = call.into_tool_call();
+            out.push(self.progress.builder.tool_call_start(
+                self.tools,
+                call.id,
+                call.function.name,
+            ));
             out.push(
-                self.builder
-                    .tool_call_start(self.tools, call.id, call.function.name),
-            );
-            out.push(
-                self.builder
+                self.progress
+                    .builder
                     .tool_arguments(self.tools, call.function.arguments),
             );
             self.tools += 1;
         }
         if line.done {
-            self.usage = Some(TokenUsage::new(line.prompt_eval_count, line.eval_count));
-            out.push(
-                self.builder
-                    .finish(finish_reason(line.done_reason.as_deref(), self.tools > 0)),
-            );
-            self.done = true;
+            self.progress.usage = Some(TokenUsage::new(line.prompt_eval_count, line.eval_count));
+            let reason = finish_reason(line.done_reason.as_deref(), self.tools > 0);
+            self.progress.finish(reason, out);
         }
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.done
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

@@ -4,6 +4,7 @@
 //! from OpenAI clients take the passthrough path: their bytes are forwarded
 //! with only the model spliced; typed translation is for other ingresses.
 
+use super::Progress;
 use super::{
     classify, invalid_answer, json_body, json_frame, secret_header, text_at, Adapter, Settings,
     StreamDecoder, UpstreamCall,
@@ -15,7 +16,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
 use shared::provider_kind::ProviderKind;
-use shared::usage::TokenUsage;
 
 pub struct OpenAi {
     kind: ProviderKind,
@@ -156,16 +156,22 @@ fn read_error(status: StatusCode, value: &Value) -> ProviderError {
 }
 
 /// OpenAI chunks, decoded for ingresses of another format.
-#[derive(Default)]
 pub struct OpenAiStream {
-    usage: Option<TokenUsage>,
-    done: bool,
+    progress: Progress,
+}
+
+impl Default for OpenAiStream {
+    fn default() -> Self {
+        OpenAiStream {
+            progress: Progress::new(""),
+        }
+    }
 }
 
 impl StreamDecoder for OpenAiStream {
     fn decode(&mut self, frame: Frame, out: &mut Vec<ChatChunk>) -> Result<(), ProviderError> {
         if frame.data.trim() == "[DONE]" {
-            self.done = true;
+            self.progress.finished = true;
             return Ok(());
         }
         let value: Value = json_frame(&frame)?;
@@ -174,7 +180,7 @@ impl StreamDecoder for OpenAiStream {
         }
         let chunk: ChatChunk = serde_json::from_value(value).map_err(|_| invalid_answer())?;
         if let Some(usage) = chunk.usage {
-            self.usage = Some(usage);
+            self.progress.usage = Some(usage);
         }
         // Usage-only chunks (and Azure's filter-results chunk) carry no choice.
         if !chunk.choices.is_empty() {
@@ -186,12 +192,8 @@ impl StreamDecoder for OpenAiStream {
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.done
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

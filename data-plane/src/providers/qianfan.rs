@@ -6,13 +6,13 @@
 //! (Qianfan v2 is OpenAI-compatible and served by the `openai` adapter.)
 
 use super::{
-    classify, invalid_answer, json_body, json_frame, Adapter, StreamDecoder, UpstreamCall,
-    UpstreamClient,
+    classify, invalid_answer, json_body, json_frame, Adapter, Progress, StreamDecoder,
+    UpstreamCall, UpstreamClient,
 };
 use crate::chat::framing::Frame;
 use crate::chat::{
-    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder,
-    EmbeddingsRequest, FinishReason, Role, ToolCall, Unsupported,
+    new_id, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, EmbeddingsRequest,
+    FinishReason, Role, ToolCall, Unsupported,
 };
 use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -378,10 +378,7 @@ impl Adapter for Qianfan {
 
     fn stream_decoder(&self, model: &str) -> Box<dyn StreamDecoder> {
         Box::new(QianfanStream {
-            builder: ChunkBuilder::new(String::new(), model.to_owned()),
-            started: false,
-            usage: None,
-            ended: false,
+            progress: Progress::new(model),
         })
     }
 
@@ -436,10 +433,7 @@ impl Adapter for Qianfan {
 }
 
 struct QianfanStream {
-    builder: ChunkBuilder,
-    started: bool,
-    usage: Option<TokenUsage>,
-    ended: bool,
+    progress: Progress,
 }
 
 impl StreamDecoder for QianfanStream {
@@ -451,39 +445,31 @@ impl StreamDecoder for QianfanStream {
                 answer.error_msg.as_deref().unwrap_or_default(),
             ));
         }
-        if !self.started {
-            self.builder
-                .set_id(answer.id.clone().unwrap_or_else(|| new_id("chatcmpl-")));
-            out.push(self.builder.role());
-            self.started = true;
-        }
+        self.progress.start(answer.id.as_deref(), out);
         if let Some(usage) = answer.usage {
-            self.usage = Some(usage);
+            self.progress.usage = Some(usage);
         }
         if !answer.result.is_empty() {
-            out.push(self.builder.text(answer.result));
+            out.push(self.progress.builder.text(answer.result));
         }
         let called = answer.function_call.is_some();
         if let Some(call) = answer.function_call {
-            out.push(self.builder.tool_call_start(0, new_id("call_"), call.name));
-            out.push(self.builder.tool_arguments(0, call.arguments));
+            out.push(
+                self.progress
+                    .builder
+                    .tool_call_start(0, new_id("call_"), call.name),
+            );
+            out.push(self.progress.builder.tool_arguments(0, call.arguments));
         }
         if answer.is_end {
-            out.push(
-                self.builder
-                    .finish(finish_reason(answer.finish_reason.as_deref(), called)),
-            );
-            self.ended = true;
+            let reason = finish_reason(answer.finish_reason.as_deref(), called);
+            self.progress.finish(reason, out);
         }
         Ok(())
     }
 
-    fn usage(&self) -> Option<TokenUsage> {
-        self.usage
-    }
-
-    fn finished(&self) -> bool {
-        self.ended
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 }
 

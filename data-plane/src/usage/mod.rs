@@ -81,6 +81,33 @@ pub struct UsageDraft {
 }
 
 impl UsageDraft {
+    /// A streamed chat request's draft and the queue it lands in, for tests.
+    #[cfg(test)]
+    pub fn for_test() -> (Self, UsageQueue) {
+        let (sink, queue) = UsageSink::channel(4, 1);
+        let record = UsageRecord {
+            id: shared::ids::UsageRecordId::generate(),
+            key_id: "k".to_owned().into(),
+            user_id: None,
+            team_id: None,
+            model: "m".into(),
+            provider: "p".into(),
+            upstream_model: "u".into(),
+            endpoint: "chat.completions".into(),
+            tokens: TokenUsage::default(),
+            latency_ms: 0,
+            status: 0,
+            streamed: true,
+            created_at_ms: 0,
+        };
+        let draft = UsageDraft {
+            sink,
+            started: std::time::Instant::now(),
+            record,
+        };
+        (draft, queue)
+    }
+
     pub fn finish(mut self, status: u16, tokens: TokenUsage) {
         self.record.status = status;
         self.record.tokens = tokens;

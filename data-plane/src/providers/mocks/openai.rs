@@ -183,6 +183,20 @@ fn usage_json(usage: Usage) -> Value {
         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}})
 }
 
+/// What every endpoint does first: record, pace, check the caller, read the JSON.
+async fn admit(
+    mock: &Mock,
+    uri: &Uri,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, Response> {
+    mock.saw(uri, headers, body);
+    super::pace(body).await;
+    check(mock, headers, query)?;
+    parse(body, mock.config.kind)
+}
+
 fn parse(body: &Bytes, kind: ProviderKind) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|_| {
         error(
@@ -202,16 +216,11 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mock.saw(&uri, &headers, &body);
-    super::pace(&body).await;
-    let kind = mock.config.kind;
-    if let Err(refused) = check(&mock, &headers, &query) {
-        return refused;
-    }
-    let request = match parse(&body, kind) {
+    let request = match admit(&mock, &uri, &query, &headers, &body).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
+    let kind = mock.config.kind;
     let Some(model) = request["model"]
         .as_str()
         .map(str::to_owned)
@@ -374,16 +383,11 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mock.saw(&uri, &headers, &body);
-    super::pace(&body).await;
-    let kind = mock.config.kind;
-    if let Err(refused) = check(&mock, &headers, &query) {
-        return refused;
-    }
-    let request = match parse(&body, kind) {
+    let request = match admit(&mock, &uri, &query, &headers, &body).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
+    let kind = mock.config.kind;
     let texts = inputs(&request["input"]);
     if texts.is_empty() {
         return error(
@@ -433,13 +437,7 @@ async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mock.saw(&uri, &headers, &body);
-    super::pace(&body).await;
-    let kind = mock.config.kind;
-    if let Err(refused) = check(&mock, &headers, &query) {
-        return refused;
-    }
-    let request = match parse(&body, kind) {
+    let request = match admit(&mock, &uri, &query, &headers, &body).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
@@ -483,13 +481,7 @@ async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mock.saw(&uri, &headers, &body);
-    super::pace(&body).await;
-    let kind = mock.config.kind;
-    if let Err(refused) = check(&mock, &headers, &query) {
-        return refused;
-    }
-    let request = match parse(&body, kind) {
+    let request = match admit(&mock, &uri, &query, &headers, &body).await {
         Ok(request) => request,
         Err(refused) => return refused,
     };
