@@ -494,16 +494,7 @@ impl StreamDecoder for GeminiStream {
                     (Some(t), _) if !t.is_empty() => out.push(self.progress.builder.text(t)),
                     (_, Some(call)) => {
                         let call = tool_call(call);
-                        out.push(self.progress.builder.tool_call_start(
-                            self.tools,
-                            call.id,
-                            call.function.name,
-                        ));
-                        out.push(
-                            self.progress
-                                .builder
-                                .tool_arguments(self.tools, call.function.arguments),
-                        );
+                        self.progress.tool_call(self.tools, call, out);
                         self.tools += 1;
                     }
                     _ => {}

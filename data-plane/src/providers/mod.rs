@@ -160,6 +160,15 @@ impl Progress {
         self.started = true;
     }
 
+    /// A tool call that arrives whole: its opening delta and all its arguments.
+    pub fn tool_call(&self, index: u32, call: crate::chat::ToolCall, out: &mut Vec<ChatChunk>) {
+        out.push(
+            self.builder
+                .tool_call_start(index, call.id, call.function.name),
+        );
+        out.push(self.builder.tool_arguments(index, call.function.arguments));
+    }
+
     pub fn finish(&mut self, reason: crate::chat::FinishReason, out: &mut Vec<ChatChunk>) {
         out.push(self.builder.finish(reason));
         self.finished = true;

@@ -310,16 +310,7 @@ impl StreamDecoder for OllamaStream {
         }
         for call in message.tool_calls {
             let call = call.into_tool_call();
-            out.push(self.progress.builder.tool_call_start(
-                self.tools,
-                call.id,
-                call.function.name,
-            ));
-            out.push(
-                self.progress
-                    .builder
-                    .tool_arguments(self.tools, call.function.arguments),
-            );
+            self.progress.tool_call(self.tools, call, out);
             self.tools += 1;
         }
         if line.done {

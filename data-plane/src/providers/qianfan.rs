@@ -454,12 +454,8 @@ impl StreamDecoder for QianfanStream {
         }
         let called = answer.function_call.is_some();
         if let Some(call) = answer.function_call {
-            out.push(
-                self.progress
-                    .builder
-                    .tool_call_start(0, new_id("call_"), call.name),
-            );
-            out.push(self.progress.builder.tool_arguments(0, call.arguments));
+            let call = ToolCall::new(new_id("call_"), call.name, call.arguments);
+            self.progress.tool_call(0, call, out);
         }
         if answer.is_end {
             let reason = finish_reason(answer.finish_reason.as_deref(), called);
