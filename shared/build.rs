@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         proto_root.join("switchboard/v1/admin.proto"),
         proto_root.join("switchboard/v1/cluster.proto"),
+        proto_root.join("switchboard/v1/routing.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

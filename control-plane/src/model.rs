@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::provider_kind::ProviderKind;
+use shared::routing::Strategy;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -67,6 +68,14 @@ pub struct RouteTarget {
     pub model: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Tier for the `priority` strategy; lower first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Requests and tokens per minute this target may be given; absent is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -75,6 +84,53 @@ pub struct Route {
     #[serde(default)]
     pub model: String,
     pub targets: Vec<RouteTarget>,
+    // The rest is optional, with defaults (docs/routing.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RouteTimeouts>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitVariant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_fallback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_fallback: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff_ms: u32,
+}
+
+/// Absent fields (or 0) take the data plane's defaults.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    #[serde(default)]
+    pub connect_ms: u32,
+    #[serde(default)]
+    pub first_token_ms: u32,
+    #[serde(default)]
+    pub idle_ms: u32,
+    #[serde(default)]
+    pub total_ms: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitVariant {
+    pub model: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1,5 +1,7 @@
 //! The data plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
+use crate::router::health::BreakerConfig;
+use crate::router::RoutingConfig;
 use shared::telemetry::LogArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +46,8 @@ pub struct Config {
     )]
     pub upstream_connect_timeout_ms: u64,
 
-    /// Time allowed for a non-streaming upstream answer, and for a stream's first byte.
+    /// Time allowed for a non-streaming upstream answer, and for a stream's
+    /// first token, where a route sets no timeouts.
     #[arg(
         long,
         env = "SWITCHBOARD_UPSTREAM_TIMEOUT_MS",
@@ -83,6 +86,63 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Attempts per request when a route sets no retry policy (1: no retry).
+    #[arg(long, env = "SWITCHBOARD_RETRY_MAX_ATTEMPTS", default_value_t = 2)]
+    pub retry_max_attempts: u32,
+
+    /// First retry backoff when a route sets none; doubles per attempt, with jitter.
+    #[arg(long, env = "SWITCHBOARD_RETRY_BACKOFF_MS", default_value_t = 100)]
+    pub retry_backoff_ms: u64,
+
+    /// Share of a route's requests that retries and fallbacks may add (per 10 s window).
+    #[arg(long, env = "SWITCHBOARD_RETRY_BUDGET", default_value_t = 0.2)]
+    pub retry_budget: f64,
+
+    /// Consecutive failures that eject a target (circuit breaker).
+    #[arg(long, env = "SWITCHBOARD_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// Failure share in the breaker window that ejects a target.
+    #[arg(long, env = "SWITCHBOARD_BREAKER_ERROR_RATE", default_value_t = 0.5)]
+    pub breaker_error_rate: f64,
+
+    /// Requests the breaker window needs before the error rate counts.
+    #[arg(long, env = "SWITCHBOARD_BREAKER_MIN_REQUESTS", default_value_t = 10)]
+    pub breaker_min_requests: u32,
+
+    /// Length of the breaker's error-rate window.
+    #[arg(long, env = "SWITCHBOARD_BREAKER_WINDOW_MS", default_value_t = 10_000)]
+    pub breaker_window_ms: u64,
+
+    /// First ejection; doubled on each repeated ejection.
+    #[arg(long, env = "SWITCHBOARD_BREAKER_COOLDOWN_MS", default_value_t = 5_000)]
+    pub breaker_cooldown_ms: u64,
+
+    /// Longest ejection.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BREAKER_MAX_COOLDOWN_MS",
+        default_value_t = 300_000
+    )]
+    pub breaker_max_cooldown_ms: u64,
+
+    /// Longest a provider's `retry-after` (on 429 or 503) sets a target aside; 0: never.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BREAKER_MAX_RETRY_AFTER_MS",
+        default_value_t = 60_000
+    )]
+    pub breaker_max_retry_after_ms: u64,
+
+    /// While a stream waits for its first token: when the first SSE comment
+    /// keepalive is sent, and how often after.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_STREAM_KEEPALIVE_MS",
+        default_value_t = 10_000
+    )]
+    pub stream_keepalive_ms: u64,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -114,7 +174,48 @@ impl Config {
         if self.usage_batch_size == 0 || self.usage_queue == 0 {
             return Err("usage_batch_size and usage_queue: must be positive".into());
         }
+        if !(1..=10).contains(&self.retry_max_attempts) {
+            return Err("retry_max_attempts: must be between 1 and 10".into());
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget) {
+            return Err("retry_budget: must be between 0 and 1".into());
+        }
+        if !(self.breaker_error_rate > 0.0 && self.breaker_error_rate <= 1.0) {
+            return Err("breaker_error_rate: must be above 0 and at most 1".into());
+        }
+        if self.breaker_failures == 0
+            || self.breaker_cooldown_ms == 0
+            || self.breaker_window_ms == 0
+        {
+            return Err(
+                "breaker_failures, breaker_cooldown_ms and breaker_window_ms: must be positive"
+                    .into(),
+            );
+        }
+        if self.stream_keepalive_ms == 0 {
+            return Err("stream_keepalive_ms: must be positive".into());
+        }
         Ok(())
+    }
+
+    pub fn routing(&self) -> RoutingConfig {
+        let ms = Duration::from_millis;
+        RoutingConfig {
+            breaker: BreakerConfig {
+                consecutive_failures: self.breaker_failures,
+                error_rate: self.breaker_error_rate,
+                min_requests: self.breaker_min_requests,
+                window: ms(self.breaker_window_ms),
+                cooldown: ms(self.breaker_cooldown_ms),
+                max_cooldown: ms(self.breaker_max_cooldown_ms.max(self.breaker_cooldown_ms)),
+                max_retry_after: ms(self.breaker_max_retry_after_ms),
+            },
+            max_attempts: self.retry_max_attempts,
+            backoff: ms(self.retry_backoff_ms),
+            retry_budget: self.retry_budget,
+            stream_keepalive: ms(self.stream_keepalive_ms),
+            first_token_timeout: self.upstream_timeout(),
+        }
     }
 
     pub fn cluster_token(&self) -> &str {

@@ -35,6 +35,12 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("The upstream provider '{0}' sent an invalid response.")]
     UpstreamInvalid(String),
+    #[error("No target of the route '{route}' is available: each is failing or at capacity; try again shortly.")]
+    NoHealthyTarget {
+        route: String,
+        /// Seconds until the first target is back, as `retry-after`.
+        retry_after: Option<HeaderValue>,
+    },
     #[error("The parameter '{param}' is not supported by provider kind {provider_kind}.")]
     Unsupported {
         param: String,
@@ -192,7 +198,9 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotReady | GatewayError::NoHealthyTarget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamInvalid(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -216,6 +224,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
             GatewayError::NotReady => ("server_error", "not_ready"),
+            GatewayError::NoHealthyTarget { .. } => ("server_error", "no_healthy_target"),
             GatewayError::UpstreamUnreachable(_) => ("upstream_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout(_) => ("upstream_error", "upstream_timeout"),
             GatewayError::UpstreamInvalid(_) => ("upstream_error", "upstream_invalid_response"),
@@ -227,7 +236,9 @@ impl GatewayError {
     /// Whether another attempt may succeed (for the routing work).
     pub fn retryable(&self) -> bool {
         match self {
-            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout(_) => true,
+            GatewayError::UpstreamUnreachable(_)
+            | GatewayError::UpstreamTimeout(_)
+            | GatewayError::UpstreamInvalid(_) => true,
             GatewayError::Provider { error, .. } => error.retryable(),
             _ => false,
         }
@@ -236,6 +247,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<&HeaderValue> {
         match self {
             GatewayError::Provider { error, .. } => error.retry_after.as_ref(),
+            GatewayError::NoHealthyTarget { retry_after, .. } => retry_after.as_ref(),
             _ => None,
         }
     }

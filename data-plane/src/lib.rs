@@ -94,6 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         control_plane = %config.control_plane,
         "data plane listening"
     );
+    let routing = Arc::new(config.routing());
     let state = || ingress::AppState {
         live: live.clone(),
         // Per worker: connections to providers stay on the thread that uses them.
@@ -105,6 +106,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: metrics.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: config.upstream_timeout(),
+        routing: routing.clone(),
     };
     let stopped = server::start(listeners, state, tasks.token(), config.shutdown_grace())
         .context("starting the worker threads")?;

@@ -2,12 +2,17 @@
 //! request path and swapped in whole, so a request sees one version or the next.
 
 use crate::providers::{self, Adapter};
+use crate::router::budget::RetryBudget;
+use crate::router::health::TargetState;
 use arc_swap::ArcSwapOption;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
 use shared::proto;
+use shared::routing::Strategy;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type Live = Arc<ArcSwapOption<Runtime>>;
 
@@ -15,7 +20,8 @@ pub type Live = Arc<ArcSwapOption<Runtime>>;
 pub struct Runtime {
     pub version: i64,
     keys: HashMap<KeyHash, Arc<KeyEntry>>,
-    routes: HashMap<String, Route>,
+    /// By public name and by alias.
+    routes: HashMap<String, Arc<Route>>,
 }
 
 #[derive(Debug)]
@@ -31,6 +37,17 @@ pub struct KeyEntry {
 impl KeyEntry {
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+
+    #[cfg(test)]
+    pub fn for_test() -> Self {
+        KeyEntry {
+            id: KeyId::from("k".to_owned()),
+            user_id: None,
+            team_id: None,
+            models: None,
+            expires_at_ms: None,
+        }
     }
 }
 
@@ -54,32 +71,59 @@ pub struct Target {
     pub provider: Arc<Provider>,
     pub upstream_model: String,
     pub weight: u32,
+    pub priority: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Carried over from the previous runtime while the target exists.
+    pub health: Arc<TargetState>,
+}
+
+impl Target {
+    /// Not ejected and under its capacity this minute.
+    pub fn available(&self) -> bool {
+        !self.health.ejected() && !self.health.saturated(self.rpm, self.tpm)
+    }
 }
 
 #[derive(Debug)]
 pub struct Route {
+    pub model: String,
     pub targets: Vec<Target>,
-    total_weight: u64,
+    pub strategy: Strategy,
+    pub fallbacks: Vec<String>,
+    /// `None`: the data plane's default.
+    pub retry: Option<RetryPolicy>,
+    pub timeouts: RouteTimeouts,
+    /// Other routes' names and their percentage of this route's traffic.
+    pub split: Vec<(String, u32)>,
+    pub context_fallback: Option<String>,
+    pub content_fallback: Option<String>,
+    /// Smooth weighted round robin: target indexes in serving order.
+    pub rotation: Vec<usize>,
+    /// Carried over from the previous runtime while the route exists.
+    pub state: Arc<RouteState>,
 }
 
-impl Route {
-    /// Weighted random choice; `ticket` is uniform in `0..total_weight`.
-    pub fn pick(&self, ticket: u64) -> &Target {
-        let mut remaining = ticket;
-        for target in &self.targets {
-            let weight = u64::from(target.weight);
-            if remaining < weight {
-                return target;
-            }
-            remaining -= weight;
-        }
-        // Only reachable with a ticket out of range; the last target is as good as any.
-        &self.targets[self.targets.len() - 1]
-    }
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+}
 
-    pub fn total_weight(&self) -> u64 {
-        self.total_weight
-    }
+/// `None`: the data plane's default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub first_token: Option<Duration>,
+    pub idle: Option<Duration>,
+    pub total: Option<Duration>,
+}
+
+/// A route's rotation position and retry budget.
+#[derive(Debug, Default)]
+pub struct RouteState {
+    pub cursor: AtomicUsize,
+    pub budget: RetryBudget,
 }
 
 impl Runtime {
@@ -87,7 +131,7 @@ impl Runtime {
         self.keys.get(hash)
     }
 
-    pub fn route(&self, model: &str) -> Option<&Route> {
+    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(model)
     }
 
@@ -108,17 +152,23 @@ impl Runtime {
     }
 }
 
-/// Why a snapshot was rejected; sent back to the control plane as a NACK.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSnapshot(String);
-
-/// A snapshot is checked as a whole: one bad entry rejects it, and the
-/// previous runtime keeps serving.
 impl TryFrom<proto::Snapshot> for Runtime {
     type Error = InvalidSnapshot;
 
     fn try_from(snapshot: proto::Snapshot) -> Result<Self, InvalidSnapshot> {
+        Runtime::build(snapshot, None)
+    }
+}
+
+impl Runtime {
+    /// A snapshot is checked as a whole: one bad entry rejects it, and the
+    /// previous runtime keeps serving. Routing state (health, rotation,
+    /// retry budget) of routes and targets that still exist is carried over
+    /// from `previous`.
+    pub fn build(
+        snapshot: proto::Snapshot,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, InvalidSnapshot> {
         let bad = |what: String| InvalidSnapshot(what);
         let mut providers = HashMap::with_capacity(snapshot.providers.len());
         for p in &snapshot.providers {
@@ -132,34 +182,31 @@ impl TryFrom<proto::Snapshot> for Runtime {
         }
         let mut routes = HashMap::with_capacity(snapshot.routes.len());
         for r in &snapshot.routes {
-            let targets = r
-                .targets
-                .iter()
-                .map(|t| {
-                    let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
-                        bad(format!(
-                            "route {:?} names provider {:?}, which does not exist",
-                            r.model, t.provider
-                        ))
-                    })?;
-                    Ok(Target {
-                        provider: provider.clone(),
-                        upstream_model: t.model.clone(),
-                        weight: t.weight.max(1),
-                    })
-                })
-                .collect::<Result<Vec<_>, InvalidSnapshot>>()?;
-            if targets.is_empty() {
-                return Err(bad(format!("route {:?} has no targets", r.model)));
+            let old = previous
+                .and_then(|p| p.routes.get(&r.model))
+                .filter(|old| old.model == r.model);
+            let route = build_route(r, &providers, old).map_err(bad)?;
+            let route = Arc::new(route);
+            for alias in &r.aliases {
+                routes.insert(alias.clone(), route.clone());
             }
-            let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
-            routes.insert(
-                r.model.clone(),
-                Route {
-                    targets,
-                    total_weight,
-                },
-            );
+            routes.insert(r.model.clone(), route);
+        }
+        for route in routes.values() {
+            let named = route
+                .fallbacks
+                .iter()
+                .chain(route.split.iter().map(|(name, _)| name))
+                .chain(route.context_fallback.iter())
+                .chain(route.content_fallback.iter());
+            for name in named {
+                if !routes.contains_key(name) {
+                    return Err(bad(format!(
+                        "route {:?} sends traffic to route {name:?}, which does not exist",
+                        route.model
+                    )));
+                }
+            }
         }
         let mut keys = HashMap::with_capacity(snapshot.keys.len());
         // Keys are most of a large snapshot: moved, not copied.
@@ -183,6 +230,125 @@ impl TryFrom<proto::Snapshot> for Runtime {
     }
 }
 
+fn millis(ms: u32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
+}
+
+fn build_route(
+    r: &proto::Route,
+    providers: &HashMap<&str, Arc<Provider>>,
+    old: Option<&Arc<Route>>,
+) -> Result<Route, String> {
+    let targets = r
+        .targets
+        .iter()
+        .map(|t| {
+            let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
+                format!(
+                    "route {:?} names provider {:?}, which does not exist",
+                    r.model, t.provider
+                )
+            })?;
+            let health = old
+                .and_then(|old| {
+                    old.targets
+                        .iter()
+                        .find(|o| o.provider.name == t.provider && o.upstream_model == t.model)
+                })
+                .map(|o| o.health.clone())
+                .unwrap_or_default();
+            Ok(Target {
+                provider: provider.clone(),
+                upstream_model: t.model.clone(),
+                weight: t.weight.max(1),
+                priority: t.priority,
+                rpm: (t.rpm > 0).then_some(t.rpm),
+                tpm: (t.tpm > 0).then_some(t.tpm),
+                health,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if targets.is_empty() {
+        return Err(format!("route {:?} has no targets", r.model));
+    }
+    let strategy: Strategy = r
+        .strategy
+        .parse()
+        .map_err(|e| format!("route {:?}: {e}", r.model))?;
+    let rotation = smooth_rotation(&targets.iter().map(|t| t.weight).collect::<Vec<_>>());
+    let present = |s: &String| (!s.is_empty()).then(|| s.clone());
+    Ok(Route {
+        model: r.model.clone(),
+        targets,
+        strategy,
+        fallbacks: r.fallbacks.clone(),
+        retry: r.retry.map(|p| RetryPolicy {
+            max_attempts: p.max_attempts.max(1),
+            backoff: Duration::from_millis(u64::from(p.backoff_ms)),
+        }),
+        timeouts: r
+            .timeouts
+            .map(|t| RouteTimeouts {
+                connect: millis(t.connect_ms),
+                first_token: millis(t.first_token_ms),
+                idle: millis(t.idle_ms),
+                total: millis(t.total_ms),
+            })
+            .unwrap_or_default(),
+        split: r
+            .split
+            .iter()
+            .map(|v| (v.model.clone(), v.weight))
+            .collect(),
+        context_fallback: present(&r.context_fallback),
+        content_fallback: present(&r.content_fallback),
+        rotation,
+        state: old.map(|o| o.state.clone()).unwrap_or_default(),
+    })
+}
+
+/// Nginx's smooth weighted round robin, unrolled once: weights 5,1,1 serve
+/// a,a,b,a,c,a,a rather than a,a,a,a,a,b,c. Weights are reduced by their
+/// greatest common divisor and the cycle is capped, so it stays small.
+fn smooth_rotation(weights: &[u32]) -> Vec<usize> {
+    const MAX_CYCLE: u64 = 4096;
+    let gcd = weights.iter().fold(0u32, |a, &b| gcd(a, b)).max(1);
+    let mut reduced: Vec<u64> = weights.iter().map(|w| u64::from(w / gcd)).collect();
+    let total: u64 = reduced.iter().sum();
+    if total > MAX_CYCLE {
+        for w in &mut reduced {
+            *w = (*w * MAX_CYCLE / total).max(1);
+        }
+    }
+    let total: i64 = reduced.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; reduced.len()];
+    (0..total)
+        .map(|_| {
+            for (c, w) in current.iter_mut().zip(&reduced) {
+                *c += *w as i64;
+            }
+            let best = (0..current.len())
+                .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+                .unwrap_or(0);
+            current[best] -= total;
+            best
+        })
+        .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Why a snapshot was rejected; sent back to the control plane as a NACK.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSnapshot(String);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,20 +363,24 @@ mod tests {
                 api_key: "sk-up".into(),
                 ..Default::default()
             }],
-            routes: vec![proto::SnapshotRoute {
+            routes: vec![proto::Route {
                 model: "m".into(),
+                aliases: vec!["m-alias".into()],
                 targets: vec![
-                    proto::SnapshotRouteTarget {
+                    proto::RouteTarget {
                         provider: "up".into(),
                         model: "a".into(),
                         weight: 1,
+                        ..Default::default()
                     },
-                    proto::SnapshotRouteTarget {
+                    proto::RouteTarget {
                         provider: "up".into(),
                         model: "b".into(),
                         weight: 3,
+                        ..Default::default()
                     },
                 ],
+                ..Default::default()
             }],
             keys: vec![proto::SnapshotKey {
                 id: "k".into(),
@@ -228,10 +398,12 @@ mod tests {
         let key = runtime.key(&KeyHash::of("sk-sb-x")).expect("key present");
         assert!(key.allows("m") && !key.allows("other"));
         let route = runtime.route("m").expect("route present");
-        assert_eq!(route.total_weight(), 4);
-        assert_eq!(route.pick(0).upstream_model, "a");
-        assert_eq!(route.pick(1).upstream_model, "b");
-        assert_eq!(route.pick(3).upstream_model, "b");
+        assert!(Arc::ptr_eq(route, runtime.route("m-alias").expect("alias")));
+        assert_eq!(
+            route.rotation,
+            vec![1, 0, 1, 1],
+            "weights 1 and 3, interleaved"
+        );
         let call = route.targets[0]
             .provider
             .adapter
@@ -239,6 +411,24 @@ mod tests {
             .expect("OpenAI passes through");
         assert_eq!(call.uri, "http://127.0.0.1:1/v1/chat/completions");
         assert!(!format!("{:?}", route.targets[0].provider).contains("sk-up"));
+    }
+
+    #[test]
+    fn carries_routing_state_over_for_targets_that_remain() {
+        let first = Runtime::try_from(snapshot()).expect("valid");
+        let mut next = snapshot();
+        next.routes[0].targets.remove(0);
+        let second = Runtime::build(next, Some(&first)).expect("valid");
+        let (old, new) = (first.route("m").expect("m"), second.route("m").expect("m"));
+        assert!(Arc::ptr_eq(&old.targets[1].health, &new.targets[0].health));
+        assert!(Arc::ptr_eq(&old.state, &new.state));
+    }
+
+    #[test]
+    fn smooth_rotation_interleaves() {
+        assert_eq!(smooth_rotation(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_rotation(&[2, 2]), vec![0, 1]);
+        assert_eq!(smooth_rotation(&[1_000_000, 1]).len(), 4096, "capped");
     }
 
     #[test]

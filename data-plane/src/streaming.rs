@@ -3,6 +3,8 @@
 //! emitted when the relay is dropped: at the end of the stream, or when the
 //! client goes away mid-stream.
 
+use crate::error::GatewayError;
+use crate::providers::body::StreamFailure;
 use crate::usage::{TokenUsage, UsageDraft};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -17,7 +19,7 @@ const CLIENT_CLOSED: u16 = 499;
 enum Outcome {
     Streaming,
     Completed,
-    UpstreamFailed,
+    UpstreamFailed { status: u16 },
 }
 
 pub struct SseRelay<S> {
@@ -28,10 +30,23 @@ pub struct SseRelay<S> {
     usage: Option<TokenUsage>,
     provider: String,
     outcome: Outcome,
+    sent_any: bool,
+    /// A failure before anything was sent: the caller may still retry.
+    early_failure: Option<GatewayError>,
     draft: Option<UsageDraft>,
 }
 
 impl<S> SseRelay<S> {
+    /// The error that ended the stream before its first byte, if one did.
+    pub fn take_early_failure(&mut self) -> Option<GatewayError> {
+        self.early_failure.take()
+    }
+
+    /// The usage draft back, for another attempt (none is recorded then).
+    pub fn take_draft(&mut self) -> Option<UsageDraft> {
+        self.draft.take()
+    }
+
     pub fn new(upstream: S, hide_usage_chunk: bool, provider: String, draft: UsageDraft) -> Self {
         Self {
             upstream,
@@ -40,6 +55,8 @@ impl<S> SseRelay<S> {
             usage: None,
             provider,
             outcome: Outcome::Streaming,
+            sent_any: false,
+            early_failure: None,
             draft: Some(draft),
         }
     }
@@ -64,7 +81,7 @@ impl<S> SseRelay<S> {
 impl<S, E> Stream for SseRelay<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: StreamFailure,
 {
     type Item = Result<Bytes, std::io::Error>;
 
@@ -82,18 +99,27 @@ where
                         && chunk.ends_with(b"\n\n")
                         && !has_usage_object(&chunk)
                     {
+                        this.sent_any = true;
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     this.pending.extend_from_slice(&chunk);
                     let events = this.complete_events();
                     if !events.is_empty() {
+                        this.sent_any = true;
                         return Poll::Ready(Some(Ok(events)));
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    this.outcome = Outcome::UpstreamFailed;
+                    let error = error.to_gateway_error(&this.provider);
+                    this.outcome = Outcome::UpstreamFailed {
+                        status: error.status().as_u16(),
+                    };
+                    if !this.sent_any {
+                        this.early_failure = Some(error);
+                        return Poll::Ready(None);
+                    }
                     // Clients see an OpenAI-style error event and no [DONE].
-                    let error = crate::providers::unreachable(&this.provider, &error).to_json();
+                    let error = error.to_json();
                     return Poll::Ready(Some(Ok(Bytes::from(format!("data: {error}\n\n")))));
                 }
                 Poll::Ready(None) => {
@@ -113,7 +139,7 @@ impl<S> Drop for SseRelay<S> {
         };
         let status = match self.outcome {
             Outcome::Completed => 200,
-            Outcome::UpstreamFailed => 502,
+            Outcome::UpstreamFailed { status } => status,
             Outcome::Streaming => CLIENT_CLOSED,
         };
         draft.finish(status, self.usage.unwrap_or_default());

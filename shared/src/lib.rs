@@ -6,6 +6,7 @@ pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod provider_kind;
+pub mod routing;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;

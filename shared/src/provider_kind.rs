@@ -65,6 +65,15 @@ impl ProviderKind {
         }
     }
 
+    /// OpenAI's `/v1/completions` and `/v1/responses` are passed through to
+    /// these only: the others' compatible APIs lack them or differ.
+    pub fn serves_completions_and_responses(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible
+        )
+    }
+
     /// DeepSeek and Anthropic have no embeddings API.
     pub fn offers_embeddings(self) -> bool {
         !matches!(self, ProviderKind::Deepseek | ProviderKind::Anthropic)

@@ -142,6 +142,8 @@ pub struct UsageRecord {
     pub status: u16,
     pub streamed: bool,
     pub created_at_ms: i64,
+    /// The A/B variant (route) the request was assigned, when its route splits.
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -164,6 +166,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             total_tokens: r.tokens.total_tokens,
             cached_tokens: r.tokens.cached_tokens,
             reasoning_tokens: r.tokens.reasoning_tokens,
+            variant: r.variant.unwrap_or_default(),
             latency_ms: r.latency_ms,
             status: u32::from(r.status),
             streamed: r.streamed,
@@ -216,6 +219,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             status,
             streamed: r.streamed,
             created_at_ms: r.created_at_ms,
+            variant: present(r.variant),
         })
     }
 }
@@ -243,6 +247,7 @@ mod tests {
             status: 200,
             streamed: false,
             created_at_ms: 1,
+            variant: Some("b".into()),
         }
     }
 

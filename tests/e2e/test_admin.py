@@ -37,11 +37,20 @@ def test_grpc_admin_with_reflection(gateway, grpc_stubs):
         admin.CreateProvider(pb.ProviderSpec(name="bad", kind="nope", base_url="http://x"), metadata=auth)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kind" in error.value.details()
 
-    admin.CreateRoute(pb.Route(model="grpc-model", targets=[pb.RouteTarget(provider="mock", model="gpt-4o-mini")]),
-                      metadata=auth)
+    from switchboard.v1 import routing_pb2 as rpb
+
+    route = admin.CreateRoute(rpb.Route(model="grpc-model", strategy="least_busy", aliases=["grpc-alias"],
+                                        retry=rpb.RetryPolicy(max_attempts=3, backoff_ms=50),
+                                        targets=[rpb.RouteTarget(provider="mock", model="gpt-4o-mini", priority=1)]),
+                              metadata=auth)
+    assert (route.strategy, list(route.aliases), route.retry.max_attempts) == ("least_busy", ["grpc-alias"], 3)
     with pytest.raises(grpc.RpcError) as error:
-        admin.CreateRoute(pb.Route(model="x", targets=[pb.RouteTarget(provider="ghost", model="m")]), metadata=auth)
+        admin.CreateRoute(rpb.Route(model="x", targets=[rpb.RouteTarget(provider="ghost", model="m")]), metadata=auth)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "targets[0].provider" in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+        admin.CreateRoute(rpb.Route(model="y", strategy="fastest", targets=[rpb.RouteTarget(provider="mock", model="m")]),
+                          metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "strategy" in error.value.details()
 
     team = admin.CreateTeam(pb.CreateTeamRequest(name="research"), metadata=auth)
     user = admin.CreateUser(pb.CreateUserRequest(name="Ada", email="ada@example.com", team_id=team.id), metadata=auth)

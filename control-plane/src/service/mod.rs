@@ -140,6 +140,39 @@ impl Admin {
                 )));
             }
         }
+        let others: Vec<Route> = self
+            .store
+            .list_routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.model != route.model)
+            .collect();
+        // Routes it sends traffic to must exist: a dangling name would fail
+        // only when the traffic arrives.
+        for (field, name) in validate::route_references(route) {
+            if !others.iter().any(|r| r.model == name) {
+                return Err(Error::invalid(format!(
+                    "{field}: route {name:?} does not exist"
+                )));
+            }
+        }
+        for alias in &route.aliases {
+            if let Some(owner) = others
+                .iter()
+                .find(|r| r.model == *alias || r.aliases.contains(alias))
+            {
+                return Err(Error::Conflict(format!(
+                    "aliases: {alias:?} already names route {:?}",
+                    owner.model
+                )));
+            }
+        }
+        if let Some(owner) = others.iter().find(|r| r.aliases.contains(&route.model)) {
+            return Err(Error::Conflict(format!(
+                "model: {:?} is already an alias of route {:?}",
+                route.model, owner.model
+            )));
+        }
         Ok(())
     }
 
@@ -155,6 +188,15 @@ impl Admin {
     }
 
     pub async fn delete_route(&self, model: &str) -> Result<()> {
+        let routes = self.store.list_routes().await?;
+        if let Some(user) = routes.iter().find(|r| {
+            r.model != model && validate::route_references(r).any(|(_, name)| name == model)
+        }) {
+            return Err(Error::Conflict(format!(
+                "route {model:?} is a fallback or variant of route {:?}",
+                user.model
+            )));
+        }
         if !self.store.delete_route(model).await? {
             return Err(Error::NotFound(format!("route {model:?}")));
         }

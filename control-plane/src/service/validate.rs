@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::model::{ProviderSpec, Route};
 use shared::provider_kind::{ProviderApi, ProviderKind};
+use shared::routing::Strategy;
 
 const MAX_NAME_LEN: usize = 128;
 const MAX_WEIGHT: u32 = 1_000_000;
@@ -140,6 +141,10 @@ fn base_url(url: &str) -> Result<()> {
     Ok(())
 }
 
+const MAX_ATTEMPTS: u32 = 10;
+const MAX_BACKOFF_MS: u32 = 60_000;
+const MAX_TIMEOUT_MS: u32 = 3_600_000;
+
 pub fn route(route: &Route) -> Result<()> {
     identifier("model", &route.model)?;
     if route.targets.is_empty() {
@@ -157,8 +162,90 @@ pub fn route(route: &Route) -> Result<()> {
                 "targets[{i}].weight: must be between 1 and {MAX_WEIGHT}"
             )));
         }
+        for (field, value) in [("rpm", target.rpm), ("tpm", target.tpm)] {
+            if value == Some(0) {
+                return Err(Error::invalid(format!(
+                    "targets[{i}].{field}: must be positive (leave it out for no limit)"
+                )));
+            }
+        }
+    }
+    if route.strategy == Strategy::Cost {
+        return Err(Error::invalid(
+            "strategy: \"cost\" needs the pricing table, which this version does not have yet",
+        ));
+    }
+    for (i, alias) in route.aliases.iter().enumerate() {
+        identifier(&format!("aliases[{i}]"), alias)?;
+        if *alias == route.model || route.aliases[..i].contains(alias) {
+            return Err(Error::invalid(format!(
+                "aliases[{i}]: {alias:?} is named twice"
+            )));
+        }
+    }
+    for (field, name) in route_references(route) {
+        identifier(&field, &name)?;
+        if name == route.model {
+            return Err(Error::invalid(format!(
+                "{field}: a route cannot send traffic to itself"
+            )));
+        }
+    }
+    for (i, variant) in route.split.iter().enumerate() {
+        if variant.weight == 0 || variant.weight > MAX_WEIGHT {
+            return Err(Error::invalid(format!(
+                "split[{i}].weight: must be between 1 and {MAX_WEIGHT}"
+            )));
+        }
+    }
+    if let Some(retry) = route.retry {
+        if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
+            return Err(Error::invalid(format!(
+                "retry.max_attempts: must be between 1 and {MAX_ATTEMPTS}"
+            )));
+        }
+        if retry.backoff_ms > MAX_BACKOFF_MS {
+            return Err(Error::invalid(format!(
+                "retry.backoff_ms: must be at most {MAX_BACKOFF_MS}"
+            )));
+        }
+    }
+    if let Some(t) = route.timeouts {
+        for (field, value) in [
+            ("connect_ms", t.connect_ms),
+            ("first_token_ms", t.first_token_ms),
+            ("idle_ms", t.idle_ms),
+            ("total_ms", t.total_ms),
+        ] {
+            if value > MAX_TIMEOUT_MS {
+                return Err(Error::invalid(format!(
+                    "timeouts.{field}: must be at most {MAX_TIMEOUT_MS}"
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// The other routes a route sends traffic to, each with the field naming it.
+pub fn route_references(route: &Route) -> impl Iterator<Item = (String, String)> + '_ {
+    let fallbacks = route
+        .fallbacks
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (format!("fallbacks[{i}]"), name.clone()));
+    let split = route
+        .split
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("split[{i}].model"), v.model.clone()));
+    let special = [
+        ("context_fallback", &route.context_fallback),
+        ("content_fallback", &route.content_fallback),
+    ]
+    .into_iter()
+    .filter_map(|(field, name)| name.clone().map(|n| (field.to_owned(), n)));
+    fallbacks.chain(split).chain(special)
 }
 
 #[cfg(test)]
@@ -171,15 +258,17 @@ mod tests {
             provider: "p".into(),
             model: "m".into(),
             weight,
+            priority: 0,
+            rpm: None,
+            tpm: None,
         }
     }
 
     #[test]
     fn routes_need_targets_with_sane_weights() {
-        let mut r = Route {
-            model: "gpt-4o".into(),
-            targets: vec![],
-        };
+        let mut r: Route =
+            serde_json::from_value(serde_json::json!({"model": "gpt-4o", "targets": []}))
+                .expect("route");
         assert!(route(&r)
             .expect_err("invalid")
             .to_string()

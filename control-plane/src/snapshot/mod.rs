@@ -136,22 +136,7 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let routes = rows
-        .routes
-        .into_iter()
-        .map(|r| proto::SnapshotRoute {
-            model: r.model,
-            targets: r
-                .targets
-                .into_iter()
-                .map(|t| proto::SnapshotRouteTarget {
-                    provider: t.provider,
-                    model: t.model,
-                    weight: t.weight,
-                })
-                .collect(),
-        })
-        .collect();
+    let routes = rows.routes.into_iter().map(proto::Route::from).collect();
     let now = now_ms();
     let keys = rows
         .keys

@@ -1,5 +1,5 @@
 use super::{Store, Tx};
-use crate::error::{already_exists, Result};
+use crate::error::{already_exists, Error, Result};
 use crate::model::{Route, RouteTarget};
 use shared::time::now_ms;
 use std::collections::BTreeMap;
@@ -10,27 +10,65 @@ struct TargetRecord {
     provider: String,
     upstream_model: String,
     weight: i64,
+    priority: i64,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RouteRecord {
+    model: String,
+    policy: String,
+}
+
+const TARGET_COLUMNS: &str = "route_model, provider, upstream_model, weight, priority, rpm, tpm";
+
+/// The route's policy (all but its name and targets) as the JSON stored in
+/// `routes.policy`: the admin API's own form, so no second field list.
+fn policy_json(route: &Route) -> Result<String> {
+    let mut value = serde_json::to_value(route).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("model");
+        fields.remove("targets");
+    }
+    Ok(value.to_string())
+}
+
+fn route_of(record: RouteRecord, targets: Vec<RouteTarget>) -> Result<Route> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&record.policy).unwrap_or_default();
+    fields.insert("model".into(), record.model.into());
+    fields.insert(
+        "targets".into(),
+        serde_json::to_value(targets).map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    serde_json::from_value(fields.into())
+        .map_err(|e| Error::Internal(format!("stored route policy cannot be read: {e}")))
 }
 
 impl Store {
     pub async fn insert_route(&self, route: &Route) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        sqlx::query("INSERT INTO routes (model, created_at, updated_at) VALUES ($1, $2, $2)")
-            .bind(&route.model)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(already_exists(format!("route {:?}", route.model)))?;
+        sqlx::query(
+            "INSERT INTO routes (model, created_at, updated_at, policy) VALUES ($1, $2, $2, $3)",
+        )
+        .bind(&route.model)
+        .bind(now)
+        .bind(policy_json(route)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(already_exists(format!("route {:?}", route.model)))?;
         insert_targets(&mut tx, route).await?;
         Self::commit_config_change(tx).await
     }
 
     pub async fn replace_route(&self, route: &Route) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query("UPDATE routes SET updated_at = $2 WHERE model = $1")
+        let found = sqlx::query("UPDATE routes SET updated_at = $2, policy = $3 WHERE model = $1")
             .bind(&route.model)
             .bind(now_ms())
+            .bind(policy_json(route)?)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -63,22 +101,21 @@ impl Store {
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Option<Route>> {
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT model FROM routes WHERE model = $1")
+        let record: Option<RouteRecord> =
+            sqlx::query_as("SELECT model, policy FROM routes WHERE model = $1")
                 .bind(model)
                 .fetch_optional(&self.pool)
                 .await?;
-        if exists.is_none() {
+        let Some(record) = record else {
             return Ok(None);
-        }
-        let records: Vec<TargetRecord> = sqlx::query_as(
-            "SELECT route_model, provider, upstream_model, weight FROM route_targets \
-             WHERE route_model = $1 ORDER BY position",
-        )
+        };
+        let records: Vec<TargetRecord> = sqlx::query_as(&format!(
+            "SELECT {TARGET_COLUMNS} FROM route_targets WHERE route_model = $1 ORDER BY position"
+        ))
         .bind(model)
         .fetch_all(&self.pool)
         .await?;
-        Ok(group_routes(vec![model.to_owned()], records).pop())
+        Ok(group_routes(vec![record], records)?.pop())
     }
 
     pub async fn list_routes(&self) -> Result<Vec<Route>> {
@@ -86,38 +123,42 @@ impl Store {
     }
 
     pub(super) async fn routes_in(conn: &mut sqlx::AnyConnection) -> Result<Vec<Route>> {
-        let models: Vec<String> = sqlx::query_scalar("SELECT model FROM routes ORDER BY model")
-            .fetch_all(&mut *conn)
-            .await?;
-        let records: Vec<TargetRecord> = sqlx::query_as(
-            "SELECT route_model, provider, upstream_model, weight FROM route_targets \
-             ORDER BY route_model, position",
-        )
+        let routes: Vec<RouteRecord> =
+            sqlx::query_as("SELECT model, policy FROM routes ORDER BY model")
+                .fetch_all(&mut *conn)
+                .await?;
+        let records: Vec<TargetRecord> = sqlx::query_as(&format!(
+            "SELECT {TARGET_COLUMNS} FROM route_targets ORDER BY route_model, position"
+        ))
         .fetch_all(&mut *conn)
         .await?;
-        Ok(group_routes(models, records))
+        group_routes(routes, records)
     }
 }
 
 async fn insert_targets(tx: &mut Tx, route: &Route) -> Result<()> {
     for (position, target) in route.targets.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO route_targets (route_model, position, provider, upstream_model, weight) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO route_targets (route_model, position, provider, upstream_model, weight, \
+             priority, rpm, tpm) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&route.model)
         .bind(position as i64)
         .bind(&target.provider)
         .bind(&target.model)
         .bind(i64::from(target.weight))
+        .bind(i64::from(target.priority))
+        .bind(target.rpm.map(i64::from))
+        .bind(target.tpm.map(i64::from))
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
-fn group_routes(models: Vec<String>, records: Vec<TargetRecord>) -> Vec<Route> {
+fn group_routes(routes: Vec<RouteRecord>, records: Vec<TargetRecord>) -> Result<Vec<Route>> {
     let mut targets: BTreeMap<String, Vec<RouteTarget>> = BTreeMap::new();
+    let count = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok());
     for record in records {
         targets
             .entry(record.route_model)
@@ -126,13 +167,16 @@ fn group_routes(models: Vec<String>, records: Vec<TargetRecord>) -> Vec<Route> {
                 provider: record.provider,
                 model: record.upstream_model,
                 weight: u32::try_from(record.weight).unwrap_or(1),
+                priority: u32::try_from(record.priority).unwrap_or(0),
+                rpm: count(record.rpm),
+                tpm: count(record.tpm),
             });
     }
-    models
+    routes
         .into_iter()
-        .map(|model| Route {
-            targets: targets.remove(&model).unwrap_or_default(),
-            model,
+        .map(|record| {
+            let route_targets = targets.remove(&record.model).unwrap_or_default();
+            route_of(record, route_targets)
         })
         .collect()
 }

@@ -26,8 +26,8 @@ struct TotalsRecord {
     reasoning_tokens: i64,
 }
 
-const USAGE_COLUMNS: usize = 19;
-/// 500 rows are 9,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 20;
+/// 500 rows are 10,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -36,7 +36,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
-         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at) VALUES ",
+         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -88,7 +88,8 @@ impl Store {
                     .bind(i64::from(r.status))
                     .bind(i64::from(r.streamed))
                     .bind(r.created_at_ms)
-                    .bind(received_at);
+                    .bind(received_at)
+                    .bind(r.variant.as_deref());
             }
             inserted += query.execute(&mut *tx).await?.rows_affected();
         }

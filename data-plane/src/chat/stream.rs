@@ -7,6 +7,7 @@
 use super::framing::FrameDecoder;
 use super::{ChatChunk, ChatCompletion, ChunkBuilder, Delta, FinishReason};
 use crate::error::GatewayError;
+use crate::providers::body::StreamFailure;
 use crate::providers::{provider_error, unreachable, StreamDecoder};
 use crate::usage::UsageDraft;
 use bytes::{Bytes, BytesMut};
@@ -124,6 +125,11 @@ impl<S> TranslatedStream<S> {
         self.early_failure.take()
     }
 
+    /// The usage draft back, for another attempt (none is recorded then).
+    pub fn take_draft(&mut self) -> Option<UsageDraft> {
+        self.draft.take()
+    }
+
     /// Gives up before the first byte (the provider took too long): the
     /// usage record gets the error's status, not "client went away".
     pub fn abandon(&mut self, error: &GatewayError) {
@@ -190,7 +196,7 @@ impl<S> TranslatedStream<S> {
 impl<S, E> Stream for TranslatedStream<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: StreamFailure,
 {
     type Item = Result<Bytes, std::io::Error>;
 
@@ -205,7 +211,7 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes, &mut out),
                 Poll::Ready(Some(Err(error))) => {
-                    let error = unreachable(&this.provider, &error);
+                    let error = error.to_gateway_error(&this.provider);
                     this.fail(error, &mut out);
                 }
                 Poll::Ready(None) => this.upstream_ended(&mut out),

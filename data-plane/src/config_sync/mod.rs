@@ -110,7 +110,10 @@ impl ConfigSync {
         let applied = tokio::task::spawn_blocking(move || {
             let snapshot = proto::Snapshot::decode(update.snapshot.clone())
                 .map_err(|e| format!("snapshot does not decode: {e}"))?;
-            let runtime = Runtime::try_from(snapshot).map_err(|e| e.to_string())?;
+            let previous = live.load_full();
+            let runtime =
+                Runtime::build(snapshot, previous.as_deref()).map_err(|e| e.to_string())?;
+            drop(previous);
             drop(install(&live, runtime));
             let elapsed = started.elapsed();
             if let Err(error) = file.save(&update.snapshot) {

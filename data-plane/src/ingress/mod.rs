@@ -1,21 +1,23 @@
 //! The HTTP surface, and the one place the request path is assembled:
 //! auth -> ingress (body) -> limits -> router -> provider -> usage.
 //!
-//! Two ways through the provider step: OpenAI-format requests to providers
-//! that speak OpenAI's format are spliced and relayed byte for byte; every
-//! other pairing is translated through `chat`'s typed OpenAI form.
+//! The provider step is `attempt` (one try on one target: OpenAI's format
+//! passed through, any other translated) inside `retry` (strategy order,
+//! backoff, fallbacks, no retry once an answer has begun); streams waiting
+//! long for their first token get `keepalive` comments.
 
 mod anthropic;
+mod attempt;
+mod keepalive;
 mod models;
 mod request;
+mod retry;
 
-use crate::chat::stream::{replay, Egress, OpenAiEgress, TranslatedStream};
+use crate::chat::stream::{Egress, OpenAiEgress};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
-use crate::error::ProviderError;
-use crate::providers::{provider_error, Adapter, UpstreamCall, UpstreamResponse};
-use crate::runtime::{KeyEntry, Live, Provider};
-use crate::streaming::SseRelay;
+use crate::router::RoutingConfig;
+use crate::runtime::Live;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
 use crate::{auth, providers, router};
 use axum::body::Body;
@@ -24,14 +26,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
-use shared::provider_kind::ProviderKind;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -43,6 +41,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
     pub upstream_timeout: Duration,
+    pub routing: Arc<RoutingConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,16 +80,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The path an OpenAI-format provider serves an endpoint at, below its base URL.
-fn openai_path(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
-        Endpoint::Embeddings => "/embeddings",
-        Endpoint::Completions => "/completions",
-        Endpoint::Responses => "/responses",
-    }
-}
-
 async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
     let span = tracing::info_span!(
@@ -120,85 +109,43 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
     response
 }
 
-/// What the router chose for a request, and the usage record it will end in.
-/// Every failure on the way is recorded (with no tokens) before it is returned,
-/// so failed requests are counted too.
-struct Routed {
-    provider: Arc<Provider>,
-    upstream_model: String,
-    started: Instant,
-    /// Taken when the record is finished (or handed to a stream that will).
-    draft: Option<UsageDraft>,
+/// What a request asks, in the forms its attempts may need. One per
+/// request, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    /// An OpenAI-format request: spliced for OpenAI-format providers, read
+    /// into types (once, when first needed) for the others.
+    OpenAi {
+        endpoint: Endpoint,
+        request: ProxyRequest,
+        chat: OnceLock<ChatRequest>,
+        embeddings: OnceLock<EmbeddingsRequest>,
+    },
+    /// An Anthropic Messages request, already in OpenAI's typed form.
+    Messages { chat: ChatRequest, model: String },
 }
 
-impl Routed {
-    fn check<T>(&mut self, result: Result<T, GatewayError>) -> Result<T, GatewayError> {
-        result.inspect_err(|error| self.finish(error.status().as_u16(), TokenUsage::default()))
-    }
-
-    fn refuse<T>(mut self, error: GatewayError) -> Result<T, GatewayError> {
-        self.check(Err(error))
-    }
-
-    fn finish(&mut self, status: u16, tokens: TokenUsage) {
-        if let Some(draft) = self.draft.take() {
-            draft.finish(status, tokens);
+impl Job {
+    pub fn stream(&self) -> bool {
+        match self {
+            Job::OpenAi { request, .. } => request.stream,
+            Job::Messages { chat, .. } => chat.stream,
         }
     }
 
-    fn take_draft(&mut self) -> Result<UsageDraft, GatewayError> {
-        self.draft
-            .take()
-            .ok_or_else(|| GatewayError::UpstreamInvalid(self.provider.name.clone()))
-    }
-
-    fn provider_error<T>(&mut self, result: Result<T, ProviderError>) -> Result<T, GatewayError> {
-        let result = result.map_err(|e| provider_error(&self.provider.name, e));
-        self.check(result)
-    }
-
-    async fn send(
-        &mut self,
-        state: &AppState,
-        call: UpstreamCall,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let sent = providers::send(&state.http, &self.provider, call, state.upstream_timeout).await;
-        self.check(sent)
-    }
-
-    /// A translated call: what the adapter needs first (Baidu's token), the
-    /// request it writes, and the send.
-    async fn call(
-        &mut self,
-        state: &AppState,
-        request: impl FnOnce(&dyn Adapter, &str) -> Result<UpstreamCall, GatewayError>,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let provider = self.provider.clone();
-        if let Some(prepare) = provider
-            .adapter
-            .prepare(&state.http, state.upstream_timeout)
-        {
-            self.provider_error(prepare.await)?;
+    /// How a translated answer is written back.
+    pub fn egress(&self) -> Box<dyn Egress> {
+        match self {
+            Job::OpenAi { request, .. } => Box::new(OpenAiEgress::new(request.client_wants_usage)),
+            Job::Messages { model, .. } => Box::new(anthropic::AnthropicEgress::new(model.clone())),
         }
-        let call = self.check(request(provider.adapter.as_ref(), &self.upstream_model))?;
-        self.send(state, call).await
     }
 
-    /// A whole answer, within what is left of the request's time.
-    async fn read_answer(
-        &mut self,
-        state: &AppState,
-        upstream: UpstreamResponse,
-    ) -> Result<Bytes, GatewayError> {
-        let remaining = state
-            .upstream_timeout
-            .saturating_sub(self.started.elapsed());
-        let read = match tokio::time::timeout(remaining, upstream.into_body().collect()).await {
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(error)) => Err(providers::unreachable(&self.provider.name, &error)),
-            Err(_) => Err(GatewayError::UpstreamTimeout(self.provider.name.clone())),
-        };
-        self.check(read)
+    /// An error as an event of this ingress's stream format.
+    pub fn error_event(&self, error: &GatewayError) -> bytes::Bytes {
+        let mut out = bytes::BytesMut::new();
+        self.egress().error(error, &mut out);
+        out.freeze()
     }
 }
 
@@ -216,93 +163,34 @@ async fn handle(
 
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
-    if endpoint == Endpoint::Messages {
-        let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
-        let public_model = chat.model.clone();
-        let routed = route(
-            &state,
-            &runtime,
-            &key,
+    let job = match endpoint {
+        Endpoint::Messages => {
+            let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
+            Job::Messages {
+                model: chat.model.clone(),
+                chat,
+            }
+        }
+        _ => Job::OpenAi {
             endpoint,
-            &chat.model,
-            chat.stream,
-            started,
-        )?;
-        drop(runtime);
-        return translated_chat(&state, routed, chat, Format::Anthropic(public_model)).await;
-    }
-    let request = ProxyRequest::parse(endpoint, body)?;
+            request: ProxyRequest::parse(endpoint, body)?,
+            chat: OnceLock::new(),
+            embeddings: OnceLock::new(),
+        },
+    };
+    let model = match &job {
+        Job::OpenAi { request, .. } => request.model.clone(),
+        Job::Messages { model, .. } => model.clone(),
+    };
+    tracing::Span::current().record("model", model.as_str());
 
     // limits: rate limits, quotas and budgets arrive with their own issue.
 
-    // router
-    let mut routed = route(
-        &state,
-        &runtime,
-        &key,
-        endpoint,
-        &request.model,
-        request.stream,
-        started,
-    )?;
+    // router: the route (after an A/B split) and its fallbacks.
+    let sticky = key.user_id.as_ref().map_or(key.id.as_str(), |u| u.as_str());
+    let plan = router::plan(&runtime, &key, &model, sticky)?;
     drop(runtime);
-
-    // provider: OpenAI's format passes through; any other is translated.
-    let kind = routed.provider.adapter.kind();
-    if matches!(endpoint, Endpoint::Completions | Endpoint::Responses)
-        && !matches!(
-            kind,
-            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible
-        )
-    {
-        return routed.refuse(GatewayError::bad_request(
-            format!("/v1/{} is served only by providers of kind openai, azure_openai and openai_compatible; this model's provider is {kind}.", openai_path(endpoint).trim_start_matches('/')),
-            Some("model"),
-        ));
-    }
-    if endpoint == Endpoint::Embeddings && !kind.offers_embeddings() {
-        return routed.refuse(GatewayError::bad_request(
-            format!("Provider kind {kind} offers no embeddings."),
-            Some("model"),
-        ));
-    }
-    let body = request.upstream_body(&routed.upstream_model);
-    if let Some(call) =
-        routed
-            .provider
-            .adapter
-            .passthrough(openai_path(endpoint), &routed.upstream_model, body)
-    {
-        // The Responses API's usage event is the client's own: never hidden.
-        let hide_usage =
-            request.stream && !request.client_wants_usage && endpoint != Endpoint::Responses;
-        return relay(&state, routed, call, request.stream, hide_usage).await;
-    }
-    match endpoint {
-        Endpoint::Embeddings => {
-            let embeddings = routed.check(EmbeddingsRequest::parse(request.body()))?;
-            translated_embeddings(&state, routed, embeddings).await
-        }
-        _ => {
-            let chat = routed.check(ChatRequest::parse(request.body()))?;
-            let include_usage = chat.wants_usage();
-            translated_chat(&state, routed, chat, Format::OpenAi { include_usage }).await
-        }
-    }
-}
-
-fn route(
-    state: &AppState,
-    runtime: &crate::runtime::Runtime,
-    key: &KeyEntry,
-    endpoint: Endpoint,
-    model: &str,
-    stream: bool,
-    started: Instant,
-) -> Result<Routed, GatewayError> {
-    tracing::Span::current().record("model", model);
-    let target = router::select(runtime, key, model)?;
-    tracing::Span::current().record("provider", target.provider.name.as_str());
+    let stream = job.stream();
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -311,26 +199,29 @@ fn route(
             key_id: key.id.clone(),
             user_id: key.user_id.clone(),
             team_id: key.team_id.clone(),
-            model: model.to_owned(),
-            provider: target.provider.name.clone(),
-            upstream_model: target.upstream_model.clone(),
+            model,
+            provider: String::new(),
+            upstream_model: String::new(),
             endpoint: endpoint.as_str().to_owned(),
             tokens: TokenUsage::default(),
             latency_ms: 0,
             status: 0,
             streamed: stream,
             created_at_ms: shared::time::now_ms(),
+            variant: plan.variant.clone(),
         },
     };
-    Ok(Routed {
-        provider: target.provider.clone(),
-        upstream_model: target.upstream_model.clone(),
-        started,
-        draft: Some(draft),
-    })
+
+    // provider, with retries and fallbacks; usage is recorded on the way.
+    let job = Arc::new(job);
+    let work = retry::run(state.clone(), plan, job.clone(), draft).in_current_span();
+    if !stream {
+        return work.await;
+    }
+    keepalive::respond(work, state.routing.stream_keepalive, job).await
 }
 
-fn sse_response(body: Body) -> Response {
+pub fn sse_response(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -342,135 +233,13 @@ fn sse_response(body: Body) -> Response {
     response
 }
 
-fn json_response(body: impl Into<Body>) -> Response {
+pub fn json_response(body: impl Into<Body>) -> Response {
     let mut response = Response::new(body.into());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// The passthrough: the provider's bytes go to the client as they came.
-async fn relay(
-    state: &AppState,
-    mut routed: Routed,
-    call: UpstreamCall,
-    stream: bool,
-    hide_usage: bool,
-) -> Result<Response, GatewayError> {
-    let upstream = routed.send(state, call).await?;
-    // usage: from the stream's usage chunk, or the body's usage object.
-    if stream {
-        let relay = SseRelay::new(
-            http_body_util::BodyDataStream::new(upstream.into_body()),
-            hide_usage,
-            routed.provider.name.clone(),
-            routed.take_draft()?,
-        );
-        return Ok(sse_response(Body::from_stream(relay)));
-    }
-    let body = routed.read_answer(state, upstream).await?;
-    routed.finish(200, request::usage_of(&body));
-    Ok(json_response(body))
-}
-
-/// Which format a translated answer goes back in.
-enum Format {
-    OpenAi {
-        include_usage: bool,
-    },
-    /// Anthropic's, naming the model the client asked for.
-    Anthropic(String),
-}
-
-impl Format {
-    fn egress(&self) -> Box<dyn Egress> {
-        match self {
-            Format::OpenAi { include_usage } => Box::new(OpenAiEgress::new(*include_usage)),
-            Format::Anthropic(model) => Box::new(anthropic::AnthropicEgress::new(model.clone())),
-        }
-    }
-}
-
-/// A chat request through an adapter that translates it.
-async fn translated_chat(
-    state: &AppState,
-    mut routed: Routed,
-    chat: ChatRequest,
-    format: Format,
-) -> Result<Response, GatewayError> {
-    let upstream = routed
-        .call(state, |adapter, model| adapter.chat_request(model, &chat))
-        .await?;
-    let provider = routed.provider.clone();
-    let model = routed.upstream_model.clone();
-    let is_json = upstream
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if chat.stream && !is_json {
-        let mut stream = TranslatedStream::new(
-            http_body_util::BodyDataStream::new(upstream.into_body()),
-            provider.adapter.stream_decoder(&model),
-            format.egress(),
-            provider.name.clone(),
-            routed.take_draft()?,
-        );
-        // Errors some providers put at the head of a 200 stream become HTTP
-        // errors; the wait for that first content is bounded like the rest.
-        let remaining = state
-            .upstream_timeout
-            .saturating_sub(routed.started.elapsed());
-        let Ok(first) = tokio::time::timeout(remaining, stream.next()).await else {
-            let error = GatewayError::UpstreamTimeout(provider.name.clone());
-            stream.abandon(&error);
-            return Err(error);
-        };
-        if let Some(error) = stream.take_early_failure() {
-            return Err(error);
-        }
-        return Ok(sse_response(Body::from_stream(
-            futures_util::stream::iter(first).chain(stream),
-        )));
-    }
-    // A whole answer; also how Baidu and Tencent answer a stream request that failed.
-    let body = routed.read_answer(state, upstream).await?;
-    let completion = routed.provider_error(provider.adapter.chat_response(&model, &body))?;
-    routed.finish(200, completion.usage.unwrap_or_default());
-    if chat.stream {
-        let mut egress = format.egress();
-        let mut out = BytesMut::new();
-        for chunk in replay(&completion) {
-            egress.chunk(chunk, &mut out);
-        }
-        egress.end(completion.usage, &mut out);
-        return Ok(sse_response(Body::from(out.freeze())));
-    }
-    let body = match format {
-        Format::OpenAi { .. } => serde_json::to_vec(&completion),
-        Format::Anthropic(model) => serde_json::to_vec(&anthropic::render(completion, &model)),
-    }
-    .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
-    Ok(json_response(body))
-}
-
-async fn translated_embeddings(
-    state: &AppState,
-    mut routed: Routed,
-    request: EmbeddingsRequest,
-) -> Result<Response, GatewayError> {
-    let upstream = routed
-        .call(state, |adapter, model| {
-            adapter.embeddings_request(model, &request)
-        })
-        .await?;
-    let body = routed.read_answer(state, upstream).await?;
-    let provider = routed.provider.clone();
-    let (vectors, usage) = routed.provider_error(provider.adapter.embeddings_response(&body))?;
-    routed.finish(200, usage);
-    Ok(json_response(request.answer(vectors, usage).to_string()))
 }
 
 #[cfg(test)]
@@ -498,6 +267,7 @@ mod tests {
                 .handle(),
             max_body_bytes: 1024,
             upstream_timeout: Duration::from_secs(1),
+            routing: Arc::new(crate::router::RoutingConfig::default()),
         })
     }
 
@@ -515,13 +285,15 @@ mod tests {
                 base_url: "http://127.0.0.1:9/v1".into(),
                 ..Default::default()
             }],
-            routes: vec![proto::SnapshotRoute {
+            routes: vec![proto::Route {
                 model: "m".into(),
-                targets: vec![proto::SnapshotRouteTarget {
+                targets: vec![proto::RouteTarget {
                     provider: "p".into(),
                     model: "u".into(),
                     weight: 1,
+                    ..Default::default()
                 }],
+                ..Default::default()
             }],
             keys: vec![proto::SnapshotKey {
                 id: "k".into(),

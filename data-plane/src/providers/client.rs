@@ -20,7 +20,49 @@ pub type UpstreamRequest = hyper::Request<Full<Bytes>>;
 pub type UpstreamResponse = hyper::Response<hyper::body::Incoming>;
 type SendError = hyper_util::client::legacy::Error;
 
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Pool = Client<HttpsConnector<TimedConnector>, Full<Bytes>>;
+
+tokio::task_local! {
+    /// A route's connect timeout, for the connection this request may open.
+    static CONNECT_TIMEOUT: Duration;
+}
+
+/// The TCP connector, bounded by the calling request's connect timeout when
+/// it has one. hyper starts a new connection inside the request's own task,
+/// so the request's task-local value is in scope when `call` runs.
+#[derive(Clone)]
+struct TimedConnector(HttpConnector);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<hyper::Uri> for TimedConnector {
+    type Response = <HttpConnector as tower::Service<hyper::Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let limit = CONNECT_TIMEOUT.try_with(|limit| *limit).ok();
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            match limit {
+                Some(limit) => match tokio::time::timeout(limit, connecting).await {
+                    Ok(connected) => connected.map_err(Into::into),
+                    Err(_) => Err("connect timed out".into()),
+                },
+                None => connecting.await.map_err(Into::into),
+            }
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -40,7 +82,7 @@ impl UpstreamClient {
                     .with_webpki_roots()
                     .https_or_http()
                     .enable_all_versions()
-                    .wrap_connector(http);
+                    .wrap_connector(TimedConnector(http));
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_timer(TokioTimer::new())
@@ -54,8 +96,18 @@ impl UpstreamClient {
         }
     }
 
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, SendError> {
+    /// `connect_timeout`: a bound below the client's own, for this request's
+    /// new connection (pooled ones are reused at once).
+    pub async fn send(
+        &self,
+        request: UpstreamRequest,
+        connect_timeout: Option<Duration>,
+    ) -> Result<UpstreamResponse, SendError> {
         let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        self.shards[shard].request(request).await
+        let sent = self.shards[shard].request(request);
+        match connect_timeout {
+            Some(limit) => CONNECT_TIMEOUT.scope(limit, sent).await,
+            None => sent.await,
+        }
     }
 }

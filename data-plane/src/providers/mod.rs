@@ -3,6 +3,7 @@
 //! its `api` setting) when a snapshot is applied.
 
 pub mod anthropic;
+pub mod body;
 mod client;
 mod dashscope;
 mod gemini;
@@ -264,6 +265,7 @@ pub async fn send(
     provider: &crate::runtime::Provider,
     call: UpstreamCall,
     first_byte_timeout: Duration,
+    connect_timeout: Option<Duration>,
 ) -> Result<UpstreamResponse, GatewayError> {
     let mut request = hyper::Request::builder().method(Method::POST).uri(call.uri);
     if let Some(headers) = request.headers_mut() {
@@ -272,11 +274,12 @@ pub async fn send(
     let request = request
         .body(Full::new(call.body))
         .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
-    let response = match tokio::time::timeout(first_byte_timeout, http.send(request)).await {
-        Err(_) => return Err(GatewayError::UpstreamTimeout(provider.name.clone())),
-        Ok(Err(error)) => return Err(unreachable(&provider.name, &error)),
-        Ok(Ok(response)) => response,
-    };
+    let response =
+        match tokio::time::timeout(first_byte_timeout, http.send(request, connect_timeout)).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout(provider.name.clone())),
+            Ok(Err(error)) => return Err(unreachable(&provider.name, &error)),
+            Ok(Ok(response)) => response,
+        };
     if response.status().is_success() {
         return Ok(response);
     }

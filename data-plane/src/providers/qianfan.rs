@@ -113,7 +113,7 @@ impl Qianfan {
                 "The access-token exchange failed.",
             )
         };
-        let response = tokio::time::timeout(timeout, http.send(request))
+        let response = tokio::time::timeout(timeout, http.send(request, None))
             .await
             .map_err(|_| {
                 ProviderError::new(

@@ -99,6 +99,7 @@ impl UsageDraft {
             status: 0,
             streamed: true,
             created_at_ms: 0,
+            variant: None,
         };
         let draft = UsageDraft {
             sink,

@@ -62,7 +62,7 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_route(&self, r: Request<pb::Route>) -> Reply<pb::Route> {
-        ok(self.admin.create_route(r.into_inner().into()).await?)
+        ok(self.admin.create_route(r.into_inner().try_into()?).await?)
     }
 
     async fn list_routes(
@@ -80,7 +80,7 @@ impl AdminService for AdminGrpc {
     }
 
     async fn update_route(&self, r: Request<pb::Route>) -> Reply<pb::Route> {
-        let route = model::Route::from(r.into_inner());
+        let route = model::Route::try_from(r.into_inner())?;
         let name = route.model.clone();
         ok(self.admin.update_route(&name, route).await?)
     }

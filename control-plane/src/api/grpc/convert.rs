@@ -41,9 +41,13 @@ impl From<model::Provider> for pb::Provider {
     }
 }
 
-impl From<pb::Route> for model::Route {
-    fn from(r: pb::Route) -> Self {
-        model::Route {
+impl TryFrom<pb::Route> for model::Route {
+    type Error = Error;
+
+    fn try_from(r: pb::Route) -> Result<Self, Error> {
+        let present = |s: String| (!s.is_empty()).then_some(s);
+        let positive = |n: u32| (n > 0).then_some(n);
+        Ok(model::Route {
             model: r.model,
             targets: r
                 .targets
@@ -53,12 +57,39 @@ impl From<pb::Route> for model::Route {
                     model: t.model,
                     // proto3 cannot tell an absent weight from 0; absent means 1.
                     weight: t.weight.max(1),
+                    priority: t.priority,
+                    rpm: positive(t.rpm),
+                    tpm: positive(t.tpm),
                 })
                 .collect(),
-        }
+            aliases: r.aliases,
+            strategy: r.strategy.parse().map_err(Error::invalid)?,
+            fallbacks: r.fallbacks,
+            retry: r.retry.map(|p| model::RetryPolicy {
+                max_attempts: p.max_attempts,
+                backoff_ms: p.backoff_ms,
+            }),
+            timeouts: r.timeouts.map(|t| model::RouteTimeouts {
+                connect_ms: t.connect_ms,
+                first_token_ms: t.first_token_ms,
+                idle_ms: t.idle_ms,
+                total_ms: t.total_ms,
+            }),
+            split: r
+                .split
+                .into_iter()
+                .map(|v| model::SplitVariant {
+                    model: v.model,
+                    weight: v.weight.max(1),
+                })
+                .collect(),
+            context_fallback: present(r.context_fallback),
+            content_fallback: present(r.content_fallback),
+        })
     }
 }
 
+/// Also what snapshots carry: data planes read the admin API's own form.
 impl From<model::Route> for pb::Route {
     fn from(r: model::Route) -> Self {
         pb::Route {
@@ -70,8 +101,34 @@ impl From<model::Route> for pb::Route {
                     provider: t.provider,
                     model: t.model,
                     weight: t.weight,
+                    priority: t.priority,
+                    rpm: t.rpm.unwrap_or(0),
+                    tpm: t.tpm.unwrap_or(0),
                 })
                 .collect(),
+            aliases: r.aliases,
+            strategy: r.strategy.as_str().to_owned(),
+            fallbacks: r.fallbacks,
+            retry: r.retry.map(|p| pb::RetryPolicy {
+                max_attempts: p.max_attempts,
+                backoff_ms: p.backoff_ms,
+            }),
+            timeouts: r.timeouts.map(|t| pb::RouteTimeouts {
+                connect_ms: t.connect_ms,
+                first_token_ms: t.first_token_ms,
+                idle_ms: t.idle_ms,
+                total_ms: t.total_ms,
+            }),
+            split: r
+                .split
+                .into_iter()
+                .map(|v| pb::SplitVariant {
+                    model: v.model,
+                    weight: v.weight,
+                })
+                .collect(),
+            context_fallback: r.context_fallback.unwrap_or_default(),
+            content_fallback: r.content_fallback.unwrap_or_default(),
         }
     }
 }

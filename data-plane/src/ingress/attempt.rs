@@ -1,0 +1,342 @@
+//! One try of a request on one target: the call written for the target's
+//! provider (OpenAI's format spliced through, any other translated), sent,
+//! and answered up to its first token. A failure leaves the usage draft with
+//! the caller, who may try again; a success has recorded it, or handed it to
+//! the stream that will.
+
+use super::{anthropic, json_response, sse_response, Job};
+use crate::chat::stream::{replay, TranslatedStream};
+use crate::chat::{ChatRequest, EmbeddingsRequest};
+use crate::error::GatewayError;
+use crate::providers::body::UpstreamBody;
+use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
+use crate::runtime::{Route, Target};
+use crate::streaming::SseRelay;
+use crate::usage::{Endpoint, TokenUsage, UsageDraft};
+use axum::body::Body;
+use axum::http::header;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Answered {
+    pub response: Response,
+    /// To the first token of a stream, or the whole of an answer.
+    pub latency: Duration,
+    pub tokens: u64,
+}
+
+/// What the request needs from this provider.
+enum Call {
+    Passthrough {
+        call: UpstreamCall,
+        hide_usage: bool,
+    },
+    Chat(UpstreamCall),
+    Embeddings(UpstreamCall),
+}
+
+fn path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
+        Endpoint::Embeddings => "/embeddings",
+        Endpoint::Completions => "/completions",
+        Endpoint::Responses => "/responses",
+    }
+}
+
+/// A request read into types once, on the first attempt that needs it.
+fn parsed<T>(
+    cell: &OnceLock<T>,
+    parse: impl FnOnce() -> Result<T, GatewayError>,
+) -> Result<&T, GatewayError> {
+    if cell.get().is_none() {
+        let _ = cell.set(parse()?);
+    }
+    cell.get()
+        .ok_or_else(|| GatewayError::bad_request("The request could not be read.", None))
+}
+
+fn chat_of(job: &Job) -> Result<&ChatRequest, GatewayError> {
+    match job {
+        Job::OpenAi { request, chat, .. } => parsed(chat, || ChatRequest::parse(request.body())),
+        Job::Messages { chat, .. } => Ok(chat),
+    }
+}
+
+fn embeddings_of(job: &Job) -> Result<&EmbeddingsRequest, GatewayError> {
+    match job {
+        Job::OpenAi {
+            request,
+            embeddings,
+            ..
+        } => parsed(embeddings, || EmbeddingsRequest::parse(request.body())),
+        Job::Messages { .. } => Err(GatewayError::bad_request(
+            "Not an embeddings request.",
+            None,
+        )),
+    }
+}
+
+fn write_call(target: &Target, job: &Job) -> Result<Call, GatewayError> {
+    let adapter = &target.provider.adapter;
+    let model = &target.upstream_model;
+    let kind = adapter.kind();
+    match job {
+        Job::OpenAi {
+            endpoint, request, ..
+        } => {
+            let endpoint = *endpoint;
+            if matches!(endpoint, Endpoint::Completions | Endpoint::Responses)
+                && !kind.serves_completions_and_responses()
+            {
+                return Err(GatewayError::bad_request(
+                    format!("{} is served only by providers of kind openai, azure_openai and openai_compatible; this model's provider is {kind}.", path(endpoint).trim_start_matches('/')),
+                    Some("model"),
+                ));
+            }
+            if endpoint == Endpoint::Embeddings && !kind.offers_embeddings() {
+                return Err(GatewayError::bad_request(
+                    format!("Provider kind {kind} offers no embeddings."),
+                    Some("model"),
+                ));
+            }
+            if let Some(call) =
+                adapter.passthrough(path(endpoint), model, request.upstream_body(model))
+            {
+                // The Responses API's usage event is the client's own: never hidden.
+                let hide_usage = request.stream
+                    && !request.client_wants_usage
+                    && endpoint != Endpoint::Responses;
+                return Ok(Call::Passthrough { call, hide_usage });
+            }
+            if endpoint == Endpoint::Embeddings {
+                return Ok(Call::Embeddings(
+                    adapter.embeddings_request(model, embeddings_of(job)?)?,
+                ));
+            }
+            Ok(Call::Chat(adapter.chat_request(model, chat_of(job)?)?))
+        }
+        Job::Messages { chat, .. } => Ok(Call::Chat(adapter.chat_request(model, chat)?)),
+    }
+}
+
+pub async fn one(
+    state: &super::AppState,
+    route: &Route,
+    target: &Target,
+    job: &Job,
+    slot: &mut Option<UsageDraft>,
+    deadline: Option<Instant>,
+) -> Result<Answered, GatewayError> {
+    let provider = &target.provider;
+    let model = &target.upstream_model;
+    if let Some(draft) = slot.as_mut() {
+        draft.record.provider.clone_from(&provider.name);
+        draft.record.upstream_model.clone_from(model);
+    }
+    tracing::Span::current().record("provider", provider.name.as_str());
+    let started = Instant::now();
+    let first_token = route
+        .timeouts
+        .first_token
+        .unwrap_or(state.routing.first_token_timeout);
+    let first_deadline = deadline.map_or(started + first_token, |d| d.min(started + first_token));
+    let in_flight = target.health.start();
+
+    if let Some(prepare) = provider
+        .adapter
+        .prepare(&state.http, first_deadline - Instant::now())
+    {
+        prepare
+            .await
+            .map_err(|e| provider_error(&provider.name, e))?;
+    }
+    let call = write_call(target, job)?;
+    let (call_kind, call) = match call {
+        Call::Passthrough { call, hide_usage } => (Some(hide_usage), call),
+        Call::Chat(call) => (None, call),
+        Call::Embeddings(call) => (None, call),
+    };
+    let embeddings = matches!(
+        job,
+        Job::OpenAi {
+            endpoint: Endpoint::Embeddings,
+            ..
+        }
+    );
+    let timeout = first_deadline.saturating_duration_since(Instant::now());
+    let upstream =
+        providers::send(&state.http, provider, call, timeout, route.timeouts.connect).await?;
+    let body_deadline = deadline.or(Some(first_deadline));
+    let stream = job.stream();
+
+    if let Some(hide_usage) = call_kind {
+        if stream {
+            let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline, Some(in_flight));
+            let relay = SseRelay::new(body, hide_usage, provider.name.clone(), take(slot)?);
+            return first_token_then(relay, first_deadline, slot, started, provider.name.as_str())
+                .await;
+        }
+        let body = read_answer(upstream, body_deadline, &provider.name).await?;
+        let usage = super::request::usage_of(&body);
+        finish(slot, usage);
+        return Ok(answered(json_response(body), started, usage));
+    }
+    if embeddings {
+        let body = read_answer(upstream, body_deadline, &provider.name).await?;
+        let (vectors, usage) = provider
+            .adapter
+            .embeddings_response(&body)
+            .map_err(|e| provider_error(&provider.name, e))?;
+        finish(slot, usage);
+        let answer = embeddings_of(job)?.answer(vectors, usage);
+        return Ok(answered(json_response(answer.to_string()), started, usage));
+    }
+    let is_json = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if stream && !is_json {
+        let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline, Some(in_flight));
+        let translated = TranslatedStream::new(
+            body,
+            provider.adapter.stream_decoder(model),
+            job.egress(),
+            provider.name.clone(),
+            take(slot)?,
+        );
+        return first_token_then(
+            translated,
+            first_deadline,
+            slot,
+            started,
+            provider.name.as_str(),
+        )
+        .await;
+    }
+    // A whole answer; also how Baidu and Tencent answer a stream request that failed.
+    let body = read_answer(upstream, body_deadline, &provider.name).await?;
+    let completion = provider
+        .adapter
+        .chat_response(model, &body)
+        .map_err(|e| provider_error(&provider.name, e))?;
+    let usage = completion.usage.unwrap_or_default();
+    finish(slot, usage);
+    if stream {
+        let mut egress = job.egress();
+        let mut out = BytesMut::new();
+        for chunk in replay(&completion) {
+            egress.chunk(chunk, &mut out);
+        }
+        egress.end(completion.usage, &mut out);
+        return Ok(answered(
+            sse_response(Body::from(out.freeze())),
+            started,
+            usage,
+        ));
+    }
+    let body = match job {
+        Job::Messages { model, .. } => serde_json::to_vec(&anthropic::render(completion, model)),
+        Job::OpenAi { .. } => serde_json::to_vec(&completion),
+    }
+    .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
+    Ok(answered(json_response(body), started, usage))
+}
+
+fn answered(response: Response, started: Instant, usage: TokenUsage) -> Answered {
+    Answered {
+        response,
+        latency: started.elapsed(),
+        tokens: u64::try_from(usage.total_tokens).unwrap_or(0),
+    }
+}
+
+fn take(slot: &mut Option<UsageDraft>) -> Result<UsageDraft, GatewayError> {
+    slot.take()
+        .ok_or_else(|| GatewayError::UpstreamInvalid("usage draft already taken".into()))
+}
+
+fn finish(slot: &mut Option<UsageDraft>, usage: TokenUsage) {
+    if let Some(draft) = slot.take() {
+        draft.finish(200, usage);
+    }
+}
+
+/// A whole answer, before the deadline.
+async fn read_answer(
+    upstream: UpstreamResponse,
+    deadline: Option<Instant>,
+    provider: &str,
+) -> Result<Bytes, GatewayError> {
+    let collect = upstream.into_body().collect();
+    let read = match deadline {
+        Some(at) => tokio::time::timeout_at(at, collect).await,
+        None => Ok(collect.await),
+    };
+    match read {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(error)) => Err(providers::unreachable(provider, &error)),
+        Err(_) => Err(GatewayError::UpstreamTimeout(provider.to_owned())),
+    }
+}
+
+/// A relayed stream, committed to the client only once its first content
+/// came: a failure or a timeout before that leaves the attempt retryable and
+/// gives the usage draft back.
+trait Relay:
+    futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send + 'static
+{
+    fn take_early_failure(&mut self) -> Option<GatewayError>;
+    fn take_draft(&mut self) -> Option<UsageDraft>;
+}
+
+impl Relay for SseRelay<UpstreamBody> {
+    fn take_early_failure(&mut self) -> Option<GatewayError> {
+        SseRelay::take_early_failure(self)
+    }
+    fn take_draft(&mut self) -> Option<UsageDraft> {
+        SseRelay::take_draft(self)
+    }
+}
+
+impl Relay for TranslatedStream<UpstreamBody> {
+    fn take_early_failure(&mut self) -> Option<GatewayError> {
+        TranslatedStream::take_early_failure(self)
+    }
+    fn take_draft(&mut self) -> Option<UsageDraft> {
+        TranslatedStream::take_draft(self)
+    }
+}
+
+async fn first_token_then(
+    mut relay: impl Relay,
+    first_deadline: Instant,
+    slot: &mut Option<UsageDraft>,
+    started: Instant,
+    provider: &str,
+) -> Result<Answered, GatewayError> {
+    let first = match tokio::time::timeout_at(first_deadline, relay.next()).await {
+        Ok(first) => first,
+        Err(_) => {
+            *slot = relay.take_draft();
+            return Err(GatewayError::UpstreamTimeout(provider.to_owned()));
+        }
+    };
+    if let Some(error) = relay.take_early_failure() {
+        *slot = relay.take_draft();
+        return Err(error);
+    }
+    let latency = started.elapsed();
+    let body = futures_util::stream::iter(first).chain(relay);
+    Ok(Answered {
+        response: sse_response(Body::from_stream(body)),
+        latency,
+        tokens: 0,
+    })
+}

@@ -1,0 +1,212 @@
+//! The provider step's loop: the route's targets in its strategy's order,
+//! retries with exponential backoff and jitter (never sooner than a target's
+//! `retry-after`, never past the deadline, within the route's retry budget),
+//! then the fallback routes; the special fallbacks for over-long input and
+//! content refusals. Nothing is retried once an answer has begun: an attempt
+//! returns only after its first token, and from then on it is the answer.
+
+use super::attempt;
+use super::{AppState, Job};
+use crate::error::{GatewayError, ProviderErrorKind};
+use crate::router::health::{counts_against_target, parse_retry_after, Outcome};
+use crate::router::{self, Plan};
+use crate::runtime::{RetryPolicy, Route};
+use crate::usage::{TokenUsage, UsageDraft};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use rand::Rng;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest wait between two attempts, whatever the backoff or `retry-after` says.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub async fn run(
+    state: AppState,
+    plan: Plan,
+    job: Arc<Job>,
+    draft: UsageDraft,
+) -> Result<Response, GatewayError> {
+    let request_id = draft.record.id.as_str().to_owned();
+    let started = Instant::from_std(draft.started);
+    let mut slot = Some(draft);
+    let primary = plan.routes[0].clone();
+    primary.state.budget.request();
+    // Streams are bounded only when the route says so; whole answers by the default too.
+    let total = primary
+        .timeouts
+        .total
+        .or((!job.stream()).then_some(state.upstream_timeout));
+    let deadline = total.map(|t| started + t);
+    let mut queue: VecDeque<Arc<Route>> = plan.routes.into();
+    let mut special = [plan.context_fallback, plan.content_fallback];
+    let mut attempts = 0u32;
+    let mut last_error: Option<GatewayError> = None;
+
+    while let Some(route) = queue.pop_front() {
+        let order = router::order(&route);
+        if order.is_empty() {
+            last_error.get_or_insert_with(|| no_healthy_target(&route));
+            continue;
+        }
+        let policy = route.retry.unwrap_or(RetryPolicy {
+            max_attempts: state.routing.max_attempts,
+            backoff: state.routing.backoff,
+        });
+        for n in 0..policy.max_attempts as usize {
+            let index = order[n % order.len()];
+            let target = &route.targets[index];
+            if attempts > 0 && !primary.state.budget.try_retry(state.routing.retry_budget) {
+                metrics::counter!("switchboard_retry_budget_exhausted_total").increment(1);
+                return Err(finish_failed(&mut slot, last_error));
+            }
+            attempts += 1;
+            let result = attempt::one(&state, &route, target, &job, &mut slot, deadline).await;
+            let outcome = match &result {
+                Ok(answered) => Outcome::Success {
+                    latency: answered.latency,
+                    tokens: answered.tokens,
+                },
+                Err(error) if counts_against_target(error) => Outcome::Failure {
+                    retry_after: error.retry_after().and_then(parse_retry_after),
+                },
+                Err(_) => Outcome::Neutral,
+            };
+            target.health.record(outcome, &state.routing.breaker);
+            metrics::counter!("switchboard_upstream_attempts_total", "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
+            let error = match result {
+                Ok(answered) => {
+                    return Ok(with_headers(
+                        answered.response,
+                        &target.provider.name,
+                        &target.upstream_model,
+                        attempts,
+                        &request_id,
+                    ));
+                }
+                Err(error) => error,
+            };
+            tracing::info!(attempt = attempts, provider = %target.provider.name, code = error.type_and_code().1, "attempt failed");
+            // A refusal another model may not make: its special fallback, at most once.
+            let special_index = match &error {
+                GatewayError::Provider { error: e, .. }
+                    if e.kind == ProviderErrorKind::ContextLengthExceeded =>
+                {
+                    Some(0)
+                }
+                GatewayError::Provider { error: e, .. }
+                    if e.kind == ProviderErrorKind::ContentFilter =>
+                {
+                    Some(1)
+                }
+                _ => None,
+            };
+            if let Some(fallback) = special_index.and_then(|i| special[i].take()) {
+                queue.clear();
+                queue.push_back(fallback);
+                last_error = Some(error);
+                break;
+            }
+            if !error.retryable() {
+                return Err(finish_failed(&mut slot, Some(error)));
+            }
+            let retry_after = error.retry_after().and_then(parse_retry_after);
+            last_error = Some(error);
+            if n + 1 == policy.max_attempts as usize {
+                break;
+            }
+            // Backoff only before trying the same target again; another target is tried at once.
+            let same_next = order[(n + 1) % order.len()] == index;
+            let wait = if same_next {
+                backoff(policy.backoff, n as u32).max(retry_after.unwrap_or_default())
+            } else {
+                Duration::ZERO
+            };
+            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                // No time to wait here: a fallback route may still answer at once.
+                break;
+            }
+            tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    Err(finish_failed(&mut slot, last_error))
+}
+
+/// Every target is ejected or at capacity: answered at once, saying when to
+/// come back, instead of hammering a provider that is down.
+fn no_healthy_target(route: &Route) -> GatewayError {
+    let back_at = route
+        .targets
+        .iter()
+        .filter_map(|t| t.health.ejected_until_ms())
+        .min();
+    let seconds = back_at.map(|at| ((at - shared::time::now_ms()).max(0) / 1000 + 1).to_string());
+    GatewayError::NoHealthyTarget {
+        route: route.model.clone(),
+        retry_after: seconds.and_then(|s| HeaderValue::try_from(s).ok()),
+    }
+}
+
+/// Exponential with full jitter: uniform in [base * 2^n / 2, base * 2^n].
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+}
+
+/// Every attempt failed: the request's usage record carries the last error.
+fn finish_failed(slot: &mut Option<UsageDraft>, error: Option<GatewayError>) -> GatewayError {
+    let error = error.unwrap_or_else(|| GatewayError::NoHealthyTarget {
+        route: String::new(),
+        retry_after: None,
+    });
+    if let Some(draft) = slot.take() {
+        draft.finish(error.status().as_u16(), TokenUsage::default());
+    }
+    error
+}
+
+/// Which target served, after how many attempts, under which request id.
+fn with_headers(
+    mut response: Response,
+    provider: &str,
+    model: &str,
+    attempts: u32,
+    request_id: &str,
+) -> Response {
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("x-switchboard-provider", provider);
+    set("x-switchboard-model", model);
+    set("x-switchboard-attempts", &attempts.to_string());
+    set("x-request-id", request_id);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 0..4 {
+            let wait = backoff(base, attempt);
+            let ceiling = base * (1 << attempt);
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{wait:?} for attempt {attempt}"
+            );
+        }
+        assert!(backoff(base, 30) <= MAX_BACKOFF);
+    }
+}
