@@ -221,6 +221,10 @@ pub struct UsageFilter {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub model: Option<String>,
+    pub provider: Option<String>,
+    pub variant: Option<String>,
+    /// Comma-separated: key, user, team, model, provider, variant, day, hour.
+    pub group_by: Option<String>,
     /// RFC 3339, inclusive.
     pub since: Option<String>,
     /// RFC 3339, exclusive.
@@ -235,6 +239,115 @@ pub struct UsageTotals {
     pub total_tokens: i64,
     pub cached_tokens: i64,
     pub reasoning_tokens: i64,
+    /// Requests answered with a status of 400 or more.
+    pub errors: i64,
+}
+
+/// What usage can be grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageGroup {
+    Key,
+    User,
+    Team,
+    Model,
+    Provider,
+    Variant,
+    Day,
+    Hour,
+}
+
+impl UsageGroup {
+    const ALL: [UsageGroup; 8] = [
+        UsageGroup::Key,
+        UsageGroup::User,
+        UsageGroup::Team,
+        UsageGroup::Model,
+        UsageGroup::Provider,
+        UsageGroup::Variant,
+        UsageGroup::Day,
+        UsageGroup::Hour,
+    ];
+
+    /// As written in `group_by`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageGroup::Key => "key",
+            UsageGroup::User => "user",
+            UsageGroup::Team => "team",
+            UsageGroup::Model => "model",
+            UsageGroup::Provider => "provider",
+            UsageGroup::Variant => "variant",
+            UsageGroup::Day => "day",
+            UsageGroup::Hour => "hour",
+        }
+    }
+
+    /// The field of an answer's row.
+    pub fn name(self) -> &'static str {
+        match self {
+            UsageGroup::Key => "key_id",
+            UsageGroup::User => "user_id",
+            UsageGroup::Team => "team_id",
+            other => other.as_str(),
+        }
+    }
+
+    /// The SQL expression grouped on; fixed text, never from input.
+    pub fn column(self) -> &'static str {
+        match self {
+            UsageGroup::Key => "key_id",
+            UsageGroup::User => "user_id",
+            UsageGroup::Team => "team_id",
+            UsageGroup::Model => "model",
+            UsageGroup::Provider => "provider",
+            UsageGroup::Variant => "variant",
+            UsageGroup::Day => "(created_at / 86400000)",
+            UsageGroup::Hour => "(created_at / 3600000)",
+        }
+    }
+
+    pub fn is_time(self) -> bool {
+        matches!(self, UsageGroup::Day | UsageGroup::Hour)
+    }
+
+    /// A time bucket as the RFC 3339 time it starts at.
+    pub fn label(self, bucket: i64) -> String {
+        let ms = match self {
+            UsageGroup::Day => bucket * 86_400_000,
+            _ => bucket * 3_600_000,
+        };
+        shared::time::ms_to_rfc3339(ms)
+    }
+
+    pub fn parse_list(text: &str) -> Result<Vec<UsageGroup>, String> {
+        let mut groups = Vec::new();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let group = Self::ALL.into_iter().find(|g| g.as_str() == name).ok_or_else(|| {
+                format!("group_by: {name:?} is not a grouping; expected key, user, team, model, provider, variant, day or hour")
+            })?;
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        Ok(groups)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The grouped fields; `null` where records have none (no user, no variant).
+    #[serde(flatten)]
+    pub group: BTreeMap<String, Option<String>>,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `GET /usage`: totals, or rows when grouped.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum UsageAnswer {
+    Totals(UsageTotals),
+    Report { rows: Vec<UsageRow> },
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -111,7 +111,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (first.accepted, first.duplicates) == (3, 0)
     assert (again.accepted, again.duplicates) == (0, 3)
     assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
-                                         "cached_tokens": 6, "reasoning_tokens": 3}
+                                         "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0}
     # A batch larger than one INSERT statement (500 rows), with one duplicate in its last chunk.
     large = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="big", model="m", prompt_tokens=1,
                                      completion_tokens=2, total_tokens=3, status=200) for _ in range(1200)]
@@ -119,7 +119,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     answer = cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="test", records=large), metadata=auth)
     assert (answer.accepted, answer.duplicates) == (1200, 1)
     assert gateway.usage(key_id="big") == {"requests": 1200, "prompt_tokens": 1200, "completion_tokens": 2400,
-                                           "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0}
+                                           "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0, "errors": 0}
     with pytest.raises(grpc.RpcError) as error:
         cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="t", records=[cluster_pb2.UsageRecord(id="nope")]),
                             metadata=auth)

@@ -417,7 +417,7 @@ impl Admin {
 
     // ---- usage and data planes
 
-    pub async fn usage(&self, filter: UsageFilter) -> Result<UsageTotals> {
+    pub async fn usage(&self, filter: UsageFilter) -> Result<UsageAnswer> {
         let time = |field: &str, value: Option<String>| -> Result<Option<i64>> {
             match value.filter(|v| !v.is_empty()) {
                 None => Ok(None),
@@ -433,8 +433,16 @@ impl Admin {
             user_id: filter.user_id.filter(|v| !v.is_empty()),
             team_id: filter.team_id.filter(|v| !v.is_empty()),
             model: filter.model.filter(|v| !v.is_empty()),
+            provider: filter.provider.filter(|v| !v.is_empty()),
+            variant: filter.variant.filter(|v| !v.is_empty()),
         };
-        self.store.usage_totals(&query).await
+        let groups = UsageGroup::parse_list(filter.group_by.as_deref().unwrap_or_default())
+            .map_err(Error::invalid)?;
+        if groups.is_empty() {
+            return Ok(UsageAnswer::Totals(self.store.usage_totals(&query).await?));
+        }
+        let rows = self.store.usage_report(&query, &groups).await?;
+        Ok(UsageAnswer::Report { rows })
     }
 
     pub async fn dataplanes(&self) -> Result<DataPlanes> {

@@ -1,9 +1,10 @@
 use super::{DatabaseKind, Store};
 use crate::error::Result;
-use crate::model::UsageTotals;
+use crate::model::{UsageGroup, UsageRow, UsageTotals};
 use shared::ids::{TeamId, UserId};
 use shared::time::now_ms;
 use shared::usage::UsageRecord;
+use std::collections::BTreeMap;
 
 /// A usage filter in stored terms (times as Unix ms).
 #[derive(Default)]
@@ -12,18 +13,52 @@ pub struct UsageQuery {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub model: Option<String>,
+    pub provider: Option<String>,
+    pub variant: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct TotalsRecord {
-    requests: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    total_tokens: i64,
-    cached_tokens: i64,
-    reasoning_tokens: i64,
+/// Each filter is either unset (NULL) or must match: one statement for all combinations.
+const USAGE_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
+     ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
+     ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND \
+     ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8)";
+
+const USAGE_SUMS: &str = "COUNT(*) AS requests, \
+     CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+     CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+     CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, \
+     CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+     CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
+     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors";
+
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    q: &'q UsageQuery,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&q.key_id)
+        .bind(&q.user_id)
+        .bind(&q.team_id)
+        .bind(&q.model)
+        .bind(q.since_ms)
+        .bind(q.until_ms)
+        .bind(&q.provider)
+        .bind(&q.variant)
+}
+
+fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::Error> {
+    use sqlx::Row;
+    Ok(UsageTotals {
+        requests: row.try_get("requests")?,
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        total_tokens: row.try_get("total_tokens")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        errors: row.try_get("errors")?,
+    })
 }
 
 const USAGE_COLUMNS: usize = 20;
@@ -98,34 +133,52 @@ impl Store {
     }
 
     pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals> {
-        // Each filter is either unset (NULL) or must match: one statement for all combinations.
-        let record: TotalsRecord = sqlx::query_as(
-            "SELECT COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
-             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
-             CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, \
-             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
-             CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens \
-             FROM usage_records WHERE \
-             ($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
-             ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
-             ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6)",
-        )
-        .bind(&q.key_id)
-        .bind(&q.user_id)
-        .bind(&q.team_id)
-        .bind(&q.model)
-        .bind(q.since_ms)
-        .bind(q.until_ms)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(UsageTotals {
-            requests: record.requests,
-            prompt_tokens: record.prompt_tokens,
-            completion_tokens: record.completion_tokens,
-            total_tokens: record.total_tokens,
-            cached_tokens: record.cached_tokens,
-            reasoning_tokens: record.reasoning_tokens,
-        })
+        let sql = format!("SELECT {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER}");
+        let row = bind_filter(sqlx::query(&sql), q)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(totals_of(&row)?)
+    }
+
+    /// Sums per group, groups in order.
+    pub async fn usage_report(
+        &self,
+        q: &UsageQuery,
+        groups: &[UsageGroup],
+    ) -> Result<Vec<UsageRow>> {
+        use sqlx::Row;
+        let columns: Vec<String> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("{} AS g{i}", g.column()))
+            .collect();
+        let keys: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
+        let sql = format!(
+            "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER} GROUP BY {} ORDER BY {}",
+            columns.join(", "),
+            groups.iter().map(|g| g.column()).collect::<Vec<_>>().join(", "),
+            keys.join(", ")
+        );
+        let rows = bind_filter(sqlx::query(&sql), q)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let mut group = BTreeMap::new();
+                for (i, g) in groups.iter().enumerate() {
+                    let value = if g.is_time() {
+                        let bucket: i64 = row.try_get(i)?;
+                        Some(g.label(bucket))
+                    } else {
+                        row.try_get::<Option<String>, _>(i)?
+                    };
+                    group.insert(g.name().to_owned(), value);
+                }
+                Ok(UsageRow {
+                    group,
+                    totals: totals_of(row)?,
+                })
+            })
+            .collect()
     }
 }

@@ -58,6 +58,10 @@ pub async fn run(
         for n in 0..policy.max_attempts as usize {
             let index = order[n % order.len()];
             let target = &route.targets[index];
+            // Half-open: one probe at a time; the others go on to the next target.
+            if !target.health.admits() {
+                continue;
+            }
             if attempts > 0 && !primary.state.budget.try_retry(state.routing.retry_budget) {
                 metrics::counter!("switchboard_retry_budget_exhausted_total").increment(1);
                 return Err(finish_failed(&mut slot, last_error));

@@ -170,9 +170,10 @@ impl TargetState {
             .is_ok()
     }
 
-    /// Whether the target is ejected (ignoring half-open probes).
+    /// Whether the target is ejected: open, or half-open with its probe taken.
     pub fn ejected(&self) -> bool {
-        now_ms() < self.ejected_until_ms.load(Relaxed)
+        let until = self.ejected_until_ms.load(Relaxed);
+        until != 0 && (now_ms() < until || self.probing.load(Relaxed))
     }
 
     /// Until when it is ejected (Unix ms), if it is.

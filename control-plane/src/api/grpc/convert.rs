@@ -212,6 +212,9 @@ impl From<pb::UsageQuery> for model::UsageFilter {
             model: opt(q.model),
             since: opt(q.since),
             until: opt(q.until),
+            provider: opt(q.provider),
+            variant: opt(q.variant),
+            group_by: opt(q.group_by),
         }
     }
 }
@@ -225,6 +228,30 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             total_tokens: t.total_tokens,
             cached_tokens: t.cached_tokens,
             reasoning_tokens: t.reasoning_tokens,
+            errors: t.errors,
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl From<model::UsageAnswer> for pb::UsageTotals {
+    fn from(answer: model::UsageAnswer) -> Self {
+        match answer {
+            model::UsageAnswer::Totals(totals) => totals.into(),
+            model::UsageAnswer::Report { rows } => pb::UsageTotals {
+                rows: rows
+                    .into_iter()
+                    .map(|row| pb::UsageRow {
+                        group: row
+                            .group
+                            .into_iter()
+                            .filter_map(|(k, v)| v.map(|v| (k, v)))
+                            .collect(),
+                        totals: Some(row.totals.into()),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
         }
     }
 }

@@ -171,7 +171,7 @@ async fn revoke_key(State(s): State<RestState>, Path(id): Path<String>) -> Resul
 async fn usage(
     State(s): State<RestState>,
     Params(filter): Params<UsageFilter>,
-) -> Result<Json<UsageTotals>> {
+) -> Result<Json<UsageAnswer>> {
     Ok(Json(s.admin.usage(filter).await?))
 }
 

@@ -232,6 +232,10 @@ fn stream(mock: &Mock, reply: &Reply, usage: Usage, model: &str) -> Response {
             );
         }
         Reply::Fail(Failure::MidStream) => {
+            mock.bill(Usage {
+                prompt: usage.prompt,
+                completion: 1,
+            });
             events.push(event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
             events.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Partial"}})));
             return response(StatusCode::OK, "text/event-stream", broken_body(events));

@@ -174,6 +174,11 @@ async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Byt
     let tool_calls = |name: &str, arguments: &Value| json!([{"function": {"name": name, "arguments": arguments.to_string()}, "index": 0, "id": "call_cec4c19d27624537b583af", "type": "function"}]);
     match &reply {
         Reply::Fail(Failure::MidStream) if stream => {
+            // What the partial event reported is billed.
+            mock.bill(super::Usage {
+                prompt: usage.prompt,
+                completion: 1,
+            });
             return response(
                 StatusCode::OK,
                 "text/event-stream",

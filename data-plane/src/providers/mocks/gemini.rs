@@ -209,6 +209,11 @@ fn generate(mock: &Mock, request: &Value, model: &str, stream: Option<bool>) -> 
             answers.push(json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": usage.prompt, "totalTokenCount": usage.prompt}}));
         }
         Reply::Fail(Failure::MidStream) if stream.is_some() => {
+            // What the partial event reported is billed.
+            mock.bill(Usage {
+                prompt: usage.prompt,
+                completion: 0,
+            });
             let first = whole(
                 json!([candidate(json!([{"text": "Partial"}]), None)]),
                 json!({"promptTokenCount": usage.prompt}),

@@ -226,6 +226,11 @@ fn chat(mock: &Mock, request: &Value) -> Response {
     };
     match &reply {
         Reply::Fail(Failure::MidStream) if stream => {
+            // What the partial event reported is billed.
+            mock.bill(super::Usage {
+                prompt: usage.prompt,
+                completion: 1,
+            });
             return response(
                 StatusCode::OK,
                 "text/event-stream",

@@ -10,7 +10,8 @@
 //! `FAIL <what>`, or an upstream model named `fail-<what>` (429, 529, 503,
 //! 401, 500, context, filter, midstream, garbage), gets that failure in the
 //! provider's own format (`garbage`: a 500 whose body is not JSON). A request
-//! whose model or text holds `sleep-<ms>` is answered that much later. Tokens
+//! whose model or text holds `sleep-<ms>` is answered that much later;
+//! `slowfirst-<ms>` delays a stream's first event after its head. Tokens
 //! are words in and words out; everything billed is summed at
 //! `GET /_mock/stats`, and the last request (path, headers, body) is at
 //! `GET /_mock/last`.
@@ -61,6 +62,8 @@ pub struct Stats {
     last: Mutex<Value>,
     /// Access tokens handed out by a token exchange (Baidu v1).
     pub tokens: Mutex<Vec<String>>,
+    /// Upstream models failing until told otherwise (`/_mock/outage`).
+    outages: Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub struct Mock {
@@ -113,6 +116,10 @@ pub fn router(config: MockConfig) -> Router {
     };
     api.route("/_mock/stats", get(stats))
         .route("/_mock/last", get(last))
+        .route(
+            "/_mock/outage",
+            axum::routing::put(start_outage).delete(end_outage),
+        )
         .with_state(mock)
 }
 
@@ -129,6 +136,41 @@ async fn stats(State(mock): Shared) -> Json<Value> {
         "total_tokens": prompt + completion,
         "token_exchanges": s.tokens.lock().map(|t| t.len()).unwrap_or_default(),
     }))
+}
+
+/// `PUT /_mock/outage {"model": "m", "failure": "500"}`: requests for that
+/// upstream model fail so (a failure name as after `FAIL `) until the
+/// outage is deleted (`DELETE /_mock/outage {"model": "m"}`).
+async fn start_outage(State(mock): Shared, Json(body): Json<Value>) -> axum::http::StatusCode {
+    let (Some(model), Some(failure)) = (body["model"].as_str(), body["failure"].as_str()) else {
+        return axum::http::StatusCode::BAD_REQUEST;
+    };
+    if let Ok(mut outages) = mock.stats.outages.lock() {
+        outages.insert(model.to_owned(), failure.to_owned());
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+async fn end_outage(State(mock): Shared, Json(body): Json<Value>) -> axum::http::StatusCode {
+    if let (Some(model), Ok(mut outages)) = (body["model"].as_str(), mock.stats.outages.lock()) {
+        outages.remove(model);
+    }
+    axum::http::StatusCode::NO_CONTENT
+}
+
+impl Mock {
+    /// The failure an outage imposes on this turn's model, as a `fail-` name.
+    pub fn outage_for(&self, turn: &mut Turn) {
+        let failure = self
+            .stats
+            .outages
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&turn.model).cloned());
+        if let Some(failure) = failure {
+            turn.model = format!("fail-{failure}");
+        }
+    }
 }
 
 async fn last(State(mock): Shared) -> Json<Value> {
@@ -246,14 +288,8 @@ impl Reply {
 
 /// Waits as long as a `sleep-<ms>` in the request asks, before answering.
 pub async fn pace(body: &[u8]) {
-    let text = String::from_utf8_lossy(body);
-    let millis = text
-        .split("sleep-")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|digits| digits.parse::<u64>().ok());
-    if let Some(millis) = millis {
-        tokio::time::sleep(Duration::from_millis(millis)).await;
+    if let Some(wait) = millis_after(&String::from_utf8_lossy(body), "sleep-") {
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -279,25 +315,47 @@ pub fn pieces(text: &str) -> Vec<String> {
     out
 }
 
-/// A streamed body: each item is written as its own chunk, `gap` apart.
+/// A streamed body: each item is written as its own chunk, `gap` apart. A
+/// stream whose model or answer holds `slowfirst-<ms>` sends its head at
+/// once and its first event that much later (a slow first token).
 pub fn stream_body(items: Vec<Bytes>, gap: Duration) -> Body {
-    let stream = futures_util::stream::unfold(items.into_iter(), move |mut items| async move {
-        let item = items.next()?;
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
-        Some((Ok::<_, std::io::Error>(item), items))
-    });
+    let first_gap = items
+        .iter()
+        .find_map(|item| millis_after(&String::from_utf8_lossy(item), "slowfirst-"))
+        .unwrap_or_default();
+    let stream = futures_util::stream::unfold(
+        (items.into_iter(), true),
+        move |(mut items, first)| async move {
+            let item = items.next()?;
+            let wait = if first { first_gap } else { gap };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Some((Ok::<_, std::io::Error>(item), (items, false)))
+        },
+    );
     Body::from_stream(stream)
 }
 
-/// A stream cut off mid-way: the connection drops without the ending.
+/// The milliseconds written after `marker` in `text`, if any.
+fn millis_after(text: &str, marker: &str) -> Option<Duration> {
+    let digits = text
+        .split(marker)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?;
+    digits.parse().ok().map(Duration::from_millis)
+}
+
+/// A stream cut off mid-way: what was sent reaches the client, then the
+/// connection drops without the ending.
 pub fn broken_body(items: Vec<Bytes>) -> Body {
-    let stream = futures_util::stream::iter(items.into_iter().map(Ok::<_, std::io::Error>)).chain(
-        futures_util::stream::once(async {
-            Err(std::io::Error::other("mock: connection cut mid-stream"))
-        }),
-    );
+    let cut = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("mock: connection cut mid-stream"))
+    });
+    let stream =
+        futures_util::stream::iter(items.into_iter().map(Ok::<_, std::io::Error>)).chain(cut);
     Body::from_stream(stream)
 }
 

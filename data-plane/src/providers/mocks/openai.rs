@@ -234,7 +234,8 @@ async fn chat(
             "missing_model",
         );
     };
-    let turn = turn_of(&request);
+    let mut turn = turn_of(&request);
+    mock.outage_for(&mut turn);
     let reply = Reply::to(&turn);
     let usage = reply.usage(&turn);
     let model = if kind == ProviderKind::AzureOpenai {

@@ -165,6 +165,11 @@ async fn chat(
     };
     match &reply {
         Reply::Fail(Failure::MidStream) if stream => {
+            // What the partial event reported is billed.
+            mock.bill(super::Usage {
+                prompt: usage.prompt,
+                completion: 1,
+            });
             let partial = Bytes::from(format!("data: {}\n\n", answer(0, "Partial", false, 1)));
             return response(
                 StatusCode::OK,
