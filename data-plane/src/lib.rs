@@ -69,6 +69,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         .run(tasks.token()),
     );
+    tasks.spawn(
+        "health-checks",
+        router::probe::run(
+            live.clone(),
+            providers::UpstreamClient::new(config.upstream_connect_timeout(), 1),
+            config.routing().breaker,
+            tasks.token(),
+        ),
+    );
 
     let (usage, queue) = usage::UsageSink::channel(config.usage_queue, config.usage_batch_size);
     let stop_shipper = tokio_util::sync::CancellationToken::new();

@@ -55,6 +55,30 @@ pub struct Provider {
     pub name: String,
     /// Holds the base URL and credentials; never printed.
     pub adapter: Box<dyn Adapter>,
+    /// Active health checks, when the provider's settings ask for them.
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl HealthCheck {
+    fn of(settings: &HashMap<String, String>) -> Option<Self> {
+        let ms = |name: &str| {
+            settings
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        let interval = ms("health_check_interval_ms")?;
+        Some(HealthCheck {
+            interval,
+            timeout: ms("health_check_timeout_ms").unwrap_or(interval.min(Duration::from_secs(5))),
+        })
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -150,6 +174,35 @@ impl Runtime {
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
+
+    /// Providers with active health checks, and the targets (of every route)
+    /// that use each.
+    pub fn health_checked(&self) -> Vec<(Arc<Provider>, Vec<Arc<TargetState>>)> {
+        let mut checked: Vec<(Arc<Provider>, Vec<Arc<TargetState>>)> = Vec::new();
+        for route in self.routes.values() {
+            for target in &route.targets {
+                if target.provider.health_check.is_none() {
+                    continue;
+                }
+                let entry = match checked
+                    .iter_mut()
+                    .find(|(p, _)| Arc::ptr_eq(p, &target.provider))
+                {
+                    Some(entry) => entry,
+                    None => {
+                        checked.push((target.provider.clone(), Vec::new()));
+                        let last = checked.len() - 1;
+                        &mut checked[last]
+                    }
+                };
+                // Aliases share a route: each target's state once.
+                if !entry.1.iter().any(|s| Arc::ptr_eq(s, &target.health)) {
+                    entry.1.push(target.health.clone());
+                }
+            }
+        }
+        checked
+    }
 }
 
 impl TryFrom<proto::Snapshot> for Runtime {
@@ -177,6 +230,7 @@ impl Runtime {
             let provider = Provider {
                 name: p.name.clone(),
                 adapter,
+                health_check: HealthCheck::of(&p.settings),
             };
             providers.insert(p.name.as_str(), Arc::new(provider));
         }

@@ -74,6 +74,16 @@ impl ProviderKind {
         )
     }
 
+    /// Whether a cheap request (a model list) can probe the API's health;
+    /// Baidu v1, DashScope native and Tencent native have none.
+    pub fn has_health_probe(self, api: ProviderApi) -> bool {
+        !(api == ProviderApi::Native
+            && matches!(
+                self,
+                ProviderKind::Qianfan | ProviderKind::Dashscope | ProviderKind::Hunyuan
+            ))
+    }
+
     /// DeepSeek and Anthropic have no embeddings API.
     pub fn offers_embeddings(self) -> bool {
         !matches!(self, ProviderKind::Deepseek | ProviderKind::Anthropic)
@@ -113,6 +123,9 @@ impl FromStr for ProviderKind {
             .ok_or_else(|| UnknownProviderKind(text.to_owned()))
     }
 }
+
+/// Settings every kind with a health probe reads: active health checks.
+pub const HEALTH_CHECK_SETTINGS: &[&str] = &["health_check_interval_ms", "health_check_timeout_ms"];
 
 /// Which API of a two-API kind a provider speaks (`settings.api`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -270,3 +270,34 @@ def test_route_object_round_trips(gw):
                        ({"aliases": ["weighted"]}, "aliases"), ({"strategy": "cost"}, "strategy")]:
         response = gw.admin("POST", "/routes", {**body, "model": "bad", "aliases": [], **bad})
         assert response.status_code in (400, 409) and field in response.json()["error"]["message"], response.text
+
+
+def test_active_health_checks_eject_before_clients_notice(gw, tmp_path):
+    checked = Process("mock-provider", ["--kind", "openai_compatible"], tmp_path).start()
+    gw.processes.append(checked)
+    url = "http://" + checked.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+    gw.admin("POST", "/providers", {"name": "checked", "kind": "openai_compatible", "base_url": url + "/v1",
+                                    "api_key": "sk-mock-upstream",
+                                    "settings": {"health_check_interval_ms": "100", "health_check_timeout_ms": "500"}},
+             expect=201)
+    gw.admin("POST", "/routes", {"model": "watched", "strategy": "round_robin",
+                                 "targets": [{"provider": "checked", "model": "t-checked"}, {"provider": "mock", "model": "t-spare"}]},
+             expect=201)
+    gw.wait_synced()
+    assert served_by(gw, "watched", 4) == {"t-checked": 2, "t-spare": 2}
+    outage = {"model": "*", "failure": "500"}
+    httpx.put(url + "/_mock/outage", json=outage)
+    try:
+        time.sleep(0.6)  # three failed probes eject it
+        before = httpx.get(url + "/_mock/stats").json()["requests"]
+        assert served_by(gw, "watched", 6) == {"t-spare": 6}
+        assert httpx.get(url + "/_mock/stats").json()["requests"] == before, "no client request reached it"
+    finally:
+        httpx.request("DELETE", url + "/_mock/outage", json=outage)
+    # The cooldown ends and a probe succeeds: traffic returns.
+    wait_until(lambda: served_by(gw, "watched", 2).get("t-checked", 0) >= 1, timeout=5, what="target back")
+    # Kinds without a cheap probe refuse the setting.
+    response = gw.admin("POST", "/providers", {"name": "hy", "kind": "hunyuan", "base_url": "https://h.example",
+                                               "secret_key": "s", "settings": {"api": "native", "secret_id": "AKID",
+                                                                               "health_check_interval_ms": "1000"}})
+    assert response.status_code == 400 and "health_check_interval_ms" in response.json()["error"]["message"]

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{ProviderSpec, Route};
-use shared::provider_kind::{ProviderApi, ProviderKind};
+use shared::provider_kind::{ProviderApi, ProviderKind, HEALTH_CHECK_SETTINGS};
 use shared::routing::Strategy;
 
 const MAX_NAME_LEN: usize = 128;
@@ -82,9 +82,22 @@ fn provider_settings(spec: &ProviderSpec, has_secret_key: bool) -> Result<()> {
         _ => ProviderApi::default(),
     };
     let wanted = kind.settings(api);
-    for name in spec.settings.keys() {
+    let health = kind.has_health_probe(api);
+    for (name, value) in &spec.settings {
+        if health && HEALTH_CHECK_SETTINGS.contains(&name.as_str()) {
+            if value.parse::<u32>().map_or(true, |ms| ms < 100) {
+                return Err(Error::invalid(format!(
+                    "settings.{name}: must be a number of milliseconds, at least 100"
+                )));
+            }
+            continue;
+        }
         if !wanted.allowed.contains(&name.as_str()) {
-            let allowed = match wanted.allowed {
+            let mut readable = wanted.allowed.to_vec();
+            if health {
+                readable.extend_from_slice(HEALTH_CHECK_SETTINGS);
+            }
+            let allowed = match readable.as_slice() {
                 [] => "none".to_owned(),
                 names => names.join(", "),
             };

@@ -485,6 +485,14 @@ impl Adapter for Anthropic {
         let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         read_error(status, &value).with_retry_after(headers)
     }
+
+    fn health_probe(&self) -> Option<UpstreamCall> {
+        Some(
+            UpstreamCall::probe(format!("{}/v1/models", self.base_url))
+                .header("x-api-key", self.api_key.clone())
+                .header("anthropic-version", self.version.clone()),
+        )
+    }
 }
 
 /// `{"type":"error","error":{"type":..,"message":..}}`, as a body or an event.

@@ -419,6 +419,13 @@ impl Adapter for Gemini {
         ))
     }
 
+    fn health_probe(&self) -> Option<UpstreamCall> {
+        Some(
+            UpstreamCall::probe(format!("{}/models", self.base_url))
+                .header("x-goog-api-key", self.api_key.clone()),
+        )
+    }
+
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let grpc_status = text_at(&value, "/error/status");

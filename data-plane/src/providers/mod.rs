@@ -34,6 +34,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// A request ready to send: the adapter has chosen URL, headers and body.
 pub struct UpstreamCall {
+    pub method: Method,
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -46,7 +47,22 @@ impl UpstreamCall {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        UpstreamCall { uri, headers, body }
+        UpstreamCall {
+            method: Method::POST,
+            uri,
+            headers,
+            body,
+        }
+    }
+
+    /// A cheap `GET` (a model list), for health checks.
+    pub fn probe(uri: String) -> Self {
+        UpstreamCall {
+            method: Method::GET,
+            uri,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
     }
 
     pub fn header(mut self, name: &'static str, value: HeaderValue) -> Self {
@@ -106,6 +122,12 @@ pub trait Adapter: Send + Sync {
 
     /// A non-2xx answer, read from the provider's error format.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+
+    /// A cheap request that succeeds while the provider is up (its model
+    /// list), for active health checks; `None` where there is none.
+    fn health_probe(&self) -> Option<UpstreamCall> {
+        None
+    }
 }
 
 /// Turns a provider's stream messages into OpenAI chunks as they arrive.
@@ -267,7 +289,7 @@ pub async fn send(
     first_byte_timeout: Duration,
     connect_timeout: Option<Duration>,
 ) -> Result<UpstreamResponse, GatewayError> {
-    let mut request = hyper::Request::builder().method(Method::POST).uri(call.uri);
+    let mut request = hyper::Request::builder().method(call.method).uri(call.uri);
     if let Some(headers) = request.headers_mut() {
         *headers = call.headers;
     }

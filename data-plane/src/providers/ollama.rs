@@ -274,6 +274,14 @@ impl Adapter for Ollama {
         ))
     }
 
+    fn health_probe(&self) -> Option<UpstreamCall> {
+        let mut call = UpstreamCall::probe(format!("{}/api/tags", self.base_url));
+        if let Some(value) = &self.authorization {
+            call.headers.insert(header::AUTHORIZATION, value.clone());
+        }
+        Some(call)
+    }
+
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let message = text_at(&value, "/error");

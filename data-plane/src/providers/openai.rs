@@ -129,6 +129,21 @@ impl Adapter for OpenAi {
         let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         read_error(status, &value).with_retry_after(headers)
     }
+
+    fn health_probe(&self) -> Option<UpstreamCall> {
+        let uri = match &self.azure {
+            Some(azure) => format!(
+                "{}/openai/models?api-version={}",
+                self.base_url, azure.api_version
+            ),
+            None => format!("{}/models", self.base_url),
+        };
+        let mut call = UpstreamCall::probe(uri);
+        if let Some((name, value)) = &self.credential {
+            call.headers.insert(name.clone(), value.clone());
+        }
+        Some(call)
+    }
 }
 
 /// OpenAI's error object and the shapes compatible servers send instead:

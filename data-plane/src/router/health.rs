@@ -189,7 +189,10 @@ impl TargetState {
         match outcome {
             Outcome::Success { latency, tokens } => {
                 self.add_tokens(tokens);
-                self.observe_latency(latency);
+                // Zero: a health probe, whose timing is not a request's.
+                if !latency.is_zero() {
+                    self.observe_latency(latency);
+                }
                 self.consecutive_failures.store(0, Relaxed);
                 if self.ejected_until_ms.swap(0, Relaxed) != 0 {
                     // A successful probe closes the breaker.

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod health;
+pub mod probe;
 
 use crate::error::GatewayError;
 use crate::runtime::{KeyEntry, Route, Runtime};

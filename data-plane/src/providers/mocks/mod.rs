@@ -139,8 +139,9 @@ async fn stats(State(mock): Shared) -> Json<Value> {
 }
 
 /// `PUT /_mock/outage {"model": "m", "failure": "500"}`: requests for that
-/// upstream model fail so (a failure name as after `FAIL `) until the
-/// outage is deleted (`DELETE /_mock/outage {"model": "m"}`).
+/// upstream model (`"*"`: every request, the model list too) fail so (a
+/// failure name as after `FAIL `) until the outage is deleted
+/// (`DELETE /_mock/outage {"model": "m"}`).
 async fn start_outage(State(mock): Shared, Json(body): Json<Value>) -> axum::http::StatusCode {
     let (Some(model), Some(failure)) = (body["model"].as_str(), body["failure"].as_str()) else {
         return axum::http::StatusCode::BAD_REQUEST;
@@ -161,15 +162,15 @@ async fn end_outage(State(mock): Shared, Json(body): Json<Value>) -> axum::http:
 impl Mock {
     /// The failure an outage imposes on this turn's model, as a `fail-` name.
     pub fn outage_for(&self, turn: &mut Turn) {
-        let failure = self
-            .stats
-            .outages
-            .lock()
-            .ok()
-            .and_then(|o| o.get(&turn.model).cloned());
-        if let Some(failure) = failure {
+        if let Some(failure) = self.outage(&turn.model) {
             turn.model = format!("fail-{failure}");
         }
+    }
+
+    /// The failure set for a model, or for every model (`"*"`).
+    pub fn outage(&self, model: &str) -> Option<String> {
+        let outages = self.stats.outages.lock().ok()?;
+        outages.get(model).or_else(|| outages.get("*")).cloned()
     }
 }
 

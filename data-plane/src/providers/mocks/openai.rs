@@ -530,6 +530,9 @@ async fn models(State(mock): Shared, headers: HeaderMap) -> Response {
     if let Err(refused) = check(&mock, &headers, &HashMap::new()) {
         return refused;
     }
+    if mock.outage("*").is_some() {
+        return failure(mock.config.kind, Failure::Server);
+    }
     json_response(
         StatusCode::OK,
         &json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 1721172741, "owned_by": "system"}]}),
