@@ -48,6 +48,12 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
+    /// Accept provider base URLs on link-local addresses and cloud metadata
+    /// services (169.254.0.0/16, fe80::/10, metadata.google.internal, ...),
+    /// which are refused otherwise.
+    #[arg(long, env = "SWITCHBOARD_ALLOW_LINK_LOCAL_UPSTREAMS")]
+    pub allow_link_local_upstreams: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -34,7 +34,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .await
         .context("building the first snapshot")?;
     let snapshots = publisher.subscribe();
-    let admin = service::Admin::new(store, cipher, publisher.refresher());
+    let admin = service::Admin::new(store, cipher, publisher.refresher())
+        .allowing_link_local_upstreams(config.allow_link_local_upstreams);
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await

@@ -55,6 +55,11 @@ pub struct Config {
     )]
     pub upstream_timeout_ms: u64,
 
+    /// Let provider names resolve to link-local or cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, ...), which are refused otherwise.
+    #[arg(long, env = "SWITCHBOARD_ALLOW_LINK_LOCAL_UPSTREAMS")]
+    pub allow_link_local_upstreams: bool,
+
     /// Independent connection pools per data plane. Each holds one HTTP/2
     /// connection per provider host, so this many times the provider's
     /// concurrent-stream limit can be in flight before requests queue.

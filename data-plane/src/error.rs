@@ -27,6 +27,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("Request body is larger than the limit of {0} bytes.")]
     BodyTooLarge(usize),
+    #[error("Request headers are larger than the limit of {0} bytes.")]
+    HeadersTooLarge(usize),
     #[error("The gateway has no configuration yet; try again shortly.")]
     NotReady,
     #[error("The upstream provider '{0}' could not be reached.")]
@@ -198,6 +200,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NotReady | GatewayError::NoHealthyTarget { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -223,6 +226,9 @@ impl GatewayError {
             GatewayError::UnknownEndpoint(_) => ("invalid_request_error", "unknown_url"),
             GatewayError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
+            GatewayError::HeadersTooLarge(_) => {
+                ("invalid_request_error", "request_headers_too_large")
+            }
             GatewayError::NotReady => ("server_error", "not_ready"),
             GatewayError::NoHealthyTarget { .. } => ("server_error", "no_healthy_target"),
             GatewayError::UpstreamUnreachable(_) => ("upstream_error", "upstream_unreachable"),

@@ -73,7 +73,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "health-checks",
         router::probe::run(
             live.clone(),
-            providers::UpstreamClient::new(config.upstream_connect_timeout(), 1),
+            providers::UpstreamClient::new(
+                config.upstream_connect_timeout(),
+                1,
+                config.allow_link_local_upstreams,
+            ),
             config.routing().breaker,
             tasks.token(),
         ),
@@ -110,6 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         http: providers::UpstreamClient::new(
             config.upstream_connect_timeout(),
             config.upstream_http2_connections,
+            config.allow_link_local_upstreams,
         ),
         usage: usage.clone(),
         metrics: metrics.clone(),

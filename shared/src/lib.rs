@@ -5,6 +5,7 @@ pub mod crypto;
 pub mod ids;
 pub mod keys;
 pub mod metrics;
+pub mod net;
 pub mod provider_kind;
 pub mod routing;
 pub mod tasks;

@@ -244,3 +244,25 @@ def test_key_rotation_keeps_the_old_secret_for_its_grace_period(gateway):
     gateway.admin("POST", "/keys/nope/rotate", {}, expect=404)
     gateway.admin("DELETE", f"/keys/{key_id}", expect=200)
     assert gateway.admin("POST", f"/keys/{key_id}/rotate", {}, expect=409).json()["error"]["code"] == "conflict"
+
+
+def test_hygiene_of_what_reaches_a_provider(gateway):
+    key = gateway.setup_basic()
+    # The client's credentials, cookies and hop-by-hop headers never travel upstream.
+    response = httpx.post(f"{gateway.dp_url}/v1/chat/completions",
+                          json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+                          headers={"authorization": f"Bearer {key}", "x-api-key": key, "cookie": "session=s3cret",
+                                   "connection": "keep-alive, x-private", "x-private": "1", "proxy-authorization": "p"})
+    assert response.status_code == 200
+    seen = httpx.get(gateway.mock_url + "/_mock/last").json()["headers"]
+    assert seen["authorization"] == f"Bearer {MOCK_KEY}"
+    assert not {"x-api-key", "cookie", "x-private", "proxy-authorization"} & set(seen)
+    assert key not in json.dumps(seen)
+    # Oversized request heads are refused before any work.
+    huge = httpx.post(f"{gateway.dp_url}/v1/chat/completions", json={"model": "gpt-test"},
+                      headers={"authorization": f"Bearer {key}", "x-padding": "a" * 70_000})
+    assert huge.status_code == 431 and huge.json()["error"]["code"] == "request_headers_too_large"
+    # Provider base URLs may not point at cloud metadata or link-local addresses.
+    for url in ("http://169.254.169.254/latest", "http://[fe80::1]/v1", "http://metadata.google.internal/v1"):
+        refused = gateway.admin("POST", "/providers", {"name": "meta", "kind": "openai", "base_url": url})
+        assert refused.status_code == 400 and refused.json()["error"]["message"].startswith("base_url"), url

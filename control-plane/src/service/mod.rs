@@ -25,6 +25,7 @@ pub struct Admin {
     store: Store,
     cipher: Arc<Cipher>,
     refresher: Refresher,
+    allow_link_local_upstreams: bool,
 }
 
 impl Admin {
@@ -33,7 +34,14 @@ impl Admin {
             store,
             cipher,
             refresher,
+            allow_link_local_upstreams: false,
         }
+    }
+
+    /// Whether provider base URLs may name link-local or metadata addresses.
+    pub fn allowing_link_local_upstreams(mut self, allow: bool) -> Self {
+        self.allow_link_local_upstreams = allow;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -43,7 +51,7 @@ impl Admin {
     // ---- providers
 
     pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
-        validate::provider(&spec, false)?;
+        validate::provider(&spec, false, self.allow_link_local_upstreams)?;
         let stored = self.stored_provider(&spec)?;
         self.store.insert_provider(&stored).await?;
         self.refresher.refresh_now();
@@ -57,7 +65,7 @@ impl Admin {
             .get_provider(&spec.name)
             .await?
             .is_some_and(|p| p.secret_key_encrypted.is_some());
-        validate::provider(&spec, has_secret_key)?;
+        validate::provider(&spec, has_secret_key, self.allow_link_local_upstreams)?;
         let stored = self.stored_provider(&spec)?;
         if !self.store.update_provider(&stored).await? {
             return Err(Error::NotFound(format!("provider {name:?}")));

@@ -55,12 +55,24 @@ pub fn email(value: &str) -> Result<()> {
 }
 
 /// `has_secret_key`: whether the stored provider (on update) already has one.
-pub fn provider(spec: &ProviderSpec, has_secret_key: bool) -> Result<()> {
+pub fn provider(spec: &ProviderSpec, has_secret_key: bool, allow_link_local: bool) -> Result<()> {
     identifier("name", &spec.name)?;
     if spec.name.contains('/') {
         return Err(Error::invalid("name: a provider name may not contain '/'"));
     }
     base_url(&spec.base_url)?;
+    if !allow_link_local {
+        let host = spec.base_url.trim().parse::<axum::http::Uri>().ok();
+        if host
+            .as_ref()
+            .and_then(|u| u.host())
+            .is_some_and(shared::net::is_forbidden_host)
+        {
+            return Err(Error::invalid(
+                "base_url: link-local and cloud metadata addresses are refused (the control plane's --allow-link-local-upstreams allows them)",
+            ));
+        }
+    }
     for (field, value) in [("api_key", &spec.api_key), ("secret_key", &spec.secret_key)] {
         if let Some(key) = value {
             if key.expose().is_empty() || key.expose().chars().any(char::is_control) {
@@ -310,7 +322,9 @@ mod tests {
     }
 
     fn refusal(spec: &ProviderSpec) -> String {
-        provider(spec, false).expect_err("invalid").to_string()
+        provider(spec, false, false)
+            .expect_err("invalid")
+            .to_string()
     }
 
     #[test]
@@ -318,6 +332,7 @@ mod tests {
         assert!(refusal(&spec(ProviderKind::AzureOpenai, &[])).starts_with("settings.api_version"));
         assert!(provider(
             &spec(ProviderKind::AzureOpenai, &[("api_version", "2024-10-21")]),
+            false,
             false
         )
         .is_ok());
@@ -336,7 +351,7 @@ mod tests {
         );
         assert!(refusal(&hunyuan).starts_with("secret_key"));
         assert!(
-            provider(&hunyuan, true).is_ok(),
+            provider(&hunyuan, true, false).is_ok(),
             "an update keeps the stored secret"
         );
         assert!(
@@ -347,6 +362,13 @@ mod tests {
             &[("default_max_tokens", "0")]
         ))
         .starts_with("settings.default_max_tokens"));
+        let mut metadata = spec(ProviderKind::Openai, &[]);
+        metadata.base_url = "http://169.254.169.254/latest".into();
+        assert!(refusal(&metadata).starts_with("base_url: link-local"));
+        assert!(
+            provider(&metadata, false, true).is_ok(),
+            "explicitly allowed"
+        );
     }
 
     #[test]

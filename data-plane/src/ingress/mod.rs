@@ -66,7 +66,23 @@ pub fn router(state: AppState) -> Router {
             GatewayError::UnknownEndpoint(uri.path().to_owned())
         })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(limit_headers))
         .with_state(state)
+}
+
+/// Larger request heads are refused (431) before any work is done for them.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return GatewayError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
+    next.run(request).await
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -260,7 +276,7 @@ mod tests {
         let (usage, _receiver) = UsageSink::channel(16, 4);
         router(AppState {
             live,
-            http: providers::UpstreamClient::new(Duration::from_secs(1), 1),
+            http: providers::UpstreamClient::new(Duration::from_secs(1), 1, false),
             usage,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -22,6 +23,48 @@ type SendError = hyper_util::client::legacy::Error;
 
 type Pool = Client<HttpsConnector<TimedConnector>, Full<Bytes>>;
 
+/// DNS that will not hand out link-local or cloud metadata addresses, so a
+/// provider's name cannot lead to them (the control plane refuses such
+/// addresses written in a base URL).
+#[derive(Clone)]
+struct GuardedResolver {
+    inner: GaiResolver,
+    allow_link_local: bool,
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, std::io::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow = self.allow_link_local;
+        let resolving = self.inner.call(name);
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> = resolving
+                .await?
+                .filter(|a| allow || !shared::net::is_link_local_or_metadata(a.ip()))
+                .collect();
+            if addresses.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the provider's name resolves only to link-local or metadata addresses",
+                ));
+            }
+            Ok(addresses.into_iter())
+        })
+    }
+}
+
 tokio::task_local! {
     /// A route's connect timeout, for the connection this request may open.
     static CONNECT_TIMEOUT: Duration;
@@ -31,12 +74,12 @@ tokio::task_local! {
 /// it has one. hyper starts a new connection inside the request's own task,
 /// so the request's task-local value is in scope when `call` runs.
 #[derive(Clone)]
-struct TimedConnector(HttpConnector);
+struct TimedConnector(HttpConnector<GuardedResolver>);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<hyper::Uri> for TimedConnector {
-    type Response = <HttpConnector as tower::Service<hyper::Uri>>::Response;
+    type Response = <HttpConnector<GuardedResolver> as tower::Service<hyper::Uri>>::Response;
     type Error = BoxError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
@@ -71,10 +114,15 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration, shards: usize) -> Self {
+    /// `allow_link_local`: whether providers may resolve to link-local or
+    /// cloud metadata addresses.
+    pub fn new(connect_timeout: Duration, shards: usize, allow_link_local: bool) -> Self {
         let shards = (0..shards.max(1))
             .map(|_| {
-                let mut http = HttpConnector::new();
+                let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+                    inner: GaiResolver::new(),
+                    allow_link_local,
+                });
                 http.set_nodelay(true);
                 http.set_connect_timeout(Some(connect_timeout));
                 http.enforce_http(false);
@@ -109,5 +157,32 @@ impl UpstreamClient {
             Some(limit) => CONNECT_TIMEOUT.scope(limit, sent).await,
             None => sent.await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn names_never_resolve_to_metadata_addresses() {
+        let resolver = GuardedResolver {
+            inner: GaiResolver::new(),
+            allow_link_local: false,
+        };
+        let resolve = |host: &str| {
+            let name = Name::from_str(host).expect("name");
+            resolver.clone().oneshot(name)
+        };
+        assert!(resolve("169.254.169.254").await.is_err());
+        assert!(resolve("127.0.0.1").await.is_ok());
+        let allowed = GuardedResolver {
+            inner: GaiResolver::new(),
+            allow_link_local: true,
+        };
+        let name = Name::from_str("169.254.169.254").expect("name");
+        assert!(allowed.oneshot(name).await.is_ok());
     }
 }
