@@ -3,6 +3,7 @@
 the official clients."""
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -20,11 +21,31 @@ PG_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG", "postgresql://postgres@127.
 IN_CI = os.environ.get("CI") == "true"
 MOCK_KEY = "sk-mock-upstream"
 
+# Every secret the suite hands to or gets from Switchboard, and every output
+# file of the processes it runs: at the end of the session no secret may
+# appear in any output (logs, metrics).
+SECRETS = {MOCK_KEY, "mock-secret-key"}
+OUTPUTS = []
+
+
+def secret(value):
+    SECRETS.add(value)
+    return value
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the kernel's ephemeral range: binding port 0 (the mocks)
+    and outgoing connections take ephemeral ports, and could take this one
+    between our check and the server's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
@@ -51,6 +72,7 @@ class Process:
         self.proc = None
 
     def start(self):
+        OUTPUTS.append(self.log_path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         return self
@@ -78,9 +100,9 @@ class Gateway:
     def __init__(self, tmp: Path, database_url: str):
         self.tmp = tmp
         self.database_url = database_url
-        self.admin_token = "admin-" + secrets.token_hex(16)
-        self.cluster_token = "cluster-" + secrets.token_hex(16)
-        self.secret_key = secrets.token_hex(32)
+        self.admin_token = secret("admin-" + secrets.token_hex(16))
+        self.cluster_token = secret("cluster-" + secrets.token_hex(16))
+        self.secret_key = secret(secrets.token_hex(32))
         self.grpc_port, self.cp_http_port, self.dp_port = free_port(), free_port(), free_port()
         self.state_dir = tmp / "dp-state"
         self.processes = []
@@ -129,6 +151,14 @@ class Gateway:
         return dp
 
     def close(self):
+        # The metrics are output too: scraped once more, to be searched for secrets.
+        for name, url in (("dp", self.dp_url), ("cp", f"http://127.0.0.1:{self.cp_http_port}")):
+            try:
+                path = self.tmp / f"metrics-{name}-{secrets.token_hex(3)}.txt"
+                path.write_text(httpx.get(url + "/metrics", timeout=2).text)
+                OUTPUTS.append(path)
+            except httpx.HTTPError:
+                pass
         for process in reversed(self.processes):
             process.stop()
 
@@ -145,6 +175,9 @@ class Gateway:
     def admin(self, method, path, json=None, expect=None, token=None, params=None):
         headers = {"authorization": f"Bearer {token or self.admin_token}"}
         response = httpx.request(method, self.admin_url + path, json=json, headers=headers, params=params, timeout=10)
+        created = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
+        if isinstance(created, dict) and isinstance(created.get("key"), str):
+            secret(created["key"])
         if expect is not None:
             assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
         return response
@@ -184,6 +217,22 @@ class Gateway:
 
     def usage(self, **params):
         return self.admin("GET", "/usage", params=params, expect=200).json()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_output():
+    """After every test: search every process's log and the scraped metrics
+    for every secret the suite used (admin, cluster and API keys, provider
+    credentials, the secret key)."""
+    yield
+    leaks = []
+    for path in OUTPUTS:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        leaks += [(str(path), value[:8] + "...") for value in SECRETS if value in text]
+    assert not leaks, f"secrets found in outputs: {leaks}"
 
 
 def postgres_database():
