@@ -36,6 +36,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
 
+    /// Earlier secret keys (comma-separated hex), while rotating: what they
+    /// sealed is still read, and re-sealed with `secret_key` at start.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PREVIOUS_SECRET_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_secret_keys: Vec<String>,
+
     /// How often the database's config version is checked for writes made by other replicas.
     #[arg(long, env = "SWITCHBOARD_CONFIG_POLL_MS", default_value_t = 1000)]
     pub config_poll_ms: u64,

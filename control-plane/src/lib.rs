@@ -25,14 +25,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .await
         .context("database_url: cannot open the database")?;
     let secrets = secrets::resolve(&config)?;
-    let cipher = Arc::new(Cipher::new(&secrets.secret_key));
+    let cipher = Arc::new(Cipher::with_previous(
+        &secrets.secret_key,
+        &secrets.previous_secret_keys,
+    ));
+    // A rotated secret key: what the previous ones sealed is sealed again now.
+    let resealed = store
+        .reseal_credentials(&cipher)
+        .await
+        .context("re-sealing provider credentials with the secret key")?;
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            "provider credentials re-sealed with the current secret key"
+        );
+    }
 
     let publisher =
         snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval());
-    publisher
-        .publish_current()
-        .await
-        .context("building the first snapshot")?;
+    if let Err(error) = publisher.publish_current().await {
+        // The detail (which credential, say) is for the operator starting it.
+        error.log_if_internal();
+        return Err(anyhow::Error::new(error).context("building the first snapshot"));
+    }
     let snapshots = publisher.subscribe();
     let admin = service::Admin::new(store, cipher, publisher.refresher())
         .allowing_link_local_upstreams(config.allow_link_local_upstreams);

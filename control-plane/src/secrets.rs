@@ -16,6 +16,8 @@ pub struct Secrets {
     pub admin_token: BearerToken,
     pub cluster_token: BearerToken,
     pub secret_key: SecretKey,
+    /// Keys being rotated out: read, never written with.
+    pub previous_secret_keys: Vec<SecretKey>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -86,10 +88,18 @@ pub fn resolve(config: &Config) -> anyhow::Result<Secrets> {
     if let (true, Some(path)) = (changed, &path) {
         write_private(path, &serde_json::to_string_pretty(&file)?)?;
     }
+    let previous_secret_keys = config
+        .previous_secret_keys
+        .iter()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| SecretKey::from_hex(k.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("previous_secret_keys (SWITCHBOARD_PREVIOUS_SECRET_KEYS)")?;
     Ok(Secrets {
         admin_token,
         cluster_token,
         secret_key,
+        previous_secret_keys,
     })
 }
 

@@ -55,13 +55,40 @@ impl fmt::Debug for SecretKey {
     }
 }
 
-/// Encrypts and decrypts with one key; output is nonce || ciphertext.
+/// Encrypts with one key and decrypts with it or, while a key is being
+/// rotated, with the previous ones; output is nonce || ciphertext.
 #[derive(Clone)]
-pub struct Cipher(Aes256Gcm);
+pub struct Cipher {
+    primary: Aes256Gcm,
+    previous: Vec<Aes256Gcm>,
+}
+
+fn aes(key: &SecretKey) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0))
+}
 
 impl Cipher {
     pub fn new(key: &SecretKey) -> Self {
-        Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0)))
+        Self {
+            primary: aes(key),
+            previous: Vec::new(),
+        }
+    }
+
+    /// Also decrypts what `previous` keys sealed.
+    pub fn with_previous(key: &SecretKey, previous: &[SecretKey]) -> Self {
+        Self {
+            primary: aes(key),
+            previous: previous.iter().map(aes).collect(),
+        }
+    }
+
+    /// Whether `encoded` (from `encrypt_to_string`) was sealed with the primary key.
+    pub fn is_current(&self, encoded: &str) -> bool {
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .is_some_and(|data| open(&self.primary, &data).is_ok())
     }
 
     pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
@@ -69,18 +96,15 @@ impl Cipher {
         let mut out = nonce.to_vec();
         // Encryption with a valid key and a fresh nonce cannot fail for inputs
         // below AES-GCM's 64 GiB limit.
-        out.extend(self.0.encrypt(&nonce, plaintext).unwrap_or_default());
+        out.extend(self.primary.encrypt(&nonce, plaintext).unwrap_or_default());
         out
     }
 
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if data.len() < NONCE_LEN {
-            return Err(CryptoError::Decrypt);
-        }
-        let (nonce, ciphertext) = data.split_at(NONCE_LEN);
-        self.0
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| CryptoError::Decrypt)
+        std::iter::once(&self.primary)
+            .chain(&self.previous)
+            .find_map(|key| open(key, data).ok())
+            .ok_or(CryptoError::Decrypt)
     }
 
     /// For text columns: base64 of `encrypt`.
@@ -96,9 +120,36 @@ impl Cipher {
     }
 }
 
+fn open(key: &Aes256Gcm, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if data.len() < NONCE_LEN {
+        return Err(CryptoError::Decrypt);
+    }
+    let (nonce, ciphertext) = data.split_at(NONCE_LEN);
+    key.decrypt(Nonce::from_slice(nonce), ciphertext)
+        .map_err(|_| CryptoError::Decrypt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_reads_the_previous_key_and_writes_the_new() {
+        let (old, new) = (SecretKey::generate(), SecretKey::generate());
+        let sealed = Cipher::new(&old).encrypt_to_string("sk-upstream");
+        let rotating = Cipher::with_previous(&new, &[old]);
+        assert_eq!(
+            rotating.decrypt_string(&sealed).as_deref(),
+            Ok("sk-upstream")
+        );
+        assert!(!rotating.is_current(&sealed));
+        let resealed = rotating.encrypt_to_string("sk-upstream");
+        assert!(rotating.is_current(&resealed));
+        assert_eq!(
+            Cipher::new(&new).decrypt_string(&resealed).as_deref(),
+            Ok("sk-upstream")
+        );
+    }
 
     #[test]
     fn round_trip_and_wrong_key() {

@@ -115,7 +115,7 @@ class Gateway:
 
     # ---- processes
 
-    def start_control_plane(self, http_port=None):
+    def start_control_plane(self, http_port=None, extra=()):
         args = [
             "--database-url", self.database_url,
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
@@ -124,6 +124,7 @@ class Gateway:
             "--cluster-token", self.cluster_token,
             "--secret-key", self.secret_key,
             "--config-poll-ms", "200",
+            *extra,
         ]
         cp = Process("control-plane", args, self.tmp).start()
         self.processes.append(cp)

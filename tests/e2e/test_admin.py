@@ -195,3 +195,44 @@ def test_replicas_on_one_postgres_report_the_same_version(pg_gateway):
     # The replica serves the provider created through the first one, credential decrypted alike.
     listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/providers", headers=headers).json()
     assert [p["name"] for p in listed] == ["mock"]
+
+
+def test_secret_key_rotation_reseals_credentials_without_downtime(gateway):
+    import secrets as py_secrets
+
+    from conftest import secret
+
+    key = gateway.setup_basic()
+    client = gateway.openai(key)
+    ask = lambda: client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert ask().choices[0].message.content == "Echo: hi"
+    old, new = gateway.secret_key, secret(py_secrets.token_hex(32))
+
+    # The new key, with the old one still readable: credentials are re-sealed at start.
+    gateway.cp.stop()
+    assert ask().choices[0].message.content == "Echo: hi", "data planes serve while the control plane restarts"
+    gateway.secret_key = new
+    gateway.cp = gateway.start_control_plane(extra=("--previous-secret-keys", old))
+    gateway.admin("POST", "/routes", {"model": "after-rotation", "targets": [{"provider": "mock", "model": "m"}]},
+                  expect=201)
+    gateway.wait_synced()
+    assert "re-sealed" in gateway.cp.logs()
+
+    # The old key can go: everything is sealed with the new one.
+    gateway.cp.stop()
+    gateway.cp = gateway.start_control_plane()
+    gateway.admin("POST", "/routes", {"model": "new-key-only", "targets": [{"provider": "mock", "model": "m"}]},
+                  expect=201)
+    gateway.wait_synced()
+    assert ask().choices[0].message.content == "Echo: hi"
+    assert gateway.openai(key).chat.completions.create(
+        model="new-key-only", messages=[{"role": "user", "content": "x"}]).choices[0].message.content == "Echo: x"
+
+    # With only the old key, the credentials can no longer be opened: the control plane refuses to start.
+    gateway.cp.stop()
+    gateway.secret_key = old
+    stale = Process("control-plane", ["--database-url", gateway.database_url, "--grpc-addr", "127.0.0.1:0",
+                                      "--http-addr", "127.0.0.1:0", "--admin-token", gateway.admin_token,
+                                      "--cluster-token", gateway.cluster_token, "--secret-key", old], gateway.tmp).start()
+    assert stale.proc.wait(20) != 0
+    assert "cannot be decrypted" in stale.logs()

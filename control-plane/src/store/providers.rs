@@ -19,6 +19,43 @@ const COLUMNS: &str =
     "name, kind, base_url, api_key_encrypted, settings, created_at, updated_at, secret_key_encrypted";
 
 impl Store {
+    /// Seals again, with the cipher's current key, every credential a
+    /// previous key sealed; returns how many providers changed. Credentials no
+    /// key opens are left as they are (the snapshot build reports them).
+    pub async fn reseal_credentials(&self, cipher: &shared::crypto::Cipher) -> Result<usize> {
+        let mut tx = self.begin().await?;
+        let rows: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT name, api_key_encrypted, secret_key_encrypted FROM providers")
+                .fetch_all(&mut *tx)
+                .await?;
+        let reseal = |sealed: &Option<String>| match sealed {
+            Some(old) if !cipher.is_current(old) => cipher
+                .decrypt_string(old)
+                .ok()
+                .map(|plain| cipher.encrypt_to_string(&plain)),
+            _ => None,
+        };
+        let mut resealed = 0;
+        for (name, api_key, secret_key) in rows {
+            let (new_api, new_secret) = (reseal(&api_key), reseal(&secret_key));
+            if new_api.is_none() && new_secret.is_none() {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE providers SET api_key_encrypted = COALESCE($2, api_key_encrypted), \
+                 secret_key_encrypted = COALESCE($3, secret_key_encrypted) WHERE name = $1",
+            )
+            .bind(&name)
+            .bind(new_api)
+            .bind(new_secret)
+            .execute(&mut *tx)
+            .await?;
+            resealed += 1;
+        }
+        tx.commit().await?;
+        Ok(resealed)
+    }
+
     pub async fn insert_provider(&self, p: &StoredProvider) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
