@@ -366,3 +366,30 @@ pub struct DataPlanes {
     pub current_version: i64,
     pub data_planes: Vec<DataPlane>,
 }
+
+/// One admin write, as `GET /audit` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: String,
+    pub actor: String,
+    /// `provider.create`, `key.rotate`, ...
+    pub action: String,
+    /// `provider/openai`, `key/<id>`, ...
+    pub resource: String,
+    pub request_id: String,
+    /// The resource as the admin API showed it before and after; never a secret.
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub resource: Option<String>,
+    pub actor: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// Most entries answered (default 100, at most 1000).
+    pub limit: Option<i64>,
+}

@@ -1,5 +1,7 @@
 """The admin API over gRPC (generated stubs, server reflection) and REST, with its errors."""
 
+import json
+
 import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -236,3 +238,43 @@ def test_secret_key_rotation_reseals_credentials_without_downtime(gateway):
                                       "--cluster-token", gateway.cluster_token, "--secret-key", old], gateway.tmp).start()
     assert stale.proc.wait(20) != 0
     assert "cannot be decrypted" in stale.logs()
+
+
+def test_every_admin_write_is_audited(gateway, grpc_stubs):
+    pb, pb_grpc = grpc_stubs
+    admin = gateway.admin
+    created = admin("POST", "/providers", {"name": "audited", "kind": "openai", "base_url": "https://a.example/v1",
+                                           "api_key": "sk-provider-canary-1"}, expect=201)
+    request_id = created.headers["x-request-id"]
+    admin("PUT", "/providers/audited", {"kind": "openai", "base_url": "https://b.example/v1",
+                                        "api_key": "sk-provider-canary-2"}, expect=200)
+    admin("POST", "/routes", {"model": "audited-route", "targets": [{"provider": "audited", "model": "m"}]}, expect=201)
+    key = admin("POST", "/keys", {"name": "audited-key"}, expect=201).json()
+    admin("POST", f"/keys/{key['id']}/rotate", {"grace_seconds": 0}, expect=200)
+    admin("DELETE", f"/keys/{key['id']}", expect=200)
+    admin("DELETE", "/routes/audited-route", expect=204)
+    channel = grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+    stub = pb_grpc.AdminServiceStub(channel)
+    auth = [("authorization", f"Bearer {gateway.admin_token}"), ("x-request-id", "grpc-request-7")]
+    team = stub.CreateTeam(pb.CreateTeamRequest(name="audited-team"), metadata=auth)
+
+    entries = admin("GET", "/audit", expect=200).json()["entries"]
+    assert [e["action"] for e in entries[:8]] == ["team.create", "route.delete", "key.revoke", "key.rotate",
+                                                 "key.create", "route.create", "provider.update", "provider.create"]
+    assert all(e["actor"] == "admin" for e in entries)
+    by_action = {e["action"]: e for e in entries}
+    assert by_action["provider.create"]["request_id"] == request_id
+    assert by_action["team.create"]["request_id"] == "grpc-request-7"
+    assert by_action["team.create"]["resource"] == f"team/{team.id}"
+    update = by_action["provider.update"]
+    assert (update["before"]["base_url"], update["after"]["base_url"]) == ("https://a.example/v1", "https://b.example/v1")
+    assert by_action["route.delete"]["after"] is None and by_action["route.delete"]["before"]["model"] == "audited-route"
+    assert by_action["key.revoke"]["after"]["revoked"] is True
+    text = json.dumps(entries)
+    assert "sk-provider-canary" not in text and key["key"] not in text, "no secret in the audit log"
+    only = admin("GET", "/audit", params={"resource": "provider/audited"}, expect=200).json()["entries"]
+    assert [e["action"] for e in only] == ["provider.update", "provider.create"]
+    listed = stub.ListAudit(pb.AuditQuery(resource="provider/audited"), metadata=auth)
+    assert [e.action for e in listed.entries] == ["provider.update", "provider.create"]
+    assert json.loads(listed.entries[0].after)["base_url"] == "https://b.example/v1"
+    assert admin("GET", "/audit", params={"limit": 0}).status_code == 400

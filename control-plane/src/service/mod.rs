@@ -50,7 +50,7 @@ impl Admin {
 
     // ---- providers
 
-    pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
+    async fn create_provider_unaudited(&self, spec: ProviderSpec) -> Result<Provider> {
         validate::provider(&spec, false, self.allow_link_local_upstreams)?;
         let stored = self.stored_provider(&spec)?;
         self.store.insert_provider(&stored).await?;
@@ -58,7 +58,11 @@ impl Admin {
         self.get_provider(&spec.name).await
     }
 
-    pub async fn update_provider(&self, name: &str, mut spec: ProviderSpec) -> Result<Provider> {
+    async fn update_provider_unaudited(
+        &self,
+        name: &str,
+        mut spec: ProviderSpec,
+    ) -> Result<Provider> {
         spec.name = path_name(name, &spec.name, "name")?;
         let has_secret_key = self
             .store
@@ -110,7 +114,7 @@ impl Admin {
             .collect()
     }
 
-    pub async fn delete_provider(&self, name: &str) -> Result<()> {
+    async fn delete_provider_unaudited(&self, name: &str) -> Result<()> {
         if !self.store.delete_provider(name).await? {
             return Err(Error::NotFound(format!("provider {name:?}")));
         }
@@ -120,14 +124,14 @@ impl Admin {
 
     // ---- routes
 
-    pub async fn create_route(&self, route: Route) -> Result<Route> {
+    async fn create_route_unaudited(&self, route: Route) -> Result<Route> {
         self.validate_route(&route).await?;
         self.store.insert_route(&route).await?;
         self.refresher.refresh_now();
         self.get_route(&route.model).await
     }
 
-    pub async fn update_route(&self, model: &str, mut route: Route) -> Result<Route> {
+    async fn update_route_unaudited(&self, model: &str, mut route: Route) -> Result<Route> {
         route.model = path_name(model, &route.model, "model")?;
         self.validate_route(&route).await?;
         if !self.store.replace_route(&route).await? {
@@ -195,7 +199,7 @@ impl Admin {
         self.store.list_routes().await
     }
 
-    pub async fn delete_route(&self, model: &str) -> Result<()> {
+    async fn delete_route_unaudited(&self, model: &str) -> Result<()> {
         let routes = self.store.list_routes().await?;
         if let Some(user) = routes.iter().find(|r| {
             r.model != model && validate::route_references(r).any(|(_, name)| name == model)
@@ -214,7 +218,7 @@ impl Admin {
 
     // ---- teams and users
 
-    pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+    async fn create_team_unaudited(&self, new: NewTeam) -> Result<Team> {
         validate::display_name("name", &new.name)?;
         let id = TeamId::generate();
         self.store
@@ -234,14 +238,14 @@ impl Admin {
         self.store.list_teams().await
     }
 
-    pub async fn delete_team(&self, id: &str) -> Result<()> {
+    async fn delete_team_unaudited(&self, id: &str) -> Result<()> {
         if !self.store.delete_team(id).await? {
             return Err(Error::NotFound(format!("team {id:?}")));
         }
         Ok(())
     }
 
-    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+    async fn create_user_unaudited(&self, new: NewUser) -> Result<User> {
         validate::display_name("name", &new.name)?;
         let email = new.email.filter(|e| !e.trim().is_empty());
         if let Some(email) = &email {
@@ -274,7 +278,7 @@ impl Admin {
         self.store.list_users().await
     }
 
-    pub async fn delete_user(&self, id: &str) -> Result<()> {
+    async fn delete_user_unaudited(&self, id: &str) -> Result<()> {
         if !self.store.delete_user(&UserId::from(id.to_owned())).await? {
             return Err(Error::NotFound(format!("user {id:?}")));
         }
@@ -292,7 +296,7 @@ impl Admin {
 
     // ---- keys
 
-    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+    async fn create_key_unaudited(&self, new: NewKey) -> Result<CreatedKey> {
         validate::display_name("name", &new.name)?;
         let user_id = non_empty(new.user_id);
         let mut team_id = non_empty(new.team_id);
@@ -378,7 +382,7 @@ impl Admin {
 
     /// A new secret at once; the previous one keeps working for the grace
     /// period, so clients can switch over without an outage.
-    pub async fn rotate_key(&self, id: &str, rotation: KeyRotation) -> Result<CreatedKey> {
+    async fn rotate_key_unaudited(&self, id: &str, rotation: KeyRotation) -> Result<CreatedKey> {
         let grace_seconds = rotation
             .grace_seconds
             .unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
@@ -413,7 +417,7 @@ impl Admin {
         })
     }
 
-    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+    async fn revoke_key_unaudited(&self, id: &str) -> Result<ApiKey> {
         let key = self
             .store
             .revoke_key(id)
@@ -421,6 +425,206 @@ impl Admin {
             .ok_or_else(|| Error::NotFound(format!("key {id:?}")))?;
         self.refresher.refresh_now();
         Ok(key)
+    }
+
+    // ---- audited writes: each records who did what, with the resource
+    // before and after (as the admin API shows it, so never a secret).
+
+    pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
+        let created = self.create_provider_unaudited(spec).await?;
+        self.audit(
+            "provider.create",
+            format!("provider/{}", created.name),
+            None,
+            Some(&created),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn update_provider(&self, name: &str, spec: ProviderSpec) -> Result<Provider> {
+        let before = self.get_provider(name).await.ok();
+        let after = self.update_provider_unaudited(name, spec).await?;
+        self.audit(
+            "provider.update",
+            format!("provider/{name}"),
+            before.as_ref(),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub async fn delete_provider(&self, name: &str) -> Result<()> {
+        let before = self.get_provider(name).await.ok();
+        self.delete_provider_unaudited(name).await?;
+        self.audit::<Provider>(
+            "provider.delete",
+            format!("provider/{name}"),
+            before.as_ref(),
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn create_route(&self, route: Route) -> Result<Route> {
+        let created = self.create_route_unaudited(route).await?;
+        self.audit(
+            "route.create",
+            format!("route/{}", created.model),
+            None,
+            Some(&created),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn update_route(&self, model: &str, route: Route) -> Result<Route> {
+        let before = self.get_route(model).await.ok();
+        let after = self.update_route_unaudited(model, route).await?;
+        self.audit(
+            "route.update",
+            format!("route/{model}"),
+            before.as_ref(),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub async fn delete_route(&self, model: &str) -> Result<()> {
+        let before = self.get_route(model).await.ok();
+        self.delete_route_unaudited(model).await?;
+        self.audit::<Route>(
+            "route.delete",
+            format!("route/{model}"),
+            before.as_ref(),
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+        let created = self.create_team_unaudited(new).await?;
+        self.audit(
+            "team.create",
+            format!("team/{}", created.id.as_str()),
+            None,
+            Some(&created),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn delete_team(&self, id: &str) -> Result<()> {
+        let before = self.get_team(id).await.ok();
+        self.delete_team_unaudited(id).await?;
+        self.audit::<Team>("team.delete", format!("team/{id}"), before.as_ref(), None)
+            .await;
+        Ok(())
+    }
+
+    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        let created = self.create_user_unaudited(new).await?;
+        self.audit(
+            "user.create",
+            format!("user/{}", created.id.as_str()),
+            None,
+            Some(&created),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn delete_user(&self, id: &str) -> Result<()> {
+        let before = self.get_user(id).await.ok();
+        self.delete_user_unaudited(id).await?;
+        self.audit::<User>("user.delete", format!("user/{id}"), before.as_ref(), None)
+            .await;
+        Ok(())
+    }
+
+    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+        let created = self.create_key_unaudited(new).await?;
+        // The key's view only: its secret is never recorded.
+        self.audit(
+            "key.create",
+            format!("key/{}", created.key.id.as_str()),
+            None,
+            Some(&created.key),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn rotate_key(&self, id: &str, rotation: KeyRotation) -> Result<CreatedKey> {
+        let before = self.get_key(id).await.ok();
+        let rotated = self.rotate_key_unaudited(id, rotation).await?;
+        self.audit(
+            "key.rotate",
+            format!("key/{id}"),
+            before.as_ref(),
+            Some(&rotated.key),
+        )
+        .await;
+        Ok(rotated)
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        let before = self.get_key(id).await.ok();
+        let revoked = self.revoke_key_unaudited(id).await?;
+        self.audit(
+            "key.revoke",
+            format!("key/{id}"),
+            before.as_ref(),
+            Some(&revoked),
+        )
+        .await;
+        Ok(revoked)
+    }
+
+    /// Records a write. The write is already committed: a failure to record
+    /// it is logged loudly rather than undoing it.
+    async fn audit<T: serde::Serialize>(
+        &self,
+        action: &str,
+        resource: String,
+        before: Option<&T>,
+        after: Option<&T>,
+    ) {
+        let context = crate::audit::current();
+        let json = |state: Option<&T>| state.and_then(|s| serde_json::to_string(s).ok());
+        let entry = crate::store::NewAuditEntry {
+            at_ms: now_ms(),
+            actor: &context.actor,
+            action,
+            resource: &resource,
+            request_id: &context.request_id,
+            before: json(before),
+            after: json(after),
+        };
+        if let Err(error) = self.store.insert_audit(&entry).await {
+            error.log_if_internal();
+            tracing::error!(action, %resource, "an admin write could not be recorded in the audit log");
+            metrics::counter!("switchboard_audit_failures_total").increment(1);
+        }
+    }
+
+    pub async fn audit_log(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        let since = match filter.since.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => Some(
+                rfc3339_to_ms(text)
+                    .ok_or_else(|| Error::invalid("since: expected an RFC 3339 time"))?,
+            ),
+        };
+        let limit = filter.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit: must be between 1 and 1000"));
+        }
+        self.store.list_audit(&filter, since, limit).await
     }
 
     // ---- usage and data planes

@@ -2,6 +2,7 @@
 //! portable SQL through sqlx's `Any` driver, `$n` placeholders, times as Unix
 //! milliseconds, and integers as BIGINT.
 
+mod audit;
 mod dataplanes;
 mod identities;
 mod keys;
@@ -10,6 +11,7 @@ mod routes;
 mod snapshot;
 mod usage;
 
+pub use audit::NewAuditEntry;
 pub use dataplanes::DataPlaneRow;
 pub use keys::NewKeyRow;
 pub use snapshot::{ConfigRows, KeyRow, ProviderRow};

@@ -162,6 +162,35 @@ impl AdminService for AdminGrpc {
         ok(self.admin.revoke_key(&r.into_inner().id).await?)
     }
 
+    async fn list_audit(&self, r: Request<pb::AuditQuery>) -> Reply<pb::AuditEntries> {
+        let q = r.into_inner();
+        let present = |s: String| (!s.is_empty()).then_some(s);
+        let filter = model::AuditFilter {
+            resource: present(q.resource),
+            actor: present(q.actor),
+            since: present(q.since),
+            limit: (q.limit > 0).then_some(q.limit),
+        };
+        let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_default();
+        let entries = self
+            .admin
+            .audit_log(filter)
+            .await?
+            .into_iter()
+            .map(|e| pb::AuditEntry {
+                id: e.id,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                resource: e.resource,
+                request_id: e.request_id,
+                before: json(e.before),
+                after: json(e.after),
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::AuditEntries { entries }))
+    }
+
     async fn get_usage(&self, r: Request<pb::UsageQuery>) -> Reply<pb::UsageTotals> {
         ok(self.admin.usage(r.into_inner().into()).await?)
     }

@@ -44,6 +44,43 @@ fn interceptor(
     }
 }
 
+/// Runs each admin call in its audit context (actor, request id), as the
+/// REST layer does; the interceptor has already checked the token.
+#[derive(Clone)]
+struct Audited<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Audited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Audited<S>
+where
+    S: tower::Service<axum::http::Request<B>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        let context = crate::audit::AuditContext::new("admin", request_id);
+        let call = self.0.call(request);
+        Box::pin(crate::audit::scope(context, call))
+    }
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyhow::Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
@@ -51,10 +88,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let admin = AdminServiceServer::with_interceptor(
+    let admin = Audited(AdminServiceServer::with_interceptor(
         admin::AdminGrpc::new(state.admin.clone()),
         interceptor(state.admin_token.clone()),
-    );
+    ));
     let cluster = ClusterServiceServer::new(cluster::ClusterGrpc::new(
         state.admin.clone(),
         state.snapshots.clone(),

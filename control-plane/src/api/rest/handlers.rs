@@ -37,6 +37,15 @@ pub fn routes() -> Router<RestState> {
         .route("/keys/{id}/rotate", axum::routing::post(rotate_key))
         .route("/usage", get(usage))
         .route("/dataplanes", get(dataplanes))
+        .route("/audit", get(audit))
+}
+
+async fn audit(
+    State(s): State<RestState>,
+    Params(filter): Params<AuditFilter>,
+) -> Result<Json<serde_json::Value>> {
+    let entries = s.admin.audit_log(filter).await?;
+    Ok(Json(serde_json::json!({ "entries": entries })))
 }
 
 async fn create_provider(

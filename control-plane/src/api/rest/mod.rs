@@ -3,11 +3,13 @@
 mod handlers;
 
 use crate::api::auth::BearerToken;
+use crate::audit::AuditContext;
 use crate::error::Error;
 use crate::service::Admin;
 use crate::snapshot::SharedSnapshot;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::HeaderValue;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -54,11 +56,21 @@ async fn require_admin(State(state): State<RestState>, request: Request, next: N
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.admin_token.accepts(header) {
-        next.run(request).await
-    } else {
-        Error::Unauthenticated.into_response()
+    if !state.admin_token.accepts(header) {
+        return Error::Unauthenticated.into_response();
     }
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    // One admin principal today: the admin token.
+    let context = AuditContext::new("admin", request_id);
+    let id = HeaderValue::try_from(context.request_id.as_str()).ok();
+    let mut response = crate::audit::scope(context, next.run(request)).await;
+    if let Some(id) = id {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
 }
 
 impl IntoResponse for Error {
