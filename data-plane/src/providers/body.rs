@@ -8,6 +8,7 @@ use crate::router::health::InFlight;
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::BodyDataStream;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -97,5 +98,3 @@ impl Stream for UpstreamBody {
         }
     }
 }
-
-use std::future::Future;
