@@ -106,12 +106,18 @@ class Gateway:
         self.grpc_port, self.cp_http_port, self.dp_port = free_port(), free_port(), free_port()
         self.state_dir = tmp / "dp-state"
         self.processes = []
-        self.mock = Process("mock-provider", ["--kind", "openai_compatible", "--api-key", MOCK_KEY], tmp).start()
-        line = self.mock.proc.stdout.readline().decode()
-        self.mock_url = "http://" + line.strip().rsplit(" ", 1)[-1]
-        self.processes.append(self.mock)
-        self.cp = self.start_control_plane()
-        self.dp = self.start_data_plane()
+        try:
+            self.mock = Process("mock-provider", ["--kind", "openai_compatible", "--api-key", MOCK_KEY], tmp).start()
+            self.processes.append(self.mock)
+            line = self.mock.proc.stdout.readline().decode()
+            self.mock_url = "http://" + line.strip().rsplit(" ", 1)[-1]
+            self.cp = self.start_control_plane()
+            self.dp = self.start_data_plane()
+        except BaseException:
+            # A half-started gateway must not leave its processes behind.
+            for process in reversed(self.processes):
+                process.stop()
+            raise
 
     # ---- processes
 

@@ -66,12 +66,12 @@ def providers(tmp_path_factory):
     """One gateway with a mock and a route per provider configuration."""
     tmp = tmp_path_factory.mktemp("providers")
     gw = Gateway(tmp, f"sqlite://{tmp}/control-plane.db")
-    # Each provider's errors are checked one by one: no retries, and no
-    # target set aside by the breaker (routing has its own tests).
-    gw.dp = gw.start_data_plane(extra=("--retry-max-attempts", "1", "--breaker-failures", "1000",
-                                       "--breaker-min-requests", "1000", "--breaker-max-retry-after-ms", "0"))
     gw.mock_urls = {}
     try:
+        # Each provider's errors are checked one by one: no retries, and no
+        # target set aside by the breaker (routing has its own tests).
+        gw.dp = gw.start_data_plane(extra=("--retry-max-attempts", "1", "--breaker-failures", "1000",
+                                           "--breaker-min-requests", "1000", "--breaker-max-retry-after-ms", "0"))
         for k in KINDS:
             mock = Process("mock-provider", ["--kind", k.kind, *k.mock_args], tmp).start()
             gw.processes.append(mock)

@@ -20,19 +20,19 @@ KEEPALIVE_MS = 1500
 def gw(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("routing")
     gw = Gateway(tmp, f"sqlite://{tmp}/control-plane.db")
-    gw.dp = gw.start_data_plane(extra=(
-        "--breaker-failures", "3", "--breaker-cooldown-ms", "600", "--breaker-min-requests", "1000",
-        "--stream-keepalive-ms", str(KEEPALIVE_MS), "--retry-budget", "1.0", "--retry-backoff-ms", "20",
-        ))
-    # A second mock whose streams pause a second between events (idle timeouts).
-    paced = Process("mock-provider", ["--kind", "openai_compatible", "--chunk-gap-ms", "1000"], tmp).start()
-    gw.processes.append(paced)
-    paced_url = "http://" + paced.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
-    for name, url in (("mock", gw.mock_url), ("paced", paced_url)):
-        gw.admin("POST", "/providers", {"name": name, "kind": "openai_compatible", "base_url": url + "/v1",
-                                        "api_key": "sk-mock-upstream"}, expect=201)
-    gw.key = gw.admin("POST", "/keys", {"name": "routing"}, expect=201).json()["key"]
     try:
+        gw.dp = gw.start_data_plane(extra=(
+            "--breaker-failures", "3", "--breaker-cooldown-ms", "600", "--breaker-min-requests", "1000",
+            "--stream-keepalive-ms", str(KEEPALIVE_MS), "--retry-budget", "1.0", "--retry-backoff-ms", "20",
+        ))
+        # A second mock whose streams pause a second between events (idle timeouts).
+        paced = Process("mock-provider", ["--kind", "openai_compatible", "--chunk-gap-ms", "1000"], tmp).start()
+        gw.processes.append(paced)
+        paced_url = "http://" + paced.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+        for name, url in (("mock", gw.mock_url), ("paced", paced_url)):
+            gw.admin("POST", "/providers", {"name": name, "kind": "openai_compatible", "base_url": url + "/v1",
+                                            "api_key": "sk-mock-upstream"}, expect=201)
+        gw.key = gw.admin("POST", "/keys", {"name": "routing"}, expect=201).json()["key"]
         yield gw
     finally:
         gw.close()
