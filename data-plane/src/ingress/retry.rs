@@ -8,7 +8,7 @@
 use super::attempt;
 use super::{AppState, Job};
 use crate::error::{GatewayError, ProviderErrorKind};
-use crate::router::health::{counts_against_target, parse_retry_after, Outcome};
+use crate::router::health::{parse_retry_after, Outcome};
 use crate::router::{self, Plan};
 use crate::runtime::{RetryPolicy, Route};
 use crate::usage::{TokenUsage, UsageDraft};
@@ -73,10 +73,7 @@ pub async fn run(
                     latency: answered.latency,
                     tokens: answered.tokens,
                 },
-                Err(error) if counts_against_target(error) => Outcome::Failure {
-                    retry_after: error.retry_after().and_then(parse_retry_after),
-                },
-                Err(_) => Outcome::Neutral,
+                Err(error) => Outcome::failure(error),
             };
             target.health.record(outcome, &state.routing.breaker);
             metrics::counter!("switchboard_upstream_attempts_total", "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);

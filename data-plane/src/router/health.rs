@@ -75,6 +75,7 @@ impl Drop for InFlight {
 }
 
 /// How an attempt ended, as far as the target's health goes.
+#[derive(Clone, Copy, Debug)]
 pub enum Outcome {
     Success {
         latency: Duration,
@@ -88,16 +89,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn of(result: &Result<Duration, GatewayError>) -> Outcome {
-        match result {
-            Ok(latency) => Outcome::Success {
-                latency: *latency,
-                tokens: 0,
-            },
-            Err(error) if counts_against_target(error) => Outcome::Failure {
+    /// A failed attempt: held against the target when it says something
+    /// about it, with the `retry-after` it asked for.
+    pub fn failure(error: &GatewayError) -> Outcome {
+        if counts_against_target(error) {
+            Outcome::Failure {
                 retry_after: error.retry_after().and_then(parse_retry_after),
-            },
-            Err(_) => Outcome::Neutral,
+            }
+        } else {
+            Outcome::Neutral
         }
     }
 }
@@ -125,7 +125,9 @@ impl TargetState {
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
         let minute = now_ms() / 60_000;
-        if self.minute.swap(minute, Relaxed) != minute {
+        // Read first: every request on every worker touches this state, and
+        // a write only once a minute keeps the cache line shared.
+        if self.minute.load(Relaxed) != minute && self.minute.swap(minute, Relaxed) != minute {
             self.minute_requests.store(0, Relaxed);
             self.minute_tokens.store(0, Relaxed);
         }
@@ -188,17 +190,26 @@ impl TargetState {
         self.window_requests.fetch_add(1, Relaxed);
         match outcome {
             Outcome::Success { latency, tokens } => {
-                self.add_tokens(tokens);
+                if tokens > 0 {
+                    self.add_tokens(tokens);
+                }
                 // Zero: a health probe, whose timing is not a request's.
                 if !latency.is_zero() {
                     self.observe_latency(latency);
                 }
-                self.consecutive_failures.store(0, Relaxed);
-                if self.ejected_until_ms.swap(0, Relaxed) != 0 {
+                // Written only when they change: the healthy path only reads.
+                if self.consecutive_failures.load(Relaxed) != 0 {
+                    self.consecutive_failures.store(0, Relaxed);
+                }
+                if self.ejected_until_ms.load(Relaxed) != 0
+                    && self.ejected_until_ms.swap(0, Relaxed) != 0
+                {
                     // A successful probe closes the breaker.
                     self.ejections.store(0, Relaxed);
                 }
-                self.probing.store(false, Relaxed);
+                if self.probing.load(Relaxed) {
+                    self.probing.store(false, Relaxed);
+                }
             }
             Outcome::Failure { retry_after } => {
                 self.window_failures.fetch_add(1, Relaxed);

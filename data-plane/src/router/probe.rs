@@ -50,14 +50,15 @@ pub async fn run(
             };
             let http = http.clone();
             tokio::spawn(async move {
-                let started = std::time::Instant::now();
                 let result =
                     providers::send(&http, &provider, call, check.timeout, Some(check.timeout))
                         .await;
                 let healthy = result.is_ok();
+                // A probe's latency is not a request's (zero is not averaged):
+                // only its verdict counts; any failed probe counts.
                 let outcome = match result {
                     Ok(_) => Outcome::Success {
-                        latency: started.elapsed(),
+                        latency: Duration::ZERO,
                         tokens: 0,
                     },
                     Err(error) => Outcome::Failure {
@@ -71,17 +72,6 @@ pub async fn run(
                     tracing::warn!(provider = %provider.name, "health check failed");
                 }
                 for target in targets {
-                    // A probe's latency is not a request's: only its verdict counts.
-                    let outcome = match &outcome {
-                        Outcome::Success { .. } => Outcome::Success {
-                            latency: Duration::ZERO,
-                            tokens: 0,
-                        },
-                        Outcome::Failure { retry_after } => Outcome::Failure {
-                            retry_after: *retry_after,
-                        },
-                        Outcome::Neutral => Outcome::Neutral,
-                    };
                     target.record(outcome, &breaker);
                 }
             });
