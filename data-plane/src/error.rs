@@ -272,9 +272,11 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), self.to_json().to_string()).into_response();
+impl GatewayError {
+    /// The error's status and `retry-after` with a body in some API's error
+    /// format (OpenAI's here, Anthropic's on `/v1/messages`).
+    pub fn response_with(&self, body: serde_json::Value) -> Response {
+        let mut response = (self.status(), body.to_string()).into_response();
         if let Some(value) = self.retry_after() {
             response
                 .headers_mut()
@@ -285,5 +287,11 @@ impl IntoResponse for GatewayError {
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.response_with(self.to_json())
     }
 }

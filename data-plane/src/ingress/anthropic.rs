@@ -14,8 +14,8 @@ use crate::providers::anthropic::{
     self as wire, AnthropicRole, AnthropicUsage, Block, ImageSource, MessagesRequest,
     MessagesResponse,
 };
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 use shared::usage::TokenUsage;
@@ -248,16 +248,7 @@ fn error_json(error: &GatewayError) -> Value {
 
 /// The error answer in Anthropic's format, with the same status and `retry-after`.
 pub fn error_response(error: GatewayError) -> Response {
-    let mut response = (error.status(), error_json(&error).to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(value) = error.retry_after() {
-        headers.insert(header::RETRY_AFTER, value.clone());
-    }
-    response
+    error.response_with(error_json(&error))
 }
 
 fn event(out: &mut BytesMut, name: &str, data: &Value) {
