@@ -125,10 +125,15 @@ pub fn order(route: &Route) -> Vec<usize> {
             let start = route.state.cursor.fetch_add(1, Relaxed);
             let len = route.rotation.len();
             let mut seen = Vec::with_capacity(order.len());
+            // Stops once every available target is placed: a heavily weighted
+            // target could otherwise make each request walk the whole cycle.
             for step in 0..len {
                 let i = route.rotation[(start + step) % len];
                 if order.contains(&i) && !seen.contains(&i) {
                     seen.push(i);
+                    if seen.len() == order.len() {
+                        break;
+                    }
                 }
             }
             order = seen;
