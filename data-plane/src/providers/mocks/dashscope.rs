@@ -139,22 +139,9 @@ async fn generation(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Byt
                 "Role must be user or assistant and Content length must be greater than 0",
             );
         }
-        turn.count(&text);
-        match role {
-            "user" => {
-                turn.user_text = text;
-                turn.tool_result = None;
-            }
-            "tool" => turn.tool_result = Some(text),
-            _ => {}
-        }
+        turn.message(role, text);
     }
-    turn.tool_names = parameters["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
-        .collect();
+    turn.tool_names = super::tool_names(&parameters["tools"]);
     let reply = Reply::to(&turn);
     let usage = reply.usage(&turn);
     let message_format = parameters["result_format"] == "message";

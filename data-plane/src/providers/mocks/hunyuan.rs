@@ -189,15 +189,7 @@ fn chat(mock: &Mock, request: &Value) -> Response {
                 contents.iter().filter_map(|c| c["Text"].as_str()).collect()
             }
         };
-        turn.count(&text);
-        match role {
-            "user" => {
-                turn.user_text = text;
-                turn.tool_result = None;
-            }
-            "tool" => turn.tool_result = Some(text),
-            _ => {}
-        }
+        turn.message(role, text);
     }
     for tool in request["Tools"].as_array().into_iter().flatten() {
         if !tool["Function"]["Parameters"].is_string() {

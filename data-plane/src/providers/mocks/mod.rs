@@ -203,6 +203,31 @@ impl Turn {
     pub fn count(&mut self, text: &str) {
         self.prompt_words += words(text);
     }
+
+    /// One message of the conversation, by its role in the provider's
+    /// terms: counted, and kept when it is the user's latest turn or a
+    /// tool's answer (`tool`, Baidu's `function`) to it.
+    pub fn message(&mut self, role: &str, text: String) {
+        self.count(&text);
+        match role {
+            "user" => {
+                self.user_text = text;
+                self.tool_result = None;
+            }
+            "tool" | "function" => self.tool_result = Some(text),
+            _ => {}
+        }
+    }
+}
+
+/// The names of OpenAI-style tools (`[{"function": {"name": ..}}]`).
+pub fn tool_names(tools: &Value) -> Vec<String> {
+    tools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -71,23 +71,10 @@ async fn chat(State(mock): Shared, uri: Uri, headers: HeaderMap, body: Bytes) ->
     };
     for message in request["messages"].as_array().into_iter().flatten() {
         let text = message["content"].as_str().unwrap_or_default().to_owned();
-        turn.count(&text);
         turn.images += message["images"].as_array().map_or(0, Vec::len);
-        match message["role"].as_str() {
-            Some("user") => {
-                turn.user_text = text;
-                turn.tool_result = None;
-            }
-            Some("tool") => turn.tool_result = Some(text),
-            _ => {}
-        }
+        turn.message(message["role"].as_str().unwrap_or_default(), text);
     }
-    turn.tool_names = request["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
-        .collect();
+    turn.tool_names = super::tool_names(&request["tools"]);
     let reply = Reply::to(&turn);
     let usage = reply.usage(&turn);
     let line = |message: Value, done: bool| {

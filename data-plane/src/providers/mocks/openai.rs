@@ -159,22 +159,9 @@ fn turn_of(body: &Value) -> Turn {
     };
     for message in body["messages"].as_array().into_iter().flatten() {
         let text = text_of(&message["content"], &mut turn);
-        turn.count(&text);
-        match message["role"].as_str() {
-            Some("user") => {
-                turn.user_text = text;
-                turn.tool_result = None;
-            }
-            Some("tool") => turn.tool_result = Some(text),
-            _ => {}
-        }
+        turn.message(message["role"].as_str().unwrap_or_default(), text);
     }
-    turn.tool_names = body["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
-        .collect();
+    turn.tool_names = super::tool_names(&body["tools"]);
     turn
 }
 

@@ -139,15 +139,7 @@ async fn chat(
         if text.is_empty() && message.get("function_call").is_none() {
             return error(336003, "Invalid Argument: message content can not be empty");
         }
-        turn.count(&text);
-        match message["role"].as_str() {
-            Some("user") => {
-                turn.user_text = text;
-                turn.tool_result = None;
-            }
-            Some("function") => turn.tool_result = Some(text),
-            _ => {}
-        }
+        turn.message(message["role"].as_str().unwrap_or_default(), text);
     }
     turn.tool_names = request["functions"]
         .as_array()
