@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_ALLOW_LINK_LOCAL_UPSTREAMS")]
     pub allow_link_local_upstreams: bool,
 
+    /// How often the key sets of JWT issuers with a `jwks_url` are fetched
+    /// again. New keys reach data planes within this time.
+    #[arg(long, env = "SWITCHBOARD_JWKS_REFRESH_MS", default_value_t = 300_000)]
+    pub jwks_refresh_ms: u64,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -71,6 +76,10 @@ pub struct Config {
 impl Config {
     pub fn config_poll_interval(&self) -> Duration {
         Duration::from_millis(self.config_poll_ms.max(50))
+    }
+
+    pub fn jwks_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.jwks_refresh_ms.max(100))
     }
 
     pub fn database(&self) -> Result<DatabaseKind, String> {

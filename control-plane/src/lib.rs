@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod jwks;
 pub mod model;
 pub mod secrets;
 pub mod service;
@@ -50,6 +51,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         return Err(anyhow::Error::new(error).context("building the first snapshot"));
     }
     let snapshots = publisher.subscribe();
+    tasks.spawn(
+        "jwks-refresher",
+        jwks::JwksFetcher::default().run(
+            store.clone(),
+            publisher.refresher(),
+            config.jwks_refresh_interval(),
+            tasks.token(),
+        ),
+    );
     let admin = service::Admin::new(store, cipher, publisher.refresher())
         .allowing_link_local_upstreams(config.allow_link_local_upstreams);
 

@@ -137,12 +137,16 @@ pub struct SplitVariant {
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
     pub name: String,
+    /// Public model names the team's keys and users may call; empty means all.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,
+    pub models: Vec<String>,
     pub created_at: String,
 }
 
@@ -154,6 +158,12 @@ pub struct NewUser {
     pub email: Option<String>,
     #[serde(default)]
     pub team_id: Option<TeamId>,
+    /// The identity provider's subject: how a JWT caller is matched to this user.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Public model names the user's keys and tokens may call; empty means all.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -162,7 +172,63 @@ pub struct User {
     pub name: String,
     pub email: Option<String>,
     pub team_id: Option<TeamId>,
+    pub external_id: Option<String>,
+    pub models: Vec<String>,
     pub created_at: String,
+}
+
+/// Which claims name a token's user, team and models.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtClaims {
+    /// Default `sub`; matched against users' `external_id`.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub models: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerSpec {
+    /// From the path on update.
+    #[serde(default)]
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub public_keys_pem: Vec<String>,
+    #[serde(default)]
+    pub claims: JwtClaims,
+    #[serde(default)]
+    pub auto_create_users: bool,
+    #[serde(default)]
+    pub leeway_seconds: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct JwtIssuer {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub public_keys_pem: Vec<String>,
+    pub claims: JwtClaims,
+    pub auto_create_users: bool,
+    pub leeway_seconds: u32,
+    /// The `kid`s of the fetched keys the data planes verify with.
+    pub key_ids: Vec<String>,
+    pub jwks_fetched_at: Option<String>,
+    /// Why the last fetch failed; the keys fetched before stay in use.
+    pub jwks_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -12,7 +12,9 @@ pub enum GatewayError {
     InvalidKey,
     #[error("This API key has been revoked or has expired.")]
     ExpiredKey,
-    #[error("This API key may not use model '{0}'.")]
+    #[error("Invalid token: {0}.")]
+    InvalidToken(crate::auth::TokenRejection),
+    #[error("This API key or token may not use model '{0}'.")]
     ModelNotAllowed(String),
     #[error("The model '{0}' does not exist.")]
     ModelNotFound(String),
@@ -190,9 +192,10 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::MissingKey | GatewayError::InvalidKey | GatewayError::ExpiredKey => {
-                StatusCode::UNAUTHORIZED
-            }
+            GatewayError::MissingKey
+            | GatewayError::InvalidKey
+            | GatewayError::ExpiredKey
+            | GatewayError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) | GatewayError::UnknownEndpoint(_) => {
                 StatusCode::NOT_FOUND
@@ -220,6 +223,7 @@ impl GatewayError {
                 ("invalid_request_error", "invalid_api_key")
             }
             GatewayError::ExpiredKey => ("invalid_request_error", "api_key_expired"),
+            GatewayError::InvalidToken(_) => ("invalid_request_error", "invalid_token"),
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::BadRequest { .. } => ("invalid_request_error", "invalid_request"),

@@ -1,15 +1,15 @@
 //! The live configuration: a snapshot turned into lookup tables, built off the
 //! request path and swapped in whole, so a request sees one version or the next.
 
+use crate::auth::directory::Directory;
+use crate::auth::Caller;
 use crate::providers::{self, Adapter};
 use crate::router::budget::RetryBudget;
 use crate::router::health::TargetState;
 use arc_swap::ArcSwapOption;
-use shared::ids::{KeyId, TeamId, UserId};
-use shared::keys::KeyHash;
 use shared::proto;
 use shared::routing::Strategy;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,36 +19,9 @@ pub type Live = Arc<ArcSwapOption<Runtime>>;
 #[derive(Debug)]
 pub struct Runtime {
     pub version: i64,
-    keys: HashMap<KeyHash, Arc<KeyEntry>>,
+    directory: Directory,
     /// By public name and by alias.
     routes: HashMap<String, Arc<Route>>,
-}
-
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub id: KeyId,
-    pub user_id: Option<UserId>,
-    pub team_id: Option<TeamId>,
-    /// `None` allows every model.
-    models: Option<HashSet<String>>,
-    pub expires_at_ms: Option<i64>,
-}
-
-impl KeyEntry {
-    pub fn allows(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|m| m.contains(model))
-    }
-
-    #[cfg(test)]
-    pub fn for_test() -> Self {
-        KeyEntry {
-            id: KeyId::from("k".to_owned()),
-            user_id: None,
-            team_id: None,
-            models: None,
-            expires_at_ms: None,
-        }
-    }
 }
 
 pub struct Provider {
@@ -151,28 +124,28 @@ pub struct RouteState {
 }
 
 impl Runtime {
-    pub fn key(&self, hash: &KeyHash) -> Option<&Arc<KeyEntry>> {
-        self.keys.get(hash)
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(model)
     }
 
-    /// Public model names the key may use, sorted.
-    pub fn models_for(&self, key: &KeyEntry) -> Vec<&str> {
+    /// Public model names the caller may use, sorted.
+    pub fn models_for(&self, caller: &Caller) -> Vec<&str> {
         let mut models: Vec<&str> = self
             .routes
             .keys()
             .map(String::as_str)
-            .filter(|m| key.allows(m))
+            .filter(|m| caller.allows(m))
             .collect();
         models.sort_unstable();
         models
     }
 
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.directory.key_count()
     }
 
     /// Providers with active health checks, and the targets (of every route)
@@ -262,23 +235,16 @@ impl Runtime {
                 }
             }
         }
-        let mut keys = HashMap::with_capacity(snapshot.keys.len());
-        // Keys are most of a large snapshot: moved, not copied.
-        for k in snapshot.keys {
-            let hash = KeyHash::from_bytes(&k.key_hash)
-                .ok_or_else(|| bad(format!("key {:?}: hash is not 32 bytes", k.id)))?;
-            let entry = KeyEntry {
-                user_id: (!k.user_id.is_empty()).then(|| UserId::from(k.user_id)),
-                team_id: (!k.team_id.is_empty()).then(|| TeamId::from(k.team_id)),
-                models: (!k.models.is_empty()).then(|| k.models.into_iter().collect()),
-                id: KeyId::from(k.id),
-                expires_at_ms: (k.expires_at_ms > 0).then_some(k.expires_at_ms),
-            };
-            keys.insert(hash, Arc::new(entry));
-        }
+        let directory = Directory::build(
+            snapshot.keys,
+            snapshot.users,
+            snapshot.teams,
+            &snapshot.jwt_issuers,
+        )
+        .map_err(bad)?;
         Ok(Runtime {
             version: snapshot.version,
-            keys,
+            directory,
             routes,
         })
     }
@@ -406,6 +372,7 @@ pub struct InvalidSnapshot(String);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::keys::KeyHash;
 
     fn snapshot() -> proto::Snapshot {
         proto::Snapshot {
@@ -442,15 +409,21 @@ mod tests {
                 models: vec!["m".into()],
                 ..Default::default()
             }],
-            created_at_ms: 0,
+            ..Default::default()
         }
     }
 
     #[test]
     fn builds_lookup_tables() {
         let runtime = Runtime::try_from(snapshot()).expect("valid snapshot");
-        let key = runtime.key(&KeyHash::of("sk-sb-x")).expect("key present");
-        assert!(key.allows("m") && !key.allows("other"));
+        let key = runtime
+            .directory()
+            .key(&KeyHash::of("sk-sb-x"))
+            .expect("key present");
+        assert!(key
+            .models
+            .as_ref()
+            .is_some_and(|m| m.contains("m") && m.len() == 1));
         let route = runtime.route("m").expect("route present");
         assert!(Arc::ptr_eq(route, runtime.route("m-alias").expect("alias")));
         assert_eq!(

@@ -48,6 +48,18 @@ id_type!(
     KeyId
 );
 id_type!(UserId);
+
+/// The namespace of users created from a token's subject.
+const EXTERNAL_USER_NAMESPACE: uuid::Uuid = uuid::uuid!("5b1f0d2e-8c53-4e8a-9a51-3f6b8f0c2d17");
+
+impl UserId {
+    /// The id of the user created for an identity provider's subject: the
+    /// same on every data plane and control plane, so a user first seen by
+    /// two data planes at once is still one user.
+    pub fn for_external_id(external_id: &str) -> Self {
+        Self(uuid::Uuid::new_v5(&EXTERNAL_USER_NAMESPACE, external_id.as_bytes()).to_string())
+    }
+}
 id_type!(TeamId);
 id_type!(
     /// Identifies a data-plane process across restarts (kept in its state dir).

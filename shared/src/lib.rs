@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod ids;
+pub mod jwt;
 pub mod keys;
 pub mod metrics;
 pub mod net;

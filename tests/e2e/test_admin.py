@@ -258,7 +258,7 @@ def test_every_admin_write_is_audited(gateway, grpc_stubs):
     auth = [("authorization", f"Bearer {gateway.admin_token}"), ("x-request-id", "grpc-request-7")]
     team = stub.CreateTeam(pb.CreateTeamRequest(name="audited-team"), metadata=auth)
 
-    entries = admin("GET", "/audit", expect=200).json()["entries"]
+    entries = admin("GET", "/audit", expect=200).json()["rows"]
     assert [e["action"] for e in entries[:8]] == ["team.create", "route.delete", "key.revoke", "key.rotate",
                                                  "key.create", "route.create", "provider.update", "provider.create"]
     assert all(e["actor"] == "admin" for e in entries)
@@ -272,7 +272,7 @@ def test_every_admin_write_is_audited(gateway, grpc_stubs):
     assert by_action["key.revoke"]["after"]["revoked"] is True
     text = json.dumps(entries)
     assert "sk-provider-canary" not in text and key["key"] not in text, "no secret in the audit log"
-    only = admin("GET", "/audit", params={"resource": "provider/audited"}, expect=200).json()["entries"]
+    only = admin("GET", "/audit", params={"resource": "provider/audited"}, expect=200).json()["rows"]
     assert [e["action"] for e in only] == ["provider.update", "provider.create"]
     listed = stub.ListAudit(pb.AuditQuery(resource="provider/audited"), metadata=auth)
     assert [e.action for e in listed.entries] == ["provider.update", "provider.create"]

@@ -1,6 +1,7 @@
 //! The admin operations, shared by the REST and gRPC surfaces: validation,
 //! encryption of credentials, and a prompt snapshot refresh after each write.
 
+mod jwt_issuers;
 mod validate;
 
 use crate::error::{Error, Result};
@@ -25,6 +26,7 @@ pub struct Admin {
     store: Store,
     cipher: Arc<Cipher>,
     refresher: Refresher,
+    jwks: crate::jwks::JwksFetcher,
     allow_link_local_upstreams: bool,
 }
 
@@ -34,6 +36,7 @@ impl Admin {
             store,
             cipher,
             refresher,
+            jwks: crate::jwks::JwksFetcher::default(),
             allow_link_local_upstreams: false,
         }
     }
@@ -220,11 +223,17 @@ impl Admin {
 
     async fn create_team_unaudited(&self, new: NewTeam) -> Result<Team> {
         validate::display_name("name", &new.name)?;
-        let id = TeamId::generate();
-        self.store
-            .insert_team(&id, new.name.trim(), now_ms())
-            .await?;
-        self.get_team(id.as_str()).await
+        validate::models(&new.models)?;
+        let now = now_ms();
+        let team = Team {
+            id: TeamId::generate(),
+            name: new.name.trim().to_owned(),
+            models: new.models,
+            created_at: ms_to_rfc3339(now),
+        };
+        self.store.insert_team(&team, now).await?;
+        self.refresher.refresh_now();
+        Ok(team)
     }
 
     pub async fn get_team(&self, id: &str) -> Result<Team> {
@@ -242,6 +251,7 @@ impl Admin {
         if !self.store.delete_team(id).await? {
             return Err(Error::NotFound(format!("team {id:?}")));
         }
+        self.refresher.refresh_now();
         Ok(())
     }
 
@@ -255,15 +265,23 @@ impl Admin {
         if let Some(team) = &team_id {
             self.require_team(team, "team_id").await?;
         }
+        let external_id = non_empty(new.external_id);
+        if let Some(external_id) = &external_id {
+            validate::external_id(external_id)?;
+        }
+        validate::models(&new.models)?;
         let now = now_ms();
         let user = User {
             id: UserId::generate(),
             name: new.name.trim().to_owned(),
             email,
             team_id,
+            external_id,
+            models: new.models,
             created_at: ms_to_rfc3339(now),
         };
         self.store.insert_user(&user, now).await?;
+        self.refresher.refresh_now();
         Ok(user)
     }
 
@@ -282,6 +300,7 @@ impl Admin {
         if !self.store.delete_user(&UserId::from(id.to_owned())).await? {
             return Err(Error::NotFound(format!("user {id:?}")));
         }
+        self.refresher.refresh_now();
         Ok(())
     }
 
@@ -321,11 +340,7 @@ impl Admin {
         if let Some(team) = &team_id {
             self.require_team(team, "team_id").await?;
         }
-        for (i, model) in new.models.iter().enumerate() {
-            if model.trim().is_empty() {
-                return Err(Error::invalid(format!("models[{i}]: must not be empty")));
-            }
-        }
+        validate::models(&new.models)?;
         let now = now_ms();
         let expires_at_ms = match new.expires_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,

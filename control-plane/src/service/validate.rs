@@ -1,7 +1,7 @@
 //! Input checks; every message names the field at fault.
 
 use crate::error::{Error, Result};
-use crate::model::{ProviderSpec, Route};
+use crate::model::{JwtIssuerSpec, ProviderSpec, Route};
 use shared::provider_kind::{ProviderApi, ProviderKind, HEALTH_CHECK_SETTINGS};
 use shared::routing::Strategy;
 
@@ -60,19 +60,7 @@ pub fn provider(spec: &ProviderSpec, has_secret_key: bool, allow_link_local: boo
     if spec.name.contains('/') {
         return Err(Error::invalid("name: a provider name may not contain '/'"));
     }
-    base_url(&spec.base_url)?;
-    if !allow_link_local {
-        let host = spec.base_url.trim().parse::<axum::http::Uri>().ok();
-        if host
-            .as_ref()
-            .and_then(|u| u.host())
-            .is_some_and(shared::net::is_forbidden_host)
-        {
-            return Err(Error::invalid(
-                "base_url: link-local and cloud metadata addresses are refused (the control plane's --allow-link-local-upstreams allows them)",
-            ));
-        }
-    }
+    outbound_url("base_url", &spec.base_url, allow_link_local)?;
     for (field, value) in [("api_key", &spec.api_key), ("secret_key", &spec.secret_key)] {
         if let Some(key) = value {
             if key.expose().is_empty() || key.expose().chars().any(char::is_control) {
@@ -149,21 +137,134 @@ fn provider_settings(spec: &ProviderSpec, has_secret_key: bool) -> Result<()> {
     Ok(())
 }
 
-fn base_url(url: &str) -> Result<()> {
+/// A URL the gateway will call, set by an admin: absolute http(s), no query,
+/// and not a link-local or cloud metadata address unless allowed.
+fn outbound_url(field: &str, url: &str, allow_link_local: bool) -> Result<axum::http::Uri> {
     let uri: axum::http::Uri = url
         .trim()
         .parse()
-        .map_err(|_| Error::invalid(format!("base_url: {url:?} is not a URL")))?;
+        .map_err(|_| Error::invalid(format!("{field}: {url:?} is not a URL")))?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
     if !scheme_ok || uri.host().is_none_or(str::is_empty) {
         return Err(Error::invalid(format!(
-            "base_url: {url:?} must be an absolute http:// or https:// URL"
+            "{field}: {url:?} must be an absolute http:// or https:// URL"
         )));
     }
     if uri.query().is_some() {
-        return Err(Error::invalid("base_url: must not contain a query string"));
+        return Err(Error::invalid(format!(
+            "{field}: must not contain a query string"
+        )));
+    }
+    if !allow_link_local && uri.host().is_some_and(shared::net::is_forbidden_host) {
+        return Err(Error::invalid(format!(
+            "{field}: link-local and cloud metadata addresses are refused (the control plane's --allow-link-local-upstreams allows them)"
+        )));
+    }
+    Ok(uri)
+}
+
+/// Public model names a key, user or team is limited to.
+pub fn models(models: &[String]) -> Result<()> {
+    for (i, model) in models.iter().enumerate() {
+        if model.trim().is_empty() {
+            return Err(Error::invalid(format!("models[{i}]: must not be empty")));
+        }
     }
     Ok(())
+}
+
+pub fn external_id(value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(Error::invalid("external_id: 1 to 255 printable characters"));
+    }
+    Ok(())
+}
+
+/// Everything but the key set's contents, which are checked when fetched.
+pub fn jwt_issuer(spec: &JwtIssuerSpec, allow_link_local: bool) -> Result<()> {
+    identifier("name", &spec.name)?;
+    if spec.name.contains('/') {
+        return Err(Error::invalid("name: an issuer name may not contain '/'"));
+    }
+    if spec.issuer.trim().is_empty() || spec.issuer.len() > 512 {
+        return Err(Error::invalid(
+            "issuer: the tokens' exact `iss`, 1 to 512 characters",
+        ));
+    }
+    if spec.audiences.is_empty() || spec.audiences.iter().any(|a| a.trim().is_empty()) {
+        return Err(Error::invalid(
+            "audiences: at least one, none empty (a token's `aud` must name one)",
+        ));
+    }
+    if spec.algorithms.is_empty() {
+        return Err(Error::invalid(format!(
+            "algorithms: at least one of {}",
+            shared::jwt::ALLOWED_ALGORITHMS
+        )));
+    }
+    for (i, algorithm) in spec.algorithms.iter().enumerate() {
+        shared::jwt::parse_algorithm(algorithm)
+            .map_err(|e| Error::invalid(format!("algorithms[{i}]: {e}")))?;
+    }
+    match (&spec.jwks_url, spec.public_keys_pem.is_empty()) {
+        (Some(url), true) => {
+            let uri = outbound_url("jwks_url", url, allow_link_local)?;
+            // Keys over plain HTTP could be swapped on the way: only on loopback.
+            let loopback = uri.host().is_some_and(is_loopback_host);
+            if uri.scheme_str() != Some("https") && !loopback {
+                return Err(Error::invalid(
+                    "jwks_url: must be https:// (http:// only on a loopback address)",
+                ));
+            }
+        }
+        (None, false) => {
+            for (i, pem) in spec.public_keys_pem.iter().enumerate() {
+                shared::jwt::key_from_pem(pem)
+                    .map_err(|e| Error::invalid(format!("public_keys_pem[{i}]: {e}")))?;
+            }
+        }
+        _ => {
+            return Err(Error::invalid(
+                "jwks_url, public_keys_pem: exactly one of them is required",
+            ))
+        }
+    }
+    let claims = [
+        ("claims.user", &spec.claims.user),
+        ("claims.team", &spec.claims.team),
+        ("claims.models", &spec.claims.models),
+    ];
+    for (field, claim) in claims {
+        if let Some(claim) = claim {
+            let ok = !claim.is_empty()
+                && claim.len() <= MAX_NAME_LEN
+                && claim.split('.').all(|part| !part.is_empty())
+                && !claim.chars().any(char::is_control);
+            if !ok {
+                return Err(Error::invalid(format!(
+                    "{field}: a claim name, or a dotted path such as \"org.team\""
+                )));
+            }
+        }
+    }
+    if spec
+        .leeway_seconds
+        .is_some_and(|l| l > shared::jwt::MAX_LEEWAY_SECONDS)
+    {
+        return Err(Error::invalid(format!(
+            "leeway_seconds: at most {}",
+            shared::jwt::MAX_LEEWAY_SECONDS
+        )));
+    }
+    Ok(())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 const MAX_ATTEMPTS: u32 = 10;
@@ -376,9 +477,9 @@ mod tests {
         assert!(identifier("model", "qwen/qwen2.5:7b").is_ok());
         assert!(identifier("model", "a b").is_err());
         assert!(identifier("model", "").is_err());
-        assert!(base_url("https://api.openai.com/v1").is_ok());
-        assert!(base_url("ftp://x").is_err());
-        assert!(base_url("not a url").is_err());
+        assert!(outbound_url("base_url", "https://api.openai.com/v1", false).is_ok());
+        assert!(outbound_url("base_url", "ftp://x", false).is_err());
+        assert!(outbound_url("base_url", "not a url", false).is_err());
         assert!(email("a@b.io").is_ok());
         assert!(email("nope").is_err());
     }

@@ -6,7 +6,7 @@
 //! through other replicas are picked up by polling the version.
 
 use crate::error::{Error, Result};
-use crate::store::{ConfigRows, Store};
+use crate::store::{string_list, ConfigRows, JwtIssuerRow, Store};
 use shared::crypto::Cipher;
 use shared::proto;
 use shared::time::now_ms;
@@ -180,11 +180,51 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         })
         .flatten()
         .collect();
+    let users = rows
+        .users
+        .into_iter()
+        .map(|u| proto::SnapshotUser {
+            models: string_list(&u.models),
+            id: u.id,
+            external_id: u.external_id.unwrap_or_default(),
+            team_id: u.team_id.unwrap_or_default(),
+        })
+        .collect();
+    let teams = rows
+        .teams
+        .into_iter()
+        .map(|t| proto::SnapshotTeam {
+            models: string_list(&t.models),
+            id: t.id,
+            name: t.name,
+        })
+        .collect();
+    let jwt_issuers = rows.jwt_issuers.iter().map(snapshot_issuer).collect();
     Ok(proto::Snapshot {
         version: rows.version,
         providers,
         routes,
         keys,
         created_at_ms: now,
+        jwt_issuers,
+        users,
+        teams,
     })
+}
+
+fn snapshot_issuer(row: &JwtIssuerRow) -> proto::SnapshotJwtIssuer {
+    let claims = row.claims();
+    proto::SnapshotJwtIssuer {
+        name: row.name.clone(),
+        issuer: row.issuer.clone(),
+        audiences: row.audiences(),
+        algorithms: row.algorithms(),
+        jwks: row.jwks.clone().unwrap_or_default(),
+        public_keys_pem: row.public_keys_pem(),
+        user_claim: claims.user.unwrap_or_default(),
+        team_claim: claims.team.unwrap_or_default(),
+        models_claim: claims.models.unwrap_or_default(),
+        auto_create_users: row.auto_create_users != 0,
+        leeway_seconds: u32::try_from(row.leeway_seconds).unwrap_or(0),
+    }
 }

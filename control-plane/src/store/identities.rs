@@ -1,5 +1,7 @@
-//! Teams and users.
+//! Teams and users. Both are in snapshots (model lists, external ids), so
+//! every write moves the configuration version.
 
+use super::keys::string_list;
 use super::Store;
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
@@ -10,14 +12,18 @@ use shared::time::ms_to_rfc3339;
 struct TeamRecord {
     id: String,
     name: String,
+    models: String,
     created_at: i64,
 }
+
+const TEAM_COLUMNS: &str = "id, name, models, created_at";
 
 impl From<TeamRecord> for Team {
     fn from(r: TeamRecord) -> Self {
         Team {
             id: r.id.into(),
             name: r.name,
+            models: string_list(&r.models),
             created_at: ms_to_rfc3339(r.created_at),
         }
     }
@@ -29,8 +35,12 @@ struct UserRecord {
     name: String,
     email: Option<String>,
     team_id: Option<String>,
+    external_id: Option<String>,
+    models: String,
     created_at: i64,
 }
+
+const USER_COLUMNS: &str = "id, name, email, team_id, external_id, models, created_at";
 
 impl From<UserRecord> for User {
     fn from(r: UserRecord) -> Self {
@@ -39,34 +49,45 @@ impl From<UserRecord> for User {
             name: r.name,
             email: r.email,
             team_id: r.team_id.map(TeamId::from),
+            external_id: r.external_id,
+            models: string_list(&r.models),
             created_at: ms_to_rfc3339(r.created_at),
         }
     }
 }
 
+fn models_json(models: &[String]) -> String {
+    serde_json::Value::from(models).to_string()
+}
+
 impl Store {
-    pub async fn insert_team(&self, id: &TeamId, name: &str, created_at: i64) -> Result<()> {
-        sqlx::query("INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(id.as_str())
-            .bind(name)
-            .bind(created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(already_exists(format!("team {name:?}")))?;
-        Ok(())
+    pub async fn insert_team(&self, team: &Team, created_at: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4)"
+        ))
+        .bind(team.id.as_str())
+        .bind(&team.name)
+        .bind(models_json(&team.models))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(already_exists(format!("team {:?}", team.name)))?;
+        Self::commit_config_change(tx).await
     }
 
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
-        let rows: Vec<TeamRecord> =
-            sqlx::query_as("SELECT id, name, created_at FROM teams ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<TeamRecord> = sqlx::query_as(&format!(
+            "SELECT {TEAM_COLUMNS} FROM teams ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(Team::from).collect())
     }
 
     pub async fn get_team(&self, id: &str) -> Result<Option<Team>> {
         let row: Option<TeamRecord> =
-            sqlx::query_as("SELECT id, name, created_at FROM teams WHERE id = $1")
+            sqlx::query_as(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -78,23 +99,60 @@ impl Store {
     }
 
     pub async fn insert_user(&self, user: &User, created_at: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO users (id, name, email, team_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
+        let mut tx = self.begin().await?;
+        Self::insert_user_in(&mut tx, user, created_at, false)
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists(_) => Error::AlreadyExists(format!(
+                    "a user with external_id {:?} already exists",
+                    user.external_id.as_deref().unwrap_or_default()
+                )),
+                other => other,
+            })?;
+        Self::commit_config_change(tx).await
+    }
+
+    /// Users first seen as token subjects: created once, however many
+    /// records (or control planes) report them. True if any was new.
+    pub async fn insert_users_if_absent(&self, users: &[User], created_at: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let mut created = false;
+        for user in users {
+            created |= Self::insert_user_in(&mut tx, user, created_at, true).await?;
+        }
+        Self::commit_config_change_if(tx, created).await
+    }
+
+    async fn insert_user_in(
+        tx: &mut super::Tx,
+        user: &User,
+        created_at: i64,
+        if_absent: bool,
+    ) -> Result<bool> {
+        let on_conflict = if if_absent {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        };
+        let done = sqlx::query(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7){on_conflict}"
+        ))
         .bind(user.id.as_str())
         .bind(&user.name)
         .bind(&user.email)
         .bind(user.team_id.as_ref().map(TeamId::as_str))
+        .bind(&user.external_id)
+        .bind(models_json(&user.models))
         .bind(created_at)
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows: Vec<UserRecord> = sqlx::query_as(
-            "SELECT id, name, email, team_id, created_at FROM users ORDER BY created_at, id",
-        )
+        let rows: Vec<UserRecord> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(User::from).collect())
@@ -102,7 +160,7 @@ impl Store {
 
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
         let row: Option<UserRecord> =
-            sqlx::query_as("SELECT id, name, email, team_id, created_at FROM users WHERE id = $1")
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -115,9 +173,10 @@ impl Store {
 
     /// Deletes a team or user, refusing with a clear message while keys or users refer to it.
     async fn delete_referenced(&self, table: &str, what: &str, id: &str) -> Result<bool> {
-        sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map(|done| done.rows_affected() > 0)
             .map_err(|e| match Error::from(e) {
@@ -125,6 +184,7 @@ impl Store {
                     "{what} {id:?} is still referred to by users or API keys; remove those first"
                 )),
                 other => other,
-            })
+            })?;
+        Self::commit_config_change_if(tx, deleted).await
     }
 }

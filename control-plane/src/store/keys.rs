@@ -29,7 +29,7 @@ impl From<KeyRecord> for ApiKey {
             prefix: r.prefix,
             user_id: r.user_id.map(UserId::from),
             team_id: r.team_id.map(TeamId::from),
-            models: parse_models(&r.models),
+            models: string_list(&r.models),
             expires_at: r.expires_at.map(ms_to_rfc3339),
             revoked: r.revoked_at.is_some(),
             created_at: ms_to_rfc3339(r.created_at),
@@ -38,7 +38,8 @@ impl From<KeyRecord> for ApiKey {
     }
 }
 
-pub(super) fn parse_models(json: &str) -> Vec<String> {
+/// A JSON array of strings as stored (models, audiences, ...).
+pub fn string_list(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod dataplanes;
 mod identities;
+mod jwt_issuers;
 mod keys;
 mod providers;
 mod routes;
@@ -13,7 +14,8 @@ mod usage;
 
 pub use audit::NewAuditEntry;
 pub use dataplanes::DataPlaneRow;
-pub use keys::NewKeyRow;
+pub use jwt_issuers::JwtIssuerRow;
+pub use keys::{string_list, NewKeyRow};
 pub use snapshot::{ConfigRows, KeyRow, ProviderRow};
 pub use usage::UsageQuery;
 

@@ -1,5 +1,6 @@
 //! A consistent read of everything a snapshot holds.
 
+use super::jwt_issuers::JwtIssuerRow;
 use super::providers::StoredProvider;
 use super::Store;
 use crate::error::{Error, Result};
@@ -22,8 +23,23 @@ pub struct KeyRow {
 
 impl KeyRow {
     pub fn models(&self) -> Vec<String> {
-        super::keys::parse_models(&self.models)
+        super::keys::string_list(&self.models)
     }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub team_id: Option<String>,
+    pub models: String,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TeamRow {
+    pub id: String,
+    pub name: String,
+    pub models: String,
 }
 
 /// The configuration at one version.
@@ -32,6 +48,10 @@ pub struct ConfigRows {
     pub providers: Vec<ProviderRow>,
     pub routes: Vec<Route>,
     pub keys: Vec<KeyRow>,
+    /// Only users a data plane needs: with an external id or a model list.
+    pub users: Vec<UserRow>,
+    pub teams: Vec<TeamRow>,
+    pub jwt_issuers: Vec<JwtIssuerRow>,
 }
 
 const MAX_ATTEMPTS: usize = 10;
@@ -56,6 +76,17 @@ impl Store {
             )
             .fetch_all(&mut *conn)
             .await?;
+            let users: Vec<UserRow> = sqlx::query_as(
+                "SELECT id, external_id, team_id, models FROM users \
+                 WHERE external_id IS NOT NULL OR models <> '[]' ORDER BY id",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            let teams: Vec<TeamRow> =
+                sqlx::query_as("SELECT id, name, models FROM teams ORDER BY id")
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let jwt_issuers = Self::jwt_issuers_in(&mut *conn).await?;
             let after: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
@@ -65,6 +96,9 @@ impl Store {
                     providers,
                     routes,
                     keys,
+                    users,
+                    teams,
+                    jwt_issuers,
                 });
             }
         }

@@ -1,7 +1,7 @@
 use super::{DatabaseKind, Store};
 use crate::error::Result;
 use crate::model::{UsageGroup, UsageRow, UsageTotals};
-use shared::ids::{TeamId, UserId};
+use shared::ids::{KeyId, TeamId, UserId};
 use shared::time::now_ms;
 use shared::usage::UsageRecord;
 use std::collections::BTreeMap;
@@ -61,8 +61,8 @@ fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::
     })
 }
 
-const USAGE_COLUMNS: usize = 20;
-/// 500 rows are 10,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 21;
+/// 500 rows are 10,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -71,7 +71,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
-         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant) VALUES ",
+         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -107,7 +107,7 @@ impl Store {
                 query = query
                     .bind(r.id.as_str())
                     .bind(dataplane_id)
-                    .bind(r.key_id.as_str())
+                    .bind(r.key_id.as_ref().map_or("", KeyId::as_str))
                     .bind(r.user_id.as_ref().map(UserId::as_str))
                     .bind(r.team_id.as_ref().map(TeamId::as_str))
                     .bind(&r.model)
@@ -124,7 +124,8 @@ impl Store {
                     .bind(i64::from(r.streamed))
                     .bind(r.created_at_ms)
                     .bind(received_at)
-                    .bind(r.variant.as_deref());
+                    .bind(r.variant.as_deref())
+                    .bind(r.jwt.as_ref().map(|j| j.issuer.as_str()));
             }
             inserted += query.execute(&mut *tx).await?.rows_affected();
         }

@@ -175,7 +175,7 @@ async fn handle(
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let key = auth::authenticate(&runtime, &parts.headers)?;
+    let caller = auth::authenticate(&runtime, &parts.headers)?;
 
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
@@ -203,8 +203,7 @@ async fn handle(
     // limits: rate limits, quotas and budgets arrive with their own issue.
 
     // router: the route (after an A/B split) and its fallbacks.
-    let sticky = key.user_id.as_ref().map_or(key.id.as_str(), |u| u.as_str());
-    let plan = router::plan(&runtime, &key, &model, sticky)?;
+    let plan = router::plan(&runtime, &caller, &model, caller.sticky_id())?;
     drop(runtime);
     let stream = job.stream();
     let draft = UsageDraft {
@@ -212,9 +211,10 @@ async fn handle(
         started,
         record: UsageRecord {
             id: UsageRecordId::generate(),
-            key_id: key.id.clone(),
-            user_id: key.user_id.clone(),
-            team_id: key.team_id.clone(),
+            key_id: caller.key_id,
+            jwt: caller.jwt,
+            user_id: caller.user_id,
+            team_id: caller.team_id,
             model,
             provider: String::new(),
             upstream_model: String::new(),
@@ -317,7 +317,7 @@ mod tests {
                 models: vec!["other".into()],
                 ..Default::default()
             }],
-            created_at_ms: 0,
+            ..Default::default()
         }
     }
 

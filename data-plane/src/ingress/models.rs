@@ -27,9 +27,9 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let key = auth::authenticate(&runtime, &headers)?;
+    let caller = auth::authenticate(&runtime, &headers)?;
     let anthropic = is_anthropic(&headers);
-    let models = runtime.models_for(&key);
+    let models = runtime.models_for(&caller);
     let data: Vec<Value> = models.iter().map(|m| model_object(m, anthropic)).collect();
     Ok(Json(if anthropic {
         json!({"data": data, "has_more": false, "first_id": models.first(), "last_id": models.last()})
@@ -44,11 +44,11 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let key = auth::authenticate(&runtime, &headers)?;
+    let caller = auth::authenticate(&runtime, &headers)?;
     if runtime.route(&model).is_none() {
         return Err(GatewayError::ModelNotFound(model));
     }
-    if !key.allows(&model) {
+    if !caller.allows(&model) {
         return Err(GatewayError::ModelNotAllowed(model));
     }
     Ok(Json(model_object(&model, is_anthropic(&headers))))

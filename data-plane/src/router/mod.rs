@@ -7,8 +7,9 @@ pub mod budget;
 pub mod health;
 pub mod probe;
 
+use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::runtime::{KeyEntry, Route, Runtime};
+use crate::runtime::{Route, Runtime};
 use health::BreakerConfig;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -57,14 +58,14 @@ pub struct Plan {
 /// keeps one caller on one variant of a split.
 pub fn plan(
     runtime: &Runtime,
-    key: &KeyEntry,
+    caller: &Caller,
     model: &str,
     sticky: &str,
 ) -> Result<Plan, GatewayError> {
     let asked = runtime
         .route(model)
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_owned()))?;
-    if !key.allows(model) {
+    if !caller.allows(model) {
         return Err(GatewayError::ModelNotAllowed(model.to_owned()));
     }
     let (route, variant) = match split_variant(asked, sticky) {
@@ -254,10 +255,10 @@ mod tests {
     fn priority_orders_tiers_and_split_is_sticky() {
         let rt = runtime("priority", &[(1, 1), (1, 0)]);
         assert_eq!(order(rt.route("m").expect("m")), vec![1, 0]);
-        let key = KeyEntry::for_test();
+        let caller = Caller::for_test();
         let chosen: Vec<Option<String>> = (0..200)
             .map(|i| {
-                plan(&rt, &key, "m", &format!("user-{i}"))
+                plan(&rt, &caller, "m", &format!("user-{i}"))
                     .expect("plan")
                     .variant
             })
@@ -265,7 +266,7 @@ mod tests {
         let to_b = chosen.iter().filter(|v| v.as_deref() == Some("b")).count();
         assert!((40..=80).contains(&to_b), "about 30% to b: {to_b}");
         for (i, first) in chosen.iter().enumerate().take(20) {
-            let again = plan(&rt, &key, "m", &format!("user-{i}"))
+            let again = plan(&rt, &caller, "m", &format!("user-{i}"))
                 .expect("plan")
                 .variant;
             assert_eq!(&again, first, "one user stays on one variant");

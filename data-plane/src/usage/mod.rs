@@ -87,7 +87,8 @@ impl UsageDraft {
         let (sink, queue) = UsageSink::channel(4, 1);
         let record = UsageRecord {
             id: shared::ids::UsageRecordId::generate(),
-            key_id: "k".to_owned().into(),
+            key_id: Some("k".to_owned().into()),
+            jwt: None,
             user_id: None,
             team_id: None,
             model: "m".into(),

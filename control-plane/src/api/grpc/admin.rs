@@ -91,10 +91,12 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_team(&self, r: Request<pb::CreateTeamRequest>) -> Reply<pb::Team> {
+        let r = r.into_inner();
         ok(self
             .admin
             .create_team(model::NewTeam {
-                name: r.into_inner().name,
+                name: r.name,
+                models: r.models,
             })
             .await?)
     }
@@ -112,6 +114,38 @@ impl AdminService for AdminGrpc {
 
     async fn delete_team(&self, r: Request<pb::DeleteTeamRequest>) -> Reply<pb::DeleteResponse> {
         self.admin.delete_team(&r.into_inner().id).await?;
+        deleted()
+    }
+
+    async fn create_jwt_issuer(&self, r: Request<pb::JwtIssuerSpec>) -> Reply<pb::JwtIssuer> {
+        ok(self.admin.create_jwt_issuer(r.into_inner().into()).await?)
+    }
+
+    async fn list_jwt_issuers(
+        &self,
+        _: Request<pb::ListJwtIssuersRequest>,
+    ) -> Reply<pb::ListJwtIssuersResponse> {
+        let issuers = self.admin.list_jwt_issuers().await?;
+        Ok(Response::new(pb::ListJwtIssuersResponse {
+            issuers: issuers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_jwt_issuer(&self, r: Request<pb::GetJwtIssuerRequest>) -> Reply<pb::JwtIssuer> {
+        ok(self.admin.get_jwt_issuer(&r.into_inner().name).await?)
+    }
+
+    async fn update_jwt_issuer(&self, r: Request<pb::JwtIssuerSpec>) -> Reply<pb::JwtIssuer> {
+        let spec = model::JwtIssuerSpec::from(r.into_inner());
+        let name = spec.name.clone();
+        ok(self.admin.update_jwt_issuer(&name, spec).await?)
+    }
+
+    async fn delete_jwt_issuer(
+        &self,
+        r: Request<pb::DeleteJwtIssuerRequest>,
+    ) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_jwt_issuer(&r.into_inner().name).await?;
         deleted()
     }
 

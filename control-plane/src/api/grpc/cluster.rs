@@ -161,6 +161,7 @@ impl ClusterService for ClusterGrpc {
             .into_iter()
             .map(|r| UsageRecord::try_from(r).map_err(|e| Error::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        self.admin.create_token_users(&records).await?;
         let accepted = self
             .admin
             .store()

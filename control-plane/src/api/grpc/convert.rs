@@ -139,6 +139,7 @@ impl From<model::Team> for pb::Team {
             id: t.id.into_string(),
             name: t.name,
             created_at: t.created_at,
+            models: t.models,
         }
     }
 }
@@ -149,6 +150,8 @@ impl From<pb::CreateUserRequest> for model::NewUser {
             name: u.name,
             email: opt(u.email),
             team_id: opt(u.team_id).map(Into::into),
+            external_id: opt(u.external_id),
+            models: u.models,
         }
     }
 }
@@ -161,6 +164,60 @@ impl From<model::User> for pb::User {
             email: u.email.unwrap_or_default(),
             team_id: u.team_id.map(|t| t.into_string()).unwrap_or_default(),
             created_at: u.created_at,
+            external_id: u.external_id.unwrap_or_default(),
+            models: u.models,
+        }
+    }
+}
+
+impl From<pb::JwtClaims> for model::JwtClaims {
+    fn from(c: pb::JwtClaims) -> Self {
+        model::JwtClaims {
+            user: opt(c.user),
+            team: opt(c.team),
+            models: opt(c.models),
+        }
+    }
+}
+
+impl From<pb::JwtIssuerSpec> for model::JwtIssuerSpec {
+    fn from(i: pb::JwtIssuerSpec) -> Self {
+        model::JwtIssuerSpec {
+            name: i.name,
+            issuer: i.issuer,
+            audiences: i.audiences,
+            algorithms: i.algorithms,
+            jwks_url: opt(i.jwks_url),
+            public_keys_pem: i.public_keys_pem,
+            claims: i.claims.map(Into::into).unwrap_or_default(),
+            auto_create_users: i.auto_create_users,
+            // Zero is proto3's "unset".
+            leeway_seconds: (i.leeway_seconds > 0).then_some(i.leeway_seconds),
+        }
+    }
+}
+
+impl From<model::JwtIssuer> for pb::JwtIssuer {
+    fn from(i: model::JwtIssuer) -> Self {
+        pb::JwtIssuer {
+            name: i.name,
+            issuer: i.issuer,
+            audiences: i.audiences,
+            algorithms: i.algorithms,
+            jwks_url: i.jwks_url.unwrap_or_default(),
+            public_keys_pem: i.public_keys_pem,
+            claims: Some(pb::JwtClaims {
+                user: i.claims.user.unwrap_or_default(),
+                team: i.claims.team.unwrap_or_default(),
+                models: i.claims.models.unwrap_or_default(),
+            }),
+            auto_create_users: i.auto_create_users,
+            leeway_seconds: i.leeway_seconds,
+            key_ids: i.key_ids,
+            jwks_fetched_at: i.jwks_fetched_at.unwrap_or_default(),
+            jwks_error: i.jwks_error.unwrap_or_default(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
         }
     }
 }

@@ -28,6 +28,16 @@ pub fn routes() -> Router<RestState> {
             "/routes/{*model}",
             get(get_route).put(update_route).delete(delete_route),
         )
+        .route(
+            "/jwt-issuers",
+            get(list_jwt_issuers).post(create_jwt_issuer),
+        )
+        .route(
+            "/jwt-issuers/{name}",
+            get(get_jwt_issuer)
+                .put(update_jwt_issuer)
+                .delete(delete_jwt_issuer),
+        )
         .route("/teams", get(list_teams).post(create_team))
         .route("/teams/{id}", get(get_team).delete(delete_team))
         .route("/users", get(list_users).post(create_user))
@@ -45,7 +55,41 @@ async fn audit(
     Params(filter): Params<AuditFilter>,
 ) -> Result<Json<serde_json::Value>> {
     let entries = s.admin.audit_log(filter).await?;
-    Ok(Json(serde_json::json!({ "entries": entries })))
+    Ok(Json(serde_json::json!({ "rows": entries })))
+}
+
+async fn create_jwt_issuer(
+    State(s): State<RestState>,
+    Body(spec): Body<JwtIssuerSpec>,
+) -> Result<Created<JwtIssuer>> {
+    Ok(created(s.admin.create_jwt_issuer(spec).await?))
+}
+
+async fn list_jwt_issuers(State(s): State<RestState>) -> Result<Json<Vec<JwtIssuer>>> {
+    Ok(Json(s.admin.list_jwt_issuers().await?))
+}
+
+async fn get_jwt_issuer(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+) -> Result<Json<JwtIssuer>> {
+    Ok(Json(s.admin.get_jwt_issuer(&name).await?))
+}
+
+async fn update_jwt_issuer(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    Body(spec): Body<JwtIssuerSpec>,
+) -> Result<Json<JwtIssuer>> {
+    Ok(Json(s.admin.update_jwt_issuer(&name, spec).await?))
+}
+
+async fn delete_jwt_issuer(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    s.admin.delete_jwt_issuer(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_provider(

@@ -1,0 +1,126 @@
+//! Fetches the key sets of JWT issuers that publish them (`jwks_url`), when
+//! an issuer is written and then periodically, so data planes get keys in
+//! snapshots and never call an identity provider on the request path.
+
+use crate::error::Result;
+use crate::snapshot::Refresher;
+use crate::store::Store;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct JwksFetcher {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl Default for JwksFetcher {
+    fn default() -> Self {
+        let https = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(https),
+        }
+    }
+}
+
+impl JwksFetcher {
+    /// The key set at `url`, as fetched, once it holds at least one key that
+    /// can verify signatures. Redirects are not followed.
+    pub async fn fetch(&self, url: &str) -> std::result::Result<String, String> {
+        let uri: hyper::Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let response = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|e| format!("cannot reach it: {}", connect_error(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("it answered HTTP {}", status.as_u16()));
+            }
+            let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map_err(|_| format!("its answer is cut off or over {MAX_JWKS_BYTES} bytes"))?
+                .to_bytes();
+            String::from_utf8(body.to_vec()).map_err(|_| "its answer is not UTF-8".to_owned())
+        })
+        .await
+        .map_err(|_| format!("no answer within {} s", FETCH_TIMEOUT.as_secs()))??;
+        let (keys, _) = shared::jwt::keys_from_jwks(&fetched)?;
+        if keys.is_empty() {
+            return Err("the key set holds no key that can verify signatures".into());
+        }
+        Ok(fetched)
+    }
+
+    /// Fetches every issuer's key set every `interval`; a failure keeps the
+    /// keys fetched before and is recorded on the issuer.
+    pub async fn run(
+        self,
+        store: Store,
+        refresher: Refresher,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            // A slow identity provider must not hold up a shutdown.
+            let refreshed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                refreshed = self.refresh_all(&store) => refreshed,
+            };
+            match refreshed {
+                Ok(true) => refresher.refresh_now(),
+                Ok(false) => {}
+                Err(error) => error.log_if_internal(),
+            }
+        }
+    }
+
+    async fn refresh_all(&self, store: &Store) -> Result<bool> {
+        let mut changed = false;
+        for issuer in store.list_jwt_issuers().await? {
+            let Some(url) = issuer.jwks_url.as_deref() else {
+                continue;
+            };
+            match self.fetch(url).await {
+                Ok(jwks) => {
+                    changed |= store
+                        .record_jwks(&issuer.name, &jwks, shared::time::now_ms())
+                        .await?;
+                }
+                Err(error) => {
+                    metrics::counter!("switchboard_jwks_fetch_failures_total").increment(1);
+                    tracing::warn!(issuer = %issuer.name, %error, "JWKS refresh failed; the previous keys stay in use");
+                    store.record_jwks_error(&issuer.name, &error).await?;
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// The innermost cause, which names what went wrong (refused, DNS, TLS).
+fn connect_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,214 @@
+//! JWT issuers: written by admins, their key sets fetched here, and the users
+//! first seen as token subjects created from usage reports.
+
+use super::{non_empty, validate, Admin};
+use crate::audit::AuditContext;
+use crate::error::{Error, Result};
+use crate::model::{JwtIssuer, JwtIssuerSpec, User};
+use crate::store::JwtIssuerRow;
+use shared::ids::UserId;
+use shared::time::{ms_to_rfc3339, now_ms};
+use shared::usage::UsageRecord;
+use std::collections::BTreeMap;
+
+impl Admin {
+    pub async fn create_jwt_issuer(&self, spec: JwtIssuerSpec) -> Result<JwtIssuer> {
+        let row = self.issuer_row(spec, None).await?;
+        self.store.insert_jwt_issuer(&row).await?;
+        self.refresher.refresh_now();
+        let created = issuer_view(row);
+        self.audit(
+            "jwt_issuer.create",
+            format!("jwt_issuer/{}", created.name),
+            None,
+            Some(&created),
+        )
+        .await;
+        Ok(created)
+    }
+
+    pub async fn update_jwt_issuer(
+        &self,
+        name: &str,
+        mut spec: JwtIssuerSpec,
+    ) -> Result<JwtIssuer> {
+        spec.name = super::path_name(name, &spec.name, "name")?;
+        let before = self
+            .store
+            .get_jwt_issuer(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("JWT issuer {name:?}")))?;
+        let created_at = before.created_at;
+        let row = self.issuer_row(spec, Some(created_at)).await?;
+        if !self.store.update_jwt_issuer(&row).await? {
+            return Err(Error::NotFound(format!("JWT issuer {name:?}")));
+        }
+        self.refresher.refresh_now();
+        let (before, after) = (issuer_view(before), issuer_view(row));
+        self.audit(
+            "jwt_issuer.update",
+            format!("jwt_issuer/{name}"),
+            Some(&before),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub async fn list_jwt_issuers(&self) -> Result<Vec<JwtIssuer>> {
+        let rows = self.store.list_jwt_issuers().await?;
+        Ok(rows.into_iter().map(issuer_view).collect())
+    }
+
+    pub async fn get_jwt_issuer(&self, name: &str) -> Result<JwtIssuer> {
+        self.store
+            .get_jwt_issuer(name)
+            .await?
+            .map(issuer_view)
+            .ok_or_else(|| Error::NotFound(format!("JWT issuer {name:?}")))
+    }
+
+    pub async fn delete_jwt_issuer(&self, name: &str) -> Result<()> {
+        let before = self.get_jwt_issuer(name).await?;
+        if !self.store.delete_jwt_issuer(name).await? {
+            return Err(Error::NotFound(format!("JWT issuer {name:?}")));
+        }
+        self.refresher.refresh_now();
+        self.audit::<JwtIssuer>(
+            "jwt_issuer.delete",
+            format!("jwt_issuer/{name}"),
+            Some(&before),
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Validates, and fetches the key set now: an issuer whose keys cannot be
+    /// fetched is refused rather than stored to fail every token later.
+    async fn issuer_row(
+        &self,
+        spec: JwtIssuerSpec,
+        created_at: Option<i64>,
+    ) -> Result<JwtIssuerRow> {
+        validate::jwt_issuer(&spec, self.allow_link_local_upstreams)?;
+        let now = now_ms();
+        let jwks_url = non_empty(spec.jwks_url).map(|u| u.trim().to_owned());
+        let jwks =
+            match &jwks_url {
+                Some(url) => Some(self.jwks.fetch(url).await.map_err(|e| {
+                    Error::invalid(format!("jwks_url: cannot fetch a key set: {e}"))
+                })?),
+                None => None,
+            };
+        let list = |items: &[String]| serde_json::Value::from(items).to_string();
+        Ok(JwtIssuerRow {
+            name: spec.name,
+            issuer: spec.issuer.trim().to_owned(),
+            audiences: list(&spec.audiences),
+            algorithms: list(&spec.algorithms),
+            jwks_fetched_at: jwks.as_ref().map(|_| now),
+            jwks,
+            jwks_url,
+            public_keys_pem: list(&spec.public_keys_pem),
+            claims: serde_json::to_string(&spec.claims)
+                .map_err(|e| Error::Internal(format!("claims: {e}")))?,
+            auto_create_users: i64::from(spec.auto_create_users),
+            leeway_seconds: i64::from(
+                spec.leeway_seconds
+                    .unwrap_or(shared::jwt::DEFAULT_LEEWAY_SECONDS),
+            ),
+            jwks_error: None,
+            created_at: created_at.unwrap_or(now),
+            updated_at: now,
+        })
+    }
+
+    /// Creates the users that token callers of auto-creating issuers were the
+    /// first to name, with the team their token gave, before their usage is
+    /// stored. Each is created once, however many reports name it.
+    pub async fn create_token_users(&self, records: &[UsageRecord]) -> Result<()> {
+        let mut wanted: BTreeMap<&str, Vec<(&str, &UsageRecord)>> = BTreeMap::new();
+        for record in records {
+            if let Some(jwt) = &record.jwt {
+                wanted
+                    .entry(jwt.issuer.as_str())
+                    .or_default()
+                    .push((jwt.subject.as_str(), record));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let issuers = self.store.list_jwt_issuers().await?;
+        for (issuer, subjects) in wanted {
+            if !issuers
+                .iter()
+                .any(|i| i.name == issuer && i.auto_create_users != 0)
+            {
+                continue;
+            }
+            let now = now_ms();
+            let mut users: Vec<User> = Vec::new();
+            for (subject, record) in subjects {
+                let id = UserId::for_external_id(subject);
+                let known = users.iter().any(|u| u.id == id)
+                    || self.store.get_user(id.as_str()).await?.is_some();
+                if known || validate::external_id(subject).is_err() {
+                    continue;
+                }
+                users.push(User {
+                    id,
+                    name: subject.to_owned(),
+                    email: None,
+                    team_id: record.team_id.clone(),
+                    external_id: Some(subject.to_owned()),
+                    models: Vec::new(),
+                    created_at: ms_to_rfc3339(now),
+                });
+            }
+            if users.is_empty() || !self.store.insert_users_if_absent(&users, now).await? {
+                continue;
+            }
+            self.refresher.refresh_now();
+            let context = AuditContext::new(&format!("jwt_issuer/{issuer}"), None);
+            crate::audit::scope(context, async {
+                for user in &users {
+                    self.audit("user.create", format!("user/{}", user.id), None, Some(user))
+                        .await;
+                }
+            })
+            .await;
+        }
+        Ok(())
+    }
+}
+
+fn issuer_view(row: JwtIssuerRow) -> JwtIssuer {
+    let mut claims = row.claims();
+    claims
+        .user
+        .get_or_insert_with(|| shared::jwt::DEFAULT_USER_CLAIM.to_owned());
+    let key_ids = row
+        .jwks
+        .as_deref()
+        .and_then(|jwks| shared::jwt::keys_from_jwks(jwks).ok())
+        .map(|(keys, _)| keys.into_iter().filter_map(|k| k.kid).collect())
+        .unwrap_or_default();
+    JwtIssuer {
+        audiences: row.audiences(),
+        algorithms: row.algorithms(),
+        public_keys_pem: row.public_keys_pem(),
+        name: row.name,
+        issuer: row.issuer,
+        jwks_url: row.jwks_url,
+        claims,
+        auto_create_users: row.auto_create_users != 0,
+        leeway_seconds: u32::try_from(row.leeway_seconds).unwrap_or(0),
+        key_ids,
+        jwks_fetched_at: row.jwks_fetched_at.map(ms_to_rfc3339),
+        jwks_error: row.jwks_error,
+        created_at: ms_to_rfc3339(row.created_at),
+        updated_at: ms_to_rfc3339(row.updated_at),
+    }
+}
