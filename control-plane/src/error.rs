@@ -15,6 +15,9 @@ pub enum Error {
     Conflict(String),
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// An authenticated admin whose role does not reach this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Details go to the log, never to the caller.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -32,6 +35,7 @@ pub enum ErrorKind {
     AlreadyExists,
     Conflict,
     Unauthenticated,
+    PermissionDenied,
     Internal,
 }
 
@@ -60,6 +64,11 @@ impl ErrorKind {
                 tonic::Code::Unauthenticated,
                 "unauthenticated",
             ),
+            ErrorKind::PermissionDenied => (
+                StatusCode::FORBIDDEN,
+                tonic::Code::PermissionDenied,
+                "permission_denied",
+            ),
             ErrorKind::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 tonic::Code::Internal,
@@ -77,6 +86,7 @@ impl Error {
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unauthenticated => ErrorKind::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Database(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }

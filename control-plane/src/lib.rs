@@ -1,6 +1,7 @@
 //! Switchboard's control plane as a library; `main.rs` only parses flags.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod config;

@@ -1,8 +1,9 @@
 //! The control plane's domain types: what the admin service takes and returns.
 //! REST serialises them as JSON; gRPC converts them to and from proto at its edge.
 
+use crate::access::Role;
 use serde::{Deserialize, Serialize};
-use shared::ids::{KeyId, TeamId, UserId};
+use shared::ids::{AdminId, KeyId, TeamId, UserId};
 use shared::provider_kind::ProviderKind;
 use shared::routing::Strategy;
 use std::collections::BTreeMap;
@@ -175,6 +176,34 @@ pub struct User {
     pub external_id: Option<String>,
     pub models: Vec<String>,
     pub created_at: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdmin {
+    pub name: String,
+    pub role: Role,
+    /// Required for a team admin, refused for the other roles.
+    #[serde(default)]
+    pub team_id: Option<TeamId>,
+}
+
+/// An admin principal: who may call the admin APIs, with which role.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AdminPrincipal {
+    pub id: AdminId,
+    pub name: String,
+    pub role: Role,
+    pub team_id: Option<TeamId>,
+    pub created_at: String,
+}
+
+/// A new admin principal with its token, shown only in this answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct CreatedAdmin {
+    #[serde(flatten)]
+    pub admin: AdminPrincipal,
+    pub token: String,
 }
 
 /// Which claims name a token's user, team and models.

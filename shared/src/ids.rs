@@ -62,6 +62,10 @@ impl UserId {
 }
 id_type!(TeamId);
 id_type!(
+    /// Identifies an admin principal (not its token).
+    AdminId
+);
+id_type!(
     /// Identifies a data-plane process across restarts (kept in its state dir).
     DataPlaneId
 );

@@ -183,8 +183,9 @@ class Gateway:
         headers = {"authorization": f"Bearer {token or self.admin_token}"}
         response = httpx.request(method, self.admin_url + path, json=json, headers=headers, params=params, timeout=10)
         created = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
-        if isinstance(created, dict) and isinstance(created.get("key"), str):
-            secret(created["key"])
+        for field in ("key", "token"):  # API key and admin token secrets, shown once
+            if isinstance(created, dict) and isinstance(created.get(field), str):
+                secret(created[field])
         if expect is not None:
             assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
         return response

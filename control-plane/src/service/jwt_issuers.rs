@@ -2,6 +2,7 @@
 //! first seen as token subjects created from usage reports.
 
 use super::{non_empty, validate, Admin};
+use crate::access::{Need, Principal};
 use crate::audit::AuditContext;
 use crate::error::{Error, Result};
 use crate::model::{JwtIssuer, JwtIssuerSpec, User};
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 
 impl Admin {
     pub async fn create_jwt_issuer(&self, spec: JwtIssuerSpec) -> Result<JwtIssuer> {
+        self.require(Need::ConfigWrite)?;
         let row = self.issuer_row(spec, None).await?;
         self.store.insert_jwt_issuer(&row).await?;
         self.refresher.refresh_now();
@@ -32,6 +34,7 @@ impl Admin {
         name: &str,
         mut spec: JwtIssuerSpec,
     ) -> Result<JwtIssuer> {
+        self.require(Need::ConfigWrite)?;
         spec.name = super::path_name(name, &spec.name, "name")?;
         let before = self
             .store
@@ -56,11 +59,13 @@ impl Admin {
     }
 
     pub async fn list_jwt_issuers(&self) -> Result<Vec<JwtIssuer>> {
+        self.require(Need::ConfigRead)?;
         let rows = self.store.list_jwt_issuers().await?;
         Ok(rows.into_iter().map(issuer_view).collect())
     }
 
     pub async fn get_jwt_issuer(&self, name: &str) -> Result<JwtIssuer> {
+        self.require(Need::ConfigRead)?;
         self.store
             .get_jwt_issuer(name)
             .await?
@@ -69,6 +74,7 @@ impl Admin {
     }
 
     pub async fn delete_jwt_issuer(&self, name: &str) -> Result<()> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_jwt_issuer(name).await?;
         if !self.store.delete_jwt_issuer(name).await? {
             return Err(Error::NotFound(format!("JWT issuer {name:?}")));
@@ -171,7 +177,8 @@ impl Admin {
                 continue;
             }
             self.refresher.refresh_now();
-            let context = AuditContext::new(&format!("jwt_issuer/{issuer}"), None);
+            let actor = Principal::system(format!("jwt_issuer/{issuer}"));
+            let context = AuditContext::new(actor, None);
             crate::audit::scope(context, async {
                 for user in &users {
                     self.audit("user.create", format!("user/{}", user.id), None, Some(user))

@@ -1,9 +1,11 @@
 //! The admin operations, shared by the REST and gRPC surfaces: validation,
 //! encryption of credentials, and a prompt snapshot refresh after each write.
 
+mod admins;
 mod jwt_issuers;
 mod validate;
 
+use crate::access::{Need, Principal};
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::snapshot::Refresher;
@@ -49,6 +51,13 @@ impl Admin {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The calling principal, once it is allowed what `need` names.
+    fn require(&self, need: Need<'_>) -> Result<Principal> {
+        let principal = crate::audit::principal()?;
+        principal.require(need)?;
+        Ok(principal)
     }
 
     // ---- providers
@@ -102,6 +111,7 @@ impl Admin {
     }
 
     pub async fn get_provider(&self, name: &str) -> Result<Provider> {
+        self.require(Need::ConfigRead)?;
         let row = self.store.get_provider(name).await?;
         row.map(provider_view)
             .transpose()?
@@ -109,6 +119,7 @@ impl Admin {
     }
 
     pub async fn list_providers(&self) -> Result<Vec<Provider>> {
+        self.require(Need::ConfigRead)?;
         self.store
             .list_providers()
             .await?
@@ -192,6 +203,7 @@ impl Admin {
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Route> {
+        self.require(Need::Catalog)?;
         self.store
             .get_route(model)
             .await?
@@ -199,6 +211,7 @@ impl Admin {
     }
 
     pub async fn list_routes(&self) -> Result<Vec<Route>> {
+        self.require(Need::Catalog)?;
         self.store.list_routes().await
     }
 
@@ -237,14 +250,21 @@ impl Admin {
     }
 
     pub async fn get_team(&self, id: &str) -> Result<Team> {
-        self.store
+        let team = self
+            .store
             .get_team(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("team {id:?}")))
+            .ok_or_else(|| Error::NotFound(format!("team {id:?}")))?;
+        self.require(Need::TeamRead(Some(&team.id)))?;
+        Ok(team)
     }
 
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
-        self.store.list_teams().await
+        let who = crate::audit::principal()?;
+        who.require(Need::TeamRead(who.team_scope()))?;
+        let mut teams = self.store.list_teams().await?;
+        teams.retain(|t| who.team_scope().is_none_or(|own| *own == t.id));
+        Ok(teams)
     }
 
     async fn delete_team_unaudited(&self, id: &str) -> Result<()> {
@@ -255,7 +275,13 @@ impl Admin {
         Ok(())
     }
 
-    async fn create_user_unaudited(&self, new: NewUser) -> Result<User> {
+    async fn create_user_unaudited(&self, mut new: NewUser) -> Result<User> {
+        let who = crate::audit::principal()?;
+        // A team admin's users are its team's, whether it says so or not.
+        if non_empty(new.team_id.as_ref()).is_none() {
+            new.team_id = who.team_scope().cloned();
+        }
+        who.require(Need::TeamWrite(non_empty(new.team_id.as_ref())))?;
         validate::display_name("name", &new.name)?;
         let email = new.email.filter(|e| !e.trim().is_empty());
         if let Some(email) = &email {
@@ -286,17 +312,29 @@ impl Admin {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<User> {
-        self.store
+        let user = self
+            .store
             .get_user(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("user {id:?}")))
+            .ok_or_else(|| Error::NotFound(format!("user {id:?}")))?;
+        self.require(Need::TeamRead(user.team_id.as_ref()))?;
+        Ok(user)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        self.store.list_users().await
+        let who = crate::audit::principal()?;
+        who.require(Need::TeamRead(who.team_scope()))?;
+        let mut users = self.store.list_users().await?;
+        users.retain(|u| {
+            who.team_scope()
+                .is_none_or(|own| u.team_id.as_ref() == Some(own))
+        });
+        Ok(users)
     }
 
     async fn delete_user_unaudited(&self, id: &str) -> Result<()> {
+        let user = self.get_user(id).await?;
+        self.require(Need::TeamWrite(user.team_id.as_ref()))?;
         if !self.store.delete_user(&UserId::from(id.to_owned())).await? {
             return Err(Error::NotFound(format!("user {id:?}")));
         }
@@ -316,9 +354,14 @@ impl Admin {
     // ---- keys
 
     async fn create_key_unaudited(&self, new: NewKey) -> Result<CreatedKey> {
+        let who = crate::audit::principal()?;
         validate::display_name("name", &new.name)?;
         let user_id = non_empty(new.user_id);
         let mut team_id = non_empty(new.team_id);
+        let mut user_models = Vec::new();
+        if user_id.is_none() && team_id.is_none() {
+            team_id = who.team_scope().cloned();
+        }
         if let Some(user_id) = &user_id {
             let user = self
                 .store
@@ -336,11 +379,41 @@ impl Admin {
                 (None, Some(users)) => team_id = Some(users.clone()),
                 _ => {}
             }
+            user_models = user.models;
         }
+        // Nobody hands out a key that reaches beyond their own team.
+        who.require(Need::TeamWrite(team_id.as_ref()))?;
+        let mut team_models = Vec::new();
         if let Some(team) = &team_id {
-            self.require_team(team, "team_id").await?;
+            team_models = self
+                .store
+                .get_team(team.as_str())
+                .await?
+                .ok_or_else(|| Error::invalid(format!("team_id: team {team:?} does not exist")))?
+                .models;
         }
         validate::models(&new.models)?;
+        // Nor one that names models its user or team may not call.
+        for (holder, allowed) in [("user", &user_models), ("team", &team_models)] {
+            if allowed.is_empty() {
+                continue;
+            }
+            if new.models.is_empty() {
+                return Err(Error::invalid(format!(
+                    "models: the key's {holder} may call only {allowed:?}; list the key's models within them"
+                )));
+            }
+            if let Some((i, model)) = new
+                .models
+                .iter()
+                .enumerate()
+                .find(|(_, m)| !allowed.contains(m))
+            {
+                return Err(Error::invalid(format!(
+                    "models[{i}]: the key's {holder} may not call {model:?}"
+                )));
+            }
+        }
         let now = now_ms();
         let expires_at_ms = match new.expires_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,
@@ -385,14 +458,24 @@ impl Admin {
     }
 
     pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
-        self.store
+        let key = self
+            .store
             .get_key(id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("key {id:?}")))
+            .ok_or_else(|| Error::NotFound(format!("key {id:?}")))?;
+        self.require(Need::TeamRead(key.team_id.as_ref()))?;
+        Ok(key)
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        self.store.list_keys().await
+        let who = crate::audit::principal()?;
+        who.require(Need::TeamRead(who.team_scope()))?;
+        let mut keys = self.store.list_keys().await?;
+        keys.retain(|k| {
+            who.team_scope()
+                .is_none_or(|own| k.team_id.as_ref() == Some(own))
+        });
+        Ok(keys)
     }
 
     /// A new secret at once; the previous one keeps working for the grace
@@ -407,6 +490,7 @@ impl Admin {
             )));
         }
         let current = self.get_key(id).await?;
+        self.require(Need::TeamWrite(current.team_id.as_ref()))?;
         if current.revoked {
             return Err(Error::Conflict(format!("key {id:?} is revoked")));
         }
@@ -433,6 +517,8 @@ impl Admin {
     }
 
     async fn revoke_key_unaudited(&self, id: &str) -> Result<ApiKey> {
+        let current = self.get_key(id).await?;
+        self.require(Need::TeamWrite(current.team_id.as_ref()))?;
         let key = self
             .store
             .revoke_key(id)
@@ -446,6 +532,7 @@ impl Admin {
     // before and after (as the admin API shows it, so never a secret).
 
     pub async fn create_provider(&self, spec: ProviderSpec) -> Result<Provider> {
+        self.require(Need::ConfigWrite)?;
         let created = self.create_provider_unaudited(spec).await?;
         self.audit(
             "provider.create",
@@ -458,6 +545,7 @@ impl Admin {
     }
 
     pub async fn update_provider(&self, name: &str, spec: ProviderSpec) -> Result<Provider> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_provider(name).await.ok();
         let after = self.update_provider_unaudited(name, spec).await?;
         self.audit(
@@ -471,6 +559,7 @@ impl Admin {
     }
 
     pub async fn delete_provider(&self, name: &str) -> Result<()> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_provider(name).await.ok();
         self.delete_provider_unaudited(name).await?;
         self.audit::<Provider>(
@@ -484,6 +573,7 @@ impl Admin {
     }
 
     pub async fn create_route(&self, route: Route) -> Result<Route> {
+        self.require(Need::ConfigWrite)?;
         let created = self.create_route_unaudited(route).await?;
         self.audit(
             "route.create",
@@ -496,6 +586,7 @@ impl Admin {
     }
 
     pub async fn update_route(&self, model: &str, route: Route) -> Result<Route> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_route(model).await.ok();
         let after = self.update_route_unaudited(model, route).await?;
         self.audit(
@@ -509,6 +600,7 @@ impl Admin {
     }
 
     pub async fn delete_route(&self, model: &str) -> Result<()> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_route(model).await.ok();
         self.delete_route_unaudited(model).await?;
         self.audit::<Route>(
@@ -522,6 +614,7 @@ impl Admin {
     }
 
     pub async fn create_team(&self, new: NewTeam) -> Result<Team> {
+        self.require(Need::ConfigWrite)?;
         let created = self.create_team_unaudited(new).await?;
         self.audit(
             "team.create",
@@ -534,6 +627,7 @@ impl Admin {
     }
 
     pub async fn delete_team(&self, id: &str) -> Result<()> {
+        self.require(Need::ConfigWrite)?;
         let before = self.get_team(id).await.ok();
         self.delete_team_unaudited(id).await?;
         self.audit::<Team>("team.delete", format!("team/{id}"), before.as_ref(), None)
@@ -609,11 +703,13 @@ impl Admin {
         before: Option<&T>,
         after: Option<&T>,
     ) {
-        let context = crate::audit::current();
+        let context = crate::audit::current().unwrap_or_else(|_| {
+            crate::audit::AuditContext::new(Principal::system("system".into()), None)
+        });
         let json = |state: Option<&T>| state.and_then(|s| serde_json::to_string(s).ok());
         let entry = crate::store::NewAuditEntry {
             at_ms: now_ms(),
-            actor: &context.actor,
+            actor: &context.principal.actor,
             action,
             resource: &resource,
             request_id: &context.request_id,
@@ -628,6 +724,7 @@ impl Admin {
     }
 
     pub async fn audit_log(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.require(Need::ConfigRead)?;
         let since = match filter.since.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(text) => Some(
@@ -644,7 +741,14 @@ impl Admin {
 
     // ---- usage and data planes
 
-    pub async fn usage(&self, filter: UsageFilter) -> Result<UsageAnswer> {
+    pub async fn usage(&self, mut filter: UsageFilter) -> Result<UsageAnswer> {
+        let who = crate::audit::principal()?;
+        // A team admin sees its own team's usage: the filter defaults to it.
+        if non_empty(filter.team_id.as_ref()).is_none() {
+            filter.team_id = who.team_scope().map(|t| t.as_str().to_owned());
+        }
+        let team = non_empty(filter.team_id.clone()).map(TeamId::from);
+        who.require(Need::TeamRead(team.as_ref()))?;
         let time = |field: &str, value: Option<String>| -> Result<Option<i64>> {
             match value.filter(|v| !v.is_empty()) {
                 None => Ok(None),
@@ -673,6 +777,7 @@ impl Admin {
     }
 
     pub async fn dataplanes(&self) -> Result<DataPlanes> {
+        self.require(Need::ConfigRead)?;
         let now = now_ms();
         let data_planes = self
             .store

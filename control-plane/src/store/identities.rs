@@ -181,7 +181,7 @@ impl Store {
             .map(|done| done.rows_affected() > 0)
             .map_err(|e| match Error::from(e) {
                 Error::Conflict(_) => Error::Conflict(format!(
-                    "{what} {id:?} is still referred to by users or API keys; remove those first"
+                    "{what} {id:?} is still referred to by users, API keys or admins; remove those first"
                 )),
                 other => other,
             })?;

@@ -2,6 +2,7 @@
 //! portable SQL through sqlx's `Any` driver, `$n` placeholders, times as Unix
 //! milliseconds, and integers as BIGINT.
 
+mod admins;
 mod audit;
 mod dataplanes;
 mod identities;

@@ -149,6 +149,30 @@ impl AdminService for AdminGrpc {
         deleted()
     }
 
+    async fn create_admin(&self, r: Request<pb::CreateAdminRequest>) -> Reply<pb::CreatedAdmin> {
+        let new = model::NewAdmin::try_from(r.into_inner())?;
+        ok(self.admin.create_admin(new).await?)
+    }
+
+    async fn list_admins(
+        &self,
+        _: Request<pb::ListAdminsRequest>,
+    ) -> Reply<pb::ListAdminsResponse> {
+        let admins = self.admin.list_admins().await?;
+        Ok(Response::new(pb::ListAdminsResponse {
+            admins: admins.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_admin(&self, r: Request<pb::GetAdminRequest>) -> Reply<pb::AdminPrincipal> {
+        ok(self.admin.get_admin(&r.into_inner().id).await?)
+    }
+
+    async fn delete_admin(&self, r: Request<pb::DeleteAdminRequest>) -> Reply<pb::DeleteResponse> {
+        self.admin.delete_admin(&r.into_inner().id).await?;
+        deleted()
+    }
+
     async fn create_user(&self, r: Request<pb::CreateUserRequest>) -> Reply<pb::User> {
         ok(self.admin.create_user(r.into_inner().into()).await?)
     }

@@ -333,3 +333,42 @@ impl From<model::DataPlanes> for pb::ListDataPlanesResponse {
         }
     }
 }
+
+impl TryFrom<pb::CreateAdminRequest> for model::NewAdmin {
+    type Error = crate::error::Error;
+
+    fn try_from(a: pb::CreateAdminRequest) -> Result<Self, Self::Error> {
+        let role = crate::access::Role::parse(&a.role).ok_or_else(|| {
+            crate::error::Error::invalid(format!(
+                "role: {:?} is not one of admin, team_admin, viewer",
+                a.role
+            ))
+        })?;
+        Ok(model::NewAdmin {
+            name: a.name,
+            role,
+            team_id: opt(a.team_id).map(Into::into),
+        })
+    }
+}
+
+impl From<model::AdminPrincipal> for pb::AdminPrincipal {
+    fn from(a: model::AdminPrincipal) -> Self {
+        pb::AdminPrincipal {
+            id: a.id.into_string(),
+            name: a.name,
+            role: a.role.as_str().to_owned(),
+            team_id: a.team_id.map(|t| t.into_string()).unwrap_or_default(),
+            created_at: a.created_at,
+        }
+    }
+}
+
+impl From<model::CreatedAdmin> for pb::CreatedAdmin {
+    fn from(c: model::CreatedAdmin) -> Self {
+        pb::CreatedAdmin {
+            admin: Some(c.admin.into()),
+            token: c.token,
+        }
+    }
+}

@@ -26,6 +26,7 @@ pub struct GrpcState {
     pub shutdown: CancellationToken,
 }
 
+/// The cluster token check of the cluster service.
 fn interceptor(
     token: BearerToken,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
@@ -44,19 +45,28 @@ fn interceptor(
     }
 }
 
-/// Runs each admin call in its audit context (actor, request id), as the
-/// REST layer does; the interceptor has already checked the token.
+/// Authenticates each admin call (the bootstrap token or an admin
+/// principal's) and runs it in its context (principal, request id), as the
+/// REST layer does; the admin service checks each role's reach.
 #[derive(Clone)]
-struct Audited<S>(S);
+struct Authenticated<S> {
+    inner: S,
+    admin: Admin,
+    bootstrap: BearerToken,
+}
 
-impl<S: tonic::server::NamedService> tonic::server::NamedService for Audited<S> {
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> tower::Service<axum::http::Request<B>> for Audited<S>
+impl<S, B> tower::Service<axum::http::Request<B>> for Authenticated<S>
 where
-    S: tower::Service<axum::http::Request<B>> + Send,
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -67,17 +77,33 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok());
-        let context = crate::audit::AuditContext::new("admin", request_id);
-        let call = self.0.call(request);
-        Box::pin(crate::audit::scope(context, call))
+        // The service that was polled ready serves this call; its clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (admin, bootstrap) = (self.admin.clone(), self.bootstrap.clone());
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (authorization, request_id) = (header("authorization"), header("x-request-id"));
+        Box::pin(async move {
+            let principal = match admin
+                .authenticate(&bootstrap, authorization.as_deref())
+                .await
+            {
+                Ok(principal) => principal,
+                Err(error) => return Ok(tonic::Status::from(error).into_http()),
+            };
+            let context = crate::audit::AuditContext::new(principal, request_id.as_deref());
+            crate::audit::scope(context, inner.call(request)).await
+        })
     }
 }
 
@@ -88,10 +114,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let admin = Audited(AdminServiceServer::with_interceptor(
-        admin::AdminGrpc::new(state.admin.clone()),
-        interceptor(state.admin_token.clone()),
-    ));
+    let admin = Authenticated {
+        inner: AdminServiceServer::new(admin::AdminGrpc::new(state.admin.clone())),
+        admin: state.admin.clone(),
+        bootstrap: state.admin_token.clone(),
+    };
     let cluster = ClusterServiceServer::new(cluster::ClusterGrpc::new(
         state.admin.clone(),
         state.snapshots.clone(),

@@ -38,6 +38,8 @@ pub fn routes() -> Router<RestState> {
                 .put(update_jwt_issuer)
                 .delete(delete_jwt_issuer),
         )
+        .route("/admins", get(list_admins).post(create_admin))
+        .route("/admins/{id}", get(get_admin).delete(delete_admin))
         .route("/teams", get(list_teams).post(create_team))
         .route("/teams/{id}", get(get_team).delete(delete_team))
         .route("/users", get(list_users).post(create_user))
@@ -56,6 +58,29 @@ async fn audit(
 ) -> Result<Json<serde_json::Value>> {
     let entries = s.admin.audit_log(filter).await?;
     Ok(Json(serde_json::json!({ "rows": entries })))
+}
+
+async fn create_admin(
+    State(s): State<RestState>,
+    Body(new): Body<NewAdmin>,
+) -> Result<Created<CreatedAdmin>> {
+    Ok(created(s.admin.create_admin(new).await?))
+}
+
+async fn list_admins(State(s): State<RestState>) -> Result<Json<Vec<AdminPrincipal>>> {
+    Ok(Json(s.admin.list_admins().await?))
+}
+
+async fn get_admin(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminPrincipal>> {
+    Ok(Json(s.admin.get_admin(&id).await?))
+}
+
+async fn delete_admin(State(s): State<RestState>, Path(id): Path<String>) -> Result<StatusCode> {
+    s.admin.delete_admin(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_jwt_issuer(

@@ -56,15 +56,15 @@ async fn require_admin(State(state): State<RestState>, request: Request, next: N
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !state.admin_token.accepts(header) {
-        return Error::Unauthenticated.into_response();
-    }
+    let principal = match state.admin.authenticate(&state.admin_token, header).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok());
-    // One admin principal today: the admin token.
-    let context = AuditContext::new("admin", request_id);
+    let context = AuditContext::new(principal, request_id);
     let id = HeaderValue::try_from(context.request_id.as_str()).ok();
     let mut response = crate::audit::scope(context, next.run(request)).await;
     if let Some(id) = id {
