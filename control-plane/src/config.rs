@@ -1,7 +1,9 @@
 //! The control plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
 use shared::telemetry::LogArgs;
+use shared::tls::TlsArgs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug, clap::Parser)]
@@ -68,6 +70,17 @@ pub struct Config {
     /// again. New keys reach data planes within this time.
     #[arg(long, env = "SWITCHBOARD_JWKS_REFRESH_MS", default_value_t = 300_000)]
     pub jwks_refresh_ms: u64,
+
+    /// PEM CA certificate of data planes' client certificates: with TLS on,
+    /// the cluster service then requires one (mTLS) and takes a data plane's
+    /// identity from it (first DNS name, else common name).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_CLIENT_CA", requires = "tls_cert")]
+    pub cluster_client_ca: Option<PathBuf>,
+
+    /// TLS of the HTTP listener (reloaded when the files change) and of the
+    /// gRPC listener (loaded at start).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

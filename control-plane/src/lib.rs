@@ -77,6 +77,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "control plane listening"
     );
 
+    let http_tls = config.tls.load().await.map_err(anyhow::Error::msg)?;
+    let grpc_tls = grpc_tls(&config)?;
+
     tasks.spawn("snapshot-publisher", publisher.run(tasks.token()));
     let grpc_state = api::grpc::GrpcState {
         admin: admin.clone(),
@@ -84,6 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         cluster_token: secrets.cluster_token,
         snapshots: snapshots.clone(),
         shutdown: tasks.token(),
+        tls: grpc_tls,
     };
     tasks.spawn("grpc-server", async move {
         if let Err(error) = api::grpc::serve(grpc_listener, grpc_state).await {
@@ -97,17 +101,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics,
     });
     let token = tasks.token();
-    tasks.spawn("http-server", async move {
-        let served = axum::serve(http_listener, rest)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "HTTP server failed");
+    match http_tls {
+        None => tasks.spawn("http-server", async move {
+            let served = axum::serve(http_listener, rest)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        }),
+        Some(tls) => {
+            tasks.spawn("tls-reload", tls.clone().keep_fresh(tasks.token()));
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tasks.spawn("http-server", async move {
+                let listener = match http_listener.into_std() {
+                    Ok(listener) => listener,
+                    Err(error) => return tracing::error!(%error, "HTTP server failed"),
+                };
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+                });
+                let served = match axum_server::from_tcp_rustls(listener, tls.config) {
+                    Ok(server) => server.handle(handle).serve(rest.into_make_service()).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = served {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+            });
         }
-    });
+    }
 
     shutdown.await;
     tasks.shutdown().await;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// The gRPC listener's TLS, read once at start (tonic does not reload it).
+fn grpc_tls(config: &Config) -> anyhow::Result<Option<api::grpc::GrpcTls>> {
+    let (Some(cert), Some(key)) = (&config.tls.tls_cert, &config.tls.tls_key) else {
+        return Ok(None);
+    };
+    shared::tls::install_crypto_provider();
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+    };
+    Ok(Some(api::grpc::GrpcTls {
+        cert: read("tls_cert", cert)?,
+        key: read("tls_key", key)?,
+        client_ca: config
+            .cluster_client_ca
+            .as_deref()
+            .map(|ca| read("cluster_client_ca", ca))
+            .transpose()?,
+    }))
 }

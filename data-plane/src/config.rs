@@ -3,6 +3,7 @@
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
 use shared::telemetry::LogArgs;
+use shared::tls::TlsArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -148,6 +149,31 @@ pub struct Config {
     )]
     pub stream_keepalive_ms: u64,
 
+    /// PEM CA certificate of the control plane's gRPC certificate, for an
+    /// `https://` control plane; without it, public (webpki) roots are trusted.
+    #[arg(long, env = "SWITCHBOARD_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<PathBuf>,
+
+    /// PEM certificate this data plane presents to an `https://` control
+    /// plane (mTLS): its identity there. With `--cluster-client-key`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_CLIENT_CERT",
+        requires = "cluster_client_key"
+    )]
+    pub cluster_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--cluster-client-cert`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_CLIENT_KEY",
+        requires = "cluster_client_cert"
+    )]
+    pub cluster_client_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -164,6 +190,12 @@ impl Config {
             }
             Some(t) if t.trim().is_empty() => return Err("cluster_token: must not be empty".into()),
             Some(_) => {}
+        }
+        let secured = self.control_plane_ca.is_some() || self.cluster_client_cert.is_some();
+        if secured && !self.control_plane.starts_with("https://") {
+            return Err(
+                "control_plane_ca, cluster_client_cert: only with an https:// control_plane".into(),
+            );
         }
         if !(self.control_plane.starts_with("http://")
             || self.control_plane.starts_with("https://"))

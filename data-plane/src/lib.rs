@@ -57,7 +57,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 
-    let client = cluster_client::connect(&config.control_plane, config.cluster_token())?;
+    let cluster_tls = cluster_client::ClusterTls {
+        ca: config.control_plane_ca.as_deref(),
+        client_cert: config
+            .cluster_client_cert
+            .as_deref()
+            .zip(config.cluster_client_key.as_deref()),
+    };
+    let client =
+        cluster_client::connect(&config.control_plane, config.cluster_token(), &cluster_tls)?;
+    let tls = config.tls.load().await.map_err(anyhow::Error::msg)?;
+    if let Some(tls) = &tls {
+        tasks.spawn("tls-reload", tls.clone().keep_fresh(tasks.token()));
+    }
     tasks.spawn(
         "config-sync",
         ConfigSync {
@@ -105,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         listen = %listeners[0].local_addr()?,
         workers,
         control_plane = %config.control_plane,
+        tls = tls.is_some(),
         "data plane listening"
     );
     let routing = Arc::new(config.routing());
@@ -122,8 +135,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         upstream_timeout: config.upstream_timeout(),
         routing: routing.clone(),
     };
-    let stopped = server::start(listeners, state, tasks.token(), config.shutdown_grace())
-        .context("starting the worker threads")?;
+    let tls = tls.map(|t| t.config);
+    let stopped = server::start(
+        listeners,
+        state,
+        tls,
+        tasks.token(),
+        config.shutdown_grace(),
+    )
+    .context("starting the worker threads")?;
     drop(usage);
     let mut workers: FuturesUnordered<_> = stopped.into_iter().collect();
     tokio::select! {

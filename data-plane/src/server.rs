@@ -12,6 +12,8 @@
 
 use crate::ingress::{self, AppState};
 use axum::serve::ListenerExt;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
@@ -47,6 +49,7 @@ pub type Stopped = oneshot::Receiver<std::io::Result<()>>;
 pub fn start(
     listeners: Vec<std::net::TcpListener>,
     state: impl Fn() -> AppState,
+    tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<Vec<Stopped>> {
@@ -54,12 +57,12 @@ pub fn start(
         .into_iter()
         .enumerate()
         .map(|(index, listener)| {
-            let (state, shutdown) = (state(), shutdown.clone());
+            let (state, shutdown, tls) = (state(), shutdown.clone(), tls.clone());
             let (done, stopped) = oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || {
-                    let _ = done.send(serve(listener, state, shutdown, grace));
+                    let _ = done.send(serve(listener, state, tls, shutdown, grace));
                 })?;
             Ok(stopped)
         })
@@ -69,12 +72,18 @@ pub fn start(
 fn serve(
     listener: std::net::TcpListener,
     state: AppState,
+    tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(tls) = tls {
+        let result = runtime.block_on(serve_tls(listener, state, tls, shutdown, grace));
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        return result;
+    }
     let result = runtime.block_on(async move {
         // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
         // client's delayed ACK (up to 40 ms) arrives.
@@ -97,4 +106,30 @@ fn serve(
     // Drops the connections still open, and with them their usage sinks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// HTTPS: the same service behind a TLS handshake, its certificate reloaded
+/// from its files by the main runtime. Handshakes run per connection, so a
+/// slow client never holds up accepting others.
+async fn serve_tls(
+    listener: std::net::TcpListener,
+    state: AppState,
+    tls: RustlsConfig,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopping.graceful_shutdown(Some(grace));
+    });
+    // Without TCP_NODELAY, Nagle holds each small SSE chunk until the client's delayed ACK.
+    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle)
+        .serve(ingress::router(state).into_make_service())
+        .await
 }

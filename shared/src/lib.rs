@@ -12,6 +12,7 @@ pub mod routing;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod usage;
 
 /// Generated protobuf and gRPC code. Proto types stay at the edges: each crate

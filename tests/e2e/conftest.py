@@ -7,6 +7,7 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -106,6 +107,9 @@ class Gateway:
         self.grpc_port, self.cp_http_port, self.dp_port = free_port(), free_port(), free_port()
         self.state_dir = tmp / "dp-state"
         self.processes = []
+        # Plain HTTP unless a test turns TLS on; `ca` is then what clients trust.
+        self.cp_scheme = self.dp_scheme = self.grpc_scheme = "http"
+        self.ca = None
         try:
             self.mock = Process("mock-provider", ["--kind", "openai_compatible", "--api-key", MOCK_KEY], tmp).start()
             self.processes.append(self.mock)
@@ -135,7 +139,8 @@ class Gateway:
         cp = Process("control-plane", args, self.tmp).start()
         self.processes.append(cp)
         port = http_port or self.cp_http_port
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, what="control plane ready")
+        ready = f"{self.cp_scheme}://127.0.0.1:{port}/readyz"
+        wait_until(lambda: httpx.get(ready, verify=self.verify).status_code == 200, what="control plane ready")
         return cp
 
     def start_data_plane(self, wait_ready=True, extra=()):
@@ -143,7 +148,7 @@ class Gateway:
             self.dp.stop()
         args = [
             "--listen", f"127.0.0.1:{self.dp_port}",
-            "--control-plane", f"http://127.0.0.1:{self.grpc_port}",
+            "--control-plane", f"{self.grpc_scheme}://127.0.0.1:{self.grpc_port}",
             "--cluster-token", self.cluster_token,
             "--state-dir", self.state_dir,
             "--max-body-bytes", "65536",
@@ -154,15 +159,16 @@ class Gateway:
         dp = Process("data-plane", args, self.tmp).start()
         self.processes.append(dp)
         if wait_ready:
-            wait_until(lambda: httpx.get(f"{self.dp_url}/readyz").status_code == 200, what="data plane ready")
+            wait_until(lambda: httpx.get(f"{self.dp_url}/readyz", verify=self.verify).status_code == 200,
+                       what="data plane ready")
         return dp
 
     def close(self):
         # The metrics are output too: scraped once more, to be searched for secrets.
-        for name, url in (("dp", self.dp_url), ("cp", f"http://127.0.0.1:{self.cp_http_port}")):
+        for name, url in (("dp", self.dp_url), ("cp", f"{self.cp_scheme}://127.0.0.1:{self.cp_http_port}")):
             try:
                 path = self.tmp / f"metrics-{name}-{secrets.token_hex(3)}.txt"
-                path.write_text(httpx.get(url + "/metrics", timeout=2).text)
+                path.write_text(httpx.get(url + "/metrics", timeout=2, verify=self.verify).text)
                 OUTPUTS.append(path)
             except httpx.HTTPError:
                 pass
@@ -172,16 +178,21 @@ class Gateway:
     # ---- clients
 
     @property
+    def verify(self):
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+
+    @property
     def dp_url(self):
-        return f"http://127.0.0.1:{self.dp_port}"
+        return f"{self.dp_scheme}://127.0.0.1:{self.dp_port}"
 
     @property
     def admin_url(self):
-        return f"http://127.0.0.1:{self.cp_http_port}/api/v1"
+        return f"{self.cp_scheme}://127.0.0.1:{self.cp_http_port}/api/v1"
 
     def admin(self, method, path, json=None, expect=None, token=None, params=None):
         headers = {"authorization": f"Bearer {token or self.admin_token}"}
-        response = httpx.request(method, self.admin_url + path, json=json, headers=headers, params=params, timeout=10)
+        response = httpx.request(method, self.admin_url + path, json=json, headers=headers, params=params, timeout=10,
+                                 verify=self.verify)
         created = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
         for field in ("key", "token"):  # API key and admin token secrets, shown once
             if isinstance(created, dict) and isinstance(created.get(field), str):
@@ -193,10 +204,12 @@ class Gateway:
     def openai(self, key, **kwargs):
         import openai
 
+        if self.ca:
+            kwargs.setdefault("http_client", httpx.Client(verify=self.verify))
         return openai.OpenAI(base_url=f"{self.dp_url}/v1", api_key=key, max_retries=0, timeout=20, **kwargs)
 
     def applied_version(self):
-        text = httpx.get(f"{self.dp_url}/readyz").text
+        text = httpx.get(f"{self.dp_url}/readyz", verify=self.verify).text
         return int(text.rsplit(" ", 1)[-1].rstrip(")")) if "version" in text else 0
 
     def current_version(self):

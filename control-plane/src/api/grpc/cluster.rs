@@ -85,7 +85,11 @@ impl ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        let watch = request.into_inner();
+        let identity = certified_identity(&request);
+        let mut watch = request.into_inner();
+        if let Some(identity) = identity {
+            watch.dataplane_id = identity;
+        }
         required("dataplane_id", &watch.dataplane_id)?;
         let store = self.admin.store().clone();
         let connected_at = store
@@ -133,7 +137,11 @@ impl ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
-        let ack = request.into_inner();
+        let identity = certified_identity(&request);
+        let mut ack = request.into_inner();
+        if let Some(identity) = identity {
+            ack.dataplane_id = identity;
+        }
         required("dataplane_id", &ack.dataplane_id)?;
         if ack.error.is_empty() {
             tracing::debug!(dataplane = %ack.dataplane_id, version = ack.version, "snapshot applied");
@@ -151,7 +159,11 @@ impl ClusterService for ClusterGrpc {
         &self,
         request: Request<pb::UsageBatch>,
     ) -> Result<Response<pb::UsageAck>, Status> {
-        let batch = request.into_inner();
+        let identity = certified_identity(&request);
+        let mut batch = request.into_inner();
+        if let Some(identity) = identity {
+            batch.dataplane_id = identity;
+        }
         required("dataplane_id", &batch.dataplane_id)?;
         if batch.records.len() > MAX_BATCH {
             return Err(Error::invalid(format!("records: at most {MAX_BATCH} per batch")).into());
@@ -175,4 +187,12 @@ impl ClusterService for ClusterGrpc {
             duplicates: u32::try_from(duplicates).unwrap_or(u32::MAX),
         }))
     }
+}
+
+/// Under mTLS, a data plane is who its certificate says, not what it claims.
+fn certified_identity<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<super::DataPlaneIdentity>()
+        .map(|identity| identity.0.clone())
 }

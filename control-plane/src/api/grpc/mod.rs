@@ -13,6 +13,7 @@ use shared::proto::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Snapshots of a million keys are large; the cap only guards against nonsense.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
@@ -24,13 +25,41 @@ pub struct GrpcState {
     pub cluster_token: BearerToken,
     pub snapshots: watch::Receiver<SharedSnapshot>,
     pub shutdown: CancellationToken,
+    pub tls: Option<GrpcTls>,
 }
 
-/// The cluster token check of the cluster service.
-fn interceptor(
+/// The gRPC listener's certificate and key, and the CA of data planes' certificates (PEM).
+#[derive(Clone)]
+pub struct GrpcTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// A data plane's name, from the certificate it presented (mTLS).
+#[derive(Clone, Debug)]
+pub struct DataPlaneIdentity(pub String);
+
+/// How data planes prove who they are: a certificate signed by the cluster
+/// CA (required once one is configured), else the cluster token.
+fn cluster_interceptor(
     token: BearerToken,
+    certificate_required: bool,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |request: tonic::Request<()>| {
+    move |mut request: tonic::Request<()>| {
+        // Verified against the cluster CA during the handshake, if presented.
+        let identity = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|der| certificate_name(der)));
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(DataPlaneIdentity(identity));
+            return Ok(request);
+        }
+        if certificate_required {
+            return Err(tonic::Status::unauthenticated(
+                "a data-plane certificate signed by the cluster CA is required",
+            ));
+        }
         let header = request
             .metadata()
             .get("authorization")
@@ -43,6 +72,29 @@ fn interceptor(
             ))
         }
     }
+}
+
+/// The certificate's first DNS name, else its subject's common name.
+fn certificate_name(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let dns = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                _ => None,
+            })
+        });
+    dns.or_else(|| {
+        certificate
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+    })
 }
 
 /// Authenticates each admin call (the bootstrap token or an admin
@@ -128,7 +180,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let cluster = tonic::service::interceptor::InterceptedService::new(
         cluster,
-        interceptor(state.cluster_token.clone()),
+        cluster_interceptor(
+            state.cluster_token.clone(),
+            state.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        ),
     );
     let shutdown = state.shutdown.clone();
     // Snapshots are pushed as they are published: with Nagle on, each push
@@ -140,7 +195,19 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
             }
         })
     });
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &state.tls {
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key));
+        if let Some(ca) = &tls.client_ca {
+            // Optional at the handshake: admin clients use tokens; the
+            // cluster service requires a certificate itself.
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        server = server.tls_config(config)?;
+    }
+    server
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(admin)
