@@ -4,7 +4,7 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 
-.PHONY: build release run test test-deps test-rust test-e2e test-bench lint fmt bench clean
+.PHONY: build release run test test-deps test-rust test-e2e test-bench test-fuzz fuzz lint fmt bench clean
 
 build:
 	$(CARGO) build --workspace
@@ -17,14 +17,15 @@ run: release
 	./deploy/local/run.sh
 
 ## Everything CI runs: unit and component tests, end-to-end tests with the real SDKs,
-## and the benchmark suite's smoke run (so it cannot rot).
-test: test-deps build test-rust test-e2e test-bench
+## the benchmark suite's smoke run (so it cannot rot), and a short run of each fuzz target.
+test: test-deps build test-rust test-e2e test-bench test-fuzz
 
 ## Python packages for the e2e tests; wrk and oha for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --quiet
 
 test-rust:
 	$(CARGO) test --workspace
@@ -35,6 +36,15 @@ test-e2e:
 ## Every benchmark scenario at toy sizes on the debug build: checks the suite, measures nothing.
 test-bench:
 	$(PYTHON) tests/bench/bench.py --smoke
+
+## A short run of every fuzz target (unoptimised build: quick to compile, still 10 s of inputs each).
+test-fuzz:
+	data-plane/fuzz/run.sh 10 --dev
+
+## The longer campaign recorded in docs/security.md: FUZZ_SECONDS per target, optimised build.
+FUZZ_SECONDS ?= 300
+fuzz:
+	data-plane/fuzz/run.sh $(FUZZ_SECONDS) -O
 
 lint:
 	$(CARGO) fmt --all --check

@@ -120,6 +120,12 @@ impl From<sqlx::Error> for Error {
             if db.is_unique_violation() {
                 return Error::AlreadyExists("a resource with this name already exists".into());
             }
+            // PostgreSQL cannot store NUL in text (SQLite can): one answer for both.
+            if db.code().as_deref() == Some("22021") {
+                return Error::InvalidArgument(
+                    "a text value contains a NUL character (\\u0000), which is not accepted".into(),
+                );
+            }
             if db.is_foreign_key_violation() {
                 return Error::Conflict(
                     "the change refers to, or removes, a resource that other configuration uses"

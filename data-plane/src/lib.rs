@@ -7,6 +7,8 @@ pub mod cluster_client;
 pub mod config;
 pub mod config_sync;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ingress;
 pub mod providers;
 pub mod router;

@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,24 @@ MOCK_KEY = "sk-mock-upstream"
 # appear in any output (logs, metrics).
 SECRETS = {MOCK_KEY, "mock-secret-key"}
 OUTPUTS = []
+
+# Every error body any client of the suite receives (httpx underlies the
+# openai and anthropic SDKs too) is an output as well.
+ERROR_BODIES = Path(tempfile.mkstemp(prefix="switchboard-error-bodies-", suffix=".txt")[1])
+OUTPUTS.append(ERROR_BODIES)
+_send = httpx.Client.send
+
+
+def _send_recording_errors(client, request, **kwargs):
+    response = _send(client, request, **kwargs)
+    if response.status_code >= 400:
+        response.read()
+        with ERROR_BODIES.open("ab") as out:
+            out.write(f"{request.method} {request.url} {response.status_code}\n".encode() + response.content + b"\n")
+    return response
+
+
+httpx.Client.send = _send_recording_errors
 
 
 def secret(value):
@@ -69,7 +88,9 @@ class Process:
         self.name = name
         self.args = [str(BIN_DIR / name)] + [str(a) for a in args]
         self.log_path = Path(log_dir) / f"{name}-{secrets.token_hex(3)}.log"
-        self.env = {**os.environ, "SWITCHBOARD_LOG": "info,sqlx=warn", **(env or {})}
+        # Debug for Switchboard's own crates: every span field and event is searched for secrets.
+        log = "info,sqlx=warn,control_plane=debug,data_plane=debug,shared=debug"
+        self.env = {**os.environ, "SWITCHBOARD_LOG": log, **(env or {})}
         self.proc = None
 
     def start(self):
@@ -254,6 +275,7 @@ def no_secret_in_any_output():
             continue
         leaks += [(str(path), value[:8] + "...") for value in SECRETS if value in text]
     assert not leaks, f"secrets found in outputs: {leaks}"
+    ERROR_BODIES.unlink(missing_ok=True)
 
 
 def postgres_database():

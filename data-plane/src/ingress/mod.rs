@@ -198,6 +198,7 @@ async fn handle(
         Job::OpenAi { request, .. } => request.model.clone(),
         Job::Messages { model, .. } => model.clone(),
     };
+    check_model_name(&model)?;
     tracing::Span::current().record("model", model.as_str());
 
     // limits: rate limits, quotas and budgets arrive with their own issue.
@@ -235,6 +236,31 @@ async fn handle(
         return work.await;
     }
     keepalive::respond(work, state.routing.stream_keepalive, job).await
+}
+
+/// Route names are at most 128 characters: a longer name names nothing, and
+/// is not echoed back in an error or written to a log.
+const MAX_MODEL_NAME_BYTES: usize = 512;
+
+pub fn check_model_name(model: &str) -> Result<(), GatewayError> {
+    if model.len() > MAX_MODEL_NAME_BYTES {
+        return Err(GatewayError::bad_request(
+            format!("'model' is longer than {MAX_MODEL_NAME_BYTES} bytes."),
+            Some("model"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request parsers, for the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_parse(endpoint: Endpoint, body: bytes::Bytes) -> Result<ProxyRequest, GatewayError> {
+    ProxyRequest::parse(endpoint, body)
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_messages(body: &[u8]) -> Result<crate::chat::ChatRequest, GatewayError> {
+    anthropic::to_chat(anthropic::parse(body)?)
 }
 
 pub fn sse_response(body: Body) -> Response {

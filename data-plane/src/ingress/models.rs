@@ -45,6 +45,7 @@ pub async fn get(
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
     let caller = auth::authenticate(&runtime, &headers)?;
+    super::check_model_name(&model)?;
     if runtime.route(&model).is_none() {
         return Err(GatewayError::ModelNotFound(model));
     }

@@ -24,6 +24,38 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> 
     }
 }
 
+/// serde_json's own limit for typed values; raw values are read without one,
+/// and a provider should not be sent what no JSON parser would read.
+const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether arrays and objects nest deeper than `limit` (strings skipped).
+fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 pub struct ProxyRequest {
     pub model: String,
     pub stream: bool,
@@ -71,6 +103,12 @@ impl ProxyRequest {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(GatewayError::bad_request(
                 "The request body must be a JSON object.",
+                None,
+            ));
+        }
+        if nests_deeper_than(&body, MAX_JSON_DEPTH) {
+            return Err(GatewayError::bad_request(
+                format!("The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."),
                 None,
             ));
         }
@@ -297,6 +335,15 @@ pub fn usage_of(body: &[u8]) -> TokenUsage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!super::nests_deeper_than(deep(128).as_bytes(), 128));
+        assert!(super::nests_deeper_than(deep(129).as_bytes(), 128));
+        let quoted = format!(r#"{{"a": "{}\" [[", "b": [1]}}"#, "[".repeat(500));
+        assert!(!super::nests_deeper_than(quoted.as_bytes(), 2));
+    }
+
     use super::*;
 
     fn chat(body: &str) -> Result<ProxyRequest, GatewayError> {

@@ -227,7 +227,8 @@ impl AdminService for AdminGrpc {
             resource: present(q.resource),
             actor: present(q.actor),
             since: present(q.since),
-            limit: (q.limit > 0).then_some(q.limit),
+            // Zero is proto3's "unset"; a negative limit is refused as over REST.
+            limit: (q.limit != 0).then_some(q.limit),
         };
         let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string()).unwrap_or_default();
         let entries = self
