@@ -103,6 +103,11 @@ impl Principal {
         }))
     }
 
+    /// Whether a record of `team` is this principal's to see in a list.
+    pub fn sees(&self, team: Option<&TeamId>) -> bool {
+        self.team_scope().is_none_or(|own| team == Some(own))
+    }
+
     /// The team a team admin is confined to; `None` for roles that see every team.
     pub fn team_scope(&self) -> Option<&TeamId> {
         match self.role {

@@ -53,6 +53,13 @@ impl Admin {
         &self.store
     }
 
+    /// The caller of a listing of teams' records, which it filters with `sees`.
+    fn team_lister(&self) -> Result<Principal> {
+        let who = crate::audit::principal()?;
+        who.require(Need::TeamRead(who.team_scope()))?;
+        Ok(who)
+    }
+
     /// The calling principal, once it is allowed what `need` names.
     fn require(&self, need: Need<'_>) -> Result<Principal> {
         let principal = crate::audit::principal()?;
@@ -260,10 +267,9 @@ impl Admin {
     }
 
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
-        let who = crate::audit::principal()?;
-        who.require(Need::TeamRead(who.team_scope()))?;
+        let who = self.team_lister()?;
         let mut teams = self.store.list_teams().await?;
-        teams.retain(|t| who.team_scope().is_none_or(|own| *own == t.id));
+        teams.retain(|t| who.sees(Some(&t.id)));
         Ok(teams)
     }
 
@@ -322,13 +328,9 @@ impl Admin {
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let who = crate::audit::principal()?;
-        who.require(Need::TeamRead(who.team_scope()))?;
+        let who = self.team_lister()?;
         let mut users = self.store.list_users().await?;
-        users.retain(|u| {
-            who.team_scope()
-                .is_none_or(|own| u.team_id.as_ref() == Some(own))
-        });
+        users.retain(|u| who.sees(u.team_id.as_ref()));
         Ok(users)
     }
 
@@ -468,13 +470,9 @@ impl Admin {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        let who = crate::audit::principal()?;
-        who.require(Need::TeamRead(who.team_scope()))?;
+        let who = self.team_lister()?;
         let mut keys = self.store.list_keys().await?;
-        keys.retain(|k| {
-            who.team_scope()
-                .is_none_or(|own| k.team_id.as_ref() == Some(own))
-        });
+        keys.retain(|k| who.sees(k.team_id.as_ref()));
         Ok(keys)
     }
 

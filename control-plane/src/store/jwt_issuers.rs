@@ -42,16 +42,9 @@ impl JwtIssuerRow {
     }
 }
 
-const COLUMNS: &str = "name, issuer, audiences, algorithms, jwks_url, public_keys_pem, claims, \
-     auto_create_users, leeway_seconds, jwks, jwks_fetched_at, jwks_error, created_at, updated_at";
-
-impl Store {
-    pub async fn insert_jwt_issuer(&self, row: &JwtIssuerRow) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO jwt_issuers ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        ))
+/// Binds a row's values as $1..$14, in the order of `COLUMNS`.
+fn bind_row<'q>(query: AnyQuery<'q>, row: &'q JwtIssuerRow) -> AnyQuery<'q> {
+    query
         .bind(&row.name)
         .bind(&row.issuer)
         .bind(&row.audiences)
@@ -66,42 +59,44 @@ impl Store {
         .bind(&row.jwks_error)
         .bind(row.created_at)
         .bind(row.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(already_exists(format!(
-            "a JWT issuer named {:?} or with issuer {:?}",
-            row.name, row.issuer
-        )))?;
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+const COLUMNS: &str = "name, issuer, audiences, algorithms, jwks_url, public_keys_pem, claims, \
+     auto_create_users, leeway_seconds, jwks, jwks_fetched_at, jwks_error, created_at, updated_at";
+
+impl Store {
+    pub async fn insert_jwt_issuer(&self, row: &JwtIssuerRow) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "INSERT INTO jwt_issuers ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        bind_row(sqlx::query(&sql), row)
+            .execute(&mut *tx)
+            .await
+            .map_err(already_exists(format!(
+                "a JWT issuer named {:?} or with issuer {:?}",
+                row.name, row.issuer
+            )))?;
         Self::commit_config_change(tx).await
     }
 
-    /// Replaces everything but `created_at`.
+    /// Replaces the row named `row.name`.
     pub async fn update_jwt_issuer(&self, row: &JwtIssuerRow) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE jwt_issuers SET issuer = $2, audiences = $3, algorithms = $4, jwks_url = $5, \
-             public_keys_pem = $6, claims = $7, auto_create_users = $8, leeway_seconds = $9, \
-             jwks = $10, jwks_fetched_at = $11, jwks_error = $12, updated_at = $13 WHERE name = $1",
-        )
-        .bind(&row.name)
-        .bind(&row.issuer)
-        .bind(&row.audiences)
-        .bind(&row.algorithms)
-        .bind(&row.jwks_url)
-        .bind(&row.public_keys_pem)
-        .bind(&row.claims)
-        .bind(row.auto_create_users)
-        .bind(row.leeway_seconds)
-        .bind(&row.jwks)
-        .bind(row.jwks_fetched_at)
-        .bind(&row.jwks_error)
-        .bind(row.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(already_exists(format!(
-            "a JWT issuer with issuer {:?}",
-            row.issuer
-        )))?;
+        let sql = "UPDATE jwt_issuers SET issuer = $2, audiences = $3, algorithms = $4, \
+             jwks_url = $5, public_keys_pem = $6, claims = $7, auto_create_users = $8, \
+             leeway_seconds = $9, jwks = $10, jwks_fetched_at = $11, jwks_error = $12, \
+             created_at = $13, updated_at = $14 WHERE name = $1";
+        let done = bind_row(sqlx::query(sql), row)
+            .execute(&mut *tx)
+            .await
+            .map_err(already_exists(format!(
+                "a JWT issuer with issuer {:?}",
+                row.issuer
+            )))?;
         Self::commit_config_change_if(tx, done.rows_affected() > 0).await
     }
 
