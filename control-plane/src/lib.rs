@@ -147,7 +147,7 @@ fn grpc_tls(config: &Config) -> anyhow::Result<Option<api::grpc::GrpcTls>> {
     };
     shared::tls::install_crypto_provider();
     let read = |flag: &str, path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+        shared::tls::read_pem(flag, path).map_err(anyhow::Error::msg)
     };
     Ok(Some(api::grpc::GrpcTls {
         cert: read("tls_cert", cert)?,

@@ -35,7 +35,7 @@ pub struct ClusterTls<'a> {
 }
 
 fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+    shared::tls::read_pem(flag, path).map_err(anyhow::Error::msg)
 }
 
 impl ClusterTls<'_> {

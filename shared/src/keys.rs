@@ -45,15 +45,21 @@ pub fn is_well_formed(candidate: &str) -> bool {
     checksum(random) == sum
 }
 
+/// 256 bits from the OS's CSPRNG in unpadded base64url (43 characters):
+/// the random part of API keys and admin tokens.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// A freshly generated API key secret. Shown to the user once, never stored.
 pub struct ApiKeySecret(String);
 
 impl ApiKeySecret {
     /// 256 bits from the OS's CSPRNG, and their checksum.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let random = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let random = random_token();
         let sum = checksum(&random);
         Self(format!("{KEY_PREFIX}{random}{sum}"))
     }

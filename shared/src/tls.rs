@@ -98,6 +98,11 @@ impl ServerTls {
     }
 }
 
+/// A PEM file named by a flag; an error names the flag and the path.
+pub fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
+}
+
 fn stamp(cert: &Path, key: &Path) -> [Option<(SystemTime, u64)>; 2] {
     let of = |path: &Path| {
         std::fs::metadata(path)

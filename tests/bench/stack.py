@@ -4,31 +4,19 @@ planes, started from the built binaries on loopback, stopped on exit."""
 import http.client
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from loopback import free_port  # noqa: E402  (shared with the other suite)
+
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 CLUSTER_TOKEN = "bench-cluster-token-0123456789"
-
-
-def free_port() -> int:
-    """Below the kernel's ephemeral range, which port-0 binds and outgoing
-    connections draw from (and could take between this check and the bind)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 def wait_until(predicate, timeout=60.0, what="condition"):

@@ -3,10 +3,8 @@
 the official clients."""
 
 import os
-import random
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +16,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from loopback import free_port  # noqa: E402  (shared with the other suite)
+
 BIN_DIR = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
 PG_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI") == "true"
@@ -51,21 +52,6 @@ httpx.Client.send = _send_recording_errors
 def secret(value):
     SECRETS.add(value)
     return value
-
-
-def free_port() -> int:
-    """A port below the kernel's ephemeral range: binding port 0 (the mocks)
-    and outgoing connections take ephemeral ports, and could take this one
-    between our check and the server's bind."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):

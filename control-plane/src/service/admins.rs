@@ -6,8 +6,6 @@ use crate::access::{Need, Principal, Role};
 use crate::api::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::model::{AdminPrincipal, CreatedAdmin, NewAdmin};
-use base64::Engine;
-use rand::RngCore;
 use shared::ids::AdminId;
 use shared::time::{ms_to_rfc3339, now_ms};
 
@@ -59,12 +57,7 @@ impl Admin {
             }
             (_, None) => {}
         }
-        let mut random = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut random);
-        let token = format!(
-            "{TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-        );
+        let token = format!("{TOKEN_PREFIX}{}", shared::keys::random_token());
         let now = now_ms();
         let admin = AdminPrincipal {
             id: AdminId::generate(),

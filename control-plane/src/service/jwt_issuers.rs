@@ -6,8 +6,8 @@ use crate::access::{Need, Principal};
 use crate::audit::AuditContext;
 use crate::error::{Error, Result};
 use crate::model::{JwtIssuer, JwtIssuerSpec, User};
-use crate::store::JwtIssuerRow;
-use shared::ids::UserId;
+use crate::store::{string_list_json, JwtIssuerRow};
+use shared::ids::{TeamId, UserId};
 use shared::time::{ms_to_rfc3339, now_ms};
 use shared::usage::UsageRecord;
 use std::collections::BTreeMap;
@@ -107,16 +107,15 @@ impl Admin {
                 })?),
                 None => None,
             };
-        let list = |items: &[String]| serde_json::Value::from(items).to_string();
         Ok(JwtIssuerRow {
             name: spec.name,
             issuer: spec.issuer.trim().to_owned(),
-            audiences: list(&spec.audiences),
-            algorithms: list(&spec.algorithms),
+            audiences: string_list_json(&spec.audiences),
+            algorithms: string_list_json(&spec.algorithms),
             jwks_fetched_at: jwks.as_ref().map(|_| now),
             jwks,
             jwks_url,
-            public_keys_pem: list(&spec.public_keys_pem),
+            public_keys_pem: string_list_json(&spec.public_keys_pem),
             claims: serde_json::to_string(&spec.claims)
                 .map_err(|e| Error::Internal(format!("claims: {e}")))?,
             auto_create_users: i64::from(spec.auto_create_users),
@@ -134,13 +133,15 @@ impl Admin {
     /// first to name, with the team their token gave, before their usage is
     /// stored. Each is created once, however many reports name it.
     pub async fn create_token_users(&self, records: &[UsageRecord]) -> Result<()> {
-        let mut wanted: BTreeMap<&str, Vec<(&str, &UsageRecord)>> = BTreeMap::new();
+        // Each subject once per batch, with the team of its first record.
+        let mut wanted: BTreeMap<&str, BTreeMap<&str, Option<&TeamId>>> = BTreeMap::new();
         for record in records {
             if let Some(jwt) = &record.jwt {
                 wanted
                     .entry(jwt.issuer.as_str())
                     .or_default()
-                    .push((jwt.subject.as_str(), record));
+                    .entry(jwt.subject.as_str())
+                    .or_insert(record.team_id.as_ref());
             }
         }
         if wanted.is_empty() {
@@ -156,31 +157,36 @@ impl Admin {
             }
             let now = now_ms();
             let mut users: Vec<User> = Vec::new();
-            for (subject, record) in subjects {
+            for (subject, team_id) in subjects {
                 let id = UserId::for_external_id(subject);
-                let known = users.iter().any(|u| u.id == id)
-                    || self.store.get_user(id.as_str()).await?.is_some();
-                if known || validate::external_id(subject).is_err() {
+                if validate::external_id(subject).is_err()
+                    || self.store.get_user(id.as_str()).await?.is_some()
+                {
                     continue;
                 }
                 users.push(User {
                     id,
                     name: subject.to_owned(),
                     email: None,
-                    team_id: record.team_id.clone(),
+                    team_id: team_id.cloned(),
                     external_id: Some(subject.to_owned()),
                     models: Vec::new(),
                     created_at: ms_to_rfc3339(now),
                 });
             }
-            if users.is_empty() || !self.store.insert_users_if_absent(&users, now).await? {
+            if users.is_empty() {
+                continue;
+            }
+            // Another control plane may have created some meanwhile: only ours are recorded.
+            let created = self.store.insert_users_if_absent(&users, now).await?;
+            if created.is_empty() {
                 continue;
             }
             self.refresher.refresh_now();
             let actor = Principal::system(format!("jwt_issuer/{issuer}"));
             let context = AuditContext::new(actor, None);
             crate::audit::scope(context, async {
-                for user in &users {
+                for user in created {
                     self.audit("user.create", format!("user/{}", user.id), None, Some(user))
                         .await;
                 }

@@ -1,7 +1,7 @@
 //! Teams and users. Both are in snapshots (model lists, external ids), so
 //! every write moves the configuration version.
 
-use super::keys::string_list;
+use super::keys::{string_list, string_list_json};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
@@ -56,10 +56,6 @@ impl From<UserRecord> for User {
     }
 }
 
-fn models_json(models: &[String]) -> String {
-    serde_json::Value::from(models).to_string()
-}
-
 impl Store {
     pub async fn insert_team(&self, team: &Team, created_at: i64) -> Result<()> {
         let mut tx = self.begin().await?;
@@ -68,7 +64,7 @@ impl Store {
         ))
         .bind(team.id.as_str())
         .bind(&team.name)
-        .bind(models_json(&team.models))
+        .bind(string_list_json(&team.models))
         .bind(created_at)
         .execute(&mut *tx)
         .await
@@ -113,14 +109,21 @@ impl Store {
     }
 
     /// Users first seen as token subjects: created once, however many
-    /// records (or control planes) report them. True if any was new.
-    pub async fn insert_users_if_absent(&self, users: &[User], created_at: i64) -> Result<bool> {
+    /// records (or control planes) report them. Answers those that were new.
+    pub async fn insert_users_if_absent<'u>(
+        &self,
+        users: &'u [User],
+        created_at: i64,
+    ) -> Result<Vec<&'u User>> {
         let mut tx = self.begin().await?;
-        let mut created = false;
+        let mut created = Vec::new();
         for user in users {
-            created |= Self::insert_user_in(&mut tx, user, created_at, true).await?;
+            if Self::insert_user_in(&mut tx, user, created_at, true).await? {
+                created.push(user);
+            }
         }
-        Self::commit_config_change_if(tx, created).await
+        Self::commit_config_change_if(tx, !created.is_empty()).await?;
+        Ok(created)
     }
 
     async fn insert_user_in(
@@ -142,7 +145,7 @@ impl Store {
         .bind(&user.email)
         .bind(user.team_id.as_ref().map(TeamId::as_str))
         .bind(&user.external_id)
-        .bind(models_json(&user.models))
+        .bind(string_list_json(&user.models))
         .bind(created_at)
         .execute(&mut **tx)
         .await?;

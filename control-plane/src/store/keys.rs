@@ -38,6 +38,11 @@ impl From<KeyRecord> for ApiKey {
     }
 }
 
+/// A list as stored: a JSON array of strings.
+pub fn string_list_json(items: &[String]) -> String {
+    serde_json::Value::from(items).to_string()
+}
+
 /// A JSON array of strings as stored (models, audiences, ...).
 pub fn string_list(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
@@ -63,7 +68,7 @@ impl Store {
         .bind(&key.prefix)
         .bind(key.user_id.as_ref().map(UserId::as_str))
         .bind(key.team_id.as_ref().map(TeamId::as_str))
-        .bind(serde_json::to_string(&key.models).unwrap_or_else(|_| "[]".into()))
+        .bind(string_list_json(&key.models))
         .bind(row.expires_at_ms)
         .bind(row.created_at_ms)
         .bind(row.key_hash_hex)

@@ -16,7 +16,7 @@ mod usage;
 pub use audit::NewAuditEntry;
 pub use dataplanes::DataPlaneRow;
 pub use jwt_issuers::JwtIssuerRow;
-pub use keys::{string_list, NewKeyRow};
+pub use keys::{string_list, string_list_json, NewKeyRow};
 pub use snapshot::{ConfigRows, KeyRow, ProviderRow};
 pub use usage::UsageQuery;
 
