@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("switchboard/v1/admin.proto"),
         proto_root.join("switchboard/v1/cluster.proto"),
         proto_root.join("switchboard/v1/routing.proto"),
+        proto_root.join("switchboard/v1/limits.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

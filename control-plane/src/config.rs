@@ -77,6 +77,34 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CLUSTER_CLIENT_CA", requires = "tls_cert")]
     pub cluster_client_ca: Option<PathBuf>,
 
+    /// Requests per minute over every caller of the cluster (all data planes
+    /// together when they share Redis). Unset: no limit.
+    #[arg(long, env = "SWITCHBOARD_GLOBAL_RPM")]
+    pub global_rpm: Option<u64>,
+
+    /// Tokens per minute over every caller of the cluster.
+    #[arg(long, env = "SWITCHBOARD_GLOBAL_TPM")]
+    pub global_tpm: Option<u64>,
+
+    /// Tokens per day over every caller of the cluster.
+    #[arg(long, env = "SWITCHBOARD_GLOBAL_TPD")]
+    pub global_tpd: Option<u64>,
+
+    /// How often spend is counted again from usage records for keys, users
+    /// and teams with a budget or quota (and shipped to data planes).
+    #[arg(long, env = "SWITCHBOARD_SPEND_INTERVAL_MS", default_value_t = 5_000)]
+    pub spend_interval_ms: u64,
+
+    /// URL that budget alerts (threshold crossed, budget exhausted) are
+    /// POSTed to as JSON, once per holder, period and kind.
+    #[arg(long, env = "SWITCHBOARD_BUDGET_ALERT_WEBHOOK")]
+    pub budget_alert_webhook: Option<String>,
+
+    /// Do not load the bundled default prices at start (they are added
+    /// only for models without a price).
+    #[arg(long, env = "SWITCHBOARD_NO_DEFAULT_PRICES")]
+    pub no_default_prices: bool,
+
     /// TLS of the HTTP listener (reloaded when the files change) and of the
     /// gRPC listener (loaded at start).
     #[command(flatten)]
@@ -93,6 +121,20 @@ impl Config {
 
     pub fn jwks_refresh_interval(&self) -> Duration {
         Duration::from_millis(self.jwks_refresh_ms.max(100))
+    }
+
+    pub fn spend_interval(&self) -> Duration {
+        Duration::from_millis(self.spend_interval_ms.max(100))
+    }
+
+    pub fn global_limits(&self) -> Result<shared::limits::RateLimits, String> {
+        let limits = shared::limits::RateLimits {
+            rpm: self.global_rpm,
+            tpm: self.global_tpm,
+            tpd: self.global_tpd,
+        };
+        limits.validate("global_")?;
+        Ok(limits)
     }
 
     pub fn database(&self) -> Result<DatabaseKind, String> {

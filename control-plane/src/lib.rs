@@ -11,6 +11,7 @@ pub mod model;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
+pub mod spend;
 pub mod store;
 
 use anyhow::Context;
@@ -44,8 +45,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
     }
 
+    let webhook = config
+        .budget_alert_webhook
+        .as_deref()
+        .map(spend::AlertWebhook::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let publisher =
-        snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval());
+        snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval())
+            .with_global_limits(config.global_limits().map_err(anyhow::Error::msg)?);
     if let Err(error) = publisher.publish_current().await {
         // The detail (which credential, say) is for the operator starting it.
         error.log_if_internal();
@@ -61,8 +69,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tasks.token(),
         ),
     );
+    tasks.spawn(
+        "spend-counter",
+        spend::SpendCounter {
+            store: store.clone(),
+            refresher: publisher.refresher(),
+            interval: config.spend_interval(),
+            webhook,
+        }
+        .run(tasks.token()),
+    );
     let admin = service::Admin::new(store, cipher, publisher.refresher())
         .allowing_link_local_upstreams(config.allow_link_local_upstreams);
+    if !config.no_default_prices {
+        let added = crate::audit::scope(
+            audit::AuditContext::new(access::Principal::system("system".into()), None),
+            admin.load_default_prices(),
+        )
+        .await
+        .context("loading the bundled prices")?;
+        if added > 0 {
+            tracing::info!(added, "bundled default prices loaded");
+        }
+    }
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await

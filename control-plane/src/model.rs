@@ -4,6 +4,8 @@
 use crate::access::Role;
 use serde::{Deserialize, Serialize};
 use shared::ids::{AdminId, KeyId, TeamId, UserId};
+pub use shared::limits::{Budget, Limits, RateLimits};
+use shared::money::{Currency, Micros};
 use shared::provider_kind::ProviderKind;
 use shared::routing::Strategy;
 use std::collections::BTreeMap;
@@ -102,6 +104,9 @@ pub struct Route {
     pub context_fallback: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_fallback: Option<String>,
+    /// Limits on this model over every caller of the cluster.
+    #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
+    pub limits: RateLimits,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -141,6 +146,10 @@ pub struct NewTeam {
     /// Public model names the team's keys and users may call; empty means all.
     #[serde(default)]
     pub models: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -149,6 +158,11 @@ pub struct Team {
     pub name: String,
     pub models: Vec<String>,
     pub created_at: String,
+    pub limits: Limits,
+    pub budget: Option<Budget>,
+    /// What the budget and quotas have used, as last counted; `null` when
+    /// there is neither.
+    pub spend: Option<Spend>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -165,6 +179,10 @@ pub struct NewUser {
     /// Public model names the user's keys and tokens may call; empty means all.
     #[serde(default)]
     pub models: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -176,6 +194,11 @@ pub struct User {
     pub external_id: Option<String>,
     pub models: Vec<String>,
     pub created_at: String,
+    pub limits: Limits,
+    pub budget: Option<Budget>,
+    /// What the budget and quotas have used, as last counted; `null` when
+    /// there is neither.
+    pub spend: Option<Spend>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -273,6 +296,10 @@ pub struct NewKey {
     /// RFC 3339.
     #[serde(default)]
     pub expires_at: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -289,6 +316,75 @@ pub struct ApiKey {
     /// After a rotation: until when (RFC 3339) the previous secret still works.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_valid_until: Option<String>,
+    pub limits: Limits,
+    pub budget: Option<Budget>,
+    /// What the budget and quotas have used, as last counted; `null` when
+    /// there is neither.
+    pub spend: Option<Spend>,
+}
+
+/// What a key, user or team has used, as the control plane last counted it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Spend {
+    /// Of the budget, in the current period, in the budget's currency.
+    pub spent: Micros,
+    pub remaining: Option<Micros>,
+    pub currency: Currency,
+    pub period_start: Option<String>,
+    pub resets_at: Option<String>,
+    /// Over the holder's life, for quotas: successful requests and their tokens.
+    pub requests: i64,
+    pub tokens: i64,
+    /// The budget or a quota is used up: requests are refused.
+    pub exhausted: bool,
+}
+
+/// `PATCH` of a key, user or team: absent fields keep what is there; a
+/// `null` budget removes it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsUpdate {
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    #[serde(default, deserialize_with = "present")]
+    pub budget: Option<Option<Budget>>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `PUT /prices/{model}`: per million tokens of the upstream model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// From the path.
+    #[serde(default)]
+    pub model: String,
+    /// Prices this provider's model apart from the model's general price.
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub input_per_million: Micros,
+    pub output_per_million: Micros,
+    /// Default: the input price.
+    #[serde(default)]
+    pub cached_input_per_million: Option<Micros>,
+    #[serde(default)]
+    pub currency: Currency,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PriceView {
+    pub model: String,
+    pub provider: Option<String>,
+    pub input_per_million: Micros,
+    pub output_per_million: Micros,
+    pub cached_input_per_million: Micros,
+    pub currency: Currency,
+    pub updated_at: String,
 }
 
 /// A rotation: a new secret now, the old one valid for `grace_seconds` more.
@@ -324,10 +420,13 @@ pub struct UsageFilter {
     pub since: Option<String>,
     /// RFC 3339, exclusive.
     pub until: Option<String>,
+    /// Only records whose tokens a tokenizer counted (true) or the provider reported (false).
+    pub estimated: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct UsageTotals {
+    // Field order is the JSON's: counts, then money, then latency.
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -336,6 +435,32 @@ pub struct UsageTotals {
     pub reasoning_tokens: i64,
     /// Requests answered with a status of 400 or more.
     pub errors: i64,
+    /// Requests whose tokens a tokenizer counted (the provider reported none).
+    pub estimated: i64,
+    /// In a row: the row's cost, in its `currency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Micros>,
+    /// In the ungrouped totals: the cost per currency.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub costs: BTreeMap<String, Micros>,
+    pub latency_ms_p50: i64,
+    pub latency_ms_p99: i64,
+}
+
+impl UsageTotals {
+    /// Adds another group's counts (not its cost or latency).
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.errors += other.errors;
+        self.estimated += other.estimated;
+    }
 }
 
 /// What usage can be grouped by.

@@ -1,5 +1,6 @@
 //! The data plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
+use crate::limits::FailMode;
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
 use shared::telemetry::LogArgs;
@@ -171,6 +172,45 @@ pub struct Config {
     )]
     pub cluster_client_key: Option<PathBuf>,
 
+    /// Redis holding the counters of rate limits, quotas and budgets that
+    /// every data plane shares (`redis://[:password@]host:port[/db]`).
+    /// Unset: each data plane counts in process.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// How long a Redis call may take before it counts as failed.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_timeout_ms: u64,
+
+    /// Rate limits (rpm, tpm, tpd) while Redis is unreachable: `open` counts
+    /// in process, `closed` refuses with 503.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMITS_ON_REDIS_ERROR",
+        value_enum,
+        default_value = "open"
+    )]
+    pub rate_limits_on_redis_error: FailMode,
+
+    /// Quotas and budgets while Redis is unreachable: `open` counts in
+    /// process, `closed` refuses with 503.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_QUOTAS_ON_REDIS_ERROR",
+        value_enum,
+        default_value = "closed"
+    )]
+    pub quotas_on_redis_error: FailMode,
+
+    /// Tokens reserved for the answer of a request that sets no max_tokens,
+    /// against token limits and budgets (settled to the real count after).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_COMPLETION_RESERVATION_TOKENS",
+        default_value_t = 4_096
+    )]
+    pub completion_reservation_tokens: u32,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -261,6 +301,10 @@ impl Config {
 
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms.max(1))
     }
 
     pub fn upstream_timeout(&self) -> Duration {

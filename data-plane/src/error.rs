@@ -50,6 +50,20 @@ pub enum GatewayError {
         param: String,
         provider_kind: String,
     },
+    /// A rate limit (`quota: false`) or a quota or budget (`quota: true`).
+    #[error("{message}")]
+    LimitReached {
+        message: String,
+        quota: bool,
+        /// A token limit rather than a request limit.
+        tokens: bool,
+        /// `retry-after` and `x-ratelimit-*`.
+        headers: Box<axum::http::HeaderMap>,
+    },
+    #[error("Limits cannot be checked right now (their shared store is unreachable); try again shortly.")]
+    LimitsUnavailable,
+    #[error("No price is set for {0}, and a budget counts what this caller spends; an administrator must set one.")]
+    PriceMissing(String),
     /// An error answer from the provider, classified.
     #[error("{}", .error.client_message(.provider))]
     Provider {
@@ -212,6 +226,9 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::PriceMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Provider { error, .. } => error.kind.status(),
         }
     }
@@ -239,6 +256,14 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => ("upstream_error", "upstream_timeout"),
             GatewayError::UpstreamInvalid(_) => ("upstream_error", "upstream_invalid_response"),
             GatewayError::Unsupported { .. } => ("invalid_request_error", "unsupported_parameter"),
+            // As OpenAI answers: the type names what ran out.
+            GatewayError::LimitReached { quota: true, .. } => {
+                ("insufficient_quota", "insufficient_quota")
+            }
+            GatewayError::LimitReached { tokens: true, .. } => ("tokens", "rate_limit_exceeded"),
+            GatewayError::LimitReached { .. } => ("requests", "rate_limit_exceeded"),
+            GatewayError::LimitsUnavailable => ("server_error", "limits_unavailable"),
+            GatewayError::PriceMissing(_) => ("server_error", "price_missing"),
             GatewayError::Provider { error, .. } => error.kind.type_and_code(),
         }
     }
@@ -281,6 +306,9 @@ impl GatewayError {
     /// format (OpenAI's here, Anthropic's on `/v1/messages`).
     pub fn response_with(&self, body: serde_json::Value) -> Response {
         let mut response = (self.status(), body.to_string()).into_response();
+        if let GatewayError::LimitReached { headers, .. } = self {
+            response.headers_mut().extend(headers.as_ref().clone());
+        }
         if let Some(value) = self.retry_after() {
             response
                 .headers_mut()

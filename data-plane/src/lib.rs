@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ingress;
+pub mod limits;
 pub mod providers;
 pub mod router;
 pub mod runtime;
@@ -97,6 +98,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
     );
 
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(|url| limits::redis::RedisCounters::start(url, config.redis_timeout(), tasks.token()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut limiter = limits::Limiter::new(redis);
+    limiter.rates_on_redis_error = config.rate_limits_on_redis_error;
+    limiter.quotas_on_redis_error = config.quotas_on_redis_error;
+    limiter.completion_reservation = i64::from(config.completion_reservation_tokens);
+    let limiter = Arc::new(limiter);
+    limits::estimate::warm_up();
+    let (sweeping, stop) = (limiter.clone(), tasks.token());
+    tasks.spawn("limits-sweep", async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => sweeping.sweep(),
+            }
+        }
+    });
+
     let (usage, queue) = usage::UsageSink::channel(config.usage_queue, config.usage_batch_size);
     let stop_shipper = tokio_util::sync::CancellationToken::new();
     let shipper = usage::Shipper {
@@ -132,6 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.allow_link_local_upstreams,
         ),
         usage: usage.clone(),
+        limiter: limiter.clone(),
         metrics: metrics.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: config.upstream_timeout(),

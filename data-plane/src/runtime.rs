@@ -3,10 +3,12 @@
 
 use crate::auth::directory::Directory;
 use crate::auth::Caller;
+use crate::limits::Policy;
 use crate::providers::{self, Adapter};
 use crate::router::budget::RetryBudget;
 use crate::router::health::TargetState;
 use arc_swap::ArcSwapOption;
+use shared::limits::RateLimits;
 use shared::proto;
 use shared::routing::Strategy;
 use std::collections::HashMap;
@@ -22,6 +24,8 @@ pub struct Runtime {
     directory: Directory,
     /// By public name and by alias.
     routes: HashMap<String, Arc<Route>>,
+    /// Global limits, prices and the control plane's count of spend.
+    policy: Policy,
 }
 
 pub struct Provider {
@@ -95,6 +99,8 @@ pub struct Route {
     pub split: Vec<(String, u32)>,
     pub context_fallback: Option<String>,
     pub content_fallback: Option<String>,
+    /// Limits on the model over every caller.
+    pub limits: RateLimits,
     /// Smooth weighted round robin: target indexes in serving order.
     pub rotation: Vec<usize>,
     /// Carried over from the previous runtime while the route exists.
@@ -126,6 +132,10 @@ pub struct RouteState {
 impl Runtime {
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
@@ -192,10 +202,11 @@ impl Runtime {
     /// retry budget) of routes and targets that still exist is carried over
     /// from `previous`.
     pub fn build(
-        snapshot: proto::Snapshot,
+        mut snapshot: proto::Snapshot,
         previous: Option<&Runtime>,
     ) -> Result<Self, InvalidSnapshot> {
         let bad = |what: String| InvalidSnapshot(what);
+        let policy = Policy::build(&mut snapshot).map_err(bad)?;
         let mut providers = HashMap::with_capacity(snapshot.providers.len());
         for p in &snapshot.providers {
             let adapter =
@@ -246,6 +257,7 @@ impl Runtime {
             version: snapshot.version,
             directory,
             routes,
+            policy,
         })
     }
 }
@@ -322,6 +334,7 @@ fn build_route(
             .collect(),
         context_fallback: present(&r.context_fallback),
         content_fallback: present(&r.content_fallback),
+        limits: RateLimits::from_proto(r.limits.as_ref()),
         rotation,
         state: old.map(|o| o.state.clone()).unwrap_or_default(),
     })

@@ -34,7 +34,13 @@ pub struct SseRelay<S> {
     /// A failure before anything was sent: the caller may still retry.
     early_failure: Option<GatewayError>,
     draft: Option<UsageDraft>,
+    /// What was relayed, while no usage has been seen: what a tokenizer
+    /// counts if the stream ends without it (bounded).
+    relayed: BytesMut,
 }
+
+/// Most answer text kept for counting a stream that ends without usage.
+const MAX_RELAYED: usize = 1 << 20;
 
 impl<S> SseRelay<S> {
     /// The error that ended the stream before its first byte, if one did.
@@ -58,6 +64,7 @@ impl<S> SseRelay<S> {
             sent_any: false,
             early_failure: None,
             draft: Some(draft),
+            relayed: BytesMut::new(),
         }
     }
 
@@ -95,6 +102,9 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
                     // Usually a chunk is whole events without usage: passed on as it is.
+                    if this.usage.is_none() && this.relayed.len() < MAX_RELAYED {
+                        this.relayed.extend_from_slice(&chunk);
+                    }
                     if this.pending.is_empty()
                         && chunk.ends_with(b"\n\n")
                         && !has_usage_object(&chunk)
@@ -142,7 +152,14 @@ impl<S> Drop for SseRelay<S> {
             Outcome::UpstreamFailed { status } => status,
             Outcome::Streaming => CLIENT_CLOSED,
         };
-        draft.finish(status, self.usage.unwrap_or_default());
+        // A stream cut before its usage is counted from what was relayed.
+        let output = match self.usage {
+            Some(_) => None,
+            None => self
+                .sent_any
+                .then(|| crate::limits::estimate::streamed_text(&self.relayed)),
+        };
+        draft.finish(status, self.usage, output.as_deref());
     }
 }
 

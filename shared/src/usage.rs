@@ -2,6 +2,7 @@
 //! plane. The proto conversions here are the only place the two sides meet.
 
 use crate::ids::{KeyId, TeamId, UsageRecordId, UserId};
+use crate::money::{Currency, Micros};
 use crate::proto;
 
 /// Token counts as the provider reported them. (De)serialises as OpenAI's
@@ -147,6 +148,11 @@ pub struct UsageRecord {
     pub created_at_ms: i64,
     /// The A/B variant (route) the request was assigned, when its route splits.
     pub variant: Option<String>,
+    /// What the tokens cost at the prices of the snapshot that served it.
+    pub cost: Micros,
+    pub currency: Currency,
+    /// The provider reported no usage; the tokens were counted by a tokenizer.
+    pub estimated: bool,
 }
 
 /// Who called with a JWT: the issuer's configured name and the token's
@@ -184,6 +190,9 @@ impl From<UsageRecord> for proto::UsageRecord {
             status: u32::from(r.status),
             streamed: r.streamed,
             created_at_ms: r.created_at_ms,
+            cost_micros: r.cost.0,
+            currency: r.currency.to_string(),
+            estimated: r.estimated,
         }
     }
 }
@@ -218,11 +227,13 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             r.cached_tokens,
             r.reasoning_tokens,
             r.latency_ms,
+            r.cost_micros,
         ];
         if counts.iter().any(|n| *n < 0) {
             return Err(bad("counts must not be negative"));
         }
         let status = u16::try_from(r.status).map_err(|_| bad("status is not an HTTP status"))?;
+        let currency = r.currency.parse().map_err(|e: String| bad(&e))?;
         let present = |s: String| (!s.is_empty()).then_some(s);
         Ok(UsageRecord {
             id: r.id.into(),
@@ -246,6 +257,9 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             streamed: r.streamed,
             created_at_ms: r.created_at_ms,
             variant: present(r.variant),
+            cost: Micros(r.cost_micros),
+            currency,
+            estimated: r.estimated,
         })
     }
 }
@@ -275,6 +289,9 @@ mod tests {
             streamed: false,
             created_at_ms: 1,
             variant: Some("b".into()),
+            cost: Micros(7),
+            currency: Currency::Cny,
+            estimated: true,
         }
     }
 

@@ -113,7 +113,8 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (first.accepted, first.duplicates) == (3, 0)
     assert (again.accepted, again.duplicates) == (0, 3)
     assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
-                                         "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0}
+                                         "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0, "estimated": 0,
+                                         "costs": {"USD": "0.00"}, "latency_ms_p50": 0, "latency_ms_p99": 0}
     # A batch larger than one INSERT statement (500 rows), with one duplicate in its last chunk.
     large = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="big", model="m", prompt_tokens=1,
                                      completion_tokens=2, total_tokens=3, status=200) for _ in range(1200)]

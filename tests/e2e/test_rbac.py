@@ -129,6 +129,14 @@ def rest_rows(w):
         ("POST", "/keys/{id}/rotate", ADMIN, lambda: (f"/keys/{w.new_key(w.team_b)}/rotate", {})),
         ("DELETE", "/keys/{id}", TEAM, lambda: (f"/keys/{w.new_key(w.team_a)}", None)),
         ("DELETE", "/keys/{id}", ADMIN, lambda: (f"/keys/{w.new_key(w.team_b)}", None)),
+        ("PATCH", "/teams/{id}", ADMIN, lambda: (f"/teams/{w.team_b}", {"limits": {"rpm": 1000}})),
+        ("PATCH", "/users/{id}", TEAM, lambda: (f"/users/{w.user_a}", {"limits": {"rpm": 100}})),
+        ("PATCH", "/users/{id}", ADMIN, lambda: (f"/users/{w.user_b}", {"limits": {"tpm": 100}})),
+        ("PATCH", "/keys/{id}", TEAM, lambda: (f"/keys/{w.key_a}", {"limits": {"rpm": 10}})),
+        ("PATCH", "/keys/{id}", ADMIN, lambda: (f"/keys/{w.key_b}", {"limits": {"max_requests": 10}})),
+        ("GET", "/prices", EVERYONE, lambda: ("/prices", None)),
+        ("PUT", "/prices/{model}", ADMIN, lambda: (f"/prices/{fresh('m')}",
+                                                   {"input_per_million": "1.5", "output_per_million": "2"})),
         ("GET", "/usage", EVERYONE, lambda: ("/usage", None)),
         ("GET", "/usage", READERS, lambda: (f"/usage?team_id={w.team_b}", None)),
         ("GET", "/dataplanes", READERS, lambda: ("/dataplanes", None)),
@@ -153,7 +161,7 @@ def documented_routes():
     section = text.split("## Control plane REST")[1].split("## Control plane gRPC")[0]
     found = set()
     for cell in re.findall(r"^\| (`[^|]*)\|", section, re.M):
-        for method, path in re.findall(r"`(GET|POST|PUT|DELETE) (/[^`?]*)", cell):
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?]*)", cell):
             found.add((method, path))
     return found
 
@@ -263,6 +271,11 @@ GRPC_ROWS = {
     "ListAdmins": (READERS, lambda pb, rpb, w: pb.ListAdminsRequest()),
     "GetAdmin": (READERS, lambda pb, rpb, w: pb.GetAdminRequest(id=w.admin_ids["viewer"])),
     "DeleteAdmin": (ADMIN, lambda pb, rpb, w: pb.DeleteAdminRequest(id="ghost")),
+    "UpdateTeam": (ADMIN, lambda pb, rpb, w: pb.UpdateLimitsRequest(id="ghost")),
+    "UpdateUser": (TEAM, lambda pb, rpb, w: pb.UpdateLimitsRequest(id=w.user_a)),
+    "UpdateKey": (TEAM, lambda pb, rpb, w: pb.UpdateLimitsRequest(id=w.key_a)),
+    "PutPrice": (ADMIN, lambda pb, rpb, w: pb.PriceSpec(model="")),
+    "ListPrices": (EVERYONE, lambda pb, rpb, w: pb.ListPricesRequest()),
     "GetUsage": (READERS, lambda pb, rpb, w: pb.UsageQuery(team_id=w.team_b)),
     "ListDataPlanes": (READERS, lambda pb, rpb, w: pb.ListDataPlanesRequest()),
     "ListAudit": (READERS, lambda pb, rpb, w: pb.AuditQuery()),

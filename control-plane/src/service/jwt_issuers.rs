@@ -5,7 +5,7 @@ use super::{non_empty, validate, Admin};
 use crate::access::{Need, Principal};
 use crate::audit::AuditContext;
 use crate::error::{Error, Result};
-use crate::model::{JwtIssuer, JwtIssuerSpec, User};
+use crate::model::{JwtIssuer, JwtIssuerSpec, Limits, User};
 use crate::store::{string_list_json, JwtIssuerRow};
 use shared::ids::{TeamId, UserId};
 use shared::time::{ms_to_rfc3339, now_ms};
@@ -172,6 +172,9 @@ impl Admin {
                     external_id: Some(subject.to_owned()),
                     models: Vec::new(),
                     created_at: ms_to_rfc3339(now),
+                    limits: Limits::default(),
+                    budget: None,
+                    spend: None,
                 });
             }
             if users.is_empty() {

@@ -3,7 +3,10 @@
 
 mod admins;
 mod jwt_issuers;
+mod quotas;
 mod validate;
+
+pub use quotas::spend_view;
 
 use crate::access::{Need, Principal};
 use crate::error::{Error, Result};
@@ -13,6 +16,7 @@ use crate::store::{Store, UsageQuery};
 use shared::crypto::Cipher;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::ApiKeySecret;
+use shared::limits::HolderKind;
 
 const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 3_600;
 const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3_600;
@@ -164,6 +168,7 @@ impl Admin {
 
     async fn validate_route(&self, route: &Route) -> Result<()> {
         validate::route(route)?;
+        route.limits.validate("limits.").map_err(Error::invalid)?;
         let providers = self.store.list_providers().await?;
         for (i, target) in route.targets.iter().enumerate() {
             if !providers.iter().any(|p| p.name == target.provider) {
@@ -206,7 +211,7 @@ impl Admin {
                 route.model, owner.model
             )));
         }
-        Ok(())
+        self.check_route_priced(route).await
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Route> {
@@ -244,12 +249,17 @@ impl Admin {
     async fn create_team_unaudited(&self, new: NewTeam) -> Result<Team> {
         validate::display_name("name", &new.name)?;
         validate::models(&new.models)?;
+        self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &[])
+            .await?;
         let now = now_ms();
         let team = Team {
             id: TeamId::generate(),
             name: new.name.trim().to_owned(),
             models: new.models,
             created_at: ms_to_rfc3339(now),
+            spend: spend_view(&new.limits, new.budget.as_ref(), None, now),
+            limits: new.limits,
+            budget: new.budget,
         };
         self.store.insert_team(&team, now).await?;
         self.refresher.refresh_now();
@@ -257,12 +267,14 @@ impl Admin {
     }
 
     pub async fn get_team(&self, id: &str) -> Result<Team> {
-        let team = self
+        let mut team = self
             .store
             .get_team(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("team {id:?}")))?;
         self.require(Need::TeamRead(Some(&team.id)))?;
+        let row = self.spend_row(HolderKind::Team, id).await?;
+        team.spend = spend_view(&team.limits, team.budget.as_ref(), row.as_ref(), now_ms());
         Ok(team)
     }
 
@@ -270,6 +282,12 @@ impl Admin {
         let who = self.team_lister()?;
         let mut teams = self.store.list_teams().await?;
         teams.retain(|t| who.sees(Some(&t.id)));
+        let spend = self.spend_table().await?;
+        let now = now_ms();
+        for t in &mut teams {
+            let row = spend.get(&HolderKind::Team.holder(t.id.as_str()));
+            t.spend = spend_view(&t.limits, t.budget.as_ref(), row, now);
+        }
         Ok(teams)
     }
 
@@ -302,6 +320,13 @@ impl Admin {
             validate::external_id(external_id)?;
         }
         validate::models(&new.models)?;
+        let team = self.team_of(team_id.as_ref()).await?;
+        let ceilings: Vec<_> = team
+            .iter()
+            .map(|t| ("team", &t.limits, t.budget.as_ref()))
+            .collect();
+        self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &ceilings)
+            .await?;
         let now = now_ms();
         let user = User {
             id: UserId::generate(),
@@ -311,6 +336,9 @@ impl Admin {
             external_id,
             models: new.models,
             created_at: ms_to_rfc3339(now),
+            spend: spend_view(&new.limits, new.budget.as_ref(), None, now),
+            limits: new.limits,
+            budget: new.budget,
         };
         self.store.insert_user(&user, now).await?;
         self.refresher.refresh_now();
@@ -318,12 +346,14 @@ impl Admin {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<User> {
-        let user = self
+        let mut user = self
             .store
             .get_user(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("user {id:?}")))?;
         self.require(Need::TeamRead(user.team_id.as_ref()))?;
+        let row = self.spend_row(HolderKind::User, id).await?;
+        user.spend = spend_view(&user.limits, user.budget.as_ref(), row.as_ref(), now_ms());
         Ok(user)
     }
 
@@ -331,6 +361,12 @@ impl Admin {
         let who = self.team_lister()?;
         let mut users = self.store.list_users().await?;
         users.retain(|u| who.sees(u.team_id.as_ref()));
+        let spend = self.spend_table().await?;
+        let now = now_ms();
+        for u in &mut users {
+            let row = spend.get(&HolderKind::User.holder(u.id.as_str()));
+            u.spend = spend_view(&u.limits, u.budget.as_ref(), row, now);
+        }
         Ok(users)
     }
 
@@ -361,6 +397,7 @@ impl Admin {
         let user_id = non_empty(new.user_id);
         let mut team_id = non_empty(new.team_id);
         let mut user_models = Vec::new();
+        let mut key_user = None;
         if user_id.is_none() && team_id.is_none() {
             team_id = who.team_scope().cloned();
         }
@@ -381,18 +418,20 @@ impl Admin {
                 (None, Some(users)) => team_id = Some(users.clone()),
                 _ => {}
             }
-            user_models = user.models;
+            user_models = user.models.clone();
+            key_user = Some(user);
         }
         // Nobody hands out a key that reaches beyond their own team.
         who.require(Need::TeamWrite(team_id.as_ref()))?;
         let mut team_models = Vec::new();
+        let mut key_team = None;
         if let Some(team) = &team_id {
-            team_models = self
-                .store
-                .get_team(team.as_str())
-                .await?
-                .ok_or_else(|| Error::invalid(format!("team_id: team {team:?} does not exist")))?
-                .models;
+            let found =
+                self.store.get_team(team.as_str()).await?.ok_or_else(|| {
+                    Error::invalid(format!("team_id: team {team:?} does not exist"))
+                })?;
+            team_models = found.models.clone();
+            key_team = Some(found);
         }
         validate::models(&new.models)?;
         // Nor one that names models its user or team may not call.
@@ -416,6 +455,10 @@ impl Admin {
                 )));
             }
         }
+        // Nor one with higher limits or a larger budget than its user or team.
+        let ceilings = quotas::key_ceilings(key_user.as_ref(), key_team.as_ref());
+        self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &ceilings)
+            .await?;
         let now = now_ms();
         let expires_at_ms = match new.expires_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,
@@ -443,6 +486,9 @@ impl Admin {
             revoked: false,
             created_at: ms_to_rfc3339(now),
             previous_valid_until: None,
+            spend: spend_view(&new.limits, new.budget.as_ref(), None, now),
+            limits: new.limits,
+            budget: new.budget,
         };
         self.store
             .insert_key(crate::store::NewKeyRow {
@@ -460,12 +506,14 @@ impl Admin {
     }
 
     pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
-        let key = self
+        let mut key = self
             .store
             .get_key(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("key {id:?}")))?;
         self.require(Need::TeamRead(key.team_id.as_ref()))?;
+        let row = self.spend_row(HolderKind::Key, id).await?;
+        key.spend = spend_view(&key.limits, key.budget.as_ref(), row.as_ref(), now_ms());
         Ok(key)
     }
 
@@ -473,6 +521,12 @@ impl Admin {
         let who = self.team_lister()?;
         let mut keys = self.store.list_keys().await?;
         keys.retain(|k| who.sees(k.team_id.as_ref()));
+        let spend = self.spend_table().await?;
+        let now = now_ms();
+        for k in &mut keys {
+            let row = spend.get(&HolderKind::Key.holder(k.id.as_str()));
+            k.spend = spend_view(&k.limits, k.budget.as_ref(), row, now);
+        }
         Ok(keys)
     }
 
@@ -764,6 +818,7 @@ impl Admin {
             model: filter.model.filter(|v| !v.is_empty()),
             provider: filter.provider.filter(|v| !v.is_empty()),
             variant: filter.variant.filter(|v| !v.is_empty()),
+            estimated: filter.estimated,
         };
         let groups = UsageGroup::parse_list(filter.group_by.as_deref().unwrap_or_default())
             .map_err(Error::invalid)?;

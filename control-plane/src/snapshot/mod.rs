@@ -6,8 +6,9 @@
 //! through other replicas are picked up by polling the version.
 
 use crate::error::{Error, Result};
-use crate::store::{string_list, ConfigRows, JwtIssuerRow, Store};
+use crate::store::{budget_of, limits_of, string_list, ConfigRows, JwtIssuerRow, Store};
 use shared::crypto::Cipher;
+use shared::limits::{Budget, RateLimits};
 use shared::proto;
 use shared::time::now_ms;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub struct Publisher {
     poll_interval: Duration,
     refresher: Refresher,
     sender: watch::Sender<SharedSnapshot>,
+    global_limits: RateLimits,
 }
 
 impl Publisher {
@@ -45,7 +47,14 @@ impl Publisher {
             poll_interval,
             refresher: Refresher::default(),
             sender,
+            global_limits: RateLimits::default(),
         }
+    }
+
+    /// Limits over every caller of the cluster, shipped in every snapshot.
+    pub fn with_global_limits(mut self, limits: RateLimits) -> Self {
+        self.global_limits = limits;
+        self
     }
 
     pub fn refresher(&self) -> Refresher {
@@ -61,12 +70,18 @@ impl Publisher {
         let started = std::time::Instant::now();
         let rows = self.store.load_config().await?;
         let cipher = self.cipher.clone();
+        let global_limits = self.global_limits.to_proto();
         // Encoding a snapshot of many keys is CPU work: keep it off the reactor.
         let update = tokio::task::spawn_blocking(move || {
-            build(rows, &cipher).map(|snapshot| proto::ConfigUpdate {
-                version: snapshot.version,
-                snapshot: prost::Message::encode_to_vec(&snapshot).into(),
-            })
+            build(rows, &cipher)
+                .map(|mut snapshot| {
+                    snapshot.global_limits = Some(global_limits);
+                    snapshot
+                })
+                .map(|snapshot| proto::ConfigUpdate {
+                    version: snapshot.version,
+                    snapshot: prost::Message::encode_to_vec(&snapshot).into(),
+                })
         })
         .await
         .map_err(|e| Error::Internal(format!("snapshot build task: {e}")))??;
@@ -164,6 +179,8 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
             // Moved, not copied: keys are most of a large snapshot.
             let current = proto::SnapshotKey {
                 models: k.models(),
+                limits: Some(limits_of(&k.limits).to_proto()),
+                budget: snapshot_budget(k.budget.as_deref()),
                 key_hash,
                 id: k.id,
                 name: k.name,
@@ -185,6 +202,8 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         .into_iter()
         .map(|u| proto::SnapshotUser {
             models: string_list(&u.models),
+            limits: Some(limits_of(&u.limits).to_proto()),
+            budget: snapshot_budget(u.budget.as_deref()),
             id: u.id,
             external_id: u.external_id.unwrap_or_default(),
             team_id: u.team_id.unwrap_or_default(),
@@ -195,11 +214,36 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         .into_iter()
         .map(|t| proto::SnapshotTeam {
             models: string_list(&t.models),
+            limits: Some(limits_of(&t.limits).to_proto()),
+            budget: snapshot_budget(t.budget.as_deref()),
             id: t.id,
             name: t.name,
         })
         .collect();
     let jwt_issuers = rows.jwt_issuers.iter().map(snapshot_issuer).collect();
+    let prices = rows
+        .prices
+        .into_iter()
+        .map(|p| proto::SnapshotPrice {
+            model: p.model,
+            provider: p.provider.unwrap_or_default(),
+            input_micros: p.input_per_million.0,
+            output_micros: p.output_per_million.0,
+            cached_input_micros: p.cached_input_per_million.0,
+            currency: p.currency.to_string(),
+        })
+        .collect();
+    let spend = rows
+        .spend
+        .into_iter()
+        .map(|s| proto::SpendState {
+            holder: s.holder,
+            period_start_ms: s.period_start,
+            spent_micros: s.spent_micros,
+            requests: s.requests,
+            tokens: s.tokens,
+        })
+        .collect();
     Ok(proto::Snapshot {
         version: rows.version,
         providers,
@@ -209,7 +253,14 @@ pub fn build(rows: ConfigRows, cipher: &Cipher) -> Result<proto::Snapshot> {
         jwt_issuers,
         users,
         teams,
+        prices,
+        global_limits: None,
+        spend,
     })
+}
+
+fn snapshot_budget(json: Option<&str>) -> Option<proto::SnapshotBudget> {
+    budget_of(json).as_ref().map(Budget::to_snapshot)
 }
 
 fn snapshot_issuer(row: &JwtIssuerRow) -> proto::SnapshotJwtIssuer {

@@ -1,6 +1,7 @@
 //! Teams and users. Both are in snapshots (model lists, external ids), so
 //! every write moves the configuration version.
 
+use super::allowances::{budget_json, budget_of, limits_json, limits_of};
 use super::keys::{string_list, string_list_json};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
@@ -14,9 +15,11 @@ struct TeamRecord {
     name: String,
     models: String,
     created_at: i64,
+    limits: String,
+    budget: Option<String>,
 }
 
-const TEAM_COLUMNS: &str = "id, name, models, created_at";
+const TEAM_COLUMNS: &str = "id, name, models, created_at, limits, budget";
 
 impl From<TeamRecord> for Team {
     fn from(r: TeamRecord) -> Self {
@@ -25,6 +28,9 @@ impl From<TeamRecord> for Team {
             name: r.name,
             models: string_list(&r.models),
             created_at: ms_to_rfc3339(r.created_at),
+            limits: limits_of(&r.limits),
+            budget: budget_of(r.budget.as_deref()),
+            spend: None,
         }
     }
 }
@@ -38,9 +44,12 @@ struct UserRecord {
     external_id: Option<String>,
     models: String,
     created_at: i64,
+    limits: String,
+    budget: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, name, email, team_id, external_id, models, created_at";
+const USER_COLUMNS: &str =
+    "id, name, email, team_id, external_id, models, created_at, limits, budget";
 
 impl From<UserRecord> for User {
     fn from(r: UserRecord) -> Self {
@@ -52,6 +61,9 @@ impl From<UserRecord> for User {
             external_id: r.external_id,
             models: string_list(&r.models),
             created_at: ms_to_rfc3339(r.created_at),
+            limits: limits_of(&r.limits),
+            budget: budget_of(r.budget.as_deref()),
+            spend: None,
         }
     }
 }
@@ -60,12 +72,14 @@ impl Store {
     pub async fn insert_team(&self, team: &Team, created_at: i64) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
         ))
         .bind(team.id.as_str())
         .bind(&team.name)
         .bind(string_list_json(&team.models))
         .bind(created_at)
+        .bind(limits_json(&team.limits))
+        .bind(budget_json(team.budget.as_ref()))
         .execute(&mut *tx)
         .await
         .map_err(already_exists(format!("team {:?}", team.name)))?;
@@ -138,7 +152,7 @@ impl Store {
             ""
         };
         let done = sqlx::query(&format!(
-            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7){on_conflict}"
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9){on_conflict}"
         ))
         .bind(user.id.as_str())
         .bind(&user.name)
@@ -147,6 +161,8 @@ impl Store {
         .bind(&user.external_id)
         .bind(string_list_json(&user.models))
         .bind(created_at)
+        .bind(limits_json(&user.limits))
+        .bind(budget_json(user.budget.as_ref()))
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() > 0)

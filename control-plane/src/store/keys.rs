@@ -16,10 +16,12 @@ struct KeyRecord {
     revoked_at: Option<i64>,
     created_at: i64,
     previous_valid_until: Option<i64>,
+    limits: String,
+    budget: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, created_at, previous_valid_until";
+const COLUMNS: &str = "id, name, prefix, user_id, team_id, models, expires_at, revoked_at, \
+     created_at, previous_valid_until, limits, budget";
 
 impl From<KeyRecord> for ApiKey {
     fn from(r: KeyRecord) -> Self {
@@ -34,6 +36,9 @@ impl From<KeyRecord> for ApiKey {
             revoked: r.revoked_at.is_some(),
             created_at: ms_to_rfc3339(r.created_at),
             previous_valid_until: r.previous_valid_until.map(ms_to_rfc3339),
+            limits: super::allowances::limits_of(&r.limits),
+            budget: super::allowances::budget_of(r.budget.as_deref()),
+            spend: None,
         }
     }
 }
@@ -61,7 +66,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let key = row.key;
         sqlx::query(&format!(
-            "INSERT INTO api_keys ({COLUMNS}, key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL, $9)"
+            "INSERT INTO api_keys ({COLUMNS}, key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL, $9, $10, $11)"
         ))
         .bind(key.id.as_str())
         .bind(&key.name)
@@ -71,6 +76,8 @@ impl Store {
         .bind(string_list_json(&key.models))
         .bind(row.expires_at_ms)
         .bind(row.created_at_ms)
+        .bind(super::allowances::limits_json(&key.limits))
+        .bind(super::allowances::budget_json(key.budget.as_ref()))
         .bind(row.key_hash_hex)
         .execute(&mut *tx)
         .await?;

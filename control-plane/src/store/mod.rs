@@ -3,6 +3,7 @@
 //! milliseconds, and integers as BIGINT.
 
 mod admins;
+mod allowances;
 mod audit;
 mod dataplanes;
 mod identities;
@@ -13,6 +14,7 @@ mod routes;
 mod snapshot;
 mod usage;
 
+pub use allowances::{budget_of, limits_of, Holder, NewAlert, SpendRow};
 pub use audit::NewAuditEntry;
 pub use dataplanes::DataPlaneRow;
 pub use jwt_issuers::JwtIssuerRow;

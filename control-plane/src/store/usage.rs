@@ -2,9 +2,9 @@ use super::{DatabaseKind, Store};
 use crate::error::Result;
 use crate::model::{UsageGroup, UsageRow, UsageTotals};
 use shared::ids::{KeyId, TeamId, UserId};
+use shared::money::Micros;
 use shared::time::now_ms;
 use shared::usage::UsageRecord;
-use std::collections::BTreeMap;
 
 /// A usage filter in stored terms (times as Unix ms).
 #[derive(Default)]
@@ -17,13 +17,15 @@ pub struct UsageQuery {
     pub variant: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    pub estimated: Option<bool>,
 }
 
 /// Each filter is either unset (NULL) or must match: one statement for all combinations.
 const USAGE_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
      ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
      ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND \
-     ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8)";
+     ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8) AND \
+     ($9 IS NULL OR estimated = $9)";
 
 const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
@@ -31,7 +33,9 @@ const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, \
      CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
      CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
-     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors";
+     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+     CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated, \
+     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
 
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
@@ -46,6 +50,7 @@ fn bind_filter<'q>(
         .bind(q.until_ms)
         .bind(&q.provider)
         .bind(&q.variant)
+        .bind(q.estimated.map(i64::from))
 }
 
 fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::Error> {
@@ -58,11 +63,28 @@ fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::
         cached_tokens: row.try_get("cached_tokens")?,
         reasoning_tokens: row.try_get("reasoning_tokens")?,
         errors: row.try_get("errors")?,
+        estimated: row.try_get("estimated")?,
+        ..UsageTotals::default()
     })
 }
 
-const USAGE_COLUMNS: usize = 21;
-/// 500 rows are 10,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn latency_percentiles(totals: &mut UsageTotals, latencies: &mut [i64]) {
+    latencies.sort_unstable();
+    totals.latency_ms_p50 = percentile(latencies, 0.50);
+    totals.latency_ms_p99 = percentile(latencies, 0.99);
+}
+
+const USAGE_COLUMNS: usize = 24;
+/// 500 rows are 12,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -71,7 +93,8 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
-         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer) VALUES ",
+         cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
+         cost_micros, currency, estimated) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -125,7 +148,10 @@ impl Store {
                     .bind(r.created_at_ms)
                     .bind(received_at)
                     .bind(r.variant.as_deref())
-                    .bind(r.jwt.as_ref().map(|j| j.issuer.as_str()));
+                    .bind(r.jwt.as_ref().map(|j| j.issuer.as_str()))
+                    .bind(r.cost.0)
+                    .bind(r.currency.as_str())
+                    .bind(i64::from(r.estimated));
             }
             inserted += query.execute(&mut *tx).await?.rows_affected();
         }
@@ -133,12 +159,26 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Totals, with the cost per currency.
     pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals> {
-        let sql = format!("SELECT {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER}");
-        let row = bind_filter(sqlx::query(&sql), q)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(totals_of(&row)?)
+        use sqlx::Row;
+        let mut totals = UsageTotals::default();
+        let mut latencies = Vec::new();
+        for row in self.usage_report(q, &[]).await? {
+            totals.add(&row.totals);
+            if let (Some(currency), Some(cost)) = (row.totals.currency, row.totals.cost) {
+                totals.costs.insert(currency, cost);
+            }
+        }
+        let sql = format!("SELECT latency_ms FROM usage_records WHERE {USAGE_FILTER}");
+        for row in bind_filter(sqlx::query(&sql), q)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            latencies.push(row.try_get::<i64, _>(0)?);
+        }
+        latency_percentiles(&mut totals, &mut latencies);
+        Ok(totals)
     }
 
     /// Sums per group, groups in order.
@@ -148,38 +188,70 @@ impl Store {
         groups: &[UsageGroup],
     ) -> Result<Vec<UsageRow>> {
         use sqlx::Row;
-        let columns: Vec<String> = groups
+        // Costs in different currencies are never summed: currency is always
+        // the last grouping.
+        let mut expressions: Vec<&str> = groups.iter().map(|g| g.column()).collect();
+        expressions.push("currency");
+        let columns: Vec<String> = expressions
             .iter()
             .enumerate()
-            .map(|(i, g)| format!("{} AS g{i}", g.column()))
+            .map(|(i, e)| format!("{e} AS g{i}"))
             .collect();
-        let keys: Vec<String> = (0..groups.len()).map(|i| format!("g{i}")).collect();
+        let keys: Vec<String> = (0..expressions.len()).map(|i| format!("g{i}")).collect();
         let sql = format!(
             "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER} GROUP BY {} ORDER BY {}",
             columns.join(", "),
-            groups.iter().map(|g| g.column()).collect::<Vec<_>>().join(", "),
+            expressions.join(", "),
             keys.join(", ")
         );
         let rows = bind_filter(sqlx::query(&sql), q)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let mut group = BTreeMap::new();
+        let read_group =
+            |row: &sqlx::any::AnyRow| -> std::result::Result<Vec<Option<String>>, sqlx::Error> {
+                let mut values = Vec::with_capacity(expressions.len());
                 for (i, g) in groups.iter().enumerate() {
-                    let value = if g.is_time() {
-                        let bucket: i64 = row.try_get(i)?;
-                        Some(g.label(bucket))
+                    values.push(if g.is_time() {
+                        Some(g.label(row.try_get::<i64, _>(i)?))
                     } else {
                         row.try_get::<Option<String>, _>(i)?
-                    };
-                    group.insert(g.name().to_owned(), value);
+                    });
                 }
-                Ok(UsageRow {
-                    group,
-                    totals: totals_of(row)?,
-                })
-            })
-            .collect()
+                values.push(row.try_get::<Option<String>, _>(groups.len())?);
+                Ok(values)
+            };
+        let mut report = Vec::with_capacity(rows.len());
+        let mut index = std::collections::HashMap::new();
+        for row in &rows {
+            let values = read_group(row)?;
+            let mut totals = totals_of(row)?;
+            totals.cost = Some(Micros(row.try_get("cost_micros")?));
+            totals.currency = values.last().cloned().flatten();
+            index.insert(values.clone(), report.len());
+            let group = groups
+                .iter()
+                .zip(&values)
+                .map(|(g, v)| (g.name().to_owned(), v.clone()))
+                .collect();
+            report.push(UsageRow { group, totals });
+        }
+        // Latency percentiles per group, from the latencies themselves.
+        let sql = format!(
+            "SELECT {}, latency_ms FROM usage_records WHERE {USAGE_FILTER}",
+            columns.join(", ")
+        );
+        let mut latencies: Vec<Vec<i64>> = vec![Vec::new(); report.len()];
+        for row in bind_filter(sqlx::query(&sql), q)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            if let Some(&i) = index.get(&read_group(&row)?) {
+                latencies[i].push(row.try_get::<i64, _>(expressions.len())?);
+            }
+        }
+        for (row, latencies) in report.iter_mut().zip(&mut latencies) {
+            latency_percentiles(&mut row.totals, latencies);
+        }
+        Ok(report)
     }
 }

@@ -2,6 +2,7 @@
 //! whose model lists narrow their keys and tokens, and the JWT issuers.
 
 use super::jwt::Issuers;
+use crate::limits::Allowance;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
 use shared::proto;
@@ -23,6 +24,7 @@ pub struct KeyEntry {
     pub team_id: Option<TeamId>,
     pub models: Option<ModelScope>,
     pub expires_at_ms: Option<i64>,
+    pub allowance: Option<Arc<Allowance>>,
 }
 
 #[derive(Debug)]
@@ -30,12 +32,14 @@ pub struct UserEntry {
     pub id: UserId,
     pub team_id: Option<TeamId>,
     pub models: Option<ModelScope>,
+    pub allowance: Option<Arc<Allowance>>,
 }
 
 #[derive(Debug)]
 pub struct TeamEntry {
     pub id: TeamId,
     pub models: Option<ModelScope>,
+    pub allowance: Option<Arc<Allowance>>,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +69,10 @@ impl Directory {
         for k in keys {
             let hash = KeyHash::from_bytes(&k.key_hash)
                 .ok_or_else(|| format!("key {:?}: hash is not 32 bytes", k.id))?;
+            let allowance = Allowance::of(k.limits.as_ref(), k.budget.as_ref())
+                .map_err(|e| format!("key {:?}: {e}", k.id))?;
             let entry = KeyEntry {
+                allowance,
                 user_id: present(k.user_id).map(UserId::from),
                 team_id: present(k.team_id).map(TeamId::from),
                 models: scope(k.models),
@@ -76,7 +83,10 @@ impl Directory {
         }
         for u in users {
             let external_id = present(u.external_id);
+            let allowance = Allowance::of(u.limits.as_ref(), u.budget.as_ref())
+                .map_err(|e| format!("user {:?}: {e}", u.id))?;
             let entry = Arc::new(UserEntry {
+                allowance,
                 id: UserId::from(u.id),
                 team_id: present(u.team_id).map(TeamId::from),
                 models: scope(u.models),
@@ -94,6 +104,8 @@ impl Directory {
             let entry = TeamEntry {
                 id: id.clone(),
                 models: scope(t.models),
+                allowance: Allowance::of(t.limits.as_ref(), t.budget.as_ref())
+                    .map_err(|e| format!("team {id:?}: {e}"))?,
             };
             directory.teams.insert(id, Arc::new(entry));
         }

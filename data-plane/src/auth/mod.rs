@@ -7,14 +7,17 @@ pub mod jwt;
 pub use jwt::TokenRejection;
 
 use crate::error::GatewayError;
+use crate::limits::{Allowance, Holder};
 use crate::runtime::Runtime;
 use axum::http::{header, HeaderMap};
 use directory::{Directory, KeyEntry, ModelScope};
 use serde_json::Value;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
+use shared::limits::HolderKind;
 use shared::time::now_ms;
 use shared::usage::JwtCaller;
+use std::sync::Arc;
 
 /// An authenticated caller and everything that narrows what it may call.
 #[derive(Debug)]
@@ -25,6 +28,9 @@ pub struct Caller {
     pub team_id: Option<TeamId>,
     /// A model must be on every one of these lists (key or token, user, team).
     scopes: Vec<ModelScope>,
+    /// Its key, user and team that have limits or a budget: a token's
+    /// caller meets the same limiters as a key's.
+    pub holders: Vec<Holder>,
 }
 
 impl Caller {
@@ -49,12 +55,18 @@ impl Caller {
             user.and_then(|u| u.models.as_ref()),
             team.and_then(|t| t.models.as_ref()),
         ];
+        let holders = [
+            holder(HolderKind::Key, key.id.as_str(), &key.allowance),
+            user.and_then(|u| holder(HolderKind::User, u.id.as_str(), &u.allowance)),
+            team.and_then(|t| holder(HolderKind::Team, t.id.as_str(), &t.allowance)),
+        ];
         Caller {
             key_id: Some(key.id.clone()),
             jwt: None,
             user_id: key.user_id.clone(),
             team_id: key.team_id.clone(),
             scopes: scopes.into_iter().flatten().cloned().collect(),
+            holders: holders.into_iter().flatten().collect(),
         }
     }
 
@@ -66,6 +78,7 @@ impl Caller {
             user_id: None,
             team_id: None,
             scopes: Vec::new(),
+            holders: Vec::new(),
         }
     }
 }
@@ -112,9 +125,11 @@ fn caller_of_token(directory: &Directory, token: &str) -> Result<Caller, TokenRe
     if let Some(value) = issuer.models_claim.as_ref().and_then(|c| c.find(&claims)) {
         scopes.push(models_of_claim(value).ok_or(TokenRejection::BadModelsClaim)?);
     }
+    let mut holders = Vec::new();
     let (user_id, team) = match directory.user_by_external_id(&subject) {
         Some(user) => {
             scopes.extend(user.models.clone());
+            holders.extend(holder(HolderKind::User, user.id.as_str(), &user.allowance));
             let team = match &user.team_id {
                 Some(id) => directory.team(id),
                 None => claimed_team,
@@ -125,6 +140,7 @@ fn caller_of_token(directory: &Directory, token: &str) -> Result<Caller, TokenRe
         None => return Err(TokenRejection::UnknownSubject),
     };
     scopes.extend(team.and_then(|t| t.models.clone()));
+    holders.extend(team.and_then(|t| holder(HolderKind::Team, t.id.as_str(), &t.allowance)));
     Ok(Caller {
         key_id: None,
         jwt: Some(JwtCaller {
@@ -134,6 +150,15 @@ fn caller_of_token(directory: &Directory, token: &str) -> Result<Caller, TokenRe
         user_id: Some(user_id),
         team_id: team.map(|t| t.id.clone()),
         scopes,
+        holders,
+    })
+}
+
+fn holder(kind: HolderKind, id: &str, allowance: &Option<Arc<Allowance>>) -> Option<Holder> {
+    allowance.as_ref().map(|allowance| Holder {
+        kind,
+        id: id.to_owned(),
+        allowance: allowance.clone(),
     })
 }
 
@@ -199,6 +224,7 @@ mod tests {
                 id: "t".into(),
                 name: "blue".into(),
                 models: vec!["b".into(), "c".into()],
+                ..Default::default()
             }],
             ..Default::default()
         };

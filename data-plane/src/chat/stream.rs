@@ -80,6 +80,9 @@ enum State {
     Done { status: u16 },
 }
 
+/// Most answer text kept for counting a stream that ends without usage.
+const MAX_COUNTED_TEXT: usize = 1 << 20;
+
 pub struct TranslatedStream<S> {
     upstream: S,
     frames: FrameDecoder,
@@ -95,6 +98,8 @@ pub struct TranslatedStream<S> {
     /// An error before anything was sent: answered as an HTTP error instead.
     early_failure: Option<GatewayError>,
     draft: Option<UsageDraft>,
+    /// The answer's text so far, counted if the stream ends without usage.
+    text: String,
 }
 
 impl<S> TranslatedStream<S> {
@@ -115,6 +120,7 @@ impl<S> TranslatedStream<S> {
             sent_any: false,
             held: BytesMut::new(),
             substantive: false,
+            text: String::new(),
             early_failure: None,
             draft: Some(draft),
         }
@@ -163,6 +169,12 @@ impl<S> TranslatedStream<S> {
             let decoded = self.decoder.decode(frame, &mut chunks);
             for chunk in chunks.drain(..) {
                 self.substantive |= !is_preamble(&chunk);
+                if self.text.len() < MAX_COUNTED_TEXT {
+                    for choice in &chunk.choices {
+                        self.text
+                            .push_str(choice.delta.content.as_deref().unwrap_or_default());
+                    }
+                }
                 self.egress.chunk(chunk, out);
             }
             if let Err(error) = decoded {
@@ -242,7 +254,9 @@ impl<S> Drop for TranslatedStream<S> {
             State::Done { status } => status,
             State::Streaming => CLIENT_CLOSED,
         };
-        draft.finish(status, self.decoder.usage().unwrap_or_default());
+        // A stream cut before its usage is counted from what was sent.
+        let output = (self.sent_any || self.substantive).then_some(self.text.as_str());
+        draft.finish(status, self.decoder.usage(), output);
     }
 }
 

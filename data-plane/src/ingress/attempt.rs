@@ -8,6 +8,7 @@ use super::{anthropic, json_response, sse_response, Job};
 use crate::chat::stream::{replay, TranslatedStream};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
+use crate::limits::estimate;
 use crate::providers::body::UpstreamBody;
 use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
 use crate::runtime::{Route, Target};
@@ -183,8 +184,9 @@ pub async fn one(
                 .await;
         }
         let body = read_answer(upstream, body_deadline, &provider.name).await?;
-        let usage = super::request::usage_of(&body);
-        finish(slot, usage);
+        let usage = finish(slot, super::request::usage_of(&body), || {
+            estimate::answer_text(&body)
+        });
         return Ok(answered(json_response(body), started, usage));
     }
     if embeddings {
@@ -193,7 +195,8 @@ pub async fn one(
             .adapter
             .embeddings_response(&body)
             .map_err(|e| provider_error(&provider.name, e))?;
-        finish(slot, usage);
+        // No answer text to count: an estimate is of the input alone.
+        let usage = finish(slot, usage, String::new);
         let answer = embeddings_of(job)?.answer(vectors, usage);
         return Ok(answered(json_response(answer.to_string()), started, usage));
     }
@@ -226,8 +229,11 @@ pub async fn one(
         .adapter
         .chat_response(model, &body)
         .map_err(|e| provider_error(&provider.name, e))?;
-    let usage = completion.usage.unwrap_or_default();
-    finish(slot, usage);
+    let usage = finish(slot, completion.usage, || {
+        serde_json::to_vec(&completion)
+            .map(|answer| estimate::answer_text(&answer))
+            .unwrap_or_default()
+    });
     if stream {
         let mut egress = job.egress();
         let mut out = BytesMut::new();
@@ -262,9 +268,19 @@ fn take(slot: &mut Option<UsageDraft>) -> Result<UsageDraft, GatewayError> {
         .ok_or_else(|| GatewayError::UpstreamInvalid("usage draft already taken".into()))
 }
 
-fn finish(slot: &mut Option<UsageDraft>, usage: TokenUsage) {
-    if let Some(draft) = slot.take() {
-        draft.finish(200, usage);
+/// Records an answer's usage: as reported, or counted from `answer` (its
+/// text) when the provider reported none. Answers the usage recorded.
+fn finish(
+    slot: &mut Option<UsageDraft>,
+    usage: Option<TokenUsage>,
+    answer: impl FnOnce() -> String,
+) -> TokenUsage {
+    let Some(draft) = slot.take() else {
+        return usage.unwrap_or_default();
+    };
+    match usage {
+        Some(usage) => draft.finish(200, Some(usage), None),
+        None => draft.finish(200, None, Some(&answer())),
     }
 }
 

@@ -16,10 +16,12 @@ mod retry;
 use crate::chat::stream::{Egress, OpenAiEgress};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
+use crate::limits::{self, Limiter};
 use crate::router::RoutingConfig;
 use crate::runtime::Live;
+use crate::usage::PromptTokens;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
-use crate::{auth, providers, router};
+use crate::{auth, providers, router, usage};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -38,6 +40,7 @@ pub struct AppState {
     pub live: Live,
     pub http: providers::UpstreamClient,
     pub usage: UsageSink,
+    pub limiter: Arc<Limiter>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
     pub upstream_timeout: Duration,
@@ -157,6 +160,14 @@ impl Job {
         }
     }
 
+    /// The most tokens the answer may have, if the request says.
+    fn max_tokens(&self) -> Option<u32> {
+        match self {
+            Job::OpenAi { request, .. } => request.max_tokens,
+            Job::Messages { chat, .. } => chat.max_output_tokens(),
+        }
+    }
+
     /// An error as an event of this ingress's stream format.
     pub fn error_event(&self, error: &GatewayError) -> bytes::Bytes {
         let mut out = bytes::BytesMut::new();
@@ -201,15 +212,31 @@ async fn handle(
     check_model_name(&model)?;
     tracing::Span::current().record("model", model.as_str());
 
-    // limits: rate limits, quotas and budgets arrive with their own issue.
-
-    // router: the route (after an A/B split) and its fallbacks.
+    // router: the route (after an A/B split) and its fallbacks: what a
+    // request may cost depends on where it may go.
     let plan = router::plan(&runtime, &caller, &model, caller.sticky_id())?;
+
+    // limits: rate limits, quotas and budgets, reserved at the worst case.
+    let job = Arc::new(job);
+    let permit = limits::admit(
+        &state.limiter,
+        runtime.policy(),
+        &caller,
+        &plan,
+        job.max_tokens(),
+        || job.prompt_tokens(),
+    )
+    .await?;
+    let rate_headers = permit.as_ref().map(|p| p.headers().clone());
+    let prices = runtime.policy().prices.clone();
     drop(runtime);
     let stream = job.stream();
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
+        permit,
+        prices,
+        prompt: Some(job.clone()),
         record: UsageRecord {
             id: UsageRecordId::generate(),
             key_id: caller.key_id,
@@ -226,16 +253,33 @@ async fn handle(
             streamed: stream,
             created_at_ms: shared::time::now_ms(),
             variant: plan.variant.clone(),
+            cost: shared::money::Micros::ZERO,
+            currency: shared::money::Currency::default(),
+            estimated: false,
         },
     };
 
     // provider, with retries and fallbacks; usage is recorded on the way.
-    let job = Arc::new(job);
     let work = retry::run(state.clone(), plan, job.clone(), draft).in_current_span();
-    if !stream {
-        return work.await;
+    let mut response = if stream {
+        keepalive::respond(work, state.routing.stream_keepalive, job).await?
+    } else {
+        work.await?
+    };
+    if let Some(headers) = rate_headers {
+        response.headers_mut().extend(headers);
     }
-    keepalive::respond(work, state.routing.stream_keepalive, job).await
+    Ok(response)
+}
+
+impl usage::PromptTokens for Job {
+    fn prompt_tokens(&self) -> i64 {
+        let request = match self {
+            Job::OpenAi { request, .. } => serde_json::from_slice(request.body()),
+            Job::Messages { chat, .. } => serde_json::to_value(chat),
+        };
+        request.map_or(0, |r| limits::estimate::prompt_tokens(&r))
+    }
 }
 
 /// Route names are at most 128 characters: a longer name names nothing, and
@@ -304,6 +348,7 @@ mod tests {
             live,
             http: providers::UpstreamClient::new(Duration::from_secs(1), 1, false),
             usage,
+            limiter: Arc::new(Limiter::new(None)),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),

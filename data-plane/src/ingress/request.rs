@@ -61,6 +61,8 @@ pub struct ProxyRequest {
     pub stream: bool,
     /// Whether the client itself asked for `stream_options.include_usage`.
     pub client_wants_usage: bool,
+    /// The most tokens the answer may have, if the request says.
+    pub max_tokens: Option<u32>,
     ask_stream_usage: bool,
     body: Bytes,
     /// Where the `model` value and the `stream_options` value sit in `body`.
@@ -85,6 +87,12 @@ struct Fields<'a> {
     input: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     prompt: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -207,6 +215,15 @@ impl ProxyRequest {
                 ))
             }
         };
+        // The newer names win; a bad value is the provider's to refuse.
+        let max_tokens = [
+            fields.max_completion_tokens,
+            fields.max_output_tokens,
+            fields.max_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|raw| serde_json::from_str::<u32>(raw.get()).ok());
         let model_span = span_in(&body, raw_model);
         let stream_options_span = fields.stream_options.map(|raw| span_in(&body, raw));
         Ok(Self {
@@ -215,6 +232,7 @@ impl ProxyRequest {
             model,
             stream,
             client_wants_usage,
+            max_tokens,
             model_span,
             stream_options_span,
             body,
@@ -322,7 +340,7 @@ fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
 }
 
 /// The `usage` object of a non-streaming answer; zeros when absent.
-pub fn usage_of(body: &[u8]) -> TokenUsage {
+pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
     #[derive(serde::Deserialize)]
     struct WithUsage {
         usage: Option<TokenUsage>,
@@ -330,7 +348,6 @@ pub fn usage_of(body: &[u8]) -> TokenUsage {
     serde_json::from_slice::<WithUsage>(body)
         .ok()
         .and_then(|b| b.usage)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -460,7 +477,7 @@ mod tests {
     fn reads_usage_of_answers() {
         let body =
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        assert_eq!(usage_of(body), TokenUsage::new(3, 4));
-        assert_eq!(usage_of(b"{}"), TokenUsage::default());
+        assert_eq!(usage_of(body), Some(TokenUsage::new(3, 4)));
+        assert_eq!(usage_of(b"{}"), None);
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{GatewayError, ProviderErrorKind};
 use crate::router::health::{parse_retry_after, Outcome};
 use crate::router::{self, Plan};
 use crate::runtime::{RetryPolicy, Route};
-use crate::usage::{TokenUsage, UsageDraft};
+use crate::usage::UsageDraft;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use rand::Rng;
@@ -167,7 +167,7 @@ fn finish_failed(slot: &mut Option<UsageDraft>, error: Option<GatewayError>) -> 
         retry_after: None,
     });
     if let Some(draft) = slot.take() {
-        draft.finish(error.status().as_u16(), TokenUsage::default());
+        draft.finish(error.status().as_u16(), None, None);
     }
     error
 }

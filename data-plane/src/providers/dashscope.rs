@@ -339,7 +339,7 @@ impl Adapter for DashScope {
     fn embeddings_response(
         &self,
         body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         #[derive(Deserialize)]
         struct Answer {
             output: EmbeddingOutput,
@@ -361,8 +361,7 @@ impl Adapter for DashScope {
             .usage
             .as_ref()
             .and_then(|u| u.get("total_tokens"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+            .and_then(Value::as_i64);
         Ok((
             answer
                 .output
@@ -370,7 +369,7 @@ impl Adapter for DashScope {
                 .into_iter()
                 .map(|e| e.embedding)
                 .collect(),
-            TokenUsage::new(tokens, 0),
+            tokens.map(|n| TokenUsage::new(n, 0)),
         ))
     }
 

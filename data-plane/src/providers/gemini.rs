@@ -402,7 +402,7 @@ impl Adapter for Gemini {
     fn embeddings_response(
         &self,
         body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         #[derive(Deserialize)]
         struct Embeddings {
             embeddings: Vec<Embedding>,
@@ -412,10 +412,10 @@ impl Adapter for Gemini {
             values: Vec<f32>,
         }
         let answer: Embeddings = json_body(body)?;
-        // Gemini reports no usage for embeddings.
+        // Gemini reports no usage for embeddings: the gateway estimates it.
         Ok((
             answer.embeddings.into_iter().map(|e| e.values).collect(),
-            TokenUsage::default(),
+            None,
         ))
     }
 

@@ -386,7 +386,7 @@ impl Adapter for Hunyuan {
     fn embeddings_response(
         &self,
         body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Answer {
@@ -407,10 +407,7 @@ impl Adapter for Hunyuan {
         if let Some(error) = answer.error {
             return Err(read_error(&error.code, &error.message));
         }
-        let usage = answer
-            .usage
-            .map(|u| TokenUsage::new(u.prompt_tokens, 0))
-            .unwrap_or_default();
+        let usage = answer.usage.map(|u| TokenUsage::new(u.prompt_tokens, 0));
         Ok((
             answer.data.into_iter().map(|e| e.embedding).collect(),
             usage,

@@ -116,7 +116,7 @@ pub trait Adapter: Send + Sync {
     fn embeddings_response(
         &self,
         _body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         Err(invalid_answer())
     }
 

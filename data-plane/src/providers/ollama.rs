@@ -260,17 +260,17 @@ impl Adapter for Ollama {
     fn embeddings_response(
         &self,
         body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         #[derive(Deserialize)]
         struct Embed {
             embeddings: Vec<Vec<f32>>,
             #[serde(default)]
-            prompt_eval_count: i64,
+            prompt_eval_count: Option<i64>,
         }
         let answer: Embed = json_body(body)?;
         Ok((
             answer.embeddings,
-            TokenUsage::new(answer.prompt_eval_count, 0),
+            answer.prompt_eval_count.map(|n| TokenUsage::new(n, 0)),
         ))
     }
 

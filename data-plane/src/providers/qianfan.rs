@@ -396,7 +396,7 @@ impl Adapter for Qianfan {
     fn embeddings_response(
         &self,
         body: &[u8],
-    ) -> Result<(Vec<Vec<f32>>, TokenUsage), ProviderError> {
+    ) -> Result<(Vec<Vec<f32>>, Option<TokenUsage>), ProviderError> {
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
@@ -418,7 +418,7 @@ impl Adapter for Qianfan {
         }
         Ok((
             answer.data.into_iter().map(|e| e.embedding).collect(),
-            answer.usage.unwrap_or_default(),
+            answer.usage,
         ))
     }
 

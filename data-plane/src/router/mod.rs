@@ -54,6 +54,17 @@ pub struct Plan {
     pub content_fallback: Option<Arc<Route>>,
 }
 
+impl Plan {
+    /// Every target the request may be sent to, fallbacks included.
+    pub fn targets(&self) -> impl Iterator<Item = &crate::runtime::Target> {
+        self.routes
+            .iter()
+            .chain(&self.context_fallback)
+            .chain(&self.content_fallback)
+            .flat_map(|route| &route.targets)
+    }
+}
+
 /// Resolves the model a client asked for. `sticky` (the user, else the key)
 /// keeps one caller on one variant of a split.
 pub fn plan(

@@ -7,6 +7,7 @@ mod spool;
 pub use shipper::Shipper;
 pub use spool::Spool;
 
+use crate::limits::{Permit, Prices};
 pub use shared::usage::{Endpoint, TokenUsage, UsageRecord};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
@@ -78,6 +79,17 @@ pub struct UsageDraft {
     pub sink: UsageSink,
     pub started: std::time::Instant,
     pub record: UsageRecord,
+    /// The limits' reservations, settled to the real use.
+    pub permit: Option<Permit>,
+    /// The snapshot's prices, for the record's cost.
+    pub prices: Arc<Prices>,
+    /// The request's prompt, counted only if the provider reports no usage.
+    pub prompt: Option<Arc<dyn PromptTokens>>,
+}
+
+/// A request whose prompt a tokenizer can count.
+pub trait PromptTokens: Send + Sync {
+    fn prompt_tokens(&self) -> i64;
 }
 
 impl UsageDraft {
@@ -101,20 +113,101 @@ impl UsageDraft {
             streamed: true,
             created_at_ms: 0,
             variant: None,
+            cost: shared::money::Micros::ZERO,
+            currency: shared::money::Currency::Usd,
+            estimated: false,
         };
         let draft = UsageDraft {
             sink,
             started: std::time::Instant::now(),
             record,
+            permit: None,
+            prices: Arc::default(),
+            prompt: None,
         };
         (draft, queue)
     }
 
-    pub fn finish(mut self, status: u16, tokens: TokenUsage) {
+    /// Completes the record with the provider's usage. Without one, an
+    /// answer that was (even partly) given is counted by tokenizer: the
+    /// prompt, and `output`, the answer's text; with no answer, nothing.
+    pub fn finish(
+        mut self,
+        status: u16,
+        usage: Option<TokenUsage>,
+        output: Option<&str>,
+    ) -> TokenUsage {
+        let tokens = match (usage, output) {
+            (Some(usage), _) => usage,
+            (None, Some(output)) => {
+                self.record.estimated = true;
+                let prompt = self.prompt.as_ref().map_or(0, |p| p.prompt_tokens());
+                TokenUsage::new(prompt, crate::limits::estimate::count(output))
+            }
+            (None, None) => TokenUsage::default(),
+        };
         self.record.status = status;
         self.record.tokens = tokens;
         self.record.latency_ms =
             i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let price = self
+            .prices
+            .get(&self.record.provider, &self.record.upstream_model);
+        let cost = price.map(|price| (price.cost(&tokens), price.currency));
+        if let Some((cost, currency)) = cost {
+            self.record.cost = cost;
+            self.record.currency = currency;
+        }
+        if let Some(permit) = self.permit.take() {
+            permit.settle(tokens.total_tokens, cost, status < 400);
+        }
         self.sink.record(self.record);
+        tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Prompt;
+    impl PromptTokens for Prompt {
+        fn prompt_tokens(&self) -> i64 {
+            7
+        }
+    }
+
+    fn new_draft() -> (UsageDraft, UsageQueue) {
+        let (mut draft, queue) = UsageDraft::for_test();
+        draft.prompt = Some(Arc::new(Prompt));
+        (draft, queue)
+    }
+
+    #[test]
+    fn a_providers_zero_stays_zero_and_missing_usage_is_estimated() {
+        let (draft, mut queue) = new_draft();
+        draft.finish(200, Some(TokenUsage::default()), Some("ignored"));
+        let record = queue.receiver.try_recv().expect("recorded");
+        assert_eq!(
+            (record.tokens, record.estimated),
+            (TokenUsage::default(), false)
+        );
+
+        let (draft, mut queue) = new_draft();
+        let tokens = draft.finish(499, None, Some("hello world"));
+        let record = queue.receiver.try_recv().expect("recorded");
+        assert!(record.estimated);
+        assert_eq!(record.tokens.prompt_tokens, 7);
+        assert!(record.tokens.completion_tokens > 0);
+        assert_eq!(tokens, record.tokens);
+
+        // Nothing was answered: nothing is counted or estimated.
+        let (draft, mut queue) = new_draft();
+        draft.finish(502, None, None);
+        let record = queue.receiver.try_recv().expect("recorded");
+        assert_eq!(
+            (record.tokens, record.estimated),
+            (TokenUsage::default(), false)
+        );
     }
 }

@@ -91,14 +91,7 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_team(&self, r: Request<pb::CreateTeamRequest>) -> Reply<pb::Team> {
-        let r = r.into_inner();
-        ok(self
-            .admin
-            .create_team(model::NewTeam {
-                name: r.name,
-                models: r.models,
-            })
-            .await?)
+        ok(self.admin.create_team(r.into_inner().try_into()?).await?)
     }
 
     async fn list_teams(&self, _: Request<pb::ListTeamsRequest>) -> Reply<pb::ListTeamsResponse> {
@@ -174,7 +167,7 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_user(&self, r: Request<pb::CreateUserRequest>) -> Reply<pb::User> {
-        ok(self.admin.create_user(r.into_inner().into()).await?)
+        ok(self.admin.create_user(r.into_inner().try_into()?).await?)
     }
 
     async fn list_users(&self, _: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
@@ -194,7 +187,7 @@ impl AdminService for AdminGrpc {
     }
 
     async fn create_key(&self, r: Request<pb::CreateKeyRequest>) -> Reply<pb::CreatedKey> {
-        ok(self.admin.create_key(r.into_inner().into()).await?)
+        ok(self.admin.create_key(r.into_inner().try_into()?).await?)
     }
 
     async fn rotate_key(&self, r: Request<pb::RotateKeyRequest>) -> Reply<pb::CreatedKey> {
@@ -248,6 +241,38 @@ impl AdminService for AdminGrpc {
             })
             .collect();
         Ok(tonic::Response::new(pb::AuditEntries { entries }))
+    }
+
+    async fn update_team(&self, r: Request<pb::UpdateLimitsRequest>) -> Reply<pb::Team> {
+        let r = r.into_inner();
+        let id = r.id.clone();
+        ok(self.admin.update_team(&id, r.try_into()?).await?)
+    }
+
+    async fn update_user(&self, r: Request<pb::UpdateLimitsRequest>) -> Reply<pb::User> {
+        let r = r.into_inner();
+        let id = r.id.clone();
+        ok(self.admin.update_user(&id, r.try_into()?).await?)
+    }
+
+    async fn update_key(&self, r: Request<pb::UpdateLimitsRequest>) -> Reply<pb::ApiKey> {
+        let r = r.into_inner();
+        let id = r.id.clone();
+        ok(self.admin.update_key(&id, r.try_into()?).await?)
+    }
+
+    async fn put_price(&self, r: Request<pb::PriceSpec>) -> Reply<pb::Price> {
+        ok(self.admin.put_price(r.into_inner().try_into()?).await?)
+    }
+
+    async fn list_prices(
+        &self,
+        _: Request<pb::ListPricesRequest>,
+    ) -> Reply<pb::ListPricesResponse> {
+        let prices = self.admin.list_prices().await?;
+        Ok(Response::new(pb::ListPricesResponse {
+            prices: prices.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_usage(&self, r: Request<pb::UsageQuery>) -> Reply<pb::UsageTotals> {

@@ -85,6 +85,7 @@ impl TryFrom<pb::Route> for model::Route {
                 .collect(),
             context_fallback: present(r.context_fallback),
             content_fallback: present(r.content_fallback),
+            limits: model::RateLimits::from_proto(r.limits.as_ref()),
         })
     }
 }
@@ -129,7 +130,41 @@ impl From<model::Route> for pb::Route {
                 .collect(),
             context_fallback: r.context_fallback.unwrap_or_default(),
             content_fallback: r.content_fallback.unwrap_or_default(),
+            limits: (!r.limits.is_empty()).then(|| r.limits.to_proto()),
         }
+    }
+}
+
+/// A budget as the API takes it; unset is none.
+pub fn budget(b: Option<pb::Budget>) -> Result<Option<model::Budget>, Error> {
+    b.map(|b| model::Budget::from_proto(&b))
+        .transpose()
+        .map_err(Error::invalid)
+}
+
+fn spend(s: model::Spend) -> pb::Spend {
+    pb::Spend {
+        spent: s.spent.to_string(),
+        remaining: s.remaining.map(|r| r.to_string()).unwrap_or_default(),
+        currency: s.currency.to_string(),
+        period_start: s.period_start.unwrap_or_default(),
+        resets_at: s.resets_at.unwrap_or_default(),
+        requests: s.requests,
+        tokens: s.tokens,
+        exhausted: s.exhausted,
+    }
+}
+
+impl TryFrom<pb::CreateTeamRequest> for model::NewTeam {
+    type Error = Error;
+
+    fn try_from(t: pb::CreateTeamRequest) -> Result<Self, Error> {
+        Ok(model::NewTeam {
+            name: t.name,
+            models: t.models,
+            limits: model::Limits::from_proto(t.limits.as_ref()),
+            budget: budget(t.budget)?,
+        })
     }
 }
 
@@ -140,18 +175,78 @@ impl From<model::Team> for pb::Team {
             name: t.name,
             created_at: t.created_at,
             models: t.models,
+            limits: Some(t.limits.to_proto()),
+            budget: t.budget.as_ref().map(model::Budget::to_proto),
+            spend: t.spend.map(spend),
         }
     }
 }
 
-impl From<pb::CreateUserRequest> for model::NewUser {
-    fn from(u: pb::CreateUserRequest) -> Self {
-        model::NewUser {
+impl TryFrom<pb::CreateUserRequest> for model::NewUser {
+    type Error = Error;
+
+    fn try_from(u: pb::CreateUserRequest) -> Result<Self, Error> {
+        Ok(model::NewUser {
             name: u.name,
             email: opt(u.email),
             team_id: opt(u.team_id).map(Into::into),
             external_id: opt(u.external_id),
             models: u.models,
+            limits: model::Limits::from_proto(u.limits.as_ref()),
+            budget: budget(u.budget)?,
+        })
+    }
+}
+
+impl TryFrom<pb::UpdateLimitsRequest> for model::LimitsUpdate {
+    type Error = Error;
+
+    fn try_from(u: pb::UpdateLimitsRequest) -> Result<Self, Error> {
+        let budget = if u.clear_budget {
+            Some(None)
+        } else {
+            budget(u.budget)?.map(Some)
+        };
+        Ok(model::LimitsUpdate {
+            limits: u
+                .limits
+                .as_ref()
+                .map(|l| model::Limits::from_proto(Some(l))),
+            budget,
+        })
+    }
+}
+
+impl TryFrom<pb::PriceSpec> for model::PriceSpec {
+    type Error = Error;
+
+    fn try_from(p: pb::PriceSpec) -> Result<Self, Error> {
+        let money = |text: &str, field: &str| {
+            shared::money::Micros::parse(text, field).map_err(Error::invalid)
+        };
+        Ok(model::PriceSpec {
+            input_per_million: money(&p.input_per_million, "input_per_million")?,
+            output_per_million: money(&p.output_per_million, "output_per_million")?,
+            cached_input_per_million: opt(p.cached_input_per_million)
+                .map(|c| money(&c, "cached_input_per_million"))
+                .transpose()?,
+            currency: p.currency.parse().map_err(Error::invalid)?,
+            model: p.model,
+            provider: opt(p.provider),
+        })
+    }
+}
+
+impl From<model::PriceView> for pb::Price {
+    fn from(p: model::PriceView) -> Self {
+        pb::Price {
+            model: p.model,
+            provider: p.provider.unwrap_or_default(),
+            input_per_million: p.input_per_million.to_string(),
+            output_per_million: p.output_per_million.to_string(),
+            cached_input_per_million: p.cached_input_per_million.to_string(),
+            currency: p.currency.to_string(),
+            updated_at: p.updated_at,
         }
     }
 }
@@ -166,6 +261,9 @@ impl From<model::User> for pb::User {
             created_at: u.created_at,
             external_id: u.external_id.unwrap_or_default(),
             models: u.models,
+            limits: Some(u.limits.to_proto()),
+            budget: u.budget.as_ref().map(model::Budget::to_proto),
+            spend: u.spend.map(spend),
         }
     }
 }
@@ -222,15 +320,19 @@ impl From<model::JwtIssuer> for pb::JwtIssuer {
     }
 }
 
-impl From<pb::CreateKeyRequest> for model::NewKey {
-    fn from(k: pb::CreateKeyRequest) -> Self {
-        model::NewKey {
+impl TryFrom<pb::CreateKeyRequest> for model::NewKey {
+    type Error = Error;
+
+    fn try_from(k: pb::CreateKeyRequest) -> Result<Self, Error> {
+        Ok(model::NewKey {
             name: k.name,
             user_id: opt(k.user_id).map(Into::into),
             team_id: opt(k.team_id).map(Into::into),
             models: k.models,
             expires_at: opt(k.expires_at),
-        }
+            limits: model::Limits::from_proto(k.limits.as_ref()),
+            budget: budget(k.budget)?,
+        })
     }
 }
 
@@ -247,6 +349,9 @@ impl From<model::ApiKey> for pb::ApiKey {
             revoked: k.revoked,
             created_at: k.created_at,
             previous_valid_until: k.previous_valid_until.unwrap_or_default(),
+            limits: Some(k.limits.to_proto()),
+            budget: k.budget.as_ref().map(model::Budget::to_proto),
+            spend: k.spend.map(spend),
         }
     }
 }
@@ -272,6 +377,7 @@ impl From<pb::UsageQuery> for model::UsageFilter {
             provider: opt(q.provider),
             variant: opt(q.variant),
             group_by: opt(q.group_by),
+            estimated: q.estimated,
         }
     }
 }
@@ -287,6 +393,16 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             reasoning_tokens: t.reasoning_tokens,
             errors: t.errors,
             rows: Vec::new(),
+            cost: t.cost.map(|c| c.to_string()).unwrap_or_default(),
+            currency: t.currency.unwrap_or_default(),
+            costs: t
+                .costs
+                .into_iter()
+                .map(|(currency, cost)| (currency, cost.to_string()))
+                .collect(),
+            latency_ms_p50: t.latency_ms_p50,
+            latency_ms_p99: t.latency_ms_p99,
+            estimated: t.estimated,
         }
     }
 }

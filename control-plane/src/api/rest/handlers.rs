@@ -41,11 +41,22 @@ pub fn routes() -> Router<RestState> {
         .route("/admins", get(list_admins).post(create_admin))
         .route("/admins/{id}", get(get_admin).delete(delete_admin))
         .route("/teams", get(list_teams).post(create_team))
-        .route("/teams/{id}", get(get_team).delete(delete_team))
+        .route(
+            "/teams/{id}",
+            get(get_team).patch(update_team).delete(delete_team),
+        )
         .route("/users", get(list_users).post(create_user))
-        .route("/users/{id}", get(get_user).delete(delete_user))
+        .route(
+            "/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", get(get_key).delete(revoke_key))
+        .route(
+            "/keys/{id}",
+            get(get_key).patch(update_key).delete(revoke_key),
+        )
+        .route("/prices", get(list_prices))
+        .route("/prices/{*model}", axum::routing::put(put_price))
         .route("/keys/{id}/rotate", axum::routing::post(rotate_key))
         .route("/usage", get(usage))
         .route("/dataplanes", get(dataplanes))
@@ -255,4 +266,48 @@ async fn usage(
 
 async fn dataplanes(State(s): State<RestState>) -> Result<Json<DataPlanes>> {
     Ok(Json(s.admin.dataplanes().await?))
+}
+
+async fn update_team(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Body(update): Body<LimitsUpdate>,
+) -> Result<Json<Team>> {
+    Ok(Json(s.admin.update_team(&id, update).await?))
+}
+
+async fn update_user(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Body(update): Body<LimitsUpdate>,
+) -> Result<Json<User>> {
+    Ok(Json(s.admin.update_user(&id, update).await?))
+}
+
+async fn update_key(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Body(update): Body<LimitsUpdate>,
+) -> Result<Json<ApiKey>> {
+    Ok(Json(s.admin.update_key(&id, update).await?))
+}
+
+async fn list_prices(State(s): State<RestState>) -> Result<Json<Vec<PriceView>>> {
+    Ok(Json(s.admin.list_prices().await?))
+}
+
+/// The model is the rest of the path: upstream names may hold slashes.
+async fn put_price(
+    State(s): State<RestState>,
+    Path(model): Path<String>,
+    Body(mut spec): Body<PriceSpec>,
+) -> Result<Json<PriceView>> {
+    if !spec.model.is_empty() && spec.model != model {
+        return Err(crate::error::Error::invalid(format!(
+            "model: {:?} in the body differs from {model:?} in the path",
+            spec.model
+        )));
+    }
+    spec.model = model;
+    Ok(Json(s.admin.put_price(spec).await?))
 }

@@ -1,0 +1,491 @@
+//! Prices, and the limits and budgets of keys, users and teams: what the
+//! admin APIs accept, and what they show of spend.
+
+use super::{non_empty, Admin};
+use crate::access::Need;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::{Holder, SpendRow};
+use shared::limits::HolderKind;
+use shared::money::{Currency, Micros};
+use shared::time::{ms_to_rfc3339, now_ms};
+use std::collections::HashMap;
+
+/// Prices shipped with the control plane, loaded where none is set
+/// (`--no-default-prices` turns this off). List prices as published by the
+/// providers; operators should check them against their own contracts.
+const DEFAULT_PRICES: &str = include_str!("../../prices/default.json");
+
+impl Admin {
+    // ---- prices
+
+    pub async fn put_price(&self, spec: PriceSpec) -> Result<PriceView> {
+        self.require(Need::ConfigWrite)?;
+        let price = price_of(spec)?;
+        let before = self
+            .find_price(&price.model, price.provider.as_deref())
+            .await?;
+        self.check_repricing(&price).await?;
+        self.store.put_price(&price, now_ms(), false).await?;
+        self.refresher.refresh_now();
+        let after = self
+            .find_price(&price.model, price.provider.as_deref())
+            .await?
+            .ok_or_else(|| Error::Internal("a price just written is missing".into()))?;
+        let resource = match &after.provider {
+            Some(provider) => format!("price/{}@{provider}", after.model),
+            None => format!("price/{}", after.model),
+        };
+        self.audit("price.put", resource, before.as_ref(), Some(&after))
+            .await;
+        Ok(after)
+    }
+
+    pub async fn list_prices(&self) -> Result<Vec<PriceView>> {
+        self.require(Need::Catalog)?;
+        self.store.list_prices().await
+    }
+
+    async fn find_price(&self, model: &str, provider: Option<&str>) -> Result<Option<PriceView>> {
+        Ok(self
+            .store
+            .list_prices()
+            .await?
+            .into_iter()
+            .find(|p| p.model == model && p.provider.as_deref() == provider))
+    }
+
+    /// The bundled prices, for models without one; answers how many were new.
+    pub async fn load_default_prices(&self) -> Result<usize> {
+        let specs: Vec<PriceSpec> = serde_json::from_str(DEFAULT_PRICES)
+            .map_err(|e| Error::Internal(format!("bundled prices: {e}")))?;
+        let known = self.store.list_prices().await?;
+        let mut added = 0;
+        for spec in specs {
+            let price = price_of(spec)?;
+            if known
+                .iter()
+                .any(|p| p.model == price.model && p.provider == price.provider)
+            {
+                continue;
+            }
+            self.store.put_price(&price, now_ms(), true).await?;
+            added += 1;
+        }
+        if added > 0 {
+            self.refresher.refresh_now();
+        }
+        Ok(added)
+    }
+
+    // ---- limits and budgets
+
+    /// Limits and a budget for a holder within `ceilings` (its user's and
+    /// team's): nobody hands out more than its holder has.
+    pub(super) async fn check_allowance(
+        &self,
+        limits: &Limits,
+        budget: Option<&Budget>,
+        models: &[String],
+        ceilings: &[(&str, &Limits, Option<&Budget>)],
+    ) -> Result<()> {
+        limits.validate().map_err(Error::invalid)?;
+        if let Some(budget) = budget {
+            budget.validate().map_err(Error::invalid)?;
+        }
+        for (holder, ceiling, ceiling_budget) in ceilings {
+            if let Some((name, most)) = limits.exceeds(ceiling) {
+                return Err(Error::invalid(format!(
+                    "limits.{name}: the {holder} allows at most {most}"
+                )));
+            }
+            if let (Some(mine), Some(theirs)) = (budget, ceiling_budget) {
+                if mine.currency == theirs.currency
+                    && mine.period == theirs.period
+                    && mine.amount > theirs.amount
+                {
+                    return Err(Error::invalid(format!(
+                        "budget.amount: the {holder}'s budget is {} {} {}",
+                        theirs.amount, theirs.currency, theirs.period
+                    )));
+                }
+            }
+        }
+        if let Some(budget) = budget {
+            let book = self.price_book().await?;
+            let routes = self.store.list_routes().await?;
+            if let Some(problem) = book.unpriced(&routes, models, budget.currency, None) {
+                return Err(Error::invalid(format!("budget: {problem}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn price_book(&self) -> Result<PriceBook> {
+        Ok(PriceBook::new(self.store.list_prices().await?))
+    }
+
+    /// A route may not take traffic a budget counts unless its targets are priced.
+    pub(super) async fn check_route_priced(&self, route: &Route) -> Result<()> {
+        let holders = self.store.holders().await?;
+        if holders.iter().all(|h| h.budget.is_none()) {
+            return Ok(());
+        }
+        let mut routes: Vec<Route> = self
+            .store
+            .list_routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.model != route.model)
+            .collect();
+        routes.push(route.clone());
+        let book = self.price_book().await?;
+        for holder in &holders {
+            let Some(budget) = &holder.budget else {
+                continue;
+            };
+            if let Some(problem) =
+                book.unpriced(&routes, &holder.models, budget.currency, Some(&route.model))
+            {
+                return Err(Error::invalid(format!(
+                    "targets: {} has a budget and can call this route, so {problem}",
+                    holder.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A price may not move a budgeted route's model out of its budget's currency.
+    async fn check_repricing(&self, price: &PriceView) -> Result<()> {
+        let holders = self.store.holders().await?;
+        let routes = self.store.list_routes().await?;
+        let mut prices: Vec<PriceView> = self
+            .store
+            .list_prices()
+            .await?
+            .into_iter()
+            .filter(|p| !(p.model == price.model && p.provider == price.provider))
+            .collect();
+        prices.push(price.clone());
+        let book = PriceBook::new(prices);
+        for holder in &holders {
+            let Some(budget) = &holder.budget else {
+                continue;
+            };
+            if let Some(problem) = book.unpriced(&routes, &holder.models, budget.currency, None) {
+                if problem.contains(&format!("/{}", price.model)) {
+                    return Err(Error::invalid(format!(
+                        "currency: {} has a budget in {}, and {problem}",
+                        holder.name(),
+                        budget.currency
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits and budget an update leaves, checked as at creation.
+    async fn updated_allowance(
+        &self,
+        update: LimitsUpdate,
+        limits: &Limits,
+        budget: &Option<Budget>,
+    ) -> (Limits, Option<Budget>) {
+        (
+            update.limits.unwrap_or_else(|| limits.clone()),
+            update.budget.unwrap_or_else(|| budget.clone()),
+        )
+    }
+
+    pub async fn update_team(&self, id: &str, update: LimitsUpdate) -> Result<Team> {
+        self.require(Need::ConfigWrite)?;
+        let before = self.get_team(id).await?;
+        let (limits, budget) = self
+            .updated_allowance(update, &before.limits, &before.budget)
+            .await;
+        self.check_allowance(&limits, budget.as_ref(), &before.models, &[])
+            .await?;
+        self.set_allowance(HolderKind::Team, id, &limits, budget.as_ref())
+            .await?;
+        let after = self.get_team(id).await?;
+        self.audit(
+            "team.update",
+            format!("team/{id}"),
+            Some(&before),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub async fn update_user(&self, id: &str, update: LimitsUpdate) -> Result<User> {
+        let before = self.get_user(id).await?;
+        self.require(Need::TeamWrite(before.team_id.as_ref()))?;
+        let (limits, budget) = self
+            .updated_allowance(update, &before.limits, &before.budget)
+            .await;
+        let team = self.team_of(before.team_id.as_ref()).await?;
+        let ceilings: Vec<_> = team
+            .iter()
+            .map(|t| ("team", &t.limits, t.budget.as_ref()))
+            .collect();
+        self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
+            .await?;
+        self.set_allowance(HolderKind::User, id, &limits, budget.as_ref())
+            .await?;
+        let after = self.get_user(id).await?;
+        self.audit(
+            "user.update",
+            format!("user/{id}"),
+            Some(&before),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub async fn update_key(&self, id: &str, update: LimitsUpdate) -> Result<ApiKey> {
+        let before = self.get_key(id).await?;
+        self.require(Need::TeamWrite(before.team_id.as_ref()))?;
+        if before.revoked {
+            return Err(Error::Conflict(format!("key {id:?} is revoked")));
+        }
+        let (limits, budget) = self
+            .updated_allowance(update, &before.limits, &before.budget)
+            .await;
+        let user = match &before.user_id {
+            Some(user) => self.store.get_user(user.as_str()).await?,
+            None => None,
+        };
+        let team = self.team_of(before.team_id.as_ref()).await?;
+        let ceilings = key_ceilings(user.as_ref(), team.as_ref());
+        self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
+            .await?;
+        self.set_allowance(HolderKind::Key, id, &limits, budget.as_ref())
+            .await?;
+        let after = self.get_key(id).await?;
+        self.audit(
+            "key.update",
+            format!("key/{id}"),
+            Some(&before),
+            Some(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    pub(super) async fn team_of(&self, id: Option<&shared::ids::TeamId>) -> Result<Option<Team>> {
+        match non_empty(id.map(|t| t.as_str())) {
+            Some(id) => self.store.get_team(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn set_allowance(
+        &self,
+        kind: HolderKind,
+        id: &str,
+        limits: &Limits,
+        budget: Option<&Budget>,
+    ) -> Result<()> {
+        if !self.store.set_allowance(kind, id, limits, budget).await? {
+            return Err(Error::NotFound(format!("{} {id:?}", kind.as_str())));
+        }
+        self.refresher.refresh_now();
+        Ok(())
+    }
+
+    /// Spend as last counted, for the holders' views.
+    pub(super) async fn spend_table(&self) -> Result<HashMap<String, SpendRow>> {
+        Ok(self
+            .store
+            .spend_rows()
+            .await?
+            .into_iter()
+            .map(|row| (row.holder.clone(), row))
+            .collect())
+    }
+
+    pub(super) async fn spend_row(&self, kind: HolderKind, id: &str) -> Result<Option<SpendRow>> {
+        self.store.spend_of(&kind.holder(id)).await
+    }
+}
+
+/// The limits a key is held within: its user's and its team's.
+pub(super) fn key_ceilings<'a>(
+    user: Option<&'a User>,
+    team: Option<&'a Team>,
+) -> Vec<(&'static str, &'a Limits, Option<&'a Budget>)> {
+    let mut ceilings = Vec::new();
+    if let Some(user) = user {
+        ceilings.push(("user", &user.limits, user.budget.as_ref()));
+    }
+    if let Some(team) = team {
+        ceilings.push(("team", &team.limits, team.budget.as_ref()));
+    }
+    ceilings
+}
+
+fn price_of(spec: PriceSpec) -> Result<PriceView> {
+    // Upstream names are the providers' own (deployments, tags): any printable text.
+    let name = |field: &str, value: &str| {
+        if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "{field}: 1 to 256 printable characters"
+            )));
+        }
+        Ok(())
+    };
+    name("model", &spec.model)?;
+    let provider = non_empty(spec.provider);
+    if let Some(provider) = &provider {
+        super::validate::identifier("provider", provider)?;
+    }
+    Ok(PriceView {
+        model: spec.model,
+        provider,
+        cached_input_per_million: spec
+            .cached_input_per_million
+            .unwrap_or(spec.input_per_million),
+        input_per_million: spec.input_per_million,
+        output_per_million: spec.output_per_million,
+        currency: spec.currency,
+        updated_at: String::new(),
+    })
+}
+
+/// What a holder's budget and quotas have used, as last counted at `now_ms`.
+pub fn spend_view(
+    limits: &Limits,
+    budget: Option<&Budget>,
+    row: Option<&SpendRow>,
+    now_ms: i64,
+) -> Option<Spend> {
+    if budget.is_none() && !limits.has_quota() {
+        return None;
+    }
+    let requests = row.map_or(0, |r| r.requests);
+    let tokens = row.map_or(0, |r| r.tokens);
+    let quota_used = limits.max_requests.is_some_and(|m| requests >= m as i64)
+        || limits.max_tokens.is_some_and(|m| tokens >= m as i64);
+    let Some(budget) = budget else {
+        return Some(Spend {
+            spent: Micros::ZERO,
+            remaining: None,
+            currency: Currency::default(),
+            period_start: None,
+            resets_at: None,
+            requests,
+            tokens,
+            exhausted: quota_used,
+        });
+    };
+    let period_start = budget.period.start(now_ms);
+    // Counted in an earlier period: nothing spent in this one yet.
+    let spent = row
+        .filter(|r| r.period_start == period_start)
+        .map_or(Micros::ZERO, |r| Micros(r.spent_micros));
+    Some(Spend {
+        spent,
+        remaining: Some(Micros((budget.amount.0 - spent.0).max(0))),
+        currency: budget.currency,
+        period_start: (period_start > 0).then(|| ms_to_rfc3339(period_start)),
+        resets_at: budget.period.end(now_ms).map(ms_to_rfc3339),
+        requests,
+        tokens,
+        exhausted: quota_used || spent >= budget.amount,
+    })
+}
+
+/// Which (provider, upstream model) pairs have a price, in which currency.
+struct PriceBook {
+    prices: HashMap<(String, String), Currency>,
+}
+
+impl PriceBook {
+    fn new(prices: Vec<PriceView>) -> Self {
+        PriceBook {
+            prices: prices
+                .into_iter()
+                .map(|p| ((p.provider.unwrap_or_default(), p.model), p.currency))
+                .collect(),
+        }
+    }
+
+    /// A provider's own price first, else the model's.
+    fn currency(&self, provider: &str, model: &str) -> Option<Currency> {
+        self.prices
+            .get(&(provider.to_owned(), model.to_owned()))
+            .or_else(|| self.prices.get(&(String::new(), model.to_owned())))
+            .copied()
+    }
+
+    /// The first target a holder limited to `models` (empty: all) can reach
+    /// without a price in `currency`; only within route `only` when given.
+    fn unpriced(
+        &self,
+        routes: &[Route],
+        models: &[String],
+        currency: Currency,
+        only: Option<&str>,
+    ) -> Option<String> {
+        for route in reachable(routes, models) {
+            if only.is_some_and(|only| only != route.model) {
+                continue;
+            }
+            for target in &route.targets {
+                match self.currency(&target.provider, &target.model) {
+                    Some(c) if c == currency => {}
+                    Some(other) => {
+                        return Some(format!(
+                            "route {:?} target {}/{} is priced in {other}, not {currency}",
+                            route.model, target.provider, target.model
+                        ))
+                    }
+                    None => {
+                        return Some(format!(
+                        "route {:?} target {}/{} has no price; set one with PUT /api/v1/prices/{}",
+                        route.model, target.provider, target.model, target.model
+                    ))
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The routes a caller limited to `models` (empty: every route) can reach,
+/// through fallbacks and variants too.
+fn reachable<'r>(routes: &'r [Route], models: &[String]) -> Vec<&'r Route> {
+    let names = |r: &Route| {
+        std::iter::once(r.model.clone())
+            .chain(r.aliases.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut found: Vec<&Route> = routes
+        .iter()
+        .filter(|r| models.is_empty() || names(r).iter().any(|n| models.contains(n)))
+        .collect();
+    let mut i = 0;
+    while i < found.len() {
+        for (_, next) in super::validate::route_references(found[i]) {
+            if let Some(route) = routes.iter().find(|r| r.model == next) {
+                if !found.iter().any(|f| f.model == route.model) {
+                    found.push(route);
+                }
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+impl Holder {
+    /// Its limits and budget as the spend view reads them.
+    pub fn spend(&self, row: Option<&SpendRow>, now_ms: i64) -> Option<Spend> {
+        spend_view(&self.limits, self.budget.as_ref(), row, now_ms)
+    }
+}

@@ -1,0 +1,693 @@
+//! Step 3 of the request path: rate limits, quotas and budgets.
+//!
+//! Each request becomes a list of checks (global, model, team, user, key
+//! and key-per-model rate limits; quotas; budgets), admitted together or
+//! refused together against counters: in-process, or in Redis when data
+//! planes share them. Tokens and money are reserved at their worst case
+//! (prompt estimate plus max_tokens, at the dearest target's price) and the
+//! permit settles them to what the request really used.
+
+pub mod counters;
+pub mod estimate;
+pub mod redis;
+
+use crate::auth::Caller;
+use crate::error::GatewayError;
+use crate::router::Plan;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use counters::LocalCounters;
+use redis::RedisCounters;
+use shared::limits::{BudgetCeiling, HolderKind, Limits, RateLimits};
+use shared::money::{Currency, Micros, Price};
+use shared::proto;
+use shared::time::now_ms;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a check counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meter {
+    Rpm,
+    Tpm,
+    Tpd,
+    MaxRequests,
+    MaxTokens,
+    Budget,
+}
+
+impl Meter {
+    /// Rate limits drain over a window; quotas and budgets do not.
+    fn window_ms(self) -> Option<i64> {
+        match self {
+            Meter::Rpm | Meter::Tpm => Some(60_000),
+            Meter::Tpd => Some(86_400_000),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Meter::Rpm => "requests per minute",
+            Meter::Tpm => "tokens per minute",
+            Meter::Tpd => "tokens per day",
+            Meter::MaxRequests => "request quota",
+            Meter::MaxTokens => "token quota",
+            Meter::Budget => "budget",
+        }
+    }
+
+    fn counts_tokens(self) -> bool {
+        matches!(self, Meter::Tpm | Meter::Tpd | Meter::MaxTokens)
+    }
+
+    /// An allowance that ends (429 insufficient_quota), not a rate (429 rate_limit_exceeded).
+    fn is_quota(self) -> bool {
+        matches!(self, Meter::MaxRequests | Meter::MaxTokens | Meter::Budget)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Meter::Rpm => "rpm",
+            Meter::Tpm => "tpm",
+            Meter::Tpd => "tpd",
+            Meter::MaxRequests => "max_requests",
+            Meter::MaxTokens => "max_tokens",
+            Meter::Budget => "budget",
+        }
+    }
+}
+
+/// One limit a request must fit.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// The counter's name, shared by every data plane.
+    pub key: String,
+    /// Whose limit, as messages name it: "key 0193...", "the cluster".
+    pub scope: String,
+    pub meter: Meter,
+    pub limit: i64,
+    /// What this request counts (reserved at its worst case).
+    pub cost: i64,
+    /// For totals: the control plane's count, below which none is believed.
+    pub floor: i64,
+    /// For totals: when their period ends and the counter with it.
+    pub expires_ms: Option<i64>,
+    /// For budgets: the currency the limit is in.
+    pub currency: Option<Currency>,
+}
+
+impl Check {
+    pub fn new(key: String, scope: String, meter: Meter, limit: i64, cost: i64) -> Self {
+        Check {
+            key,
+            scope,
+            meter,
+            limit,
+            cost,
+            floor: 0,
+            expires_ms: None,
+            currency: None,
+        }
+    }
+
+    pub fn window_ms(&self) -> Option<i64> {
+        self.meter.window_ms()
+    }
+
+    fn limit_text(&self) -> String {
+        match self.currency {
+            Some(currency) => format!("{} {currency}", Micros(self.limit)),
+            None => self.limit.to_string(),
+        }
+    }
+}
+
+/// What a counter says after a check.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    pub remaining: i64,
+    /// Until the counter is back to full (rates) or its period ends (totals).
+    pub reset_ms: i64,
+    /// For a refused check: how long until it would pass.
+    pub retry_after_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Verdict {
+    /// The first check that did not pass; then none was counted.
+    pub refused: Option<usize>,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// What to do when Redis cannot be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailMode {
+    /// Admit by this data plane's own counters.
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+impl FailMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+        }
+    }
+}
+
+/// The counters, and what to do when the shared ones are out of reach.
+pub struct Limiter {
+    local: LocalCounters,
+    redis: Option<Arc<RedisCounters>>,
+    pub rates_on_redis_error: FailMode,
+    pub quotas_on_redis_error: FailMode,
+    /// Tokens reserved for an answer whose request sets no max_tokens.
+    pub completion_reservation: i64,
+}
+
+impl Limiter {
+    pub fn new(redis: Option<Arc<RedisCounters>>) -> Self {
+        Limiter {
+            local: LocalCounters::default(),
+            redis,
+            rates_on_redis_error: FailMode::Open,
+            quotas_on_redis_error: FailMode::Closed,
+            completion_reservation: 4_096,
+        }
+    }
+
+    fn mode(&self, meter: Meter) -> FailMode {
+        if meter.is_quota() {
+            self.quotas_on_redis_error
+        } else {
+            self.rates_on_redis_error
+        }
+    }
+
+    /// Admits or refuses the checks together. Answers the verdict and
+    /// whether Redis counted it (settlement goes to the same place).
+    async fn admit(&self, checks: &[Check]) -> Result<(Verdict, bool), GatewayError> {
+        let Some(redis) = &self.redis else {
+            return Ok((self.local.admit(checks, now_ms()), false));
+        };
+        match redis.admit(checks).await {
+            Ok(verdict) => Ok((verdict, true)),
+            Err(error) => {
+                let closed = checks
+                    .iter()
+                    .any(|c| self.mode(c.meter) == FailMode::Closed);
+                let mode = if closed {
+                    FailMode::Closed
+                } else {
+                    FailMode::Open
+                };
+                metrics::counter!("switchboard_limits_redis_errors_total", "mode" => mode.as_str())
+                    .increment(1);
+                tracing::warn!(%error, mode = mode.as_str(), "Redis unavailable for limits");
+                if closed {
+                    return Err(GatewayError::LimitsUnavailable);
+                }
+                Ok((self.local.admit(checks, now_ms()), false))
+            }
+        }
+    }
+
+    fn settle(self: &Arc<Self>, adjustments: Vec<(Check, i64)>, in_redis: bool) {
+        if adjustments.is_empty() {
+            return;
+        }
+        if !in_redis {
+            let now = now_ms();
+            for (check, delta) in &adjustments {
+                self.local.settle(check, *delta, now);
+            }
+            return;
+        }
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            if let Err(error) = redis.settle(&adjustments).await {
+                // The reservation stands: the count errs high, never low.
+                metrics::counter!("switchboard_limits_settle_failures_total").increment(1);
+                tracing::warn!(%error, "could not settle a reservation in Redis");
+            }
+        });
+    }
+
+    /// Forgets idle in-process state; run now and then.
+    pub fn sweep(&self) {
+        self.local.sweep(now_ms());
+    }
+}
+
+/// A key's, user's or team's limits and budget, as the snapshot gives them.
+#[derive(Debug, Default)]
+pub struct Allowance {
+    pub limits: Limits,
+    pub budget: Option<BudgetCeiling>,
+}
+
+impl Allowance {
+    /// `None` for a holder with nothing to enforce, which then costs nothing.
+    pub fn of(
+        limits: Option<&proto::Limits>,
+        budget: Option<&proto::SnapshotBudget>,
+    ) -> Result<Option<Arc<Self>>, String> {
+        let allowance = Allowance {
+            limits: Limits::from_proto(limits),
+            budget: BudgetCeiling::from_snapshot(budget)?,
+        };
+        Ok((!allowance.limits.is_empty() || allowance.budget.is_some())
+            .then(|| Arc::new(allowance)))
+    }
+}
+
+/// A caller's key, user or team, with what it is held to.
+#[derive(Clone, Debug)]
+pub struct Holder {
+    pub kind: HolderKind,
+    pub id: String,
+    pub allowance: Arc<Allowance>,
+}
+
+/// Prices by (provider, upstream model); provider "" for any provider.
+#[derive(Debug, Default)]
+pub struct Prices(HashMap<(String, String), Price>);
+
+impl Prices {
+    pub fn build(prices: &[proto::SnapshotPrice]) -> Result<Self, String> {
+        prices
+            .iter()
+            .map(|p| {
+                let price =
+                    Price::from_proto(p).map_err(|e| format!("price of {:?}: {e}", p.model))?;
+                Ok(((p.provider.clone(), p.model.clone()), price))
+            })
+            .collect::<Result<_, String>>()
+            .map(Prices)
+    }
+
+    /// A provider's own price for the model, else the model's.
+    pub fn get(&self, provider: &str, model: &str) -> Option<&Price> {
+        self.0
+            .get(&(provider.to_owned(), model.to_owned()))
+            .or_else(|| self.0.get(&(String::new(), model.to_owned())))
+    }
+}
+
+/// What the snapshot says about limits, beyond each holder's own.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub global: RateLimits,
+    pub prices: Arc<Prices>,
+    /// What the control plane last counted, by holder ("key/<id>").
+    pub spend: HashMap<String, proto::SpendState>,
+}
+
+impl Policy {
+    pub fn build(snapshot: &mut proto::Snapshot) -> Result<Self, String> {
+        Ok(Policy {
+            global: RateLimits::from_proto(snapshot.global_limits.as_ref()),
+            prices: Arc::new(Prices::build(&snapshot.prices)?),
+            spend: std::mem::take(&mut snapshot.spend)
+                .into_iter()
+                .map(|s| (s.holder.clone(), s))
+                .collect(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.global.is_empty()
+    }
+}
+
+/// A request's token use, as estimated before it is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenEstimate {
+    pub prompt: i64,
+    pub completion: i64,
+}
+
+impl TokenEstimate {
+    pub fn total(self) -> i64 {
+        self.prompt + self.completion
+    }
+}
+
+/// An admitted request's reservations, settled when its usage is known.
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    checks: Vec<Check>,
+    in_redis: bool,
+    headers: HeaderMap,
+}
+
+impl Permit {
+    /// The `x-ratelimit-*` headers of the answer.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Turns reservations into use: `tokens` used, costing `cost`; a failed
+    /// request gives its quota request back.
+    pub fn settle(self, tokens: i64, cost: Option<(Micros, Currency)>, succeeded: bool) {
+        let adjustments: Vec<(Check, i64)> = self
+            .checks
+            .into_iter()
+            .filter_map(|check| {
+                let used = match check.meter {
+                    Meter::Rpm => return None,
+                    Meter::MaxRequests => i64::from(succeeded),
+                    Meter::Tpm | Meter::Tpd | Meter::MaxTokens => tokens,
+                    Meter::Budget => match cost {
+                        Some((cost, currency)) if Some(currency) == check.currency => cost.0,
+                        _ => 0,
+                    },
+                };
+                let delta = used - check.cost;
+                (delta != 0).then_some((check, delta))
+            })
+            .collect();
+        self.limiter.settle(adjustments, self.in_redis);
+    }
+}
+
+/// Step 3: every limit the request falls under, admitted together.
+/// `None` when nothing limits this caller and model.
+pub async fn admit(
+    limiter: &Arc<Limiter>,
+    policy: &Policy,
+    caller: &Caller,
+    plan: &Plan,
+    max_tokens: Option<u32>,
+    estimate: impl FnOnce() -> i64,
+) -> Result<Option<Permit>, GatewayError> {
+    let Some(route) = plan.routes.first() else {
+        return Ok(None);
+    };
+    if caller.holders.is_empty() && policy.is_empty() && route.limits.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = Builder::default();
+    builder.rates("global", "the cluster", &policy.global);
+    builder.rates(
+        &format!("model:{}", route.model),
+        &format!("model {}", route.model),
+        &route.limits,
+    );
+    let now = now_ms();
+    for holder in &caller.holders {
+        builder.holder(holder, &route.model, policy, now);
+    }
+    if builder.checks.is_empty() {
+        return Ok(None);
+    }
+    // Tokens and money are only estimated when a check counts them.
+    if builder.needs_tokens() {
+        let completion = max_tokens.map_or(limiter.completion_reservation, i64::from);
+        let prompt = estimate();
+        let tokens = TokenEstimate { prompt, completion };
+        builder.cost_tokens(tokens.total());
+        if builder.needs_money() {
+            builder.cost_money(plan, &policy.prices, tokens)?;
+        }
+    }
+    let checks = builder.checks;
+    let (verdict, in_redis) = limiter.admit(&checks).await?;
+    let headers = rate_headers(&checks, &verdict);
+    if let Some(i) = verdict.refused {
+        let check = &checks[i];
+        metrics::counter!("switchboard_limit_refusals_total", "meter" => check.meter.as_str())
+            .increment(1);
+        return Err(refusal(check, &verdict.outcomes[i], headers));
+    }
+    Ok(Some(Permit {
+        limiter: limiter.clone(),
+        checks,
+        in_redis,
+        headers,
+    }))
+}
+
+#[derive(Default)]
+struct Builder {
+    checks: Vec<Check>,
+}
+
+const TOKENS_PENDING: i64 = -1;
+const MONEY_PENDING: i64 = -2;
+
+impl Builder {
+    fn rates(&mut self, key: &str, scope: &str, rates: &RateLimits) {
+        for (meter, limit) in [
+            (Meter::Rpm, rates.rpm),
+            (Meter::Tpm, rates.tpm),
+            (Meter::Tpd, rates.tpd),
+        ] {
+            let Some(limit) = limit else { continue };
+            let cost = if meter == Meter::Rpm {
+                1
+            } else {
+                TOKENS_PENDING
+            };
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            self.checks.push(Check::new(
+                format!("rl:{key}:{}", meter.as_str()),
+                scope.to_owned(),
+                meter,
+                limit,
+                cost,
+            ));
+        }
+    }
+
+    fn holder(&mut self, holder: &Holder, model: &str, policy: &Policy, now: i64) {
+        let kind = holder.kind.as_str();
+        let key = format!("{kind}:{}", holder.id);
+        let scope = format!("{kind} {}", holder.id);
+        let limits = &holder.allowance.limits;
+        self.rates(&key, &scope, &limits.rate());
+        if let Some(rates) = limits.models.get(model) {
+            self.rates(
+                &format!("{key}:model:{model}"),
+                &format!("{scope} on model {model}"),
+                rates,
+            );
+        }
+        let counted = policy.spend.get(&holder.kind.holder(&holder.id));
+        for (meter, limit, floor) in [
+            (
+                Meter::MaxRequests,
+                limits.max_requests,
+                counted.map_or(0, |s| s.requests),
+            ),
+            (
+                Meter::MaxTokens,
+                limits.max_tokens,
+                counted.map_or(0, |s| s.tokens),
+            ),
+        ] {
+            let Some(limit) = limit else { continue };
+            let cost = if meter == Meter::MaxRequests {
+                1
+            } else {
+                TOKENS_PENDING
+            };
+            self.checks.push(Check {
+                floor,
+                ..Check::new(
+                    format!("quota:{key}:{}", meter.as_str()),
+                    scope.clone(),
+                    meter,
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    cost,
+                )
+            });
+        }
+        if let Some(budget) = &holder.allowance.budget {
+            let start = budget.period.start(now);
+            // The control plane's count stands only for the period it counted.
+            let floor = counted
+                .filter(|s| s.period_start_ms == start)
+                .map_or(0, |s| s.spent_micros);
+            self.checks.push(Check {
+                floor,
+                expires_ms: budget.period.end(now),
+                currency: Some(budget.currency),
+                ..Check::new(
+                    format!("budget:{key}:{start}"),
+                    scope,
+                    Meter::Budget,
+                    budget.amount.0,
+                    MONEY_PENDING,
+                )
+            });
+        }
+    }
+
+    fn needs_tokens(&self) -> bool {
+        self.checks.iter().any(|c| c.cost < 0)
+    }
+
+    fn needs_money(&self) -> bool {
+        self.checks.iter().any(|c| c.cost == MONEY_PENDING)
+    }
+
+    fn cost_tokens(&mut self, tokens: i64) {
+        for check in &mut self.checks {
+            if check.cost == TOKENS_PENDING {
+                check.cost = tokens;
+            }
+        }
+    }
+
+    /// The worst case over every target the request may be sent to.
+    fn cost_money(
+        &mut self,
+        plan: &Plan,
+        prices: &Prices,
+        tokens: TokenEstimate,
+    ) -> Result<(), GatewayError> {
+        for check in self.checks.iter_mut().filter(|c| c.cost == MONEY_PENDING) {
+            let mut worst = Micros::ZERO;
+            for target in plan.targets() {
+                let name = &target.provider.name;
+                let price = prices
+                    .get(name, &target.upstream_model)
+                    .filter(|p| Some(p.currency) == check.currency)
+                    .ok_or_else(|| {
+                        GatewayError::PriceMissing(format!("{name}/{}", target.upstream_model))
+                    })?;
+                worst = worst.max(price.worst_case(tokens.prompt, tokens.completion));
+            }
+            check.cost = worst.0;
+        }
+        Ok(())
+    }
+}
+
+/// OpenAI's headers, from the tightest request and token rate limits.
+fn rate_headers(checks: &[Check], verdict: &Verdict) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (what, tokens) in [("requests", false), ("tokens", true)] {
+        let tightest = checks
+            .iter()
+            .zip(&verdict.outcomes)
+            .filter(|(c, _)| c.window_ms().is_some() && c.meter.counts_tokens() == tokens)
+            .min_by_key(|(_, o)| o.remaining);
+        let Some((check, outcome)) = tightest else {
+            continue;
+        };
+        let mut set = |name: String, value: String| {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name), HeaderValue::try_from(value))
+            {
+                headers.insert(name, value);
+            }
+        };
+        set(format!("x-ratelimit-limit-{what}"), check.limit.to_string());
+        set(
+            format!("x-ratelimit-remaining-{what}"),
+            outcome.remaining.to_string(),
+        );
+        set(
+            format!("x-ratelimit-reset-{what}"),
+            duration_text(outcome.reset_ms),
+        );
+    }
+    headers
+}
+
+/// As OpenAI writes durations: "1s", "6m0s", "20ms".
+fn duration_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let seconds = ms as f64 / 1000.0;
+    if seconds < 60.0 {
+        return format!("{}s", (seconds * 1000.0).round() / 1000.0);
+    }
+    let total = (ms + 999) / 1000;
+    let (hours, minutes, seconds) = (total / 3600, total % 3600 / 60, total % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else {
+        format!("{minutes}m{seconds}s")
+    }
+}
+
+fn refusal(check: &Check, outcome: &Outcome, mut headers: HeaderMap) -> GatewayError {
+    let wait_ms = outcome.retry_after_ms.max(0);
+    let message = if check.meter.is_quota() {
+        let ends = match check.expires_ms {
+            Some(_) => format!(" It renews in {}.", duration_text(wait_ms)),
+            None => String::new(),
+        };
+        if check.cost > check.limit {
+            format!(
+                "This request could cost more than the whole {} of {} ({}).{ends}",
+                check.meter.label(),
+                check.scope,
+                check.limit_text()
+            )
+        } else {
+            format!(
+                "The {} of {} ({}) is used up.{ends}",
+                check.meter.label(),
+                check.scope,
+                check.limit_text()
+            )
+        }
+    } else if check.cost > check.limit {
+        format!(
+            "This request needs {} of the {} of {}: more than its limit of {}.",
+            check.cost,
+            check.meter.label(),
+            check.scope,
+            check.limit
+        )
+    } else {
+        format!(
+            "Rate limit reached for {} on {}: limit {}. Please try again in {}.",
+            check.scope,
+            check.meter.label(),
+            check.limit,
+            duration_text(wait_ms)
+        )
+    };
+    if wait_ms > 0 {
+        let seconds = (wait_ms + 999) / 1000;
+        if let Ok(value) = HeaderValue::try_from(seconds.to_string()) {
+            headers.insert(axum::http::header::RETRY_AFTER, value);
+        }
+        if let Ok(value) = HeaderValue::try_from(wait_ms.to_string()) {
+            headers.insert("retry-after-ms", value);
+        }
+    }
+    GatewayError::LimitReached {
+        message,
+        quota: check.meter.is_quota(),
+        tokens: check.meter.counts_tokens(),
+        headers: Box::new(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_openais() {
+        assert_eq!(duration_text(20), "20ms");
+        assert_eq!(duration_text(1_500), "1.5s");
+        assert_eq!(duration_text(360_000), "6m0s");
+        assert_eq!(duration_text(3_661_000), "1h1m1s");
+    }
+}

@@ -1,0 +1,205 @@
+//! Counters shared by every data plane, in Redis: the same buckets and totals
+//! as the in-process ones, each admission and settlement one Lua script, so a
+//! request's checks pass or fail together across data planes. Redis's own
+//! clock is used, so data planes' clocks need not agree.
+
+use super::{Check, Outcome, Verdict};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "switchboard:";
+
+/// Per check, ARGV holds: window_ms (0 for a total), limit, cost, floor,
+/// expires_at_ms (0 for never). Answers the 1-based index of the first
+/// refused check (0: all admitted), then remaining, reset_ms and
+/// retry_after_ms per check.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local refused = 0
+local out = {}
+local kept = {}
+for i = 1, #KEYS do
+  local b = (i - 1) * 5
+  local window, limit, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local floor, expires = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  if window > 0 then
+    local state = redis.call('HMGET', KEYS[i], 'level', 'at')
+    local rate = limit / window
+    local level = tonumber(state[1]) or 0
+    local at = tonumber(state[2]) or now
+    level = math.max(0, level - math.max(0, now - at) * rate)
+    local after = level + cost
+    local allowed = after <= limit
+    if allowed then kept[i] = after else kept[i] = level end
+    if not allowed and refused == 0 then refused = i end
+    out[#out + 1] = math.max(0, math.floor(limit - kept[i]))
+    out[#out + 1] = math.ceil(kept[i] / rate)
+    if allowed then out[#out + 1] = 0 else out[#out + 1] = math.ceil((after - limit) / rate) end
+  else
+    local used = math.max(tonumber(redis.call('GET', KEYS[i])) or 0, floor)
+    local allowed = used + cost <= limit
+    if allowed then kept[i] = used + cost else kept[i] = used end
+    if not allowed and refused == 0 then refused = i end
+    local left = 0
+    if expires > 0 then left = math.max(0, expires - now) end
+    out[#out + 1] = math.max(0, limit - kept[i])
+    out[#out + 1] = left
+    if allowed then out[#out + 1] = 0 else out[#out + 1] = left end
+  end
+end
+if refused == 0 then
+  for i = 1, #KEYS do
+    local b = (i - 1) * 5
+    local window, expires = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 5])
+    if window > 0 then
+      redis.call('HSET', KEYS[i], 'level', tostring(kept[i]), 'at', now)
+      redis.call('PEXPIRE', KEYS[i], window * 2)
+    else
+      redis.call('SET', KEYS[i], kept[i])
+      if expires > 0 then redis.call('PEXPIREAT', KEYS[i], expires + 86400000) end
+    end
+  end
+end
+table.insert(out, 1, refused)
+return out
+";
+
+/// Per check, ARGV holds: window_ms (0 for a total), limit, delta.
+const SETTLE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local window, limit, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  if window > 0 then
+    local state = redis.call('HMGET', KEYS[i], 'level', 'at')
+    if state[1] then
+      local level = math.max(0, tonumber(state[1]) - math.max(0, now - tonumber(state[2])) * limit / window)
+      redis.call('HSET', KEYS[i], 'level', tostring(math.max(0, level + delta)), 'at', now)
+    end
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    local used = math.max(0, (tonumber(redis.call('GET', KEYS[i])) or 0) + delta)
+    redis.call('SET', KEYS[i], used, 'KEEPTTL')
+  end
+end
+return 1
+";
+
+pub struct RedisCounters {
+    /// Empty until the first connection; the manager reconnects by itself after.
+    connection: ArcSwapOption<ConnectionManager>,
+    admit: redis::Script,
+    settle: redis::Script,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    #[error("not connected yet")]
+    NotConnected,
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer from the admission script")]
+    BadAnswer,
+}
+
+impl RedisCounters {
+    /// Checks the URL now; connects in the background (and keeps trying), so
+    /// a data plane starts and serves, by its failure modes, while Redis is down.
+    pub fn start(
+        url: &str,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, String> {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("redis_url: not a Redis URL ({e})"))?;
+        let counters = Arc::new(RedisCounters {
+            connection: ArcSwapOption::empty(),
+            admit: redis::Script::new(ADMIT),
+            settle: redis::Script::new(SETTLE),
+        });
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(1_000);
+        let connecting = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    connected = attempt => match connected {
+                        Ok(manager) => {
+                            tracing::info!("connected to Redis for shared limits");
+                            connecting.connection.store(Some(Arc::new(manager)));
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "Redis unreachable; limits use their failure modes");
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(counters)
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, RedisUnavailable> {
+        self.connection
+            .load()
+            .as_deref()
+            .cloned()
+            .ok_or(RedisUnavailable::NotConnected)
+    }
+
+    pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, RedisUnavailable> {
+        let mut connection = self.connection()?;
+        let mut invocation = self.admit.prepare_invoke();
+        for check in checks {
+            invocation
+                .key(format!("{PREFIX}{}", check.key))
+                .arg(check.window_ms().unwrap_or(0))
+                .arg(check.limit)
+                .arg(check.cost)
+                .arg(check.floor)
+                .arg(check.expires_ms.unwrap_or(0));
+        }
+        let answer: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        let (refused, rest) = answer.split_first().ok_or(RedisUnavailable::BadAnswer)?;
+        if rest.len() != checks.len() * 3 {
+            return Err(RedisUnavailable::BadAnswer);
+        }
+        Ok(Verdict {
+            refused: usize::try_from(*refused)
+                .ok()
+                .and_then(|i| i.checked_sub(1)),
+            outcomes: rest
+                .chunks(3)
+                .map(|c| Outcome {
+                    remaining: c[0],
+                    reset_ms: c[1],
+                    retry_after_ms: c[2],
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn settle(&self, adjustments: &[(Check, i64)]) -> Result<(), RedisUnavailable> {
+        let mut connection = self.connection()?;
+        let mut invocation = self.settle.prepare_invoke();
+        for (check, delta) in adjustments {
+            invocation
+                .key(format!("{PREFIX}{}", check.key))
+                .arg(check.window_ms().unwrap_or(0))
+                .arg(check.limit)
+                .arg(*delta);
+        }
+        let _: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(())
+    }
+}

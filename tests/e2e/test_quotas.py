@@ -1,0 +1,429 @@
+"""Quotas and cost control (docs/quotas.md), driven as users meet them: the
+official openai SDK against the data plane, the admin API over REST and
+gRPC, real processes, a real database, and a Redis server of the test's own
+for limits shared by several data planes."""
+
+import concurrent.futures
+import json
+import shutil
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import openai
+import pytest
+
+from conftest import IN_CI, MOCK_KEY, Gateway, Process, free_port, wait_until
+from test_jwt import AUDIENCE, idp  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def put_price(gw, model, input_price, output_price, expect=200, **extra):
+    return gw.admin("PUT", f"/prices/{model}", {"input_per_million": input_price,
+                                                "output_per_million": output_price, **extra}, expect=expect)
+
+
+def route(gw, model, upstream, **extra):
+    gw.admin("POST", "/routes", {"model": model, "targets": [{"provider": "mock", "model": upstream}], **extra},
+             expect=201)
+
+
+def new_key(gw, **body):
+    return gw.admin("POST", "/keys", {"name": "k", **body}, expect=201).json()
+
+
+def chat(gw, key, model, text="a b c", url=None, **extra):
+    return httpx.post(f"{url or gw.dp_url}/v1/chat/completions", timeout=20,
+                      headers={"authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": text}], **extra})
+
+
+def error_of(response):
+    return response.json()["error"]
+
+
+def test_prices_and_the_cost_of_every_request(gateway, grpc_stubs):
+    pb, pb_grpc = grpc_stubs
+    gateway.setup_basic()
+    prices = gateway.admin("GET", "/prices", expect=200).json()
+    # The bundled defaults are loaded: a model of each family, CNY for the Chinese providers.
+    by_model = {p["model"]: p for p in prices}
+    assert by_model["gpt-4o-mini"]["input_per_million"] == "0.15"
+    assert by_model["qwen-plus"]["currency"] == "CNY"
+
+    # 3 words in ("a b c"), 4 out ("Echo: a b c") at $0.15 / $0.60 per million:
+    # 2.85 micro-dollars, counted as 3 (rounded up, per request).
+    put_price(gateway, "up-exact", "0.15", "0.60")
+    route(gateway, "exact", "up-exact")
+    for bad, field in (({"input_per_million": "0.0000001", "output_per_million": "1"}, "input_per_million"),
+                       ({"input_per_million": 1.5, "output_per_million": "1"}, "decimal string"),
+                       ({"input_per_million": "1", "output_per_million": "1", "currency": "EUR"}, "currency"),
+                       ({"input_per_million": "-1", "output_per_million": "1"}, "negative")):
+        refusal = gateway.admin("PUT", "/prices/up-exact", bad)
+        assert refusal.status_code in (400, 422) and field in refusal.text, refusal.text
+    key = new_key(gateway)
+    gateway.wait_synced()
+    client = gateway.openai(key["key"])
+    for _ in range(7):
+        answer = client.chat.completions.create(model="exact", messages=[{"role": "user", "content": "a b c"}])
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (3, 4)
+    # One provider's model priced apart: 3 x 1 + 4 x 2 = 11 micro-dollars a request.
+    put_price(gateway, "up-exact", "1", "2", provider="mock")
+    gateway.wait_synced()
+    for _ in range(3):
+        client.chat.completions.create(model="exact", messages=[{"role": "user", "content": "a b c"}])
+    wait_until(lambda: gateway.usage(key_id=key["id"])["requests"] == 10, what="usage recorded")
+    totals = gateway.usage(key_id=key["id"])
+    assert totals["costs"] == {"USD": "0.000054"}  # 7 x 3 + 3 x 11, exactly
+    assert 0 <= totals["latency_ms_p50"] <= totals["latency_ms_p99"]
+
+    rows = gateway.usage(group_by="key,model", key_id=key["id"])["rows"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["key_id"], row["model"], row["requests"], row["cost"], row["currency"]) == \
+        (key["id"], "exact", 10, "0.000054", "USD")
+    assert row["latency_ms_p99"] >= row["latency_ms_p50"] >= 0
+
+    # The same over gRPC: prices, and usage with cost and latency.
+    import grpc
+    stub = pb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
+    auth = [("authorization", f"Bearer {gateway.admin_token}")]
+    put = stub.PutPrice(pb.PriceSpec(model="up-grpc", input_per_million="0.5", output_per_million="1.25",
+                                     currency="CNY"), metadata=auth)
+    assert (put.model, put.cached_input_per_million, put.currency) == ("up-grpc", "0.50", "CNY")
+    listed = {(p.model, p.provider) for p in stub.ListPrices(pb.ListPricesRequest(), metadata=auth).prices}
+    assert {("up-grpc", ""), ("up-exact", ""), ("up-exact", "mock")} <= listed
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.PutPrice(pb.PriceSpec(model="up-grpc", input_per_million="x", output_per_million="1"), metadata=auth)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input_per_million" in refused.value.details()
+    usage = stub.GetUsage(pb.UsageQuery(key_id=key["id"], group_by="model"), metadata=auth)
+    assert [(r.group["model"], r.totals.cost, r.totals.currency) for r in usage.rows] == [("exact", "0.000054", "USD")]
+    assert stub.GetUsage(pb.UsageQuery(key_id=key["id"]), metadata=auth).costs == {"USD": "0.000054"}
+
+
+def test_rate_limits_answer_429_as_openai_does(gateway, idp):
+    gateway.setup_basic()
+    route(gateway, "gpt-two", "gpt-4o-mini")
+    route(gateway, "capped", "gpt-4o-mini", limits={"rpm": 2})
+    team = gateway.admin("POST", "/teams", {"name": "small", "limits": {"rpm": 2}}, expect=201).json()
+    # Nobody gives a key more than its team has; zero is not "unlimited".
+    refusal = gateway.admin("POST", "/keys", {"name": "k", "team_id": team["id"], "limits": {"rpm": 20}}, expect=400)
+    assert "limits.rpm: the team allows at most 2" in refusal.text
+    assert "limits.tpm" in gateway.admin("POST", "/keys", {"name": "k", "limits": {"tpm": 0}}, expect=400).text
+
+    by_key = new_key(gateway, limits={"rpm": 3})
+    by_tokens = new_key(gateway, limits={"tpm": 50})
+    per_model = new_key(gateway, limits={"models": {"gpt-test": {"rpm": 1}}})
+    team_keys = [new_key(gateway, team_id=team["id"]) for _ in range(2)]
+    quota = new_key(gateway, limits={"max_requests": 2})
+    user = gateway.admin("POST", "/users", {"name": "Alice", "external_id": "alice@idp", "limits": {"rpm": 1}},
+                         expect=201).json()
+    gateway.admin("POST", "/jwt-issuers", {"name": "idp", "issuer": idp.iss, "audiences": [AUDIENCE],
+                                           "algorithms": ["RS256"], "public_keys_pem": [idp.public_pem("rsa-1")]},
+                  expect=201)
+    gateway.wait_synced()
+
+    # A key's requests per minute, with OpenAI's headers on every answer.
+    client = gateway.openai(by_key["key"])
+    for remaining in (2, 1, 0):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(remaining)
+        assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    error = limited.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded" and error.type == "requests"
+    assert f"key {by_key['id']}" in error.message and "requests per minute" in error.message
+    assert int(error.response.headers["retry-after"]) >= 1
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+    # Tokens per minute reserve the prompt estimate plus max_tokens, settled to the real count after.
+    ok = chat(gateway, by_tokens["key"], "gpt-test", max_tokens=40)
+    assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "50"
+    refused = chat(gateway, by_tokens["key"], "gpt-test", max_tokens=40)
+    assert refused.status_code == 429 and error_of(refused)["type"] == "tokens", refused.text
+    too_big = chat(gateway, by_tokens["key"], "gpt-test", max_tokens=500)
+    assert too_big.status_code == 429 and "more than its limit of 50" in error_of(too_big)["message"]
+
+    # A key's limit on one model leaves the others alone.
+    assert chat(gateway, per_model["key"], "gpt-test").status_code == 200
+    assert "on model gpt-test" in error_of(chat(gateway, per_model["key"], "gpt-test"))["message"]
+    assert chat(gateway, per_model["key"], "gpt-two").status_code == 200
+
+    # A team's limit holds over all its keys; a model's over every caller.
+    assert [chat(gateway, k["key"], "gpt-test").status_code for k in team_keys] == [200, 200]
+    refused = chat(gateway, team_keys[0]["key"], "gpt-test")
+    assert refused.status_code == 429 and f"team {team['id']}" in error_of(refused)["message"]
+    assert [chat(gateway, k["key"], "capped").status_code for k in (per_model, quota)] == [200, 200]
+    assert "model capped" in error_of(chat(gateway, by_tokens["key"], "capped"))["message"]
+
+    # A JWT caller meets its user's limits as a key would.
+    token = idp.token(sub="alice@idp")
+    assert chat(gateway, token, "gpt-test").status_code == 200
+    refused = chat(gateway, token, "gpt-test")
+    assert refused.status_code == 429 and f"user {user['id']}" in error_of(refused)["message"]
+
+    # A quota ends at zero: 429 insufficient_quota, as OpenAI answers a spent balance.
+    assert chat(gateway, quota["key"], "gpt-test").status_code == 200  # 2 of 2 with "capped" above
+    refused = chat(gateway, quota["key"], "gpt-test")
+    assert refused.status_code == 429 and error_of(refused)["code"] == "insufficient_quota"
+    assert "request quota" in error_of(refused)["message"]
+    # The control plane counts it from usage records, shows it, and ships it in
+    # snapshots: a restarted data plane (counters empty) still refuses the key.
+    wait_until(lambda: gateway.admin("GET", f"/keys/{quota['id']}").json()["spend"]["exhausted"],
+               what="quota counted")
+    spend = gateway.admin("GET", f"/keys/{quota['id']}", expect=200).json()["spend"]
+    assert (spend["requests"], spend["exhausted"]) == (2, True)
+    gateway.wait_synced()
+    gateway.dp.kill()
+    gateway.dp = gateway.start_data_plane()
+    assert error_of(chat(gateway, quota["key"], "gpt-test"))["code"] == "insufficient_quota"
+    # Raising the quota lets it call again.
+    gateway.admin("PATCH", f"/keys/{quota['id']}", {"limits": {"max_requests": 3}}, expect=200)
+    gateway.wait_synced()
+    assert chat(gateway, quota["key"], "gpt-test").status_code == 200
+
+
+class Webhook:
+    """Receives budget alerts on loopback."""
+
+    def __init__(self):
+        self.alerts = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers["content-length"])
+                hook.alerts.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def of(self, holder):
+        return [a for a in self.alerts if a["holder"] == holder]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def test_budgets_are_ceilings_under_concurrency_and_alert_once(gateway, webhook):
+    gateway.cp.stop()
+    gateway.cp = gateway.start_control_plane(extra=("--spend-interval-ms", "200",
+                                                    "--budget-alert-webhook", webhook.url))
+    gateway.setup_basic()
+    # A dollar per answer token: "a b sleep-300" is answered "Echo: a b sleep-300", 4 tokens, $4.
+    put_price(gateway, "up-budget", "0", "1000000")
+    route(gateway, "budget", "up-budget")
+    route(gateway, "unpriced", "up-nowhere")
+
+    # A budget needs prices on every route its holder can reach.
+    refusal = gateway.admin("POST", "/keys", {"name": "k", "models": ["unpriced"],
+                                              "budget": {"amount": "10"}}, expect=400)
+    assert 'route "unpriced" target mock/up-nowhere has no price' in error_of(refusal)["message"]
+    assert "unpriced" in gateway.admin("POST", "/keys", {"name": "k", "budget": {"amount": "10"}}, expect=400).text
+    budget = {"amount": "10", "period": "daily", "alert_threshold": 0.5}
+    exact = new_key(gateway, models=["budget"], budget=budget)
+    loose = new_key(gateway, models=["budget"], budget=budget)
+    small = new_key(gateway, models=["budget"], budget={"amount": "4.00"})
+    assert exact["budget"] == {**budget, "amount": "10.00", "currency": "USD"}
+    assert exact["spend"]["remaining"] == "10.00"
+    # ...and keeps them: no repricing in another currency, no unpriced target added.
+    assert "USD" in put_price(gateway, "up-budget", "0", "7", currency="CNY", expect=400).text
+    assert "up-nowhere" in gateway.admin("PUT", "/routes/budget", {"targets": [
+        {"provider": "mock", "model": "up-budget"}, {"provider": "mock", "model": "up-nowhere"}]}, expect=400).text
+    assert "budget.amount" in gateway.admin("POST", "/keys", {"name": "k", "budget": {"amount": "0"}}).text
+    gateway.wait_synced()
+
+    def burst(key, max_tokens):
+        def one(_):
+            return chat(gateway, key, "budget", text="a b sleep-300", max_tokens=max_tokens)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+            return list(pool.map(one, range(100)))
+
+    # Reservations exact ($4 for max_tokens 4): a $10 budget admits exactly 2 of 100.
+    answers = burst(exact["key"], 4)
+    assert sum(r.status_code == 200 for r in answers) == 2
+    refused = [r for r in answers if r.status_code != 200]
+    assert all(r.status_code == 429 and error_of(r)["code"] == "insufficient_quota" for r in refused), \
+        {(r.status_code, r.text[:300]) for r in refused}
+    assert f"budget of key {exact['id']} (10.00 USD)" in error_of(refused[0])["message"]
+    # Reserving more than is used ($5 for $4): never more than one request over.
+    assert sum(r.status_code == 200 for r in burst(loose["key"], 5)) <= 3
+
+    wait_until(lambda: gateway.usage(key_id=exact["id"]).get("costs") == {"USD": "8.00"}, what="cost recorded")
+    assert float(gateway.usage(key_id=loose["id"])["costs"]["USD"]) <= 10 + 4
+    wait_until(lambda: gateway.admin("GET", f"/keys/{exact['id']}").json()["spend"]["spent"] == "8.00",
+               what="spend counted")
+    spend = gateway.admin("GET", f"/keys/{exact['id']}", expect=200).json()["spend"]
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (spend["remaining"], spend["currency"], spend["exhausted"]) == ("2.00", "USD", False)
+    assert spend["period_start"] == today.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert spend["resets_at"] == (today + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    # One request exhausts the small budget: the next is refused, and the
+    # control plane alerts: once per period and kind, however often it counts.
+    assert chat(gateway, small["key"], "budget", text="a b c", max_tokens=4).status_code == 200
+    assert error_of(chat(gateway, small["key"], "budget", max_tokens=4))["code"] == "insufficient_quota"
+    wait_until(lambda: {a["type"] for a in webhook.of(f"key/{small['id']}")} == {"budget.threshold",
+                                                                                  "budget.exhausted"},
+               what="alerts for the small budget")
+    wait_until(lambda: len(webhook.of(f"key/{exact['id']}")) == 1, what="threshold alert")
+    time.sleep(1.0)  # five more counts
+    alert = webhook.of(f"key/{exact['id']}")
+    assert len(alert) == 1 and len(webhook.of(f"key/{small['id']}")) == 2
+    assert {k: alert[0][k] for k in ("type", "spent", "amount", "currency", "period")} == \
+        {"type": "budget.threshold", "spent": "8.00", "amount": "10.00", "currency": "USD", "period": "daily"}
+    audit = gateway.admin("GET", "/audit", params={"resource": f"key/{exact['id']}"}, expect=200).json()["rows"]
+    recorded = [row for row in audit if row["action"] == "budget.threshold"]
+    assert len(recorded) == 1 and recorded[0]["actor"] == "system" and recorded[0]["after"]["webhook"] == "delivered"
+
+    # A larger budget (PATCH) lets the key spend again.
+    gateway.admin("PATCH", f"/keys/{small['id']}", {"budget": {"amount": "8"}}, expect=200)
+    gateway.wait_synced()
+    assert chat(gateway, small["key"], "budget", max_tokens=4).status_code == 200
+    assert gateway.admin("PATCH", f"/keys/{small['id']}", {"budget": None}, expect=200).json()["budget"] is None
+
+
+def test_missing_usage_is_estimated_by_tokenizer(gateway, tmp_path):
+    gemini = Process("mock-provider", ["--kind", "gemini"], tmp_path).start()
+    gateway.processes.append(gemini)
+    gemini_url = "http://" + gemini.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+    gateway.setup_basic()
+    gateway.admin("POST", "/providers", {"name": "gemini", "kind": "gemini", "base_url": gemini_url + "/v1beta",
+                                         "api_key": MOCK_KEY}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "embed", "targets": [{"provider": "gemini", "model": "up-embed"}]},
+                  expect=201)
+    route(gateway, "cut", "fail-midstream")
+    key = new_key(gateway)
+    gateway.wait_synced()
+    client = gateway.openai(key["key"])
+    # Gemini reports no usage for embeddings: the input is counted.
+    embedded = client.embeddings.create(model="embed", input=["the quick brown fox", "jumps"])
+    assert embedded.usage.prompt_tokens >= 5
+    # A stream cut before its usage chunk: what was sent is counted.
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "one two three"}],
+                                                stream=True):
+            pass
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "a b"}])
+    wait_until(lambda: gateway.usage(key_id=key["id"])["requests"] == 3, what="usage recorded")
+    estimated = gateway.usage(key_id=key["id"], estimated="true", group_by="model")["rows"]
+    assert {r["model"] for r in estimated} == {"embed", "cut"}
+    assert all(r["prompt_tokens"] > 0 and r["estimated"] == r["requests"] for r in estimated)
+    reported = gateway.usage(key_id=key["id"], estimated="false")
+    assert (reported["requests"], reported["prompt_tokens"], reported["estimated"]) == (1, 2, 0)
+
+
+class Redis:
+    """A Redis server of the test's own, on a loopback port, keeping nothing on disk."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}"
+        wait_until(self.up, what="redis up")
+
+    def up(self):
+        import socket
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if not shutil.which("redis-server"):
+        if IN_CI:
+            raise AssertionError("redis-server is required")
+        pytest.skip("redis-server not installed")
+    server = Redis(tmp_path)
+    yield server
+    server.stop()
+
+
+def oha(url, key, requests):
+    """Sends `requests` as fast as oha can; answers the count per status."""
+    body = json.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
+    out = subprocess.run(["oha", "-n", str(requests), "-c", "25", "--no-tui", "--output-format", "json",
+                          "-m", "POST", "-H", f"authorization: Bearer {key}", "-T", "application/json",
+                          "-d", body, url + "/v1/chat/completions"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return {int(k): v for k, v in json.loads(out)["statusCodeDistribution"].items()}
+
+
+def test_limits_hold_across_data_planes_sharing_redis(tmp_path, redis):
+    assert shutil.which("oha"), "oha is installed by `make test-deps`"
+    gw = Gateway(tmp_path, f"sqlite://{tmp_path}/control-plane.db")
+    try:
+        gw.dp = gw.start_data_plane(extra=("--redis-url", redis.url))
+        gw.setup_basic()
+        shared = new_key(gw, limits={"rpm": 100})["key"]
+        rates_only = new_key(gw, limits={"rpm": 50})["key"]
+        quota = new_key(gw, limits={"max_requests": 100})["key"]
+        gw.wait_synced()
+        others = []
+        for i, closed in enumerate((False, True)):
+            port = free_port()
+            extra = ("--rate-limits-on-redis-error", "closed") if closed else ()
+            dp = Process("data-plane", ["--listen", f"127.0.0.1:{port}", "--control-plane",
+                                        f"http://127.0.0.1:{gw.grpc_port}", "--cluster-token", gw.cluster_token,
+                                        "--state-dir", tmp_path / f"dp{i}", "--usage-flush-ms", "100",
+                                        "--redis-url", redis.url, *extra], tmp_path).start()
+            gw.processes.append(dp)
+            others.append(f"http://127.0.0.1:{port}")
+        version = gw.current_version()
+        for url in others:
+            wait_until(lambda: httpx.get(url + "/readyz").text.endswith(f"{version})"), what="data plane synced")
+        urls = [gw.dp_url, *others]
+
+        # 1,000 requests at once over three data planes: the key's 100 per minute hold for all of them.
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            started = time.monotonic()
+            counts = list(pool.map(lambda pair: oha(pair[0], shared, pair[1]), zip(urls, (334, 333, 333))))
+            elapsed = time.monotonic() - started
+        admitted = sum(c.get(200, 0) for c in counts)
+        refused = sum(c.get(429, 0) for c in counts)
+        assert 100 <= admitted <= 102, (counts, elapsed)
+        assert admitted + refused == 1000, counts
+        assert all(c.get(200, 0) > 0 for c in counts), "every data plane admitted some"
+
+        # Redis gone: rate limits fail open (counted in process) unless set closed;
+        # quotas and budgets fail closed by default.
+        redis.stop()
+        assert chat(gw, rates_only, "gpt-test").status_code == 200
+        closed = chat(gw, rates_only, "gpt-test", url=others[1])
+        assert closed.status_code == 503 and error_of(closed)["code"] == "limits_unavailable"
+        refused = chat(gw, quota, "gpt-test")
+        assert refused.status_code == 503 and error_of(refused)["code"] == "limits_unavailable"
+        metrics = httpx.get(gw.dp_url + "/metrics").text
+        assert 'switchboard_limits_redis_errors_total{mode="open"}' in metrics
+        assert 'switchboard_limits_redis_errors_total{mode="closed"}' in metrics
+    finally:
+        gw.close()
