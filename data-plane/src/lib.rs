@@ -109,7 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     limiter.quotas_on_redis_error = config.quotas_on_redis_error;
     limiter.completion_reservation = i64::from(config.completion_reservation_tokens);
     let limiter = Arc::new(limiter);
-    limits::estimate::warm_up();
     let (sweeping, stop) = (limiter.clone(), tasks.token());
     tasks.spawn("limits-sweep", async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(600));

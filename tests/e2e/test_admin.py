@@ -122,7 +122,9 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     answer = cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="test", records=large), metadata=auth)
     assert (answer.accepted, answer.duplicates) == (1200, 1)
     assert gateway.usage(key_id="big") == {"requests": 1200, "prompt_tokens": 1200, "completion_tokens": 2400,
-                                           "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0, "errors": 0}
+                                           "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0, "errors": 0,
+                                           "estimated": 0, "costs": {"USD": "0.00"}, "latency_ms_p50": 0,
+                                           "latency_ms_p99": 0}
     with pytest.raises(grpc.RpcError) as error:
         cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="t", records=[cluster_pb2.UsageRecord(id="nope")]),
                             metadata=auth)

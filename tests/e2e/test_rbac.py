@@ -274,7 +274,7 @@ GRPC_ROWS = {
     "UpdateTeam": (ADMIN, lambda pb, rpb, w: pb.UpdateLimitsRequest(id="ghost")),
     "UpdateUser": (TEAM, lambda pb, rpb, w: pb.UpdateLimitsRequest(id=w.user_a)),
     "UpdateKey": (TEAM, lambda pb, rpb, w: pb.UpdateLimitsRequest(id=w.key_a)),
-    "PutPrice": (ADMIN, lambda pb, rpb, w: pb.PriceSpec(model="")),
+    "PutPrice": (ADMIN, lambda pb, rpb, w: pb.PriceSpec(model="", input_per_million="1", output_per_million="1")),
     "ListPrices": (EVERYONE, lambda pb, rpb, w: pb.ListPricesRequest()),
     "GetUsage": (READERS, lambda pb, rpb, w: pb.UsageQuery(team_id=w.team_b)),
     "ListDataPlanes": (READERS, lambda pb, rpb, w: pb.ListDataPlanesRequest()),

@@ -3,7 +3,7 @@
 //! model: an estimate, marked as such on the usage record.
 
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use tiktoken_rs::CoreBPE;
 
 /// Tokens a chat format adds per message (role, separators).
@@ -13,14 +13,11 @@ const PER_MESSAGE: i64 = 3;
 /// the text, and this runs on the request path.
 const MAX_TOKENIZED_BYTES: usize = 16 * 1024;
 
-/// Set once the encoding is loaded (which takes a moment): until then, and
-/// never on the request path, nothing waits for it.
+/// Set once the encoding is loaded, which takes a moment of CPU: it is
+/// loaded on a thread of its own the first time a count is asked for (so a
+/// gateway that never counts never pays), and until then nothing waits.
 static ENCODING: OnceLock<&'static CoreBPE> = OnceLock::new();
-
-/// Loads the encoding on a thread of its own.
-pub fn warm_up() {
-    std::thread::spawn(load);
-}
+static LOADING: Once = Once::new();
 
 /// Loads the encoding, waiting for it.
 pub fn load() {
@@ -32,7 +29,13 @@ pub fn count(text: &str) -> i64 {
         Some(encoding) if text.len() <= MAX_TOKENIZED_BYTES => {
             i64::try_from(encoding.encode_ordinary(text).len()).unwrap_or(i64::MAX)
         }
-        _ => by_characters(text),
+        Some(_) => by_characters(text),
+        None => {
+            LOADING.call_once(|| {
+                std::thread::spawn(load);
+            });
+            by_characters(text)
+        }
     }
 }
 
