@@ -350,6 +350,16 @@ pub struct LimitsUpdate {
     pub budget: Option<Option<Budget>>,
 }
 
+impl LimitsUpdate {
+    /// The limits and budget left after this update of `limits` and `budget`.
+    pub fn applied_to(self, limits: &Limits, budget: &Option<Budget>) -> (Limits, Option<Budget>) {
+        (
+            self.limits.unwrap_or_else(|| limits.clone()),
+            self.budget.unwrap_or_else(|| budget.clone()),
+        )
+    }
+}
+
 /// A field that is present (even as `null`) is `Some`.
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,

@@ -244,6 +244,25 @@ class Bench:
         self.report.row(f"6. CPU per request at {rate:,} req/s", "control plane, ingesting the usage", "",
                         f"{cp_cost:.1f} us", "", "")
 
+    def limits(self):
+        """What the limits step costs: the same load through a key under rate limits, a quota and a
+        budget (in process, never reached) and through the plain key, one after the other."""
+        st = self.stack
+        st.admin("PUT", "prices/load", {"input_per_million": "1", "output_per_million": "2"})
+        limited = st.admin("POST", "keys", {"name": "limited", "models": ["fast"], "budget": {"amount": "1000000000"},
+                                            "limits": {"rpm": 10**9, "tpm": 10**12, "max_requests": 10**12}})["key"]
+        st.wait_model(self.dp, limited, "fast")
+        plain = wrk(self.dp.url, self.key, "fast", 32, self.s.seconds)
+        capped = wrk(self.dp.url, limited, "fast", 32, self.s.seconds)
+        self.report.row("9. limits (rpm, tpm, quota, budget), concurrency 32", "requests/s, plain key vs limited key",
+                        f"{plain['rps']:,.0f}", f"{capped['rps']:,.0f}", f"ratio {capped['rps'] / plain['rps']:.2f}", "")
+        self.check_errors("9", plain, capped)
+        plain = wrk(self.dp.url, self.key, "fast", 1, self.s.seconds)
+        capped = wrk(self.dp.url, limited, "fast", 1, self.s.seconds)
+        self.report.row("9. limits (rpm, tpm, quota, budget), concurrency 1", "P50, plain key vs limited key",
+                        us(plain["p50_us"]), us(capped["p50_us"]), added(capped["p50_us"], plain["p50_us"]), "")
+        self.check_errors("9", plain, capped)
+
     def propagation(self):
         planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]
         conns = [http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10) for dp in planes]
@@ -335,7 +354,7 @@ class Bench:
     def run(self, only):
         self.setup()
         try:
-            for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "cpu", "propagation"]:
+            for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "cpu", "limits", "propagation"]:
                 if not only or name in only:
                     print(f"== {name}", flush=True)
                     getattr(self, name)()

@@ -211,7 +211,7 @@ impl Admin {
                 route.model, owner.model
             )));
         }
-        self.check_route_priced(route).await
+        self.check_route_priced(route, &others).await
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Route> {
@@ -321,10 +321,7 @@ impl Admin {
         }
         validate::models(&new.models)?;
         let team = self.team_of(team_id.as_ref()).await?;
-        let ceilings: Vec<_> = team
-            .iter()
-            .map(|t| ("team", &t.limits, t.budget.as_ref()))
-            .collect();
+        let ceilings = quotas::ceilings(None, team.as_ref());
         self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &ceilings)
             .await?;
         let now = now_ms();
@@ -456,7 +453,7 @@ impl Admin {
             }
         }
         // Nor one with higher limits or a larger budget than its user or team.
-        let ceilings = quotas::key_ceilings(key_user.as_ref(), key_team.as_ref());
+        let ceilings = quotas::ceilings(key_user.as_ref(), key_team.as_ref());
         self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &ceilings)
             .await?;
         let now = now_ms();

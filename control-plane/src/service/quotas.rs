@@ -5,7 +5,7 @@ use super::{non_empty, Admin};
 use crate::access::Need;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::{Holder, SpendRow};
+use crate::store::SpendRow;
 use shared::limits::HolderKind;
 use shared::money::{Currency, Micros};
 use shared::time::{ms_to_rfc3339, now_ms};
@@ -125,19 +125,14 @@ impl Admin {
         Ok(PriceBook::new(self.store.list_prices().await?))
     }
 
-    /// A route may not take traffic a budget counts unless its targets are priced.
-    pub(super) async fn check_route_priced(&self, route: &Route) -> Result<()> {
+    /// A route may not take traffic a budget counts unless its targets are
+    /// priced; `others` are the other routes.
+    pub(super) async fn check_route_priced(&self, route: &Route, others: &[Route]) -> Result<()> {
         let holders = self.store.holders().await?;
         if holders.iter().all(|h| h.budget.is_none()) {
             return Ok(());
         }
-        let mut routes: Vec<Route> = self
-            .store
-            .list_routes()
-            .await?
-            .into_iter()
-            .filter(|r| r.model != route.model)
-            .collect();
+        let mut routes = others.to_vec();
         routes.push(route.clone());
         let book = self.price_book().await?;
         for holder in &holders {
@@ -186,25 +181,10 @@ impl Admin {
         Ok(())
     }
 
-    /// The limits and budget an update leaves, checked as at creation.
-    async fn updated_allowance(
-        &self,
-        update: LimitsUpdate,
-        limits: &Limits,
-        budget: &Option<Budget>,
-    ) -> (Limits, Option<Budget>) {
-        (
-            update.limits.unwrap_or_else(|| limits.clone()),
-            update.budget.unwrap_or_else(|| budget.clone()),
-        )
-    }
-
     pub async fn update_team(&self, id: &str, update: LimitsUpdate) -> Result<Team> {
         self.require(Need::ConfigWrite)?;
         let before = self.get_team(id).await?;
-        let (limits, budget) = self
-            .updated_allowance(update, &before.limits, &before.budget)
-            .await;
+        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
         self.check_allowance(&limits, budget.as_ref(), &before.models, &[])
             .await?;
         self.set_allowance(HolderKind::Team, id, &limits, budget.as_ref())
@@ -223,14 +203,9 @@ impl Admin {
     pub async fn update_user(&self, id: &str, update: LimitsUpdate) -> Result<User> {
         let before = self.get_user(id).await?;
         self.require(Need::TeamWrite(before.team_id.as_ref()))?;
-        let (limits, budget) = self
-            .updated_allowance(update, &before.limits, &before.budget)
-            .await;
+        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
         let team = self.team_of(before.team_id.as_ref()).await?;
-        let ceilings: Vec<_> = team
-            .iter()
-            .map(|t| ("team", &t.limits, t.budget.as_ref()))
-            .collect();
+        let ceilings = ceilings(None, team.as_ref());
         self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
             .await?;
         self.set_allowance(HolderKind::User, id, &limits, budget.as_ref())
@@ -252,15 +227,13 @@ impl Admin {
         if before.revoked {
             return Err(Error::Conflict(format!("key {id:?} is revoked")));
         }
-        let (limits, budget) = self
-            .updated_allowance(update, &before.limits, &before.budget)
-            .await;
+        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
         let user = match &before.user_id {
             Some(user) => self.store.get_user(user.as_str()).await?,
             None => None,
         };
         let team = self.team_of(before.team_id.as_ref()).await?;
-        let ceilings = key_ceilings(user.as_ref(), team.as_ref());
+        let ceilings = ceilings(user.as_ref(), team.as_ref());
         self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
             .await?;
         self.set_allowance(HolderKind::Key, id, &limits, budget.as_ref())
@@ -313,8 +286,8 @@ impl Admin {
     }
 }
 
-/// The limits a key is held within: its user's and its team's.
-pub(super) fn key_ceilings<'a>(
+/// The limits a key or user is held within: its user's and its team's.
+pub(super) fn ceilings<'a>(
     user: Option<&'a User>,
     team: Option<&'a Team>,
 ) -> Vec<(&'static str, &'a Limits, Option<&'a Budget>)> {
@@ -483,9 +456,3 @@ fn reachable<'r>(routes: &'r [Route], models: &[String]) -> Vec<&'r Route> {
     found
 }
 
-impl Holder {
-    /// Its limits and budget as the spend view reads them.
-    pub fn spend(&self, row: Option<&SpendRow>, now_ms: i64) -> Option<Spend> {
-        spend_view(&self.limits, self.budget.as_ref(), row, now_ms)
-    }
-}
