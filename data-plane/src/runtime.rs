@@ -3,7 +3,7 @@
 
 use crate::auth::directory::Directory;
 use crate::auth::Caller;
-use crate::limits::Policy;
+use crate::limits::{Policy, Prices};
 use crate::providers::{self, Adapter};
 use crate::router::budget::RetryBudget;
 use crate::router::health::TargetState;
@@ -75,6 +75,8 @@ pub struct Target {
     pub priority: u32,
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
+    /// Input plus output price per million tokens, for the `cost` strategy.
+    pub price_rank: Option<i64>,
     /// Carried over from the previous runtime while the target exists.
     pub health: Arc<TargetState>,
 }
@@ -223,7 +225,7 @@ impl Runtime {
             let old = previous
                 .and_then(|p| p.routes.get(&r.model))
                 .filter(|old| old.model == r.model);
-            let route = build_route(r, &providers, old).map_err(bad)?;
+            let route = build_route(r, &providers, &policy.prices, old).map_err(bad)?;
             let route = Arc::new(route);
             for alias in &r.aliases {
                 routes.insert(alias.clone(), route.clone());
@@ -269,6 +271,7 @@ fn millis(ms: u32) -> Option<Duration> {
 fn build_route(
     r: &proto::Route,
     providers: &HashMap<&str, Arc<Provider>>,
+    prices: &Prices,
     old: Option<&Arc<Route>>,
 ) -> Result<Route, String> {
     let targets = r
@@ -296,6 +299,9 @@ fn build_route(
                 priority: t.priority,
                 rpm: (t.rpm > 0).then_some(t.rpm),
                 tpm: (t.tpm > 0).then_some(t.tpm),
+                price_rank: prices
+                    .get(&t.provider, &t.model)
+                    .map(|p| p.input.0.saturating_add(p.output.0)),
                 health,
             })
         })

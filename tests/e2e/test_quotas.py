@@ -88,6 +88,20 @@ def test_prices_and_the_cost_of_every_request(gateway, grpc_stubs):
         (key["id"], "exact", 10, "0.000054", "USD")
     assert row["latency_ms_p99"] >= row["latency_ms_p50"] >= 0
 
+    # The cost strategy sends traffic to the cheapest target: each of these costs 3 x 1 + 4 x 1.
+    put_price(gateway, "up-dear", "10", "10")
+    put_price(gateway, "up-cheap", "1", "1")
+    cheapest = {"model": "cheapest", "strategy": "cost", "targets": [
+        {"provider": "mock", "model": "up-dear"}, {"provider": "mock", "model": "up-unpriced"}]}
+    assert "up-unpriced" in gateway.admin("POST", "/routes", cheapest, expect=400).text
+    cheapest["targets"][1]["model"] = "up-cheap"
+    gateway.admin("POST", "/routes", cheapest, expect=201)
+    gateway.wait_synced()
+    for _ in range(4):
+        client.chat.completions.create(model="cheapest", messages=[{"role": "user", "content": "a b c"}])
+    wait_until(lambda: gateway.usage(model="cheapest")["requests"] == 4, what="usage recorded")
+    assert gateway.usage(model="cheapest")["costs"] == {"USD": "0.000028"}
+
     # The same over gRPC: prices, and usage with cost and latency.
     import grpc
     stub = pb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
@@ -101,8 +115,22 @@ def test_prices_and_the_cost_of_every_request(gateway, grpc_stubs):
         stub.PutPrice(pb.PriceSpec(model="up-grpc", input_per_million="x", output_per_million="1"), metadata=auth)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input_per_million" in refused.value.details()
     usage = stub.GetUsage(pb.UsageQuery(key_id=key["id"], group_by="model"), metadata=auth)
-    assert [(r.group["model"], r.totals.cost, r.totals.currency) for r in usage.rows] == [("exact", "0.000054", "USD")]
-    assert stub.GetUsage(pb.UsageQuery(key_id=key["id"]), metadata=auth).costs == {"USD": "0.000054"}
+    assert [(r.group["model"], r.totals.cost, r.totals.currency) for r in usage.rows] == \
+        [("cheapest", "0.000028", "USD"), ("exact", "0.000054", "USD")]
+    assert stub.GetUsage(pb.UsageQuery(key_id=key["id"]), metadata=auth).costs == {"USD": "0.000082"}
+    # Limits and budgets over gRPC, at creation and on update.
+    from switchboard.v1 import limits_pb2 as lpb
+    created = stub.CreateKey(pb.CreateKeyRequest(name="g", models=["exact"], limits=lpb.Limits(rpm=5, max_tokens=900),
+                                                 budget=lpb.Budget(amount="2.5", period="weekly")), metadata=auth).key
+    assert (created.limits.rpm, created.limits.max_tokens, created.budget.amount, created.budget.currency,
+            created.budget.alert_threshold, created.spend.remaining) == (5, 900, "2.50", "USD", 0.8, "2.50")
+    updated = stub.UpdateKey(pb.UpdateLimitsRequest(id=created.id, limits=lpb.Limits(tpd=1000), clear_budget=True),
+                             metadata=auth)
+    assert (updated.limits.rpm, updated.limits.tpd, updated.HasField("budget")) == (0, 1000, False)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.UpdateKey(pb.UpdateLimitsRequest(id=created.id, budget=lpb.Budget(amount="1", period="yearly")),
+                       metadata=auth)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "budget.period" in refused.value.details()
 
 
 def test_rate_limits_answer_429_as_openai_does(gateway, idp):

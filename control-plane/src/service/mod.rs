@@ -16,7 +16,6 @@ use crate::store::{Store, UsageQuery};
 use shared::crypto::Cipher;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::ApiKeySecret;
-use shared::limits::HolderKind;
 
 const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 3_600;
 const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 24 * 3_600;
@@ -211,6 +210,7 @@ impl Admin {
                 route.model, owner.model
             )));
         }
+        self.check_cost_strategy(route).await?;
         self.check_route_priced(route, &others).await
     }
 
@@ -273,8 +273,7 @@ impl Admin {
             .await?
             .ok_or_else(|| Error::NotFound(format!("team {id:?}")))?;
         self.require(Need::TeamRead(Some(&team.id)))?;
-        let row = self.spend_row(HolderKind::Team, id).await?;
-        team.spend = spend_view(&team.limits, team.budget.as_ref(), row.as_ref(), now_ms());
+        self.show_spend(std::slice::from_mut(&mut team)).await?;
         Ok(team)
     }
 
@@ -282,12 +281,7 @@ impl Admin {
         let who = self.team_lister()?;
         let mut teams = self.store.list_teams().await?;
         teams.retain(|t| who.sees(Some(&t.id)));
-        let spend = self.spend_table().await?;
-        let now = now_ms();
-        for t in &mut teams {
-            let row = spend.get(&HolderKind::Team.holder(t.id.as_str()));
-            t.spend = spend_view(&t.limits, t.budget.as_ref(), row, now);
-        }
+        self.show_spend(&mut teams).await?;
         Ok(teams)
     }
 
@@ -349,8 +343,7 @@ impl Admin {
             .await?
             .ok_or_else(|| Error::NotFound(format!("user {id:?}")))?;
         self.require(Need::TeamRead(user.team_id.as_ref()))?;
-        let row = self.spend_row(HolderKind::User, id).await?;
-        user.spend = spend_view(&user.limits, user.budget.as_ref(), row.as_ref(), now_ms());
+        self.show_spend(std::slice::from_mut(&mut user)).await?;
         Ok(user)
     }
 
@@ -358,12 +351,7 @@ impl Admin {
         let who = self.team_lister()?;
         let mut users = self.store.list_users().await?;
         users.retain(|u| who.sees(u.team_id.as_ref()));
-        let spend = self.spend_table().await?;
-        let now = now_ms();
-        for u in &mut users {
-            let row = spend.get(&HolderKind::User.holder(u.id.as_str()));
-            u.spend = spend_view(&u.limits, u.budget.as_ref(), row, now);
-        }
+        self.show_spend(&mut users).await?;
         Ok(users)
     }
 
@@ -509,8 +497,7 @@ impl Admin {
             .await?
             .ok_or_else(|| Error::NotFound(format!("key {id:?}")))?;
         self.require(Need::TeamRead(key.team_id.as_ref()))?;
-        let row = self.spend_row(HolderKind::Key, id).await?;
-        key.spend = spend_view(&key.limits, key.budget.as_ref(), row.as_ref(), now_ms());
+        self.show_spend(std::slice::from_mut(&mut key)).await?;
         Ok(key)
     }
 
@@ -518,12 +505,7 @@ impl Admin {
         let who = self.team_lister()?;
         let mut keys = self.store.list_keys().await?;
         keys.retain(|k| who.sees(k.team_id.as_ref()));
-        let spend = self.spend_table().await?;
-        let now = now_ms();
-        for k in &mut keys {
-            let row = spend.get(&HolderKind::Key.holder(k.id.as_str()));
-            k.spend = spend_view(&k.limits, k.budget.as_ref(), row, now);
-        }
+        self.show_spend(&mut keys).await?;
         Ok(keys)
     }
 

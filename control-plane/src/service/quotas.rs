@@ -151,6 +151,32 @@ impl Admin {
         Ok(())
     }
 
+    /// The `cost` strategy orders targets by price: each needs one, all in one currency.
+    pub(super) async fn check_cost_strategy(&self, route: &Route) -> Result<()> {
+        if route.strategy != shared::routing::Strategy::Cost {
+            return Ok(());
+        }
+        let book = self.price_book().await?;
+        let mut currencies = Vec::new();
+        for (i, target) in route.targets.iter().enumerate() {
+            let currency = book.currency(&target.provider, &target.model).ok_or_else(|| {
+                Error::invalid(format!(
+                    "targets[{i}]: strategy \"cost\" needs a price for {}/{}; set one with PUT /api/v1/prices/{}",
+                    target.provider, target.model, target.model
+                ))
+            })?;
+            if !currencies.contains(&currency) {
+                currencies.push(currency);
+            }
+        }
+        if currencies.len() > 1 {
+            return Err(Error::invalid(
+                "targets: strategy \"cost\" compares prices, which must all be in one currency",
+            ));
+        }
+        Ok(())
+    }
+
     /// A price may not move a budgeted route's model out of its budget's currency.
     async fn check_repricing(&self, price: &PriceView) -> Result<()> {
         let holders = self.store.holders().await?;
@@ -270,21 +296,55 @@ impl Admin {
         Ok(())
     }
 
-    /// Spend as last counted, for the holders' views.
-    pub(super) async fn spend_table(&self) -> Result<HashMap<String, SpendRow>> {
-        Ok(self
-            .store
-            .spend_rows()
-            .await?
+    /// Fills in the views' spend, as last counted.
+    pub(super) async fn show_spend<T: Holding>(&self, views: &mut [T]) -> Result<()> {
+        let rows = match views {
+            [one] => Vec::from_iter(self.store.spend_of(&T::KIND.holder(one.id())).await?),
+            _ => self.store.spend_rows().await?,
+        };
+        let counted: HashMap<String, SpendRow> = rows
             .into_iter()
             .map(|row| (row.holder.clone(), row))
-            .collect())
-    }
-
-    pub(super) async fn spend_row(&self, kind: HolderKind, id: &str) -> Result<Option<SpendRow>> {
-        self.store.spend_of(&kind.holder(id)).await
+            .collect();
+        let now = now_ms();
+        for view in views {
+            let row = counted.get(&T::KIND.holder(view.id()));
+            let (limits, budget) = view.allowance();
+            let spend = spend_view(limits, budget, row, now);
+            view.set_spend(spend);
+        }
+        Ok(())
     }
 }
+
+/// A key, user or team as the admin API shows it: limits, budget and spend.
+pub(super) trait Holding {
+    const KIND: HolderKind;
+    fn id(&self) -> &str;
+    fn allowance(&self) -> (&Limits, Option<&Budget>);
+    fn set_spend(&mut self, spend: Option<Spend>);
+}
+
+macro_rules! holding {
+    ($view:ty, $kind:expr) => {
+        impl Holding for $view {
+            const KIND: HolderKind = $kind;
+            fn id(&self) -> &str {
+                self.id.as_str()
+            }
+            fn allowance(&self) -> (&Limits, Option<&Budget>) {
+                (&self.limits, self.budget.as_ref())
+            }
+            fn set_spend(&mut self, spend: Option<Spend>) {
+                self.spend = spend;
+            }
+        }
+    };
+}
+
+holding!(Team, HolderKind::Team);
+holding!(User, HolderKind::User);
+holding!(ApiKey, HolderKind::Key);
 
 /// The limits a key or user is held within: its user's and its team's.
 pub(super) fn ceilings<'a>(
@@ -455,4 +515,3 @@ fn reachable<'r>(routes: &'r [Route], models: &[String]) -> Vec<&'r Route> {
     }
     found
 }
-

@@ -3,7 +3,6 @@
 use crate::error::{Error, Result};
 use crate::model::{JwtIssuerSpec, ProviderSpec, Route};
 use shared::provider_kind::{ProviderApi, ProviderKind, HEALTH_CHECK_SETTINGS};
-use shared::routing::Strategy;
 
 const MAX_NAME_LEN: usize = 128;
 const MAX_WEIGHT: u32 = 1_000_000;
@@ -295,11 +294,6 @@ pub fn route(route: &Route) -> Result<()> {
                 )));
             }
         }
-    }
-    if route.strategy == Strategy::Cost {
-        return Err(Error::invalid(
-            "strategy: \"cost\" needs the pricing table, which this version does not have yet",
-        ));
     }
     for (i, alias) in route.aliases.iter().enumerate() {
         identifier(&format!("aliases[{i}]"), alias)?;

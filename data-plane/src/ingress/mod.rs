@@ -21,7 +21,7 @@ use crate::router::RoutingConfig;
 use crate::runtime::Live;
 use crate::usage::PromptTokens;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
-use crate::{auth, providers, router, usage};
+use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -272,7 +272,7 @@ async fn handle(
     Ok(response)
 }
 
-impl usage::PromptTokens for Job {
+impl PromptTokens for Job {
     fn prompt_tokens(&self) -> i64 {
         let request = match self {
             Job::OpenAi { request, .. } => serde_json::from_slice(request.body()),

@@ -163,7 +163,12 @@ pub fn order(route: &Route) -> Vec<usize> {
             order.shuffle(&mut rand::thread_rng());
             order.sort_by_key(|&i| t[i].health.in_flight());
         }
-        Strategy::Priority | Strategy::Cost => {
+        Strategy::Cost => {
+            // Cheapest first (unpriced last); equal prices share the load.
+            order.shuffle(&mut rand::thread_rng());
+            order.sort_by_key(|&i| t[i].price_rank.unwrap_or(i64::MAX));
+        }
+        Strategy::Priority => {
             // Within a tier, by weight at random; tiers in order.
             let mut rng = rand::thread_rng();
             let mut keyed: Vec<(u32, f64, usize)> = order
