@@ -438,6 +438,7 @@ def test_limits_hold_across_data_planes_sharing_redis(tmp_path, redis):
             elapsed = time.monotonic() - started
         admitted = sum(c.get(200, 0) for c in counts)
         refused = sum(c.get(429, 0) for c in counts)
+        print(f"shared limit: {counts} in {elapsed:.2f} s")
         assert 100 <= admitted <= 102, (counts, elapsed)
         assert admitted + refused == 1000, counts
         assert all(c.get(200, 0) > 0 for c in counts), "every data plane admitted some"
