@@ -222,6 +222,7 @@ async fn handle(
         &state.limiter,
         runtime.policy(),
         &caller,
+        &model,
         &plan,
         job.max_tokens(),
         || job.prompt_tokens(),

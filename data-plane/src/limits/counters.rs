@@ -130,11 +130,12 @@ impl LocalCounters {
         }
     }
 
-    /// Drops state nobody has touched for a day: idle buckets are empty anyway.
+    /// Drops buckets untouched for a day (the longest window: they are empty
+    /// by then) and totals whose period has ended.
     pub fn sweep(&self, now_ms: i64) {
-        const IDLE_MS: i64 = 86_400_000;
+        const LONGEST_WINDOW_MS: i64 = 86_400_000;
         self.states.lock().retain(|_, state| match state {
-            State::Bucket { at_ms, .. } => now_ms - *at_ms < IDLE_MS * 2,
+            State::Bucket { at_ms, .. } => now_ms - *at_ms < LONGEST_WINDOW_MS,
             State::Total { expires_ms, .. } => expires_ms.is_none_or(|e| e > now_ms),
         });
     }

@@ -379,11 +379,14 @@ impl Permit {
 }
 
 /// Step 3: every limit the request falls under, admitted together.
-/// `None` when nothing limits this caller and model.
+/// `model` is the name the client asked for (holders' per-model limits name
+/// models as their `models` lists do); the route's own limits are those of
+/// the route serving it. `None` when nothing limits this caller and model.
 pub async fn admit(
     limiter: &Arc<Limiter>,
     policy: &Policy,
     caller: &Caller,
+    model: &str,
     plan: &Plan,
     max_tokens: Option<u32>,
     estimate: impl FnOnce() -> i64,
@@ -403,7 +406,7 @@ pub async fn admit(
     );
     let now = now_ms();
     for holder in &caller.holders {
-        builder.holder(holder, &route.model, policy, now);
+        builder.holder(holder, model, policy, now);
     }
     if builder.checks.is_empty() {
         return Ok(None);
