@@ -7,10 +7,6 @@ use crate::snapshot::Refresher;
 use crate::store::Store;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -19,18 +15,13 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct JwksFetcher {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: crate::outbound::Outbound<Empty<Bytes>>,
 }
 
 impl Default for JwksFetcher {
     fn default() -> Self {
-        let https = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: crate::outbound::client(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod jwks;
 pub mod model;
+pub mod outbound;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;

@@ -7,9 +7,6 @@ use crate::error::Result;
 use crate::store::{Holder, NewAlert, NewAuditEntry, SpendRow, Store};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use shared::money::Micros;
 use shared::time::{ms_to_rfc3339, now_ms};
 use std::time::Duration;
@@ -21,7 +18,7 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct AlertWebhook {
     url: hyper::Uri,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: crate::outbound::Outbound<Full<Bytes>>,
 }
 
 impl AlertWebhook {
@@ -32,15 +29,9 @@ impl AlertWebhook {
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err("budget_alert_webhook: expected an http:// or https:// URL".into());
         }
-        shared::tls::install_crypto_provider();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(AlertWebhook {
             url: uri,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: crate::outbound::client(),
         })
     }
 

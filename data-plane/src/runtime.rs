@@ -3,12 +3,13 @@
 
 use crate::auth::directory::Directory;
 use crate::auth::Caller;
-use crate::limits::{Policy, Prices};
+use crate::limits::Policy;
 use crate::providers::{self, Adapter};
 use crate::router::budget::RetryBudget;
 use crate::router::health::TargetState;
 use arc_swap::ArcSwapOption;
 use shared::limits::RateLimits;
+use shared::money::Prices;
 use shared::proto;
 use shared::routing::Strategy;
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 use crate::proto;
 use crate::usage::TokenUsage;
 use rust_decimal::Decimal;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -151,6 +152,36 @@ impl Price {
             cached_input: Micros(p.cached_input_micros),
             currency: p.currency.parse()?,
         })
+    }
+}
+
+/// A price list: by (provider, upstream model), provider "" pricing the
+/// model for every provider without a price of its own.
+#[derive(Debug, Default)]
+pub struct Prices(HashMap<(String, String), Price>);
+
+impl Prices {
+    pub fn new(prices: impl IntoIterator<Item = ((String, String), Price)>) -> Self {
+        Prices(prices.into_iter().collect())
+    }
+
+    /// A provider's own price for the model, else the model's.
+    pub fn get(&self, provider: &str, model: &str) -> Option<&Price> {
+        self.0
+            .get(&(provider.to_owned(), model.to_owned()))
+            .or_else(|| self.0.get(&(String::new(), model.to_owned())))
+    }
+
+    pub fn from_proto(prices: &[proto::SnapshotPrice]) -> Result<Self, String> {
+        prices
+            .iter()
+            .map(|p| {
+                let price =
+                    Price::from_proto(p).map_err(|e| format!("price of {:?}: {e}", p.model))?;
+                Ok(((p.provider.clone(), p.model.clone()), price))
+            })
+            .collect::<Result<_, String>>()
+            .map(Prices)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::SpendRow;
 use shared::limits::HolderKind;
-use shared::money::{Currency, Micros};
+use shared::money::{Currency, Micros, Price, Prices};
 use shared::time::{ms_to_rfc3339, now_ms};
 use std::collections::HashMap;
 
@@ -114,7 +114,7 @@ impl Admin {
         if let Some(budget) = budget {
             let book = self.price_book().await?;
             let routes = self.store.list_routes().await?;
-            if let Some(problem) = book.unpriced(&routes, models, budget.currency, None) {
+            if let Some(problem) = book.unpriced(&routes, models, budget.currency, |_, _| true) {
                 return Err(Error::invalid(format!("budget: {problem}")));
             }
         }
@@ -139,8 +139,8 @@ impl Admin {
             let Some(budget) = &holder.budget else {
                 continue;
             };
-            if let Some(problem) =
-                book.unpriced(&routes, &holder.models, budget.currency, Some(&route.model))
+            let in_route = |r: &Route, _: &RouteTarget| r.model == route.model;
+            if let Some(problem) = book.unpriced(&routes, &holder.models, budget.currency, in_route)
             {
                 return Err(Error::invalid(format!(
                     "targets: {} has a budget and can call this route, so {problem}",
@@ -194,14 +194,14 @@ impl Admin {
             let Some(budget) = &holder.budget else {
                 continue;
             };
-            if let Some(problem) = book.unpriced(&routes, &holder.models, budget.currency, None) {
-                if problem.contains(&format!("/{}", price.model)) {
-                    return Err(Error::invalid(format!(
-                        "currency: {} has a budget in {}, and {problem}",
-                        holder.name(),
-                        budget.currency
-                    )));
-                }
+            let repriced = |_: &Route, t: &RouteTarget| t.model == price.model;
+            if let Some(problem) = book.unpriced(&routes, &holder.models, budget.currency, repriced)
+            {
+                return Err(Error::invalid(format!(
+                    "currency: {} has a budget in {}, and {problem}",
+                    holder.name(),
+                    budget.currency
+                )));
             }
         }
         Ok(())
@@ -432,43 +432,37 @@ pub fn spend_view(
     })
 }
 
-/// Which (provider, upstream model) pairs have a price, in which currency.
-struct PriceBook {
-    prices: HashMap<(String, String), Currency>,
-}
+/// The prices, for checking what budgets and the cost strategy need of them.
+struct PriceBook(Prices);
 
 impl PriceBook {
     fn new(prices: Vec<PriceView>) -> Self {
-        PriceBook {
-            prices: prices
-                .into_iter()
-                .map(|p| ((p.provider.unwrap_or_default(), p.model), p.currency))
-                .collect(),
-        }
+        PriceBook(Prices::new(prices.into_iter().map(|p| {
+            let price = Price {
+                input: p.input_per_million,
+                output: p.output_per_million,
+                cached_input: p.cached_input_per_million,
+                currency: p.currency,
+            };
+            ((p.provider.unwrap_or_default(), p.model), price)
+        })))
     }
 
-    /// A provider's own price first, else the model's.
     fn currency(&self, provider: &str, model: &str) -> Option<Currency> {
-        self.prices
-            .get(&(provider.to_owned(), model.to_owned()))
-            .or_else(|| self.prices.get(&(String::new(), model.to_owned())))
-            .copied()
+        self.0.get(provider, model).map(|p| p.currency)
     }
 
     /// The first target a holder limited to `models` (empty: all) can reach
-    /// without a price in `currency`; only within route `only` when given.
+    /// without a price in `currency`, among the targets `relevant` keeps.
     fn unpriced(
         &self,
         routes: &[Route],
         models: &[String],
         currency: Currency,
-        only: Option<&str>,
+        relevant: impl Fn(&Route, &RouteTarget) -> bool,
     ) -> Option<String> {
         for route in reachable(routes, models) {
-            if only.is_some_and(|only| only != route.model) {
-                continue;
-            }
-            for target in &route.targets {
+            for target in route.targets.iter().filter(|t| relevant(route, t)) {
                 match self.currency(&target.provider, &target.model) {
                     Some(c) if c == currency => {}
                     Some(other) => {

@@ -163,14 +163,14 @@ impl Store {
     pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals> {
         use sqlx::Row;
         let mut totals = UsageTotals::default();
-        let mut latencies = Vec::new();
-        for row in self.usage_report(q, &[]).await? {
+        for (_, row) in self.usage_sums(q, &[]).await? {
             totals.add(&row.totals);
             if let (Some(currency), Some(cost)) = (row.totals.currency, row.totals.cost) {
                 totals.costs.insert(currency, cost);
             }
         }
         let sql = format!("SELECT latency_ms FROM usage_records WHERE {USAGE_FILTER}");
+        let mut latencies = Vec::new();
         for row in bind_filter(sqlx::query(&sql), q)
             .fetch_all(&self.pool)
             .await?
@@ -181,71 +181,32 @@ impl Store {
         Ok(totals)
     }
 
-    /// Sums per group, groups in order.
+    /// Sums and latency percentiles per group, groups in order.
     pub async fn usage_report(
         &self,
         q: &UsageQuery,
         groups: &[UsageGroup],
     ) -> Result<Vec<UsageRow>> {
         use sqlx::Row;
-        // Costs in different currencies are never summed: currency is always
-        // the last grouping.
-        let mut expressions: Vec<&str> = groups.iter().map(|g| g.column()).collect();
-        expressions.push("currency");
-        let columns: Vec<String> = expressions
+        let sums = self.usage_sums(q, groups).await?;
+        let index: std::collections::HashMap<Vec<Option<String>>, usize> = sums
             .iter()
             .enumerate()
-            .map(|(i, e)| format!("{e} AS g{i}"))
+            .map(|(i, (key, _))| (key.clone(), i))
             .collect();
-        let keys: Vec<String> = (0..expressions.len()).map(|i| format!("g{i}")).collect();
-        let sql = format!(
-            "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER} GROUP BY {} ORDER BY {}",
-            columns.join(", "),
-            expressions.join(", "),
-            keys.join(", ")
-        );
-        let rows = bind_filter(sqlx::query(&sql), q)
-            .fetch_all(&self.pool)
-            .await?;
-        let read_group =
-            |row: &sqlx::any::AnyRow| -> std::result::Result<Vec<Option<String>>, sqlx::Error> {
-                let mut values = Vec::with_capacity(expressions.len());
-                for (i, g) in groups.iter().enumerate() {
-                    values.push(if g.is_time() {
-                        Some(g.label(row.try_get::<i64, _>(i)?))
-                    } else {
-                        row.try_get::<Option<String>, _>(i)?
-                    });
-                }
-                values.push(row.try_get::<Option<String>, _>(groups.len())?);
-                Ok(values)
-            };
-        let mut report = Vec::with_capacity(rows.len());
-        let mut index = std::collections::HashMap::new();
-        for row in &rows {
-            let values = read_group(row)?;
-            let mut totals = totals_of(row)?;
-            totals.cost = Some(Micros(row.try_get("cost_micros")?));
-            totals.currency = values.last().cloned().flatten();
-            index.insert(values.clone(), report.len());
-            let group = groups
-                .iter()
-                .zip(&values)
-                .map(|(g, v)| (g.name().to_owned(), v.clone()))
-                .collect();
-            report.push(UsageRow { group, totals });
-        }
-        // Latency percentiles per group, from the latencies themselves.
+        let mut report: Vec<UsageRow> = sums.into_iter().map(|(_, row)| row).collect();
+        // Percentiles from the latencies themselves.
+        let expressions = group_expressions(groups);
         let sql = format!(
             "SELECT {}, latency_ms FROM usage_records WHERE {USAGE_FILTER}",
-            columns.join(", ")
+            group_columns(&expressions)
         );
         let mut latencies: Vec<Vec<i64>> = vec![Vec::new(); report.len()];
         for row in bind_filter(sqlx::query(&sql), q)
             .fetch_all(&self.pool)
             .await?
         {
-            if let Some(&i) = index.get(&read_group(&row)?) {
+            if let Some(&i) = index.get(&group_of(&row, groups)?) {
                 latencies[i].push(row.try_get::<i64, _>(expressions.len())?);
             }
         }
@@ -254,4 +215,73 @@ impl Store {
         }
         Ok(report)
     }
+
+    /// Sums per group and currency, in order, each with its group's values.
+    async fn usage_sums(
+        &self,
+        q: &UsageQuery,
+        groups: &[UsageGroup],
+    ) -> Result<Vec<(Vec<Option<String>>, UsageRow)>> {
+        use sqlx::Row;
+        let expressions = group_expressions(groups);
+        let keys: Vec<String> = (0..expressions.len()).map(|i| format!("g{i}")).collect();
+        let sql = format!(
+            "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER} GROUP BY {} ORDER BY {}",
+            group_columns(&expressions),
+            expressions.join(", "),
+            keys.join(", ")
+        );
+        let rows = bind_filter(sqlx::query(&sql), q)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sums = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let values = group_of(row, groups)?;
+            let mut totals = totals_of(row)?;
+            totals.cost = Some(Micros(row.try_get("cost_micros")?));
+            totals.currency = values.last().cloned().flatten();
+            let group = groups
+                .iter()
+                .zip(&values)
+                .map(|(g, v)| (g.name().to_owned(), v.clone()))
+                .collect();
+            sums.push((values, UsageRow { group, totals }));
+        }
+        Ok(sums)
+    }
+}
+
+/// What usage is grouped on: the asked groups, then always the currency, so
+/// costs in different currencies are never added.
+fn group_expressions(groups: &[UsageGroup]) -> Vec<&'static str> {
+    let mut expressions: Vec<&str> = groups.iter().map(|g| g.column()).collect();
+    expressions.push("currency");
+    expressions
+}
+
+fn group_columns(expressions: &[&str]) -> String {
+    let columns: Vec<String> = expressions
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS g{i}"))
+        .collect();
+    columns.join(", ")
+}
+
+/// A row's group values, the currency last; time buckets as RFC 3339.
+fn group_of(
+    row: &sqlx::any::AnyRow,
+    groups: &[UsageGroup],
+) -> std::result::Result<Vec<Option<String>>, sqlx::Error> {
+    use sqlx::Row;
+    let mut values = Vec::with_capacity(groups.len() + 1);
+    for (i, g) in groups.iter().enumerate() {
+        values.push(if g.is_time() {
+            Some(g.label(row.try_get::<i64, _>(i)?))
+        } else {
+            row.try_get::<Option<String>, _>(i)?
+        });
+    }
+    values.push(row.try_get::<Option<String>, _>(groups.len())?);
+    Ok(values)
 }

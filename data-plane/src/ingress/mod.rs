@@ -218,7 +218,7 @@ async fn handle(
 
     // limits: rate limits, quotas and budgets, reserved at the worst case.
     let job = Arc::new(job);
-    let permit = limits::admit(
+    let mut permit = limits::admit(
         &state.limiter,
         runtime.policy(),
         &caller,
@@ -228,7 +228,7 @@ async fn handle(
         || job.prompt_tokens(),
     )
     .await?;
-    let rate_headers = permit.as_ref().map(|p| p.headers().clone());
+    let rate_headers = permit.as_mut().map(limits::Permit::take_headers);
     let prices = runtime.policy().prices.clone();
     drop(runtime);
     let stream = job.stream();

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use counters::LocalCounters;
 use redis::RedisCounters;
 use shared::limits::{BudgetCeiling, HolderKind, Limits, RateLimits};
-use shared::money::{Currency, Micros, Price};
+use shared::money::{Currency, Micros, Prices};
 use shared::proto;
 use shared::time::now_ms;
 use std::collections::HashMap;
@@ -276,31 +276,6 @@ pub struct Holder {
     pub allowance: Arc<Allowance>,
 }
 
-/// Prices by (provider, upstream model); provider "" for any provider.
-#[derive(Debug, Default)]
-pub struct Prices(HashMap<(String, String), Price>);
-
-impl Prices {
-    pub fn build(prices: &[proto::SnapshotPrice]) -> Result<Self, String> {
-        prices
-            .iter()
-            .map(|p| {
-                let price =
-                    Price::from_proto(p).map_err(|e| format!("price of {:?}: {e}", p.model))?;
-                Ok(((p.provider.clone(), p.model.clone()), price))
-            })
-            .collect::<Result<_, String>>()
-            .map(Prices)
-    }
-
-    /// A provider's own price for the model, else the model's.
-    pub fn get(&self, provider: &str, model: &str) -> Option<&Price> {
-        self.0
-            .get(&(provider.to_owned(), model.to_owned()))
-            .or_else(|| self.0.get(&(String::new(), model.to_owned())))
-    }
-}
-
 /// What the snapshot says about limits, beyond each holder's own.
 #[derive(Debug, Default)]
 pub struct Policy {
@@ -314,7 +289,7 @@ impl Policy {
     pub fn build(snapshot: &mut proto::Snapshot) -> Result<Self, String> {
         Ok(Policy {
             global: RateLimits::from_proto(snapshot.global_limits.as_ref()),
-            prices: Arc::new(Prices::build(&snapshot.prices)?),
+            prices: Arc::new(Prices::from_proto(&snapshot.prices)?),
             spend: std::mem::take(&mut snapshot.spend)
                 .into_iter()
                 .map(|s| (s.holder.clone(), s))
@@ -349,9 +324,9 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// The `x-ratelimit-*` headers of the answer.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    /// The `x-ratelimit-*` headers of the answer (taken: the answer has them).
+    pub fn take_headers(&mut self) -> HeaderMap {
+        std::mem::take(&mut self.headers)
     }
 
     /// Turns reservations into use: `tokens` used, costing `cost`; a failed

@@ -7,7 +7,8 @@ mod spool;
 pub use shipper::Shipper;
 pub use spool::Spool;
 
-use crate::limits::{Permit, Prices};
+use crate::limits::Permit;
+use shared::money::Prices;
 pub use shared::usage::{Endpoint, TokenUsage, UsageRecord};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
