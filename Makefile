@@ -20,10 +20,14 @@ run: release
 ## the benchmark suite's smoke run (so it cannot rot), and a short run of each fuzz target.
 test: test-deps build test-rust test-e2e test-bench test-fuzz
 
-## Python packages for the e2e tests; wrk and oha for the benchmark suite.
+## Python packages for the e2e tests; etcd and nginx for the multi-node test
+## (Debian's packages; their services are not started: the tests run their own);
+## wrk and oha for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
+	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
+	command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --quiet
 

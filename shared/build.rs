@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         // Shared, not copied, between streams and into the decoder.
-        .bytes(".switchboard.v1.ConfigUpdate.snapshot")
+        .bytes(".switchboard.v1.ConfigUpdate")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The control plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
+use crate::settings::ClusterSettings;
 use shared::telemetry::LogArgs;
 use shared::tls::TlsArgs;
 use std::net::SocketAddr;
@@ -48,9 +49,75 @@ pub struct Config {
     )]
     pub previous_secret_keys: Vec<String>,
 
-    /// How often the database's config version is checked for writes made by other replicas.
+    /// How often the database's config version is checked for writes made
+    /// by other replicas (on PostgreSQL they are announced at once by
+    /// LISTEN/NOTIFY; this is the fallback).
     #[arg(long, env = "SWITCHBOARD_CONFIG_POLL_MS", default_value_t = 1000)]
     pub config_poll_ms: u64,
+
+    /// A data plane's config stream ends after about this long (+-10%), and
+    /// the data plane opens a new one: behind a load balancer, streams
+    /// spread over the replicas again after a rolling restart.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CONFIG_STREAM_LIFETIME_MS",
+        default_value_t = 1_800_000
+    )]
+    pub config_stream_lifetime_ms: u64,
+
+    /// etcd endpoints (comma-separated URLs) for electing the replica that
+    /// runs the singleton jobs. Unset: on PostgreSQL the replicas elect one
+    /// with an advisory lock; on SQLite the one replica leads.
+    #[arg(long, env = "SWITCHBOARD_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// etcd user name (with `--etcd-password`).
+    #[arg(long, env = "SWITCHBOARD_ETCD_USERNAME", requires = "etcd_password")]
+    pub etcd_username: Option<String>,
+
+    /// etcd password.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_username"
+    )]
+    pub etcd_password: Option<String>,
+
+    /// PEM CA certificate of etcd's server certificate (https:// endpoints);
+    /// without it, public (webpki) roots are trusted.
+    #[arg(long, env = "SWITCHBOARD_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// PEM client certificate for etcd (mTLS), with `--etcd-client-key`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ETCD_CLIENT_CERT",
+        requires = "etcd_client_key"
+    )]
+    pub etcd_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--etcd-client-cert`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ETCD_CLIENT_KEY",
+        requires = "etcd_client_cert"
+    )]
+    pub etcd_client_key: Option<PathBuf>,
+
+    /// The leader's lease: a leader that dies is replaced within about this
+    /// long (etcd lease TTL, or the advisory lock's liveness check).
+    #[arg(long, env = "SWITCHBOARD_LEADER_LEASE_SECONDS", default_value_t = 3)]
+    pub leader_lease_seconds: u64,
+
+    /// This replica's name in the cluster view. Default: host name and gRPC port.
+    #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// The gRPC address other processes reach this replica at, as the
+    /// cluster view shows it. Default: host name and gRPC port.
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
 
     /// Maximum database connections.
     #[arg(
@@ -77,23 +144,24 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CLUSTER_CLIENT_CA", requires = "tls_cert")]
     pub cluster_client_ca: Option<PathBuf>,
 
-    /// Requests per minute over every caller of the cluster (all data planes
-    /// together when they share Redis). Unset: no limit.
+    /// Seeds the cluster setting `global_limits.rpm` on an empty database
+    /// (requests per minute over every caller); afterwards the setting is
+    /// changed with PATCH /api/v1/settings, and this flag is ignored.
     #[arg(long, env = "SWITCHBOARD_GLOBAL_RPM")]
     pub global_rpm: Option<u64>,
 
-    /// Tokens per minute over every caller of the cluster.
+    /// Seeds `global_limits.tpm` (tokens per minute) on an empty database.
     #[arg(long, env = "SWITCHBOARD_GLOBAL_TPM")]
     pub global_tpm: Option<u64>,
 
-    /// Tokens per day over every caller of the cluster.
+    /// Seeds `global_limits.tpd` (tokens per day) on an empty database.
     #[arg(long, env = "SWITCHBOARD_GLOBAL_TPD")]
     pub global_tpd: Option<u64>,
 
-    /// How often spend is counted again from usage records for keys, users
-    /// and teams with a budget or quota (and shipped to data planes).
-    #[arg(long, env = "SWITCHBOARD_SPEND_INTERVAL_MS", default_value_t = 5_000)]
-    pub spend_interval_ms: u64,
+    /// Seeds the cluster setting `spend_interval_ms` on an empty database:
+    /// how often the leader counts spend from new usage (default 500).
+    #[arg(long, env = "SWITCHBOARD_SPEND_INTERVAL_MS")]
+    pub spend_interval_ms: Option<u64>,
 
     /// URL that budget alerts (threshold crossed, budget exhausted) are
     /// POSTed to as JSON, once per holder, period and kind.
@@ -123,18 +191,47 @@ impl Config {
         Duration::from_millis(self.jwks_refresh_ms.max(100))
     }
 
-    pub fn spend_interval(&self) -> Duration {
-        Duration::from_millis(self.spend_interval_ms.max(100))
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_secs(self.leader_lease_seconds.clamp(1, 60))
     }
 
-    pub fn global_limits(&self) -> Result<shared::limits::RateLimits, String> {
-        let limits = shared::limits::RateLimits {
-            rpm: self.global_rpm,
-            tpm: self.global_tpm,
-            tpd: self.global_tpd,
+    pub fn config_stream_lifetime(&self) -> Duration {
+        Duration::from_millis(self.config_stream_lifetime_ms.max(1_000))
+    }
+
+    /// The settings the flags seed an empty database with, if they name any.
+    pub fn seed_settings(&self) -> Option<ClusterSettings> {
+        let limits = [self.global_rpm, self.global_tpm, self.global_tpd];
+        if limits.iter().all(Option::is_none) && self.spend_interval_ms.is_none() {
+            return None;
+        }
+        let defaults = ClusterSettings::default();
+        Some(ClusterSettings {
+            global_limits: shared::limits::RateLimits {
+                rpm: self.global_rpm,
+                tpm: self.global_tpm,
+                tpd: self.global_tpd,
+            },
+            spend_interval_ms: self.spend_interval_ms.unwrap_or(defaults.spend_interval_ms),
+            ..defaults
+        })
+    }
+
+    /// This replica's id and advertised address.
+    pub fn replica(&self) -> (String, String) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "control-plane".into());
+        let default = if self.grpc_addr.ip().is_unspecified() {
+            format!("{host}:{}", self.grpc_addr.port())
+        } else {
+            self.grpc_addr.to_string()
         };
-        limits.validate("global_")?;
-        Ok(limits)
+        (
+            self.replica_id.clone().unwrap_or_else(|| default.clone()),
+            self.advertise_address.clone().unwrap_or(default),
+        )
     }
 
     pub fn database(&self) -> Result<DatabaseKind, String> {

@@ -23,6 +23,9 @@ pub enum Error {
     Database(#[source] sqlx::Error),
     #[error("internal error")]
     Internal(String),
+    /// A singleton job's write after its replica lost the leadership.
+    #[error("this control plane is no longer the leader")]
+    Fenced,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,7 +90,7 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unauthenticated => ErrorKind::Unauthenticated,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
-            Error::Database(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Database(_) | Error::Internal(_) | Error::Fenced => ErrorKind::Internal,
         }
     }
 

@@ -2,9 +2,9 @@
 //! an issuer is written and then periodically, so data planes get keys in
 //! snapshots and never call an identity provider on the request path.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::snapshot::Refresher;
-use crate::store::Store;
+use crate::store::{Fence, Store};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use std::time::Duration;
@@ -59,11 +59,14 @@ impl JwksFetcher {
 
     /// Fetches every issuer's key set every `interval`; a failure keeps the
     /// keys fetched before and is recorded on the issuer.
+    /// The leader's job: every `interval`, fetches every issuer's key set
+    /// again and stores it under `fence`.
     pub async fn run(
         self,
         store: Store,
         refresher: Refresher,
         interval: Duration,
+        fence: Fence,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -74,17 +77,18 @@ impl JwksFetcher {
             // A slow identity provider must not hold up a shutdown.
             let refreshed = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                refreshed = self.refresh_all(&store) => refreshed,
+                refreshed = self.refresh_all(&store, fence) => refreshed,
             };
             match refreshed {
                 Ok(true) => refresher.refresh_now(),
                 Ok(false) => {}
+                Err(Error::Fenced) => return,
                 Err(error) => error.log_if_internal(),
             }
         }
     }
 
-    async fn refresh_all(&self, store: &Store) -> Result<bool> {
+    async fn refresh_all(&self, store: &Store, fence: Fence) -> Result<bool> {
         let mut changed = false;
         for issuer in store.list_jwt_issuers().await? {
             let Some(url) = issuer.jwks_url.as_deref() else {
@@ -93,7 +97,7 @@ impl JwksFetcher {
             match self.fetch(url).await {
                 Ok(jwks) => {
                     changed |= store
-                        .record_jwks(&issuer.name, &jwks, shared::time::now_ms())
+                        .record_jwks(fence, &issuer.name, &jwks, shared::time::now_ms())
                         .await?;
                 }
                 Err(error) => {

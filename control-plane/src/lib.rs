@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod jwks;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod outbound;
 pub mod secrets;
 pub mod service;
+pub mod settings;
 pub mod snapshot;
 pub mod spend;
 pub mod store;
@@ -46,41 +48,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
     }
 
+    if let Some(seed) = config.seed_settings() {
+        seed.validate()
+            .context("--global-rpm, --global-tpm, --global-tpd, --spend-interval-ms")?;
+        if !store.seed_settings(&seed).await? && store.settings().await? != seed {
+            tracing::warn!("the cluster settings in the database win over --global-* and --spend-interval-ms, which only seed an empty database; change them with PATCH /api/v1/settings");
+        }
+    }
     let webhook = config
         .budget_alert_webhook
         .as_deref()
         .map(spend::AlertWebhook::new)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let publisher =
-        snapshot::Publisher::new(store.clone(), cipher.clone(), config.config_poll_interval())
-            .with_global_limits(config.global_limits().map_err(anyhow::Error::msg)?);
-    if let Err(error) = publisher.publish_current().await {
-        // The detail (which credential, say) is for the operator starting it.
-        error.log_if_internal();
-        return Err(anyhow::Error::new(error).context("building the first snapshot"));
-    }
-    let snapshots = publisher.subscribe();
-    tasks.spawn(
-        "jwks-refresher",
-        jwks::JwksFetcher::default().run(
-            store.clone(),
-            publisher.refresher(),
-            config.jwks_refresh_interval(),
-            tasks.token(),
-        ),
-    );
-    tasks.spawn(
-        "spend-counter",
-        spend::SpendCounter {
-            store: store.clone(),
-            refresher: publisher.refresher(),
-            interval: config.spend_interval(),
-            webhook,
+    let feed = match snapshot::ConfigFeed::start(
+        store.clone(),
+        cipher.clone(),
+        config.config_poll_interval(),
+    )
+    .await
+    {
+        Ok(feed) => feed,
+        Err(error) => {
+            // The detail (which credential, say) is for the operator starting it.
+            error.log_if_internal();
+            return Err(anyhow::Error::new(error).context("reading the configuration"));
         }
-        .run(tasks.token()),
-    );
-    let admin = service::Admin::new(store, cipher, publisher.refresher())
+    };
+    let counters = snapshot::CounterFeed::start(store.clone())
+        .await
+        .context("reading the spend counts")?;
+    let admin = service::Admin::new(store.clone(), cipher, feed.refresher())
         .allowing_link_local_upstreams(config.allow_link_local_upstreams);
     if !config.no_default_prices {
         let added = crate::audit::scope(
@@ -93,6 +91,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::info!(added, "bundled default prices loaded");
         }
     }
+
+    let (replica_id, address) = config.replica();
+    let method = election_method(&config)?;
+    let (leadership, campaign) = cluster::election::start(
+        method,
+        store.clone(),
+        replica_id.clone(),
+        config.leader_lease(),
+        tasks.token(),
+    );
+    tasks.spawn("leader-election", campaign);
+    tasks.spawn(
+        "replica-registry",
+        cluster::registry::run(
+            store.clone(),
+            cluster::registry::Replica {
+                id: replica_id.clone(),
+                address,
+                started_at: shared::time::now_ms(),
+            },
+            tasks.token(),
+        ),
+    );
+    spawn_singleton_jobs(&tasks, &leadership, &store, &feed, webhook, &config);
+    if store.kind() == config::DatabaseKind::Postgres {
+        tasks.spawn(
+            "config-listener",
+            snapshot::feed::listen_for_changes(
+                config.database_url.clone(),
+                feed.refresher(),
+                tasks.token(),
+            ),
+        );
+    }
+    tasks.spawn("config-feed", feed.clone().run(tasks.token()));
+    tasks.spawn("counter-feed", counters.clone().run(tasks.token()));
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -110,12 +144,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let http_tls = config.tls.load().await.map_err(anyhow::Error::msg)?;
     let grpc_tls = grpc_tls(&config)?;
 
-    tasks.spawn("snapshot-publisher", publisher.run(tasks.token()));
     let grpc_state = api::grpc::GrpcState {
         admin: admin.clone(),
         admin_token: secrets.admin_token.clone(),
         cluster_token: secrets.cluster_token,
-        snapshots: snapshots.clone(),
+        cluster: api::grpc::ClusterGrpc {
+            admin: admin.clone(),
+            config: feed,
+            counters,
+            replica: replica_id,
+            stream_lifetime: config.config_stream_lifetime(),
+            shutdown: tasks.token(),
+        },
         shutdown: tasks.token(),
         tls: grpc_tls,
     };
@@ -127,7 +167,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let rest = api::rest::router(api::rest::RestState {
         admin,
         admin_token: secrets.admin_token,
-        snapshots,
         metrics,
     });
     let token = tasks.token();
@@ -168,6 +207,85 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tasks.shutdown().await;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// How this replica takes part in electing the leader of the singleton jobs.
+fn election_method(config: &Config) -> anyhow::Result<cluster::election::Method> {
+    use cluster::election::{EtcdSettings, Method};
+    if config.etcd_endpoints.is_empty() {
+        return Ok(match config.database().map_err(anyhow::Error::msg)? {
+            config::DatabaseKind::Sqlite => Method::Solo,
+            config::DatabaseKind::Postgres => Method::PostgresLock {
+                url: config.database_url.clone(),
+            },
+        });
+    }
+    let tls = if config
+        .etcd_endpoints
+        .iter()
+        .any(|e| e.starts_with("https://"))
+        || config.etcd_ca.is_some()
+    {
+        shared::tls::install_crypto_provider();
+        let read = |flag: &str, path: &std::path::Path| {
+            shared::tls::read_pem(flag, path).map_err(anyhow::Error::msg)
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        tls = match &config.etcd_ca {
+            Some(ca) => {
+                tls.ca_certificate(etcd_client::Certificate::from_pem(read("etcd_ca", ca)?))
+            }
+            None => tls.with_webpki_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&config.etcd_client_cert, &config.etcd_client_key) {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read("etcd_client_cert", cert)?,
+                read("etcd_client_key", key)?,
+            ));
+        }
+        Some(tls)
+    } else {
+        None
+    };
+    Ok(Method::Etcd(EtcdSettings {
+        endpoints: config.etcd_endpoints.clone(),
+        user: config
+            .etcd_username
+            .clone()
+            .zip(config.etcd_password.clone()),
+        tls,
+    }))
+}
+
+/// The jobs only the leader runs.
+fn spawn_singleton_jobs(
+    tasks: &Tasks,
+    leadership: &cluster::Leadership,
+    store: &store::Store,
+    feed: &snapshot::ConfigFeed,
+    webhook: Option<spend::AlertWebhook>,
+    config: &Config,
+) {
+    let counting = store.clone();
+    cluster::jobs::spawn(tasks, "spend-counter", leadership, move |fence, stop| {
+        spend::SpendCounter {
+            store: counting.clone(),
+            webhook: webhook.clone(),
+        }
+        .run(fence, stop)
+    });
+    let (fetching, refresher, every) = (
+        store.clone(),
+        feed.refresher(),
+        config.jwks_refresh_interval(),
+    );
+    cluster::jobs::spawn(tasks, "jwks-refresher", leadership, move |fence, stop| {
+        jwks::JwksFetcher::default().run(fetching.clone(), refresher.clone(), every, fence, stop)
+    });
+    let pruning = store.clone();
+    cluster::jobs::spawn(tasks, "config-history", leadership, move |fence, stop| {
+        snapshot::history::prune(pruning.clone(), fence, stop)
+    });
 }
 
 /// The gRPC listener's TLS, read once at start (tonic does not reload it).

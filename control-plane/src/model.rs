@@ -589,6 +589,32 @@ pub struct DataPlane {
     pub last_error: String,
     pub last_seen: String,
     pub connected: bool,
+    /// The control-plane replica its config stream was last opened on.
+    pub control_plane: String,
+}
+
+/// `GET /cluster`: who serves what, as the database has it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Cluster {
+    pub config_version: i64,
+    pub leader: Option<ClusterLeader>,
+    pub control_planes: Vec<ControlPlane>,
+    pub data_planes: Vec<DataPlane>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClusterLeader {
+    pub id: String,
+    pub since: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ControlPlane {
+    pub id: String,
+    pub address: String,
+    pub is_leader: bool,
+    pub last_seen: String,
+    pub started_at: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -1,10 +1,12 @@
-//! Spend from usage records, the source of truth: counted every interval for
-//! every key, user and team with a budget or quota, written where snapshots
-//! carry it to data planes (which never count less), and checked against
-//! budgets' alert thresholds.
+//! Spend from usage, the source of truth: counted by the leader for the
+//! keys, users and teams with a budget or quota whose usage (or allowance)
+//! changed since the last count, from totals that ingestion keeps (so the
+//! work follows traffic, not the number of keys); written to the spend table,
+//! whose changes every replica passes on to its data planes as counters
+//! (which never count less); and checked against budgets' alert thresholds.
 
-use crate::error::Result;
-use crate::store::{Holder, NewAlert, NewAuditEntry, SpendRow, Store};
+use crate::error::{Error, Result};
+use crate::store::{Fence, Holder, NewAlert, NewAuditEntry, SpendRow, Store};
 use bytes::Bytes;
 use http_body_util::Full;
 use shared::money::Micros;
@@ -52,42 +54,60 @@ impl AlertWebhook {
     }
 }
 
+/// The leader's job: counts the spend of holders whose usage or allowance
+/// changed, and sends budget alerts.
 pub struct SpendCounter {
     pub store: Store,
-    pub refresher: crate::snapshot::Refresher,
-    pub interval: Duration,
     pub webhook: Option<AlertWebhook>,
 }
 
 impl SpendCounter {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Counts every `spend_interval_ms` (a cluster setting) until `stop`, or
+    /// until its fence is taken by a newer leader.
+    pub async fn run(self, fence: Fence, stop: CancellationToken) {
         loop {
-            if let Err(error) = self.count_once(now_ms()).await {
-                error.log_if_internal();
-                tracing::warn!(%error, "counting spend failed; data planes keep the last count");
+            match self.count(fence, now_ms()).await {
+                Ok(_) => {}
+                Err(Error::Fenced) => {
+                    tracing::warn!("spend counting stopped: another control plane leads now");
+                    return;
+                }
+                Err(error) => {
+                    error.log_if_internal();
+                    tracing::warn!(%error, "counting spend failed; data planes keep the last count");
+                }
             }
+            let interval = match self.store.settings().await {
+                Ok(settings) => settings.spend_interval(),
+                Err(_) => Duration::from_secs(1),
+            };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
             }
         }
     }
 
-    /// One count at `now_ms` (the clock is the caller's, so tests can move it).
-    pub async fn count_once(&self, now_ms: i64) -> Result<()> {
-        let holders = self.store.holders().await?;
-        let mut rows = Vec::with_capacity(holders.len());
-        for holder in &holders {
-            let row = count(&self.store, holder, now_ms).await?;
-            self.alert(holder, &row, now_ms).await?;
-            rows.push(row);
+    /// Counts every holder marked since the last count, at `now_ms` (the
+    /// clock is the caller's, so tests can move it); answers how many
+    /// holders' spend changed.
+    pub async fn count(&self, fence: Fence, now_ms: i64) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let mut changed = 0;
+        loop {
+            let (rows, more) = self.store.count_spend(fence, now_ms).await?;
+            for (holder, row) in &rows {
+                self.alert(holder, row, now_ms).await?;
+            }
+            changed += rows.len();
+            if !more {
+                break;
+            }
         }
-        // In the table's order, so an unchanged count compares equal.
-        rows.sort_by(|a, b| a.holder.cmp(&b.holder));
-        if self.store.write_spend(&rows, now_ms).await? {
-            self.refresher.refresh_now();
-        }
-        Ok(())
+        metrics::histogram!("switchboard_spend_count_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("switchboard_spend_holders_counted_total").increment(changed as u64);
+        Ok(changed)
     }
 
     /// Soft threshold, then exhaustion: each recorded (and posted) once per
@@ -155,33 +175,6 @@ impl SpendCounter {
     }
 }
 
-/// A holder's spend in its budget's current period, and its lifetime counts.
-pub async fn count(store: &Store, holder: &Holder, now_ms: i64) -> Result<SpendRow> {
-    let period = holder.budget.as_ref().map(|b| b.period);
-    let period_start = period.map_or(0, |p| p.start(now_ms));
-    let period_end = period.and_then(|p| p.end(now_ms)).unwrap_or(i64::MAX);
-    let currency = holder
-        .budget
-        .as_ref()
-        .map(|b| b.currency)
-        .unwrap_or_default();
-    let (spent_micros, requests, tokens) = store
-        .count_usage(
-            holder,
-            (period_start, period_end),
-            currency,
-            holder.limits.has_quota(),
-        )
-        .await?;
-    Ok(SpendRow {
-        holder: holder.name(),
-        period_start,
-        spent_micros,
-        requests,
-        tokens,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +214,16 @@ mod tests {
 
     /// The clock is the caller's: a daily budget starts afresh at midnight
     /// UTC, and each alert is recorded once per period.
+    async fn spend_rows(store: &Store) -> Vec<(String, i64, i64)> {
+        store
+            .spend_rows()
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|r| (r.holder, r.period_start, r.spent_micros))
+            .collect()
+    }
+
     #[tokio::test]
     async fn daily_spend_resets_at_midnight_and_alerts_once_per_period() {
         let dir = std::env::temp_dir().join(format!("sb-spend-{}", UsageRecordId::generate()));
@@ -247,10 +250,9 @@ mod tests {
             record(&team.id, at("2026-11-26T00:00:00Z"), 1_000_000),
         ];
         store.insert_usage("dp", &records).await.expect("usage");
+        let fence = store.take_leadership("test").await.expect("leader");
         let counter = SpendCounter {
             store: store.clone(),
-            refresher: crate::snapshot::Refresher::default(),
-            interval: Duration::from_secs(1),
             webhook: None,
         };
         let holder = format!("team/{}", team.id.as_str());
@@ -261,33 +263,6 @@ mod tests {
                 .expect("counted");
             (row.period_start, row.spent_micros)
         };
-
-        counter
-            .count_once(at("2026-11-25T23:59:59.999Z"))
-            .await
-            .expect("count");
-        let day_one = at("2026-11-25T00:00:00Z");
-        assert_eq!(
-            spent(store.spend_rows().await.expect("rows")),
-            (day_one, 6_000_000)
-        );
-        counter
-            .count_once(at("2026-11-26T00:00:00.001Z"))
-            .await
-            .expect("count");
-        let day_two = at("2026-11-26T00:00:00Z");
-        assert_eq!(
-            spent(store.spend_rows().await.expect("rows")),
-            (day_two, 1_000_000)
-        );
-
-        // Counted again and again in day one: one threshold alert, no exhaustion.
-        for _ in 0..3 {
-            counter
-                .count_once(at("2026-11-25T23:00:00Z"))
-                .await
-                .expect("count");
-        }
         let alerts = |audit: Vec<crate::model::AuditEntry>| {
             audit
                 .into_iter()
@@ -296,9 +271,35 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let filter = AuditFilter::default();
+
+        // Day one's records only: the one of the next day is not in its period.
+        let changed = counter
+            .count(fence, at("2026-11-25T23:59:59.999Z"))
+            .await
+            .expect("count");
+        assert_eq!(changed, 1);
+        let day_one = at("2026-11-25T00:00:00Z");
+        assert_eq!(
+            spend_rows(&store).await,
+            vec![(holder.clone(), day_one, 6_000_000)]
+        );
+        assert_eq!(
+            spent(store.spend_rows().await.expect("rows")),
+            (day_one, 6_000_000)
+        );
+        // Counted again with nothing new: nothing is read, nothing alerts twice.
+        for _ in 0..3 {
+            let changed = counter
+                .count(fence, at("2026-11-25T23:59:59.999Z"))
+                .await
+                .expect("count");
+            assert_eq!(changed, 0);
+        }
         let audit = store.list_audit(&filter, None, 100).await.expect("audit");
         assert_eq!(alerts(audit), ["budget.threshold"]);
-        // A new period is a new alert once its spend crosses the threshold.
+
+        // Traffic in day two: its period holds day two's records only, and a
+        // new period is a new alert once its spend crosses the threshold.
         store
             .insert_usage(
                 "dp",
@@ -307,15 +308,51 @@ mod tests {
             .await
             .expect("usage");
         counter
-            .count_once(at("2026-11-26T02:00:00Z"))
+            .count(fence, at("2026-11-26T02:00:00Z"))
             .await
             .expect("count");
-        counter
-            .count_once(at("2026-11-26T03:00:00Z"))
-            .await
-            .expect("count");
+        let day_two = at("2026-11-26T00:00:00Z");
+        assert_eq!(
+            spent(store.spend_rows().await.expect("rows")),
+            (day_two, 6_000_000)
+        );
         let audit = store.list_audit(&filter, None, 100).await.expect("audit");
         assert_eq!(alerts(audit), ["budget.threshold", "budget.threshold"]);
+
+        // A record sent twice is counted once.
+        store
+            .insert_usage("dp", &[records[0].clone()])
+            .await
+            .expect("usage");
+        assert_eq!(
+            counter
+                .count(fence, at("2026-11-26T02:00:00Z"))
+                .await
+                .expect("count"),
+            0
+        );
+
+        // A newer leader's token fences this one out.
+        let newer = store.take_leadership("other").await.expect("leader");
+        store
+            .insert_usage(
+                "dp",
+                &[record(&team.id, at("2026-11-26T01:30:00Z"), 1_000_000)],
+            )
+            .await
+            .expect("usage");
+        assert!(matches!(
+            counter.count(fence, at("2026-11-26T02:00:00Z")).await,
+            Err(Error::Fenced)
+        ));
+        counter
+            .count(newer, at("2026-11-26T02:00:00Z"))
+            .await
+            .expect("count");
+        assert_eq!(
+            spent(store.spend_rows().await.expect("rows")),
+            (day_two, 7_000_000)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,4 +1,5 @@
-//! The gRPC client to the control plane, shared by config sync and usage shipping.
+//! gRPC clients to the control plane: one address behind a load balancer,
+//! or several replicas' addresses, tried in turn.
 
 use anyhow::Context;
 use shared::proto::cluster_service_client::ClusterServiceClient;
@@ -56,28 +57,84 @@ impl ClusterTls<'_> {
     }
 }
 
-/// Connects lazily and reconnects by itself, so callers only see per-call errors.
-pub fn connect(url: &str, token: &str, tls: &ClusterTls<'_>) -> anyhow::Result<ClusterClient> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|_| anyhow::anyhow!("control_plane: {url:?} is not a valid URL"))?;
-    if url.starts_with("https://") {
-        shared::tls::install_crypto_provider();
-        endpoint = endpoint
-            .tls_config(tls.config()?)
-            .context("control_plane_ca, cluster_client_cert: cannot set up TLS")?;
+/// The control plane as one caller (config sync, or the usage shipper) sees
+/// it: the addresses it was given and a client on one of them. Each caller
+/// has its own, so one's failover does not move the other's connection.
+#[derive(Clone)]
+pub struct ControlPlanes {
+    endpoints: Vec<Endpoint>,
+    bearer: BearerInterceptor,
+    current: usize,
+    client: ClusterClient,
+}
+
+impl ControlPlanes {
+    /// Every address is checked now; connections open lazily.
+    pub fn connect(urls: &[String], token: &str, tls: &ClusterTls<'_>) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            anyhow::bail!("control_plane: at least one address is required");
+        }
+        let tls = if urls.iter().any(|u| u.starts_with("https://")) {
+            shared::tls::install_crypto_provider();
+            Some(tls.config()?)
+        } else {
+            None
+        };
+        let endpoints = urls
+            .iter()
+            .map(|url| {
+                let mut endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|_| anyhow::anyhow!("control_plane: {url:?} is not a valid URL"))?;
+                if let (true, Some(tls)) = (url.starts_with("https://"), &tls) {
+                    endpoint = endpoint
+                        .tls_config(tls.clone())
+                        .context("control_plane_ca, cluster_client_cert: cannot set up TLS")?;
+                }
+                Ok(endpoint
+                    .connect_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(Duration::from_secs(20))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .keep_alive_while_idle(true))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut bearer: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("cluster_token: must be printable ASCII"))?;
+        bearer.set_sensitive(true);
+        let bearer = BearerInterceptor(bearer);
+        let client = client_on(&endpoints[0], &bearer);
+        Ok(ControlPlanes {
+            endpoints,
+            bearer,
+            current: 0,
+            client,
+        })
     }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    let mut bearer: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| anyhow::anyhow!("cluster_token: must be printable ASCII"))?;
-    bearer.set_sensitive(true);
-    Ok(
-        ClusterServiceClient::with_interceptor(endpoint.connect_lazy(), BearerInterceptor(bearer))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    )
+
+    pub fn client(&self) -> ClusterClient {
+        self.client.clone()
+    }
+
+    pub fn address(&self) -> String {
+        self.endpoints[self.current].uri().to_string()
+    }
+
+    /// After a failure: a new connection to the next address (the same
+    /// one, when there is only one).
+    pub fn next(&mut self) {
+        self.current = (self.current + 1) % self.endpoints.len();
+        self.reconnect();
+    }
+
+    /// A new connection to the same address: behind a load balancer it may
+    /// reach another replica, which is how streams spread after a restart.
+    pub fn reconnect(&mut self) {
+        self.client = client_on(&self.endpoints[self.current], &self.bearer);
+    }
+}
+
+fn client_on(endpoint: &Endpoint, bearer: &BearerInterceptor) -> ClusterClient {
+    ClusterServiceClient::with_interceptor(endpoint.connect_lazy(), bearer.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -16,13 +16,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// gRPC address of the control plane.
+    /// gRPC address of the control plane: one (a load balancer in front of
+    /// the replicas), or several replicas' addresses, comma-separated, tried
+    /// in turn when one fails.
     #[arg(
         long,
         env = "SWITCHBOARD_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
     )]
-    pub control_plane: String,
+    pub control_plane: Vec<String>,
 
     /// Token presented to the control plane; also keys the encryption of the state dir.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_TOKEN", hide_env_values = true)]
@@ -82,15 +85,22 @@ pub struct Config {
     pub usage_batch_size: usize,
 
     /// Longest a usage record waits before its batch is sent.
-    #[arg(long, env = "SWITCHBOARD_USAGE_FLUSH_MS", default_value_t = 1000)]
+    #[arg(long, env = "SWITCHBOARD_USAGE_FLUSH_MS", default_value_t = 250)]
     pub usage_flush_ms: u64,
 
     /// Usage records held in memory before the request path waits for the shipper.
     #[arg(long, env = "SWITCHBOARD_USAGE_QUEUE", default_value_t = 65_536)]
     pub usage_queue: usize,
 
-    /// Longest in-flight requests may take to finish on shutdown.
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    /// On SIGTERM, how long the data plane keeps accepting connections
+    /// while `/readyz` answers 503, so load balancers take it out of rotation
+    /// before it stops listening. Answers meanwhile carry `Connection: close`.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS", default_value_t = 5_000)]
+    pub drain_delay_ms: u64,
+
+    /// After the drain delay, longest in-flight requests and streams may take
+    /// to finish before they are cut.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS", default_value_t = 300_000)]
     pub shutdown_grace_ms: u64,
 
     /// Attempts per request when a route sets no retry policy (1: no retry).
@@ -232,15 +242,21 @@ impl Config {
             Some(_) => {}
         }
         let secured = self.control_plane_ca.is_some() || self.cluster_client_cert.is_some();
-        if secured && !self.control_plane.starts_with("https://") {
-            return Err(
-                "control_plane_ca, cluster_client_cert: only with an https:// control_plane".into(),
-            );
+        if self.control_plane.is_empty() {
+            return Err("control_plane: at least one address is required".into());
         }
-        if !(self.control_plane.starts_with("http://")
-            || self.control_plane.starts_with("https://"))
-        {
-            return Err("control_plane: expected an http:// or https:// URL".into());
+        for url in &self.control_plane {
+            if secured && !url.starts_with("https://") {
+                return Err(
+                    "control_plane_ca, cluster_client_cert: only with https:// control_plane addresses"
+                        .into(),
+                );
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "control_plane: expected http:// or https:// URLs, not {url:?}"
+                ));
+            }
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes: must be positive".into());
@@ -320,6 +336,10 @@ impl Config {
 
     pub fn usage_flush_interval(&self) -> Duration {
         Duration::from_millis(self.usage_flush_ms.max(10))
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

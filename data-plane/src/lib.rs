@@ -6,6 +6,7 @@ pub mod chat;
 pub mod cluster_client;
 pub mod config;
 pub mod config_sync;
+pub mod cow_map;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -39,24 +40,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
     let dataplane_id = dataplane_id(&config.state_dir)?;
 
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(|url| limits::redis::RedisCounters::start(url, config.redis_timeout(), tasks.token()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut limiter = limits::Limiter::new(redis);
+    limiter.rates_on_redis_error = config.rate_limits_on_redis_error;
+    limiter.quotas_on_redis_error = config.quotas_on_redis_error;
+    limiter.completion_reservation = i64::from(config.completion_reservation_tokens);
+    let limiter = Arc::new(limiter);
+
     let live: Live = Arc::new(ArcSwapOption::empty());
     let file = SnapshotFile::new(&config.state_dir, config.cluster_token());
     match file.load() {
-        Ok(Some(snapshot)) => match Runtime::try_from(snapshot) {
-            Ok(runtime) => {
-                tracing::info!(
-                    version = runtime.version,
-                    "serving the snapshot kept in the state dir"
-                );
-                config_sync::install(&live, runtime);
+        Ok(Some(mut snapshot)) => {
+            let spend = std::mem::take(&mut snapshot.spend);
+            match Runtime::try_from(snapshot) {
+                Ok(runtime) => {
+                    tracing::info!(
+                        version = runtime.version,
+                        "serving the config kept in the state dir"
+                    );
+                    limiter.counted.apply(shared::proto::Counters {
+                        complete: true,
+                        spend,
+                    });
+                    config_sync::install(&live, runtime);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the config in the state dir is invalid; waiting for the control plane")
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "the snapshot in the state dir is invalid; waiting for the control plane")
-            }
-        },
-        Ok(None) => tracing::info!("no snapshot in the state dir; waiting for the control plane"),
+        }
+        Ok(None) => tracing::info!("no config in the state dir yet; waiting for the control plane"),
         Err(error) => {
-            tracing::warn!(%error, "the snapshot in the state dir is unreadable; waiting for the control plane")
+            tracing::warn!(%error, "the config in the state dir is unreadable; waiting for the control plane")
         }
     }
 
@@ -67,22 +87,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .as_deref()
             .zip(config.cluster_client_key.as_deref()),
     };
-    let client =
-        cluster_client::connect(&config.control_plane, config.cluster_token(), &cluster_tls)?;
+    let control_planes = cluster_client::ControlPlanes::connect(
+        &config.control_plane,
+        config.cluster_token(),
+        &cluster_tls,
+    )?;
     let tls = config.tls.load().await.map_err(anyhow::Error::msg)?;
     if let Some(tls) = &tls {
         tasks.spawn("tls-reload", tls.clone().keep_fresh(tasks.token()));
     }
+    let config_changed = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(
         "config-sync",
         ConfigSync {
-            client: client.clone(),
+            control_planes: control_planes.clone(),
             live: live.clone(),
-            file,
+            limiter: limiter.clone(),
+            changed: config_changed.clone(),
             dataplane_id: dataplane_id.clone(),
             hostname: hostname(),
         }
         .run(tasks.token()),
+    );
+    tasks.spawn(
+        "config-persist",
+        config_sync::persist(
+            live.clone(),
+            limiter.clone(),
+            file,
+            config_changed,
+            tasks.token(),
+        ),
     );
     tasks.spawn(
         "health-checks",
@@ -98,17 +133,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
     );
 
-    let redis = config
-        .redis_url
-        .as_deref()
-        .map(|url| limits::redis::RedisCounters::start(url, config.redis_timeout(), tasks.token()))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let mut limiter = limits::Limiter::new(redis);
-    limiter.rates_on_redis_error = config.rate_limits_on_redis_error;
-    limiter.quotas_on_redis_error = config.quotas_on_redis_error;
-    limiter.completion_reservation = i64::from(config.completion_reservation_tokens);
-    let limiter = Arc::new(limiter);
     let (sweeping, stop) = (limiter.clone(), tasks.token());
     tasks.spawn("limits-sweep", async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -124,7 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let stop_shipper = tokio_util::sync::CancellationToken::new();
     let shipper = usage::Shipper {
         queue,
-        client,
+        control_planes,
         spool: usage::Spool::open(&config.state_dir)
             .context("state_dir: cannot create the usage spool")?,
         dataplane_id,
@@ -141,12 +165,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tracing::info!(
         listen = %listeners[0].local_addr()?,
         workers,
-        control_plane = %config.control_plane,
+        control_plane = %config.control_plane.join(","),
         tls = tls.is_some(),
         "data plane listening"
     );
     let routing = Arc::new(config.routing());
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = || ingress::AppState {
+        draining: draining.clone(),
         live: live.clone(),
         // Per worker: connections to providers stay on the thread that uses them.
         http: providers::UpstreamClient::new(
@@ -173,7 +199,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     drop(usage);
     let mut workers: FuturesUnordered<_> = stopped.into_iter().collect();
     tokio::select! {
-        _ = shutdown => {}
+        _ = shutdown => {
+            // Load balancers see /readyz fail and stop sending; whoever still
+            // comes is served, then told to reconnect elsewhere.
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                drain_delay_ms = config.drain_delay_ms,
+                "draining: /readyz answers 503; still serving until the drain delay ends"
+            );
+            tokio::time::sleep(config.drain_delay()).await;
+            tracing::info!("no longer accepting connections; waiting for requests in flight");
+        }
         // Workers only stop when told to: one that stops on its own takes the process down.
         stopped = workers.next() => {
             tasks.shutdown().await;

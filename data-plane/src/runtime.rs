@@ -1,21 +1,18 @@
-//! The live configuration: a snapshot turned into lookup tables, built off the
-//! request path and swapped in whole, so a request sees one version or the next.
+//! The live configuration: one config version as lookup tables, built off
+//! the request path (whole from a snapshot, or from the previous version and
+//! a delta) and swapped in whole, so a request sees one version or the next,
+//! never a mix.
 
-use crate::auth::directory::Directory;
+use crate::auth::directory::{Directory, DirectoryChanges};
 use crate::auth::Caller;
 use crate::limits::Policy;
-use crate::providers::{self, Adapter};
-use crate::router::budget::RetryBudget;
-use crate::router::health::TargetState;
+use crate::router::table::{RouteTable, Sources, TableChanges};
 use arc_swap::ArcSwapOption;
-use shared::limits::RateLimits;
-use shared::money::Prices;
+use bytes::{Bytes, BytesMut};
+use prost::Message;
 use shared::proto;
-use shared::routing::Strategy;
-use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use shared::time::now_ms;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub type Live = Arc<ArcSwapOption<Runtime>>;
 
@@ -23,113 +20,17 @@ pub type Live = Arc<ArcSwapOption<Runtime>>;
 pub struct Runtime {
     pub version: i64,
     directory: Directory,
-    /// By public name and by alias.
-    routes: HashMap<String, Arc<Route>>,
-    /// Global limits, prices and the control plane's count of spend.
-    policy: Policy,
+    /// Shared with the next version when a delta leaves it alone.
+    routes: Arc<RouteTable>,
 }
 
-pub struct Provider {
-    pub name: String,
-    /// Holds the base URL and credentials; never printed.
-    pub adapter: Box<dyn Adapter>,
-    /// Active health checks, when the provider's settings ask for them.
-    pub health_check: Option<HealthCheck>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-impl HealthCheck {
-    fn of(settings: &HashMap<String, String>) -> Option<Self> {
-        let ms = |name: &str| {
-            settings
-                .get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_millis)
-        };
-        let interval = ms("health_check_interval_ms")?;
-        Some(HealthCheck {
-            interval,
-            timeout: ms("health_check_timeout_ms").unwrap_or(interval.min(Duration::from_secs(5))),
-        })
-    }
-}
-
-impl std::fmt::Debug for Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("name", &self.name)
-            .field("kind", &self.adapter.kind())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug)]
-pub struct Target {
-    pub provider: Arc<Provider>,
-    pub upstream_model: String,
-    pub weight: u32,
-    pub priority: u32,
-    pub rpm: Option<u32>,
-    pub tpm: Option<u32>,
-    /// Input plus output price per million tokens, for the `cost` strategy.
-    pub price_rank: Option<i64>,
-    /// Carried over from the previous runtime while the target exists.
-    pub health: Arc<TargetState>,
-}
-
-impl Target {
-    /// Not ejected and under its capacity this minute.
-    pub fn available(&self) -> bool {
-        !self.health.ejected() && !self.health.saturated(self.rpm, self.tpm)
-    }
-}
-
-#[derive(Debug)]
-pub struct Route {
-    pub model: String,
-    pub targets: Vec<Target>,
-    pub strategy: Strategy,
-    pub fallbacks: Vec<String>,
-    /// `None`: the data plane's default.
-    pub retry: Option<RetryPolicy>,
-    pub timeouts: RouteTimeouts,
-    /// Other routes' names and their percentage of this route's traffic.
-    pub split: Vec<(String, u32)>,
-    pub context_fallback: Option<String>,
-    pub content_fallback: Option<String>,
-    /// Limits on the model over every caller.
-    pub limits: RateLimits,
-    /// Smooth weighted round robin: target indexes in serving order.
-    pub rotation: Vec<usize>,
-    /// Carried over from the previous runtime while the route exists.
-    pub state: Arc<RouteState>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub backoff: Duration,
-}
-
-/// `None`: the data plane's default.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RouteTimeouts {
-    pub connect: Option<Duration>,
-    pub first_token: Option<Duration>,
-    pub idle: Option<Duration>,
-    pub total: Option<Duration>,
-}
-
-/// A route's rotation position and retry budget.
-#[derive(Debug, Default)]
-pub struct RouteState {
-    pub cursor: AtomicUsize,
-    pub budget: RetryBudget,
+/// Why a snapshot or delta was rejected; sent back to the control plane as a NACK.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a delta from version {from} does not follow the applied version {applied}")]
+    OutOfOrder { from: i64, applied: i64 },
 }
 
 impl Runtime {
@@ -137,22 +38,17 @@ impl Runtime {
         &self.directory
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 
-    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
-        self.routes.get(model)
+    pub fn policy(&self) -> &Policy {
+        &self.routes.policy
     }
 
     /// Public model names the caller may use, sorted.
     pub fn models_for(&self, caller: &Caller) -> Vec<&str> {
-        let mut models: Vec<&str> = self
-            .routes
-            .keys()
-            .map(String::as_str)
-            .filter(|m| caller.allows(m))
-            .collect();
+        let mut models: Vec<&str> = self.routes.names().filter(|m| caller.allows(m)).collect();
         models.sort_unstable();
         models
     }
@@ -161,233 +57,131 @@ impl Runtime {
         self.directory.key_count()
     }
 
-    /// Providers with active health checks, and the targets (of every route)
-    /// that use each.
-    pub fn health_checked(&self) -> Vec<(Arc<Provider>, Vec<Arc<TargetState>>)> {
-        let mut checked: Vec<(Arc<Provider>, Vec<Arc<TargetState>>)> = Vec::new();
-        for route in self.routes.values() {
-            for target in &route.targets {
-                if target.provider.health_check.is_none() {
-                    continue;
-                }
-                let entry = match checked
-                    .iter_mut()
-                    .find(|(p, _)| Arc::ptr_eq(p, &target.provider))
-                {
-                    Some(entry) => entry,
-                    None => {
-                        checked.push((target.provider.clone(), Vec::new()));
-                        let last = checked.len() - 1;
-                        &mut checked[last]
-                    }
-                };
-                // Aliases share a route: each target's state once.
-                if !entry.1.iter().any(|s| Arc::ptr_eq(s, &target.health)) {
-                    entry.1.push(target.health.clone());
-                }
-            }
+    /// A snapshot is checked as a whole: one bad entry rejects it, and the
+    /// previous runtime keeps serving. Routing state of routes and targets
+    /// that still exist is carried over from `previous`.
+    pub fn build(
+        snapshot: proto::Snapshot,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, InvalidConfig> {
+        let sources = Sources {
+            providers: snapshot
+                .providers
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+            routes: snapshot
+                .routes
+                .into_iter()
+                .map(|r| (r.model.clone(), r))
+                .collect(),
+            prices: snapshot
+                .prices
+                .into_iter()
+                .map(|p| ((p.model.clone(), p.provider.clone()), p))
+                .collect(),
+            global_limits: snapshot.global_limits,
+        };
+        let routes = RouteTable::build(sources, previous.map(|p| &*p.routes))
+            .map_err(InvalidConfig::Invalid)?;
+        let directory = Directory::build(DirectoryChanges {
+            keys: snapshot.keys,
+            users: snapshot.users,
+            teams: snapshot.teams,
+            issuers: snapshot.jwt_issuers,
+            ..DirectoryChanges::default()
+        })
+        .map_err(InvalidConfig::Invalid)?;
+        Ok(Runtime {
+            version: snapshot.version,
+            directory,
+            routes: Arc::new(routes),
+        })
+    }
+
+    /// The next version: this one with a delta's changes, checked like a
+    /// snapshot. `self` stays as it was (and serving) if it is refused.
+    pub fn apply(&self, delta: proto::ConfigDelta) -> Result<Self, InvalidConfig> {
+        if delta.from_version != self.version {
+            return Err(InvalidConfig::OutOfOrder {
+                from: delta.from_version,
+                applied: self.version,
+            });
         }
-        checked
+        let table = TableChanges {
+            providers: delta.providers,
+            removed_providers: delta.removed_providers,
+            routes: delta.routes,
+            removed_routes: delta.removed_routes,
+            prices: delta.prices,
+            removed_prices: delta.removed_prices,
+            settings: delta.settings,
+        };
+        let routes = if table.is_empty() {
+            self.routes.clone()
+        } else {
+            Arc::new(self.routes.changed(table).map_err(InvalidConfig::Invalid)?)
+        };
+        let changes = DirectoryChanges {
+            keys: delta.keys,
+            removed_keys: delta.removed_keys,
+            users: delta.users,
+            removed_users: delta.removed_users,
+            teams: delta.teams,
+            removed_teams: delta.removed_teams,
+            issuers: delta.jwt_issuers,
+            removed_issuers: delta.removed_jwt_issuers,
+        };
+        let directory = if changes.is_empty() {
+            self.directory.clone()
+        } else {
+            self.directory
+                .changed(changes)
+                .map_err(InvalidConfig::Invalid)?
+        };
+        Ok(Runtime {
+            version: delta.version,
+            directory,
+            routes,
+        })
+    }
+
+    /// This version as an encoded snapshot, with `spend` (the last counts):
+    /// the copy on disk a cold start serves from. Keys are encoded one by one
+    /// (protobuf merges concatenated messages), never all decoded at once.
+    pub fn encode_snapshot(&self, spend: Vec<proto::SpendState>) -> Bytes {
+        const KEYS_FIELD: u32 = 4;
+        let sources = &self.routes.sources;
+        let head = proto::Snapshot {
+            version: self.version,
+            providers: sources.providers.values().cloned().collect(),
+            routes: sources.routes.values().cloned().collect(),
+            keys: Vec::new(),
+            created_at_ms: now_ms(),
+            jwt_issuers: self.directory.snapshot_issuers(),
+            users: self.directory.snapshot_users(),
+            teams: self.directory.snapshot_teams(),
+            prices: sources.prices.values().cloned().collect(),
+            global_limits: sources.global_limits,
+            spend,
+        };
+        let mut bytes = BytesMut::with_capacity(head.encoded_len() + self.key_count() * 128);
+        // A BytesMut grows as needed: encoding into it cannot fail.
+        let _ = head.encode(&mut bytes);
+        for key in self.directory.snapshot_keys() {
+            prost::encoding::message::encode(KEYS_FIELD, &key, &mut bytes);
+        }
+        bytes.freeze()
     }
 }
 
 impl TryFrom<proto::Snapshot> for Runtime {
-    type Error = InvalidSnapshot;
+    type Error = InvalidConfig;
 
-    fn try_from(snapshot: proto::Snapshot) -> Result<Self, InvalidSnapshot> {
+    fn try_from(snapshot: proto::Snapshot) -> Result<Self, InvalidConfig> {
         Runtime::build(snapshot, None)
     }
 }
-
-impl Runtime {
-    /// A snapshot is checked as a whole: one bad entry rejects it, and the
-    /// previous runtime keeps serving. Routing state (health, rotation,
-    /// retry budget) of routes and targets that still exist is carried over
-    /// from `previous`.
-    pub fn build(
-        mut snapshot: proto::Snapshot,
-        previous: Option<&Runtime>,
-    ) -> Result<Self, InvalidSnapshot> {
-        let bad = |what: String| InvalidSnapshot(what);
-        let policy = Policy::build(&mut snapshot).map_err(bad)?;
-        let mut providers = HashMap::with_capacity(snapshot.providers.len());
-        for p in &snapshot.providers {
-            let adapter =
-                providers::adapter(p).map_err(|e| bad(format!("provider {:?}: {e}", p.name)))?;
-            let provider = Provider {
-                name: p.name.clone(),
-                adapter,
-                health_check: HealthCheck::of(&p.settings),
-            };
-            providers.insert(p.name.as_str(), Arc::new(provider));
-        }
-        let mut routes = HashMap::with_capacity(snapshot.routes.len());
-        for r in &snapshot.routes {
-            let old = previous
-                .and_then(|p| p.routes.get(&r.model))
-                .filter(|old| old.model == r.model);
-            let route = build_route(r, &providers, &policy.prices, old).map_err(bad)?;
-            let route = Arc::new(route);
-            for alias in &r.aliases {
-                routes.insert(alias.clone(), route.clone());
-            }
-            routes.insert(r.model.clone(), route);
-        }
-        for route in routes.values() {
-            let named = route
-                .fallbacks
-                .iter()
-                .chain(route.split.iter().map(|(name, _)| name))
-                .chain(route.context_fallback.iter())
-                .chain(route.content_fallback.iter());
-            for name in named {
-                if !routes.contains_key(name) {
-                    return Err(bad(format!(
-                        "route {:?} sends traffic to route {name:?}, which does not exist",
-                        route.model
-                    )));
-                }
-            }
-        }
-        let directory = Directory::build(
-            snapshot.keys,
-            snapshot.users,
-            snapshot.teams,
-            &snapshot.jwt_issuers,
-        )
-        .map_err(bad)?;
-        Ok(Runtime {
-            version: snapshot.version,
-            directory,
-            routes,
-            policy,
-        })
-    }
-}
-
-fn millis(ms: u32) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
-}
-
-fn build_route(
-    r: &proto::Route,
-    providers: &HashMap<&str, Arc<Provider>>,
-    prices: &Prices,
-    old: Option<&Arc<Route>>,
-) -> Result<Route, String> {
-    let targets = r
-        .targets
-        .iter()
-        .map(|t| {
-            let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
-                format!(
-                    "route {:?} names provider {:?}, which does not exist",
-                    r.model, t.provider
-                )
-            })?;
-            let health = old
-                .and_then(|old| {
-                    old.targets
-                        .iter()
-                        .find(|o| o.provider.name == t.provider && o.upstream_model == t.model)
-                })
-                .map(|o| o.health.clone())
-                .unwrap_or_default();
-            Ok(Target {
-                provider: provider.clone(),
-                upstream_model: t.model.clone(),
-                weight: t.weight.max(1),
-                priority: t.priority,
-                rpm: (t.rpm > 0).then_some(t.rpm),
-                tpm: (t.tpm > 0).then_some(t.tpm),
-                price_rank: prices
-                    .get(&t.provider, &t.model)
-                    .map(|p| p.input.0.saturating_add(p.output.0)),
-                health,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    if targets.is_empty() {
-        return Err(format!("route {:?} has no targets", r.model));
-    }
-    let strategy: Strategy = r
-        .strategy
-        .parse()
-        .map_err(|e| format!("route {:?}: {e}", r.model))?;
-    let rotation = smooth_rotation(&targets.iter().map(|t| t.weight).collect::<Vec<_>>());
-    let present = |s: &String| (!s.is_empty()).then(|| s.clone());
-    Ok(Route {
-        model: r.model.clone(),
-        targets,
-        strategy,
-        fallbacks: r.fallbacks.clone(),
-        retry: r.retry.map(|p| RetryPolicy {
-            max_attempts: p.max_attempts.max(1),
-            backoff: Duration::from_millis(u64::from(p.backoff_ms)),
-        }),
-        timeouts: r
-            .timeouts
-            .map(|t| RouteTimeouts {
-                connect: millis(t.connect_ms),
-                first_token: millis(t.first_token_ms),
-                idle: millis(t.idle_ms),
-                total: millis(t.total_ms),
-            })
-            .unwrap_or_default(),
-        split: r
-            .split
-            .iter()
-            .map(|v| (v.model.clone(), v.weight))
-            .collect(),
-        context_fallback: present(&r.context_fallback),
-        content_fallback: present(&r.content_fallback),
-        limits: RateLimits::from_proto(r.limits.as_ref()),
-        rotation,
-        state: old.map(|o| o.state.clone()).unwrap_or_default(),
-    })
-}
-
-/// Nginx's smooth weighted round robin, unrolled once: weights 5,1,1 serve
-/// a,a,b,a,c,a,a rather than a,a,a,a,a,b,c. Weights are reduced by their
-/// greatest common divisor and the cycle is capped, so it stays small.
-fn smooth_rotation(weights: &[u32]) -> Vec<usize> {
-    const MAX_CYCLE: u64 = 4096;
-    let gcd = weights.iter().fold(0u32, |a, &b| gcd(a, b)).max(1);
-    let mut reduced: Vec<u64> = weights.iter().map(|w| u64::from(w / gcd)).collect();
-    let total: u64 = reduced.iter().sum();
-    if total > MAX_CYCLE {
-        for w in &mut reduced {
-            *w = (*w * MAX_CYCLE / total).max(1);
-        }
-    }
-    let total: i64 = reduced.iter().sum::<u64>() as i64;
-    let mut current = vec![0i64; reduced.len()];
-    (0..total)
-        .map(|_| {
-            for (c, w) in current.iter_mut().zip(&reduced) {
-                *c += *w as i64;
-            }
-            let best = (0..current.len())
-                .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
-                .unwrap_or(0);
-            current[best] -= total;
-            best
-        })
-        .collect()
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// Why a snapshot was rejected; sent back to the control plane as a NACK.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSnapshot(String);
 
 #[cfg(test)]
 mod tests {
@@ -433,6 +227,14 @@ mod tests {
         }
     }
 
+    fn key(id: &str, secret: &str) -> proto::SnapshotKey {
+        proto::SnapshotKey {
+            id: id.into(),
+            key_hash: KeyHash::of(secret).as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn builds_lookup_tables() {
         let runtime = Runtime::try_from(snapshot()).expect("valid snapshot");
@@ -444,8 +246,11 @@ mod tests {
             .models
             .as_ref()
             .is_some_and(|m| m.contains("m") && m.len() == 1));
-        let route = runtime.route("m").expect("route present");
-        assert!(Arc::ptr_eq(route, runtime.route("m-alias").expect("alias")));
+        let route = runtime.routes().route("m").expect("route present");
+        assert!(Arc::ptr_eq(
+            route,
+            runtime.routes().route("m-alias").expect("alias")
+        ));
         assert_eq!(
             route.rotation,
             vec![1, 0, 1, 1],
@@ -466,16 +271,12 @@ mod tests {
         let mut next = snapshot();
         next.routes[0].targets.remove(0);
         let second = Runtime::build(next, Some(&first)).expect("valid");
-        let (old, new) = (first.route("m").expect("m"), second.route("m").expect("m"));
+        let (old, new) = (
+            first.routes().route("m").expect("m"),
+            second.routes().route("m").expect("m"),
+        );
         assert!(Arc::ptr_eq(&old.targets[1].health, &new.targets[0].health));
         assert!(Arc::ptr_eq(&old.state, &new.state));
-    }
-
-    #[test]
-    fn smooth_rotation_interleaves() {
-        assert_eq!(smooth_rotation(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_rotation(&[2, 2]), vec![0, 1]);
-        assert_eq!(smooth_rotation(&[1_000_000, 1]).len(), 4096, "capped");
     }
 
     #[test]
@@ -484,5 +285,126 @@ mod tests {
         s.routes[0].targets[1].provider = "ghost".into();
         let error = Runtime::try_from(s).expect_err("must be rejected");
         assert!(error.to_string().contains("ghost"));
+    }
+
+    #[test]
+    fn rejects_malformed_provider_settings() {
+        let mut s = snapshot();
+        s.providers[0]
+            .settings
+            .insert("health_check_interval_ms".into(), "soon".into());
+        let error = Runtime::try_from(s).expect_err("must be rejected");
+        assert!(
+            error.to_string().contains("health_check_interval_ms"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_delta_changes_only_what_it_names_and_leaves_the_previous_version_serving() {
+        let first = Runtime::try_from(snapshot()).expect("valid");
+        let delta = proto::ConfigDelta {
+            from_version: 7,
+            version: 8,
+            keys: vec![key("k2", "sk-sb-two")],
+            ..Default::default()
+        };
+        let second = first.apply(delta).expect("valid delta");
+        assert_eq!(second.version, 8);
+        assert!(second.directory().key(&KeyHash::of("sk-sb-two")).is_some());
+        assert!(second.directory().key(&KeyHash::of("sk-sb-x")).is_some());
+        assert!(first.directory().key(&KeyHash::of("sk-sb-two")).is_none());
+        assert!(
+            Arc::ptr_eq(&first.routes, &second.routes),
+            "a delta of keys leaves the routing table shared"
+        );
+
+        // A rotated key replaces its entries; a removed one loses them all.
+        let rotate = proto::ConfigDelta {
+            from_version: 8,
+            version: 9,
+            keys: vec![key("k", "sk-sb-new"), key("k", "sk-sb-x")],
+            ..Default::default()
+        };
+        let third = second.apply(rotate).expect("valid");
+        assert!(third.directory().key(&KeyHash::of("sk-sb-new")).is_some());
+        let again = proto::ConfigDelta {
+            from_version: 9,
+            version: 10,
+            keys: vec![key("k", "sk-sb-newer"), key("k", "sk-sb-new")],
+            ..Default::default()
+        };
+        let fourth = third.apply(again).expect("valid");
+        assert!(
+            fourth.directory().key(&KeyHash::of("sk-sb-x")).is_none(),
+            "a second rotation ends the first one's grace at once"
+        );
+        let revoke = proto::ConfigDelta {
+            from_version: 10,
+            version: 11,
+            removed_keys: vec!["k".into()],
+            ..Default::default()
+        };
+        let fifth = fourth.apply(revoke).expect("valid");
+        assert_eq!(fifth.key_count(), 1);
+    }
+
+    #[test]
+    fn a_bad_or_out_of_order_delta_is_refused() {
+        let first = Runtime::try_from(snapshot()).expect("valid");
+        let gap = proto::ConfigDelta {
+            from_version: 6,
+            version: 8,
+            ..Default::default()
+        };
+        assert!(matches!(
+            first.apply(gap),
+            Err(InvalidConfig::OutOfOrder {
+                from: 6,
+                applied: 7
+            })
+        ));
+        let dangling = proto::ConfigDelta {
+            from_version: 7,
+            version: 8,
+            removed_providers: vec!["up".into()],
+            ..Default::default()
+        };
+        let error = first
+            .apply(dangling)
+            .expect_err("route m still names provider up");
+        assert!(error.to_string().contains("\"up\""), "{error}");
+        let bad_key = proto::ConfigDelta {
+            from_version: 7,
+            version: 8,
+            keys: vec![proto::SnapshotKey {
+                id: "short".into(),
+                key_hash: vec![1, 2, 3],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(first.apply(bad_key).is_err());
+    }
+
+    #[test]
+    fn the_disk_copy_serves_as_the_runtime_did() {
+        let first = Runtime::try_from(snapshot()).expect("valid");
+        let spend = vec![proto::SpendState {
+            holder: "key/k".into(),
+            spent_micros: 5,
+            ..Default::default()
+        }];
+        let encoded = first.encode_snapshot(spend.clone());
+        let decoded = proto::Snapshot::decode(encoded).expect("decodes");
+        assert_eq!(decoded.spend, spend);
+        let again = Runtime::try_from(decoded).expect("valid");
+        assert_eq!(again.version, 7);
+        let key = again
+            .directory()
+            .key(&KeyHash::of("sk-sb-x"))
+            .expect("key kept");
+        assert!(key.models.as_ref().is_some_and(|m| m.contains("m")));
+        assert!(again.routes().route("m-alias").is_some());
     }
 }

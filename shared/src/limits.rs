@@ -327,6 +327,14 @@ pub struct BudgetCeiling {
 }
 
 impl BudgetCeiling {
+    pub fn to_snapshot(&self) -> proto::SnapshotBudget {
+        proto::SnapshotBudget {
+            amount_micros: self.amount.0,
+            currency: self.currency.to_string(),
+            period: self.period.to_string(),
+        }
+    }
+
     pub fn from_snapshot(p: Option<&proto::SnapshotBudget>) -> Result<Option<Self>, String> {
         let Some(p) = p.filter(|p| p.amount_micros > 0) else {
             return Ok(None);

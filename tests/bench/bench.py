@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import ROOT, Stack, cpu_seconds, rss_kib  # noqa: E402
+from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib  # noqa: E402
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
 CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
@@ -293,53 +293,56 @@ class Bench:
                         f"(the admin write's own answer: P50 {statistics.median(writes) * 1000:.1f} ms)", "", "P99 < 1 s")
 
     def config_scale(self):
-        """A fresh control plane and data plane; keys and routes are written
-        straight into the SQLite database (the admin API would take hours for a
-        million keys), then the version is bumped as any admin write does.
-        Requests run at concurrency 1 before and all through the apply."""
-        window = 5 if self.s.smoke else 20
+        """Keys (a tenth of them with budgets) and routes written straight
+        into the SQLite database (the admin API would take hours for a million
+        keys), marked as older than the change log, as a restore would leave
+        them: three data planes take them as a full snapshot. Then, with them
+        loaded: keys created through the admin API, timed until every data
+        plane serves them, and what each change costs on the wire; a data
+        plane that reconnects after 100 changes; and 100 simulated data planes
+        on the same control plane (tests/src/cluster_load.rs)."""
+        window = 5 if self.s.smoke else 30
         for keys in self.s.key_scales:
             st = Stack(self.bin_dir)
             try:
                 mock = st.mock()
                 st.control_plane(config_poll_ms=100)
-                dp = st.data_plane()
+                planes = [st.data_plane() for _ in range(3)]
+                dp = planes[0]
                 st.provider("fast", mock)
                 st.route("fast", "fast")
                 key = st.key()
-                st.wait_model(dp, key, "fast")
-                scenario = f"7. config scale, {keys:,} keys, {self.s.routes:,} routes"
+                for plane in planes:
+                    st.wait_model(plane, key, "fast")
+                scenario = f"7. config scale, {keys:,} keys ({keys // 10:,} with budgets), {self.s.routes:,} routes"
                 latency = ["latency", "--url", dp.url, "--key", key, "--model", "fast"]
                 quiet = json.loads(probe(self.bin_dir, *latency, "--seconds", max(1, round(self.s.seconds))).communicate()[0])
-                applies = dp.metric("switchboard_config_apply_seconds_count")
-                apply_before = dp.metric("switchboard_config_apply_seconds_sum") or 0.0
+                snapshots = [p.metric('switchboard_config_apply_seconds_count{kind="snapshot"}') or 0 for p in planes]
+                apply_before = dp.metric('switchboard_config_apply_seconds_sum{kind="snapshot"}') or 0.0
                 build_before = st.cp_metric("switchboard_snapshot_build_seconds_sum") or 0.0
-                # Written first, published later: the control plane rebuilds on the version bump.
                 seed(st.db, keys, self.s.routes)
                 rss_before = rss_kib(dp.proc.pid)
                 loader = probe(self.bin_dir, *latency, "--seconds", window)
                 time.sleep(0.5)
-                seeded_at = bump_version(st.db)
+                seeded_at = restore_version(st.db)
                 deadline = time.monotonic() + window
-                while dp.metric("switchboard_config_apply_seconds_count") == applies:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the data plane did not apply the large snapshot within {window} s")
-                    time.sleep(0.02)
+                for plane, before in zip(planes, snapshots):
+                    while (plane.metric('switchboard_config_apply_seconds_count{kind="snapshot"}') or 0) == before:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"a data plane did not apply the large snapshot within {window} s")
+                        time.sleep(0.02)
                 applied_at = time.time()
                 visible = time.monotonic() - seeded_at
-                applied = (dp.metric("switchboard_config_apply_seconds_sum") or 0.0) - apply_before
+                applied = (dp.metric('switchboard_config_apply_seconds_sum{kind="snapshot"}') or 0.0) - apply_before
                 built = (st.cp_metric("switchboard_snapshot_build_seconds_sum") or 0.0) - build_before
-                rss_after = rss_kib(dp.proc.pid)
                 during = json.loads(loader.communicate()[0])
                 # The apply ran in the `applied` seconds before it was seen (polled every 20 ms).
                 start_us, end_us = (applied_at - applied - 0.03) * 1e6, applied_at * 1e6
                 in_apply = [took for at, took in during["slow"] if start_us <= at + took and at <= end_us]
-                self.report.row(scenario, "apply on the data plane (decode, index, swap)", "",
+                self.report.row(scenario, "full snapshot: apply on the data plane (decode, index, swap)", "",
                                 f"{applied:.2f} s", "", "< 2 s")
-                self.report.row(scenario, "database write -> served by the data plane", "",
+                self.report.row(scenario, "full snapshot: database write -> served by 3 data planes", "",
                                 f"{visible:.1f} s, of which the control plane's read and encode {built:.1f} s", "", "")
-                self.report.row(scenario, "data-plane RSS before / after", "",
-                                f"{rss_before / 1024:.0f} / {rss_after / 1024:.0f} MiB", "", "< 1 GiB")
                 self.report.row(scenario, "requests at concurrency 1 slower than 1 ms", "",
                                 f"during the data plane's apply: {len(in_apply)}"
                                 f"{f' (max {max(in_apply):,} us)' if in_apply else ''}; across the whole publish: "
@@ -348,8 +351,76 @@ class Bench:
                                 "", "none during the apply")
                 if quiet["errors"] or during["errors"]:
                     self.report.notes.append(f"Scenario 7: errors before {quiet['errors']}, during {during['errors']}.")
+
+                # One key at a time through the admin API, until all three serve it.
+                delta_bytes = [p.metric('switchboard_config_received_bytes_total{kind="delta"}') or 0 for p in planes]
+                creates = 5 if self.s.smoke else 50
+                delays = []
+                for i in range(creates):
+                    started = time.monotonic()
+                    secret = st.key()
+                    for plane in planes:
+                        st.wait_model(plane, secret, "fast", timeout=30)
+                    delays.append(time.monotonic() - started)
+                delays.sort()
+                p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+                per_change = max((p.metric('switchboard_config_received_bytes_total{kind="delta"}') or 0) - before
+                                 for p, before in zip(planes, delta_bytes)) / creates
+                self.report.row(scenario, f"key created -> served by 3 data planes, {creates} keys", "",
+                                f"P50 {statistics.median(delays) * 1000:.0f} ms, P99 {p99 * 1000:.0f} ms", "", "P99 < 1 s")
+                self.report.row(scenario, "bytes sent to a data plane per key created", "",
+                                f"{per_change:,.0f} B", "", "< 16 KiB")
+                self.report.row(scenario, "RSS with the keys loaded: control plane / data planes", "",
+                                f"{rss_kib(st.cp.pid) / 1024:.0f} MiB / "
+                                + ", ".join(f"{rss_kib(p.proc.pid) / 1024:.0f}" for p in planes) + " MiB"
+                                + f" (a data plane before the keys: {rss_before / 1024:.0f} MiB)", "", "< 1 GiB each")
+
+                # A data plane away for 100 changes gets those, not the keys.
+                away = planes[2]
+                st.stop(away)
+                missed = [st.key() for _ in range(5 if self.s.smoke else 100)]
+                back = st.data_plane(port=away.port, index=away.index)
+                st.wait_model(back, missed[-1], "fast", timeout=60)
+                got_snapshot = back.metric('switchboard_config_received_bytes_total{kind="snapshot"}') or 0
+                got_delta = back.metric('switchboard_config_received_bytes_total{kind="delta"}') or 0
+                self.report.row(scenario, f"data plane back after {len(missed)} changes: what it received", "",
+                                f"{got_delta:,.0f} B of deltas, {got_snapshot:,.0f} B of snapshot", "",
+                                "the changes, not the keys")
+                planes[2] = back
+
+                self.simulated_data_planes(st, keys, scenario)
             finally:
                 st.close()
+
+    def simulated_data_planes(self, st, keys, scenario):
+        """100 config streams (config + usage) on the control plane holding the keys."""
+        streams = 10 if self.s.smoke else 100
+        cpu_before = cpu_seconds(st.cp.pid)
+        count_before = st.cp_metric("switchboard_spend_count_seconds_sum") or 0.0
+        holders_before = st.cp_metric("switchboard_spend_holders_counted_total") or 0.0
+        started = time.monotonic()
+        out = subprocess.run(
+            [str(self.bin_dir / "cluster-load"), "--control-plane", f"http://127.0.0.1:{st.grpc_port}",
+             "--cluster-token", CLUSTER_TOKEN, "--admin-url", f"http://127.0.0.1:{st.admin_port}",
+             "--admin-token", ADMIN_TOKEN, "--streams", str(streams), "--creates", "5" if self.s.smoke else "20",
+             "--usage-seconds", "2" if self.s.smoke else "10", "--usage-keys", str(max(1, keys // 10))],
+            check=True, capture_output=True, text=True, timeout=600).stdout
+        elapsed = time.monotonic() - started
+        result = json.loads(out)
+        cpu = cpu_seconds(st.cp.pid) - cpu_before
+        time.sleep(2)  # the leader's last counts
+        counted = (st.cp_metric("switchboard_spend_holders_counted_total") or 0.0) - holders_before
+        counting = (st.cp_metric("switchboard_spend_count_seconds_sum") or 0.0) - count_before
+        p = result["propagation_ms"]
+        self.report.row(scenario, f"{streams} simulated data planes: key created -> received by all", "",
+                        f"P50 {p['p50']:.0f} ms, P99 {p['p99']:.0f} ms, max {p['max']:.0f} ms "
+                        f"({result['bytes_per_stream_per_change']:,} B per stream per change)", "", "")
+        self.report.row(scenario, f"{streams} simulated data planes: usage ingestion", "",
+                        f"{result['usage_records_per_second']:,.0f} records/s "
+                        f"({result['usage_records']:,} records for {max(1, keys // 10):,} budgeted keys)", "", "")
+        self.report.row(scenario, f"{streams} simulated data planes: control plane", "",
+                        f"CPU {cpu / elapsed * 100:.0f}% of a core over the run, RSS {rss_kib(st.cp.pid) / 1024:.0f} MiB; "
+                        f"spend counting {counting:.2f} s of CPU for {counted:,.0f} holder counts", "", "")
 
     def run(self, only):
         self.setup()
@@ -367,8 +438,12 @@ class Bench:
             self.config_scale()
 
 
+BENCH_BUDGET = '{"amount":"1000000","currency":"USD","period":"monthly","alert_threshold":0.8}'
+
+
 def seed(db: Path, keys: int, routes: int):
-    """Writes keys and routes in one transaction, without publishing them."""
+    """Writes keys (every tenth with a budget) and routes in one transaction,
+    without publishing them."""
     now = int(time.time() * 1000)
     con = sqlite3.connect(db, timeout=60)
     with con:
@@ -378,17 +453,21 @@ def seed(db: Path, keys: int, routes: int):
         con.executemany(
             "INSERT INTO route_targets (route_model, position, provider, upstream_model, weight) VALUES (?, 0, 'fast', 'load', 1)",
             ((f"scale-{i}",) for i in range(routes)))
+        # The first tenth hold budgets: simulated usage goes to them.
         con.executemany(
-            "INSERT INTO api_keys (id, name, key_hash, prefix, models, created_at) VALUES (?, ?, ?, 'sk-sb-', '[]', ?)",
-            ((f"key-{i:08d}", f"bench {i}", secrets.token_hex(32), now) for i in range(keys)))
+            "INSERT INTO api_keys (id, name, key_hash, prefix, models, created_at, budget) VALUES (?, ?, ?, 'sk-sb-', '[]', ?, ?)",
+            ((f"key-{i:08d}", f"bench {i}", secrets.token_hex(32), now, BENCH_BUDGET if i < keys // 10 else None)
+             for i in range(keys)))
     con.close()
 
 
-def bump_version(db: Path) -> float:
-    """What every admin write does; answers the moment it committed."""
+def restore_version(db: Path) -> float:
+    """A new version that the change log does not reach back to, as after a
+    restore: data planes behind it take a full snapshot. Answers the moment
+    it committed."""
     con = sqlite3.connect(db, timeout=60)
     with con:
-        con.execute("UPDATE config_version SET version = version + 1 WHERE id = 1")
+        con.execute("UPDATE config_version SET version = version + 1, history_from = version + 1 WHERE id = 1")
     con.close()
     return time.monotonic()
 

@@ -58,7 +58,7 @@ class Stack:
             [str(self.bin_dir / name), *map(str, args)],
             stdout=subprocess.PIPE if name.startswith("mock") else out,
             stderr=out,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "SWITCHBOARD_DRAIN_DELAY_MS": "0", **(env or {})},
         )
         self.procs.append(proc)
         return proc
@@ -88,9 +88,11 @@ class Stack:
         )
         wait_until(lambda: self.get(self.admin_port, "/readyz")[0] == 200, what="control plane")
 
-    def data_plane(self, *extra) -> "DataPlane":
-        port = free_port()
-        index = len(self.data_planes)
+    def data_plane(self, *extra, port=None, index=None) -> "DataPlane":
+        """A new data plane; with `port` and `index` of a stopped one, that
+        one again (same state dir: it starts from its copy on disk)."""
+        port = port or free_port()
+        index = len(self.procs) if index is None else index
         proc = self.spawn(
             "data-plane",
             "--listen", f"127.0.0.1:{port}",
@@ -101,7 +103,7 @@ class Stack:
             *extra,
             log=f"dp{index}.log",
         )
-        dp = DataPlane(proc, port)
+        dp = DataPlane(proc, port, index)
         wait_until(lambda: self.get(port, "/readyz")[0] == 200, what="data plane")
         self.data_planes.append(dp)
         return dp
@@ -178,9 +180,10 @@ def metric(port, name) -> float | None:
 
 
 class DataPlane:
-    def __init__(self, proc, port):
+    def __init__(self, proc, port, index):
         self.proc = proc
         self.port = port
+        self.index = index
         self.url = f"http://127.0.0.1:{port}/v1"
 
     def metric(self, name) -> float | None:

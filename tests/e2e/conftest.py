@@ -4,6 +4,7 @@ the official clients."""
 
 import os
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
@@ -70,13 +71,15 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
 class Process:
     """A binary running with its output in a log file, stopped at teardown."""
 
-    def __init__(self, name, args, log_dir, env=None):
-        self.name = name
-        self.args = [str(BIN_DIR / name)] + [str(a) for a in args]
-        self.log_path = Path(log_dir) / f"{name}-{secrets.token_hex(3)}.log"
+    def __init__(self, name, args, log_dir, env=None, absolute=False):
+        """`name` is one of Switchboard's binaries, or with `absolute` any program's path."""
+        self.name = Path(name).name
+        self.args = [str(name if absolute else BIN_DIR / name)] + [str(a) for a in args]
+        self.log_path = Path(log_dir) / f"{self.name}-{secrets.token_hex(3)}.log"
         # Debug for Switchboard's own crates: every span field and event is searched for secrets.
         log = "info,sqlx=warn,control_plane=debug,data_plane=debug,shared=debug"
-        self.env = {**os.environ, "SWITCHBOARD_LOG": log, **(env or {})}
+        # No drain delay on SIGTERM unless a test asks for one: stops stay quick.
+        self.env = {**os.environ, "SWITCHBOARD_LOG": log, "SWITCHBOARD_DRAIN_DELAY_MS": "0", **(env or {})}
         self.proc = None
 
     def start(self):
@@ -245,6 +248,41 @@ class Gateway:
 
     def usage(self, **params):
         return self.admin("GET", "/usage", params=params, expect=200).json()
+
+
+class Redis:
+    """A Redis server of the test's own, on a loopback port, keeping nothing on disk."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}"
+        wait_until(self.up, what="redis up")
+
+    def up(self):
+        import socket
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if not shutil.which("redis-server"):
+        if IN_CI:
+            raise AssertionError("redis-server is required")
+        pytest.skip("redis-server not installed")
+    server = Redis(tmp_path)
+    yield server
+    server.stop()
+
 
 
 @pytest.fixture(scope="session", autouse=True)

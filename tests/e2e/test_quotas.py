@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import IN_CI, MOCK_KEY, Gateway, Process, free_port, wait_until
+from conftest import MOCK_KEY, Gateway, Process, free_port, wait_until
 from test_jwt import AUDIENCE, idp  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(240)
@@ -360,40 +360,6 @@ def test_missing_usage_is_estimated_by_tokenizer(gateway, tmp_path):
     assert all(r["prompt_tokens"] > 0 and r["estimated"] == r["requests"] for r in estimated)
     reported = gateway.usage(key_id=key["id"], estimated="false")
     assert (reported["requests"], reported["prompt_tokens"], reported["estimated"]) == (1, 2, 0)
-
-
-class Redis:
-    """A Redis server of the test's own, on a loopback port, keeping nothing on disk."""
-
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{self.port}"
-        wait_until(self.up, what="redis up")
-
-    def up(self):
-        import socket
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def redis(tmp_path):
-    if not shutil.which("redis-server"):
-        if IN_CI:
-            raise AssertionError("redis-server is required")
-        pytest.skip("redis-server not installed")
-    server = Redis(tmp_path)
-    yield server
-    server.stop()
 
 
 def oha(url, key, requests):

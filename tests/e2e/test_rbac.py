@@ -140,6 +140,9 @@ def rest_rows(w):
         ("GET", "/usage", EVERYONE, lambda: ("/usage", None)),
         ("GET", "/usage", READERS, lambda: (f"/usage?team_id={w.team_b}", None)),
         ("GET", "/dataplanes", READERS, lambda: ("/dataplanes", None)),
+        ("GET", "/cluster", READERS, lambda: ("/cluster", None)),
+        ("GET", "/settings", READERS, lambda: ("/settings", None)),
+        ("PATCH", "/settings", ADMIN, lambda: ("/settings", {"spend_interval_ms": 400})),
         ("GET", "/audit", READERS, lambda: ("/audit", None)),
         ("GET", "/jwt-issuers", READERS, lambda: ("/jwt-issuers", None)),
         ("POST", "/jwt-issuers", ADMIN, lambda: ("/jwt-issuers", {**w.issuer_body, "name": (n := fresh("idp")),
@@ -278,6 +281,9 @@ GRPC_ROWS = {
     "ListPrices": (EVERYONE, lambda pb, rpb, w: pb.ListPricesRequest()),
     "GetUsage": (READERS, lambda pb, rpb, w: pb.UsageQuery(team_id=w.team_b)),
     "ListDataPlanes": (READERS, lambda pb, rpb, w: pb.ListDataPlanesRequest()),
+    "GetCluster": (READERS, lambda pb, rpb, w: pb.GetClusterRequest()),
+    "GetSettings": (READERS, lambda pb, rpb, w: pb.GetSettingsRequest()),
+    "UpdateSettings": (ADMIN, lambda pb, rpb, w: pb.UpdateSettingsRequest(spend_interval_ms=400)),
     "ListAudit": (READERS, lambda pb, rpb, w: pb.AuditQuery()),
 }
 

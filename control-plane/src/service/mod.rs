@@ -2,6 +2,7 @@
 //! encryption of credentials, and a prompt snapshot refresh after each write.
 
 mod admins;
+mod cluster;
 mod jwt_issuers;
 mod quotas;
 mod validate;
@@ -825,6 +826,7 @@ impl Admin {
                 applied_version: row.applied_version,
                 last_error: row.last_error,
                 last_seen: ms_to_rfc3339(row.last_seen),
+                control_plane: row.control_plane,
             })
             .collect();
         Ok(DataPlanes {

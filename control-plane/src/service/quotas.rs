@@ -26,7 +26,9 @@ impl Admin {
             .find_price(&price.model, price.provider.as_deref())
             .await?;
         self.check_repricing(&price).await?;
-        self.store.put_price(&price, now_ms(), false).await?;
+        self.store
+            .put_prices(std::slice::from_ref(&price), now_ms(), false)
+            .await?;
         self.refresher.refresh_now();
         let after = self
             .find_price(&price.model, price.provider.as_deref())
@@ -60,7 +62,8 @@ impl Admin {
         let specs: Vec<PriceSpec> = serde_json::from_str(DEFAULT_PRICES)
             .map_err(|e| Error::Internal(format!("bundled prices: {e}")))?;
         let known = self.store.list_prices().await?;
-        let mut added = 0;
+        // One config version for all of them.
+        let mut fresh = Vec::new();
         for spec in specs {
             let price = price_of(spec)?;
             if known
@@ -69,9 +72,9 @@ impl Admin {
             {
                 continue;
             }
-            self.store.put_price(&price, now_ms(), true).await?;
-            added += 1;
+            fresh.push(price);
         }
+        let added = self.store.put_prices(&fresh, now_ms(), true).await?;
         if added > 0 {
             self.refresher.refresh_now();
         }

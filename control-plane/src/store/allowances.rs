@@ -1,6 +1,7 @@
 //! Limits and budgets of keys, users and teams; prices; spend as last
 //! counted from usage records; and the budget alerts sent.
 
+use super::changes::{Change, EntityKind};
 use super::Store;
 use crate::error::Result;
 use crate::model::{Budget, Limits, PriceView};
@@ -25,46 +26,12 @@ pub fn budget_of(json: Option<&str>) -> Option<Budget> {
     json.and_then(|j| serde_json::from_str(j).ok())
 }
 
-fn table(kind: HolderKind) -> &'static str {
+pub(super) fn table(kind: HolderKind) -> &'static str {
     match kind {
         HolderKind::Key => "api_keys",
         HolderKind::User => "users",
         HolderKind::Team => "teams",
     }
-}
-
-/// The usage column that names a holder of `kind`.
-fn usage_column(kind: HolderKind) -> &'static str {
-    match kind {
-        HolderKind::Key => "key_id",
-        HolderKind::User => "user_id",
-        HolderKind::Team => "team_id",
-    }
-}
-
-/// A key, user or team with a budget or a quota: what spend is counted for.
-#[derive(Clone, Debug)]
-pub struct Holder {
-    pub kind: HolderKind,
-    pub id: String,
-    pub limits: Limits,
-    pub budget: Option<Budget>,
-    pub models: Vec<String>,
-}
-
-impl Holder {
-    pub fn name(&self) -> String {
-        self.kind.holder(&self.id)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct SpendRow {
-    pub holder: String,
-    pub period_start: i64,
-    pub spent_micros: i64,
-    pub requests: i64,
-    pub tokens: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,119 +96,12 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        Self::commit_config_change_if(tx, changed).await
-    }
-
-    /// Every key (not revoked), user and team with a budget or a quota.
-    pub async fn holders(&self) -> Result<Vec<Holder>> {
-        let mut holders = Vec::new();
-        for kind in [HolderKind::Key, HolderKind::User, HolderKind::Team] {
-            let live = if kind == HolderKind::Key {
-                " AND revoked_at IS NULL"
-            } else {
-                ""
-            };
-            let rows: Vec<(String, String, Option<String>, String)> = sqlx::query_as(&format!(
-                "SELECT id, limits, budget, models FROM {} \
-                 WHERE (budget IS NOT NULL OR limits <> '{{}}'){live} ORDER BY id",
-                table(kind)
-            ))
-            .fetch_all(&self.pool)
-            .await?;
-            holders.extend(
-                rows.into_iter()
-                    .map(|(id, limits, budget, models)| Holder {
-                        kind,
-                        id,
-                        limits: limits_of(&limits),
-                        budget: budget_of(budget.as_deref()),
-                        models: super::string_list(&models),
-                    })
-                    .filter(|h| h.budget.is_some() || h.limits.has_quota()),
-            );
+        if changed {
+            // Its spend is counted again under the new allowance.
+            Self::mark_spend_dirty(&mut tx, &[kind.holder(id)]).await?;
         }
-        Ok(holders)
-    }
-
-    /// What a holder has used: cost in `currency` within the period
-    /// `[start, end)`, successful requests and their tokens over all time
-    /// when `lifetime` (else within the period too).
-    pub async fn count_usage(
-        &self,
-        holder: &Holder,
-        (period_start_ms, period_end_ms): (i64, i64),
-        currency: Currency,
-        lifetime: bool,
-    ) -> Result<(i64, i64, i64)> {
-        let column = usage_column(holder.kind);
-        let since = if lifetime { 0 } else { period_start_ms };
-        let row: (i64, i64, i64) = sqlx::query_as(&format!(
-            "SELECT \
-             CAST(COALESCE(SUM(CASE WHEN created_at >= $2 AND created_at < $5 AND currency = $3 \
-             THEN cost_micros ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN status < 400 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN status < 400 THEN total_tokens ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_records WHERE {column} = $1 AND created_at >= $4"
-        ))
-        .bind(&holder.id)
-        .bind(period_start_ms)
-        .bind(currency.as_str())
-        .bind(since)
-        .bind(period_end_ms)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row)
-    }
-
-    pub async fn spend_rows(&self) -> Result<Vec<SpendRow>> {
-        Self::spend_in(&self.pool).await
-    }
-
-    pub(super) async fn spend_in<'e, E>(executor: E) -> Result<Vec<SpendRow>>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Any>,
-    {
-        Ok(sqlx::query_as(
-            "SELECT holder, period_start, spent_micros, requests, tokens FROM spend ORDER BY holder",
-        )
-        .fetch_all(executor)
-        .await?)
-    }
-
-    pub async fn spend_of(&self, holder: &str) -> Result<Option<SpendRow>> {
-        Ok(sqlx::query_as(
-            "SELECT holder, period_start, spent_micros, requests, tokens FROM spend WHERE holder = $1",
-        )
-        .bind(holder)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    /// Replaces the spend table with `rows`. Spend ships in snapshots, so
-    /// the version moves, but only when something changed.
-    pub async fn write_spend(&self, rows: &[SpendRow], now_ms: i64) -> Result<bool> {
-        let current = self.spend_rows().await?;
-        if current == rows {
-            return Ok(false);
-        }
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM spend").execute(&mut *tx).await?;
-        for row in rows {
-            sqlx::query(
-                "INSERT INTO spend (holder, period_start, spent_micros, requests, tokens, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&row.holder)
-            .bind(row.period_start)
-            .bind(row.spent_micros)
-            .bind(row.requests)
-            .bind(row.tokens)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Self::commit_config_change(tx).await?;
-        Ok(true)
+        let change = Change::new(EntityKind::of_holder(kind), id);
+        self.commit_config_change_if(tx, changed, &[change]).await
     }
 
     /// `true` when this alert is new for its holder, period and kind.
@@ -281,8 +141,14 @@ impl Store {
         Ok(())
     }
 
-    /// Upserts a price; `only_if_absent` leaves an existing one alone.
-    pub async fn put_price(&self, price: &PriceView, at: i64, only_if_absent: bool) -> Result<()> {
+    /// Upserts prices in one config version; `only_if_absent` leaves
+    /// existing ones alone. Answers how many were written.
+    pub async fn put_prices(
+        &self,
+        prices: &[PriceView],
+        at: i64,
+        only_if_absent: bool,
+    ) -> Result<usize> {
         let mut tx = self.begin().await?;
         let conflict = if only_if_absent {
             "DO NOTHING"
@@ -291,23 +157,31 @@ impl Store {
              cached_input_micros = excluded.cached_input_micros, currency = excluded.currency, \
              updated_at = excluded.updated_at"
         };
-        let changed = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO prices (model, provider, input_micros, output_micros, cached_input_micros, currency, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, provider) {conflict}"
-        ))
-        .bind(&price.model)
-        .bind(price.provider.as_deref().unwrap_or_default())
-        .bind(price.input_per_million.0)
-        .bind(price.output_per_million.0)
-        .bind(price.cached_input_per_million.0)
-        .bind(price.currency.as_str())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        Self::commit_config_change_if(tx, changed).await?;
-        Ok(())
+        );
+        let mut changes = Vec::new();
+        for price in prices {
+            let written = sqlx::query(&sql)
+                .bind(&price.model)
+                .bind(price.provider.as_deref().unwrap_or_default())
+                .bind(price.input_per_million.0)
+                .bind(price.output_per_million.0)
+                .bind(price.cached_input_per_million.0)
+                .bind(price.currency.as_str())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            if written {
+                changes.push(Change::price(&price.model, price.provider.as_deref()));
+            }
+        }
+        self.commit_config_change_if(tx, !changes.is_empty(), &changes)
+            .await?;
+        Ok(changes.len())
     }
 
     pub async fn list_prices(&self) -> Result<Vec<PriceView>> {

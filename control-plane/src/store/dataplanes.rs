@@ -12,6 +12,8 @@ pub struct DataPlaneRow {
     pub connected_at: i64,
     pub disconnected_at: Option<i64>,
     pub last_seen: i64,
+    /// The control-plane replica its stream was last opened on.
+    pub control_plane: String,
 }
 
 impl Store {
@@ -23,19 +25,23 @@ impl Store {
         hostname: &str,
         software_version: &str,
         applied_version: i64,
+        control_plane: &str,
     ) -> Result<i64> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO dataplanes (id, hostname, software_version, applied_version, last_error, \
-             connected_at, disconnected_at, last_seen) VALUES ($1, $2, $3, $4, '', $5, NULL, $5) \
+             connected_at, disconnected_at, last_seen, control_plane) \
+             VALUES ($1, $2, $3, $4, '', $5, NULL, $5, $6) \
              ON CONFLICT (id) DO UPDATE SET hostname = $2, software_version = $3, \
-             applied_version = $4, connected_at = $5, disconnected_at = NULL, last_seen = $5",
+             applied_version = $4, connected_at = $5, disconnected_at = NULL, last_seen = $5, \
+             control_plane = $6",
         )
         .bind(id)
         .bind(hostname)
         .bind(software_version)
         .bind(applied_version)
         .bind(now)
+        .bind(control_plane)
         .execute(&self.pool)
         .await?;
         Ok(now)
@@ -81,7 +87,7 @@ impl Store {
     pub async fn list_dataplanes(&self) -> Result<Vec<DataPlaneRow>> {
         Ok(sqlx::query_as(
             "SELECT id, hostname, software_version, applied_version, last_error, connected_at, \
-             disconnected_at, last_seen FROM dataplanes ORDER BY id",
+             disconnected_at, last_seen, control_plane FROM dataplanes ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?)

@@ -2,11 +2,13 @@
 //! every write moves the configuration version.
 
 use super::allowances::{budget_json, budget_of, limits_json, limits_of};
+use super::changes::{Change, EntityKind};
 use super::keys::{string_list, string_list_json};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
 use shared::ids::{TeamId, UserId};
+use shared::limits::HolderKind;
 use shared::time::ms_to_rfc3339;
 
 #[derive(sqlx::FromRow)]
@@ -83,7 +85,12 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(already_exists(format!("team {:?}", team.name)))?;
-        Self::commit_config_change(tx).await
+        if team.budget.is_some() || team.limits.has_quota() {
+            Self::mark_spend_dirty(&mut tx, &[HolderKind::Team.holder(team.id.as_str())]).await?;
+        }
+        self.commit_config_change(tx, &[Change::new(EntityKind::Team, team.id.as_str())])
+            .await
+            .map(drop)
     }
 
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
@@ -105,7 +112,7 @@ impl Store {
     }
 
     pub async fn delete_team(&self, id: &str) -> Result<bool> {
-        self.delete_referenced("teams", "team", id).await
+        self.delete_referenced(HolderKind::Team, id).await
     }
 
     pub async fn insert_user(&self, user: &User, created_at: i64) -> Result<()> {
@@ -119,7 +126,12 @@ impl Store {
                 )),
                 other => other,
             })?;
-        Self::commit_config_change(tx).await
+        if user.budget.is_some() || user.limits.has_quota() {
+            Self::mark_spend_dirty(&mut tx, &[HolderKind::User.holder(user.id.as_str())]).await?;
+        }
+        self.commit_config_change(tx, &[Change::new(EntityKind::User, user.id.as_str())])
+            .await
+            .map(drop)
     }
 
     /// Users first seen as token subjects: created once, however many
@@ -136,7 +148,12 @@ impl Store {
                 created.push(user);
             }
         }
-        Self::commit_config_change_if(tx, !created.is_empty()).await?;
+        let changes: Vec<Change> = created
+            .iter()
+            .map(|u| Change::new(EntityKind::User, u.id.as_str()))
+            .collect();
+        self.commit_config_change_if(tx, !created.is_empty(), &changes)
+            .await?;
         Ok(created)
     }
 
@@ -187,13 +204,14 @@ impl Store {
     }
 
     pub async fn delete_user(&self, id: &UserId) -> Result<bool> {
-        self.delete_referenced("users", "user", id.as_str()).await
+        self.delete_referenced(HolderKind::User, id.as_str()).await
     }
 
     /// Deletes a team or user, refusing with a clear message while keys or users refer to it.
-    async fn delete_referenced(&self, table: &str, what: &str, id: &str) -> Result<bool> {
+    async fn delete_referenced(&self, kind: HolderKind, id: &str) -> Result<bool> {
+        let what = kind.as_str();
         let mut tx = self.begin().await?;
-        let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        let deleted = sqlx::query(&format!("DELETE FROM {} WHERE id = $1", super::allowances::table(kind)))
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -204,6 +222,7 @@ impl Store {
                 )),
                 other => other,
             })?;
-        Self::commit_config_change_if(tx, deleted).await
+        let change = Change::new(EntityKind::of_holder(kind), id);
+        self.commit_config_change_if(tx, deleted, &[change]).await
     }
 }

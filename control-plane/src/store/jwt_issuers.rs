@@ -1,5 +1,6 @@
 //! JWT issuers, and the key sets fetched for them.
 
+use super::changes::{Change, EntityKind};
 use super::keys::string_list;
 use super::Store;
 use crate::error::{already_exists, Result};
@@ -61,6 +62,10 @@ fn bind_row<'q>(query: AnyQuery<'q>, row: &'q JwtIssuerRow) -> AnyQuery<'q> {
         .bind(row.updated_at)
 }
 
+fn issuer_change(name: &str) -> Change {
+    Change::new(EntityKind::JwtIssuer, name)
+}
+
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 const COLUMNS: &str = "name, issuer, audiences, algorithms, jwks_url, public_keys_pem, claims, \
@@ -80,7 +85,9 @@ impl Store {
                 "a JWT issuer named {:?} or with issuer {:?}",
                 row.name, row.issuer
             )))?;
-        Self::commit_config_change(tx).await
+        self.commit_config_change(tx, &[issuer_change(&row.name)])
+            .await
+            .map(drop)
     }
 
     /// Replaces the row named `row.name`.
@@ -97,7 +104,8 @@ impl Store {
                 "a JWT issuer with issuer {:?}",
                 row.issuer
             )))?;
-        Self::commit_config_change_if(tx, done.rows_affected() > 0).await
+        self.commit_config_change_if(tx, done.rows_affected() > 0, &[issuer_change(&row.name)])
+            .await
     }
 
     pub async fn list_jwt_issuers(&self) -> Result<Vec<JwtIssuerRow>> {
@@ -130,13 +138,21 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        Self::commit_config_change_if(tx, done.rows_affected() > 0).await
+        self.commit_config_change_if(tx, done.rows_affected() > 0, &[issuer_change(name)])
+            .await
     }
 
     /// A key set fetched from `jwks_url`: a new snapshot only when the keys
     /// changed (the same set fetched again moves nothing but the time).
-    pub async fn record_jwks(&self, name: &str, jwks: &str, fetched_at: i64) -> Result<bool> {
+    pub async fn record_jwks(
+        &self,
+        fence: super::Fence,
+        name: &str,
+        jwks: &str,
+        fetched_at: i64,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
         let changed = sqlx::query(
             "UPDATE jwt_issuers SET jwks = $2, jwks_fetched_at = $3, jwks_error = NULL \
              WHERE name = $1 AND (jwks IS NULL OR jwks <> $2)",
@@ -159,7 +175,8 @@ impl Store {
             tx.commit().await?;
             return Ok(false);
         }
-        Self::commit_config_change(tx).await?;
+        self.commit_config_change(tx, &[issuer_change(name)])
+            .await?;
         Ok(true)
     }
 

@@ -1,7 +1,9 @@
+use super::changes::{Change, EntityKind};
 use super::Store;
 use crate::error::Result;
 use crate::model::ApiKey;
 use shared::ids::{TeamId, UserId};
+use shared::limits::HolderKind;
 use shared::time::{ms_to_rfc3339, now_ms};
 
 #[derive(sqlx::FromRow)]
@@ -81,7 +83,12 @@ impl Store {
         .bind(row.key_hash_hex)
         .execute(&mut *tx)
         .await?;
-        Self::commit_config_change(tx).await
+        if key.budget.is_some() || key.limits.has_quota() {
+            Self::mark_spend_dirty(&mut tx, &[HolderKind::Key.holder(key.id.as_str())]).await?;
+        }
+        self.commit_config_change(tx, &[Change::new(EntityKind::Key, key.id.as_str())])
+            .await
+            .map(drop)
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
@@ -125,7 +132,8 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        Self::commit_config_change_if(tx, changed).await
+        self.commit_config_change_if(tx, changed, &[Change::new(EntityKind::Key, id)])
+            .await
     }
 
     /// Revoking twice is not an error; only the first revocation changes config.
@@ -139,7 +147,8 @@ impl Store {
                 .await?
                 .rows_affected()
                 > 0;
-        Self::commit_config_change_if(tx, changed).await?;
+        self.commit_config_change_if(tx, changed, &[Change::new(EntityKind::Key, id)])
+            .await?;
         self.get_key(id).await
     }
 }

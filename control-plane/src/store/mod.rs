@@ -5,21 +5,28 @@
 mod admins;
 mod allowances;
 mod audit;
+mod changes;
+mod cluster;
 mod dataplanes;
 mod identities;
 mod jwt_issuers;
 mod keys;
 mod providers;
 mod routes;
+mod settings;
 mod snapshot;
+mod spend;
 mod usage;
 
-pub use allowances::{budget_of, limits_of, Holder, NewAlert, SpendRow};
+pub use allowances::{budget_of, limits_of, NewAlert};
 pub use audit::NewAuditEntry;
+pub use changes::{price_of_entity, Change, EntityKind, CONFIG_CHANNEL};
+pub use cluster::{ControlPlaneRow, Fence, LeadershipRow};
 pub use dataplanes::DataPlaneRow;
 pub use jwt_issuers::JwtIssuerRow;
 pub use keys::{string_list, string_list_json, NewKeyRow};
-pub use snapshot::{ConfigRows, KeyRow, ProviderRow};
+pub use snapshot::{ConfigReader, KeyRow, ProviderRow, TeamRow, UserRow, VersionInfo};
+pub use spend::{Holder, SpendRow};
 pub use usage::UsageQuery;
 
 use crate::config::DatabaseKind;
@@ -32,6 +39,9 @@ use std::path::PathBuf;
 pub struct Store {
     pool: AnyPool,
     kind: DatabaseKind,
+    /// SQLite: held while this control plane runs, so a second one on the
+    /// same file refuses to start instead of running every job twice.
+    _sqlite_lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 type Tx = Transaction<'static, Any>;
@@ -41,6 +51,10 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let kind = DatabaseKind::of_url(url).map_err(anyhow::Error::msg)?;
+        let sqlite_lock = match kind {
+            DatabaseKind::Sqlite => lock_sqlite(url)?,
+            DatabaseKind::Postgres => None,
+        };
         let url = match kind {
             DatabaseKind::Sqlite => prepare_sqlite_url(url)?,
             DatabaseKind::Postgres => url.to_owned(),
@@ -70,7 +84,11 @@ impl Store {
             DatabaseKind::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             DatabaseKind::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            _sqlite_lock: sqlite_lock,
+        })
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -90,27 +108,17 @@ impl Store {
         )
     }
 
+    /// The oldest version a delta may start from.
+    pub async fn history_from(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT history_from FROM config_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
-    }
-
-    /// Every configuration write ends here: the version moves in the same
-    /// transaction as the change, so a snapshot version names exactly one state.
-    /// For a write that may have matched nothing: the version moves only when
-    /// something changed; otherwise the dropped transaction rolls back.
-    async fn commit_config_change_if(tx: Tx, changed: bool) -> Result<bool> {
-        if changed {
-            Self::commit_config_change(tx).await?;
-        }
-        Ok(changed)
-    }
-
-    async fn commit_config_change(mut tx: Tx) -> Result<()> {
-        sqlx::query("UPDATE config_version SET version = version + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 
@@ -121,6 +129,33 @@ pub fn sqlite_file(url: &str) -> Option<PathBuf> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// SQLite is the one-replica embedded default: a lock file beside the
+/// database keeps a second control plane off it.
+fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::sync::Arc<std::fs::File>>> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(None);
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut lock_path = path.into_os_string();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(std::sync::Arc::new(file))),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "database_url: another control plane already uses this SQLite database ({}); \
+             SQLite serves one control plane: run several replicas on PostgreSQL",
+            std::path::Path::new(&lock_path).display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => Err(error.into()),
+    }
 }
 
 /// Creates the database's folder, and asks SQLite to create the file.

@@ -1,3 +1,4 @@
+use super::changes::{Change, EntityKind};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
 use shared::time::now_ms;
@@ -72,7 +73,9 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(already_exists(format!("provider {:?}", p.name)))?;
-        Self::commit_config_change(tx).await
+        self.commit_config_change(tx, &[Change::new(EntityKind::Provider, &p.name)])
+            .await
+            .map(drop)
     }
 
     /// Replaces kind, base URL and settings; each credential only when one is given.
@@ -94,7 +97,8 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        Self::commit_config_change_if(tx, updated).await
+        self.commit_config_change_if(tx, updated, &[Change::new(EntityKind::Provider, &p.name)])
+            .await
     }
 
     pub async fn get_provider(&self, name: &str) -> Result<Option<StoredProvider>> {
@@ -142,6 +146,7 @@ impl Store {
             .await?
             .rows_affected()
             > 0;
-        Self::commit_config_change_if(tx, deleted).await
+        self.commit_config_change_if(tx, deleted, &[Change::new(EntityKind::Provider, name)])
+            .await
     }
 }

@@ -1,3 +1,4 @@
+use super::changes::{Change, EntityKind};
 use super::{Store, Tx};
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Route, RouteTarget};
@@ -60,7 +61,9 @@ impl Store {
         .await
         .map_err(already_exists(format!("route {:?}", route.model)))?;
         insert_targets(&mut tx, route).await?;
-        Self::commit_config_change(tx).await
+        self.commit_config_change(tx, &[Change::new(EntityKind::Route, &route.model)])
+            .await
+            .map(drop)
     }
 
     pub async fn replace_route(&self, route: &Route) -> Result<bool> {
@@ -81,7 +84,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_targets(&mut tx, route).await?;
-        Self::commit_config_change(tx).await?;
+        self.commit_config_change(tx, &[Change::new(EntityKind::Route, &route.model)])
+            .await?;
         Ok(true)
     }
 
@@ -97,7 +101,8 @@ impl Store {
             .await?
             .rows_affected()
             > 0;
-        Self::commit_config_change_if(tx, deleted).await
+        self.commit_config_change_if(tx, deleted, &[Change::new(EntityKind::Route, model)])
+            .await
     }
 
     pub async fn get_route(&self, model: &str) -> Result<Option<Route>> {

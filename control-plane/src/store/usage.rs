@@ -5,6 +5,7 @@ use shared::ids::{KeyId, TeamId, UserId};
 use shared::money::Micros;
 use shared::time::now_ms;
 use shared::usage::UsageRecord;
+use std::collections::HashSet;
 
 /// A usage filter in stored terms (times as Unix ms).
 #[derive(Default)]
@@ -112,17 +113,18 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
     sql
 }
 
 impl Store {
-    /// Inserts the records whose ids are new; returns how many were new.
-    /// Many rows per statement: a statement per row costs a round trip each.
+    /// Inserts the records whose ids are new, and adds them (only them) to
+    /// their holders' totals in the same transaction; returns how many were
+    /// new. Many rows per statement: a statement per row costs a round trip each.
     pub async fn insert_usage(&self, dataplane_id: &str, records: &[UsageRecord]) -> Result<u64> {
         let mut tx = self.begin().await?;
         let received_at = now_ms();
-        let mut inserted = 0;
+        let mut inserted: HashSet<String> = HashSet::with_capacity(records.len());
         for chunk in records.chunks(ROWS_PER_INSERT) {
             let sql = insert_usage_sql(self.kind(), chunk.len());
             let mut query = sqlx::query(&sql);
@@ -153,10 +155,18 @@ impl Store {
                     .bind(r.currency.as_str())
                     .bind(i64::from(r.estimated));
             }
-            inserted += query.execute(&mut *tx).await?.rows_affected();
+            for row in query.fetch_all(&mut *tx).await? {
+                use sqlx::Row;
+                inserted.insert(row.try_get::<String, _>(0)?);
+            }
         }
+        let new: Vec<&UsageRecord> = records
+            .iter()
+            .filter(|r| inserted.contains(r.id.as_str()))
+            .collect();
+        Self::add_to_totals(&mut tx, &new).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(new.len() as u64)
     }
 
     /// Totals, with the cost per currency.

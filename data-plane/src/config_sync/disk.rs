@@ -1,11 +1,23 @@
-//! The last applied snapshot on disk, encrypted (it holds provider
-//! credentials) with a key derived from the cluster token.
+//! The last applied config on disk, as a full snapshot with the last counts,
+//! encrypted (it holds provider credentials) with a key derived from the
+//! cluster token: a cold start without the control plane serves from it.
 
+use crate::limits::Limiter;
+use crate::runtime::Live;
 use prost::Message;
 use shared::crypto::{Cipher, SecretKey};
 use shared::proto::Snapshot;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Saves at most this often, and never more often than ten times as long
+/// as a save takes: a million keys take about a second to write, and
+/// deltas arriving every second must not keep a core busy rewriting them.
+const MIN_SAVE_INTERVAL: Duration = Duration::from_millis(500);
 
 const FILE_NAME: &str = "snapshot.bin";
 
@@ -48,6 +60,53 @@ impl SnapshotFile {
         let temporary = self.path.with_extension("tmp");
         std::fs::write(&temporary, sealed)?;
         std::fs::rename(&temporary, &self.path)
+    }
+}
+
+/// Writes the live config (and the limiter's counts) to `file` after each
+/// change, at most every `MIN_SAVE_INTERVAL` (longer for large configs), and
+/// once more on shutdown if anything changed since.
+pub async fn persist(
+    live: Live,
+    limiter: Arc<Limiter>,
+    file: SnapshotFile,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut interval = MIN_SAVE_INTERVAL;
+    let mut saved_at = Instant::now() - interval;
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        // Changes that arrive meanwhile are saved together.
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep_until((saved_at + interval).into()) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        let Some(runtime) = live.load_full() else {
+            continue;
+        };
+        let (file, counts) = (file.clone(), limiter.counted.all());
+        let started = Instant::now();
+        let saved =
+            tokio::task::spawn_blocking(move || file.save(&runtime.encode_snapshot(counts))).await;
+        let took = started.elapsed();
+        saved_at = Instant::now();
+        interval = MIN_SAVE_INTERVAL.max(took * 10);
+        match saved {
+            Ok(Ok(())) => {
+                metrics::histogram!("switchboard_config_save_seconds").record(took.as_secs_f64());
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the config could not be saved to the state dir")
+            }
+            Err(error) => tracing::error!(%error, "saving the config panicked"),
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::GatewayError;
 use crate::limits::estimate;
 use crate::providers::body::UpstreamBody;
 use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
-use crate::runtime::{Route, Target};
+use crate::router::table::{Route, Target};
 use crate::streaming::SseRelay;
 use crate::usage::{Endpoint, TokenUsage, UsageDraft};
 use axum::body::Body;

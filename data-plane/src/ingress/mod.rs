@@ -31,6 +31,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -45,6 +46,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub upstream_timeout: Duration,
     pub routing: Arc<RoutingConfig>,
+    /// Set on SIGTERM: `/readyz` answers 503 and connections are closed
+    /// after each answer, while requests are still served.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -70,7 +74,28 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(limit_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_while_draining,
+        ))
         .with_state(state)
+}
+
+/// While draining, each answer closes its connection, so keep-alive clients
+/// (and load balancers' pools) reconnect to another data plane instead of
+/// reusing one that is about to stop listening.
+async fn close_while_draining(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if state.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Larger request heads are refused (431) before any work is done for them.
@@ -89,6 +114,9 @@ async fn limit_headers(request: Request, next: axum::middleware::Next) -> Respon
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     match state.live.load().as_ref() {
         Some(runtime) => (
             StatusCode::OK,
@@ -214,7 +242,7 @@ async fn handle(
 
     // router: the route (after an A/B split) and its fallbacks: what a
     // request may cost depends on where it may go.
-    let plan = router::plan(&runtime, &caller, &model, caller.sticky_id())?;
+    let plan = router::plan(runtime.routes(), &caller, &model, caller.sticky_id())?;
 
     // limits: rate limits, quotas and budgets, reserved at the worst case.
     let job = Arc::new(job);
@@ -356,6 +384,7 @@ mod tests {
             max_body_bytes: 1024,
             upstream_timeout: Duration::from_secs(1),
             routing: Arc::new(crate::router::RoutingConfig::default()),
+            draining: Default::default(),
         })
     }
 

@@ -46,7 +46,7 @@ pub async fn get(
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
     let caller = auth::authenticate(&runtime, &headers)?;
     super::check_model_name(&model)?;
-    if runtime.route(&model).is_none() {
+    if runtime.routes().route(&model).is_none() {
         return Err(GatewayError::ModelNotFound(model));
     }
     if !caller.allows(&model) {

@@ -7,6 +7,7 @@
 //! (prompt estimate plus max_tokens, at the dearest target's price) and the
 //! permit settles them to what the request really used.
 
+pub mod counted;
 pub mod counters;
 pub mod estimate;
 pub mod redis;
@@ -21,7 +22,6 @@ use shared::limits::{BudgetCeiling, HolderKind, Limits, RateLimits};
 use shared::money::{Currency, Micros, Prices};
 use shared::proto;
 use shared::time::now_ms;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a check counts.
@@ -160,6 +160,8 @@ impl FailMode {
 /// The counters, and what to do when the shared ones are out of reach.
 pub struct Limiter {
     local: LocalCounters,
+    /// The control plane's counts: floors under budgets and quotas.
+    pub counted: counted::ControlPlaneCounts,
     redis: Option<Arc<RedisCounters>>,
     pub rates_on_redis_error: FailMode,
     pub quotas_on_redis_error: FailMode,
@@ -171,6 +173,7 @@ impl Limiter {
     pub fn new(redis: Option<Arc<RedisCounters>>) -> Self {
         Limiter {
             local: LocalCounters::default(),
+            counted: counted::ControlPlaneCounts::default(),
             redis,
             rates_on_redis_error: FailMode::Open,
             quotas_on_redis_error: FailMode::Closed,
@@ -276,24 +279,21 @@ pub struct Holder {
     pub allowance: Arc<Allowance>,
 }
 
-/// What the snapshot says about limits, beyond each holder's own.
+/// What the configuration says about limits, beyond each holder's own.
 #[derive(Debug, Default)]
 pub struct Policy {
     pub global: RateLimits,
     pub prices: Arc<Prices>,
-    /// What the control plane last counted, by holder ("key/<id>").
-    pub spend: HashMap<String, proto::SpendState>,
 }
 
 impl Policy {
-    pub fn build(snapshot: &mut proto::Snapshot) -> Result<Self, String> {
+    pub fn build(
+        global: Option<&proto::RateLimits>,
+        prices: &[proto::SnapshotPrice],
+    ) -> Result<Self, String> {
         Ok(Policy {
-            global: RateLimits::from_proto(snapshot.global_limits.as_ref()),
-            prices: Arc::new(Prices::from_proto(&snapshot.prices)?),
-            spend: std::mem::take(&mut snapshot.spend)
-                .into_iter()
-                .map(|s| (s.holder.clone(), s))
-                .collect(),
+            global: RateLimits::from_proto(global),
+            prices: Arc::new(Prices::from_proto(prices)?),
         })
     }
 
@@ -381,7 +381,7 @@ pub async fn admit(
     );
     let now = now_ms();
     for holder in &caller.holders {
-        builder.holder(holder, model, policy, now);
+        builder.holder(holder, model, &limiter.counted, now);
     }
     if builder.checks.is_empty() {
         return Ok(None);
@@ -445,7 +445,13 @@ impl Builder {
         }
     }
 
-    fn holder(&mut self, holder: &Holder, model: &str, policy: &Policy, now: i64) {
+    fn holder(
+        &mut self,
+        holder: &Holder,
+        model: &str,
+        counts: &counted::ControlPlaneCounts,
+        now: i64,
+    ) {
         let kind = holder.kind.as_str();
         let key = format!("{kind}:{}", holder.id);
         let scope = format!("{kind} {}", holder.id);
@@ -458,17 +464,17 @@ impl Builder {
                 rates,
             );
         }
-        let counted = policy.spend.get(&holder.kind.holder(&holder.id));
+        let counted = counts.get(&holder.kind.holder(&holder.id));
         for (meter, limit, floor) in [
             (
                 Meter::MaxRequests,
                 limits.max_requests,
-                counted.map_or(0, |s| s.requests),
+                counted.as_ref().map_or(0, |s| s.requests),
             ),
             (
                 Meter::MaxTokens,
                 limits.max_tokens,
-                counted.map_or(0, |s| s.tokens),
+                counted.as_ref().map_or(0, |s| s.tokens),
             ),
         ] {
             let Some(limit) = limit else { continue };

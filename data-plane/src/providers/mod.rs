@@ -284,7 +284,7 @@ pub fn provider_error(provider: &str, error: ProviderError) -> GatewayError {
 /// the upstream's error read by its adapter.
 pub async fn send(
     http: &UpstreamClient,
-    provider: &crate::runtime::Provider,
+    provider: &crate::router::table::Provider,
     call: UpstreamCall,
     first_byte_timeout: Duration,
     connect_timeout: Option<Duration>,

@@ -6,10 +6,10 @@
 pub mod budget;
 pub mod health;
 pub mod probe;
+pub mod table;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::runtime::{Route, Runtime};
 use health::BreakerConfig;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -17,6 +17,7 @@ use shared::routing::Strategy;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use table::{Route, RouteTable, Target};
 
 /// The data plane's routing defaults, for what a route leaves unset.
 #[derive(Clone, Debug)]
@@ -56,7 +57,7 @@ pub struct Plan {
 
 impl Plan {
     /// Every target the request may be sent to, fallbacks included.
-    pub fn targets(&self) -> impl Iterator<Item = &crate::runtime::Target> {
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
         self.routes
             .iter()
             .chain(&self.context_fallback)
@@ -68,23 +69,23 @@ impl Plan {
 /// Resolves the model a client asked for. `sticky` (the user, else the key)
 /// keeps one caller on one variant of a split.
 pub fn plan(
-    runtime: &Runtime,
+    routes: &RouteTable,
     caller: &Caller,
     model: &str,
     sticky: &str,
 ) -> Result<Plan, GatewayError> {
-    let asked = runtime
+    let asked = routes
         .route(model)
         .ok_or_else(|| GatewayError::ModelNotFound(model.to_owned()))?;
     if !caller.allows(model) {
         return Err(GatewayError::ModelNotAllowed(model.to_owned()));
     }
     let (route, variant) = match split_variant(asked, sticky) {
-        Some(name) => (runtime.route(name).unwrap_or(asked), Some(name.to_owned())),
+        Some(name) => (routes.route(name).unwrap_or(asked), Some(name.to_owned())),
         None if asked.split.is_empty() => (asked, None),
         None => (asked, Some(asked.model.clone())),
     };
-    let named = |name: &String| runtime.route(name).cloned();
+    let named = |name: &String| routes.route(name).cloned();
     let mut routes = vec![route.clone()];
     routes.extend(route.fallbacks.iter().filter_map(named));
     Ok(Plan {
@@ -189,6 +190,7 @@ pub fn order(route: &Route) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Runtime;
     use shared::proto;
 
     fn runtime(strategy: &str, weights: &[(u32, u32)]) -> Runtime {
@@ -237,7 +239,7 @@ mod tests {
     }
 
     fn firsts(runtime: &Runtime, n: usize) -> Vec<usize> {
-        let route = runtime.route("m").expect("m");
+        let route = runtime.routes().route("m").expect("m");
         let mut counts = vec![0; route.targets.len()];
         for _ in 0..n {
             counts[order(route)[0]] += 1;
@@ -262,7 +264,7 @@ mod tests {
             vec![0, 100, 0]
         );
         let rt = runtime("least_busy", &[(1, 0), (1, 0)]);
-        let route = rt.route("m").expect("m");
+        let route = rt.routes().route("m").expect("m");
         let _busy = route.targets[0].health.start();
         assert_eq!(firsts(&rt, 50), vec![0, 50]);
     }
@@ -270,11 +272,11 @@ mod tests {
     #[test]
     fn priority_orders_tiers_and_split_is_sticky() {
         let rt = runtime("priority", &[(1, 1), (1, 0)]);
-        assert_eq!(order(rt.route("m").expect("m")), vec![1, 0]);
+        assert_eq!(order(rt.routes().route("m").expect("m")), vec![1, 0]);
         let caller = Caller::for_test();
         let chosen: Vec<Option<String>> = (0..200)
             .map(|i| {
-                plan(&rt, &caller, "m", &format!("user-{i}"))
+                plan(rt.routes(), &caller, "m", &format!("user-{i}"))
                     .expect("plan")
                     .variant
             })
@@ -282,7 +284,7 @@ mod tests {
         let to_b = chosen.iter().filter(|v| v.as_deref() == Some("b")).count();
         assert!((40..=80).contains(&to_b), "about 30% to b: {to_b}");
         for (i, first) in chosen.iter().enumerate().take(20) {
-            let again = plan(&rt, &caller, "m", &format!("user-{i}"))
+            let again = plan(rt.routes(), &caller, "m", &format!("user-{i}"))
                 .expect("plan")
                 .variant;
             assert_eq!(&again, first, "one user stays on one variant");

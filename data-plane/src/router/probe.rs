@@ -33,7 +33,7 @@ pub async fn run(
             continue;
         };
         let now = Instant::now();
-        let checked = runtime.health_checked();
+        let checked = runtime.routes().health_checked();
         // Providers that left the configuration are forgotten.
         next_due.retain(|name, _| checked.iter().any(|(p, _)| &p.name == name));
         for (provider, targets) in checked {

@@ -1,5 +1,5 @@
 use super::{Spool, UsageQueue, UsageRecord};
-use crate::cluster_client::ClusterClient;
+use crate::cluster_client::ControlPlanes;
 use shared::proto;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -9,7 +9,8 @@ const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Shipper {
     pub queue: UsageQueue,
-    pub client: ClusterClient,
+    /// Its own: a failed batch moves it to the next address.
+    pub control_planes: ControlPlanes,
     pub spool: Spool,
     pub dataplane_id: String,
     pub batch_size: usize,
@@ -93,7 +94,12 @@ impl Shipper {
 
     async fn send(&mut self, batch: proto::UsageBatch, timeout: Duration) -> Sent {
         let count = batch.records.len() as u64;
-        match tokio::time::timeout(timeout, self.client.report_usage(batch)).await {
+        let mut client = self.control_planes.client();
+        let sent = tokio::time::timeout(timeout, client.report_usage(batch)).await;
+        if !matches!(sent, Ok(Ok(_))) {
+            self.control_planes.next();
+        }
+        match sent {
             Ok(Ok(_)) => {
                 metrics::counter!("switchboard_usage_records_sent_total").increment(count);
                 Sent::Ok

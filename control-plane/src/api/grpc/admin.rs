@@ -285,4 +285,22 @@ impl AdminService for AdminGrpc {
     ) -> Reply<pb::ListDataPlanesResponse> {
         ok(self.admin.dataplanes().await?)
     }
+
+    async fn get_cluster(&self, _: Request<pb::GetClusterRequest>) -> Reply<pb::Cluster> {
+        ok(self.admin.cluster().await?)
+    }
+
+    async fn get_settings(&self, _: Request<pb::GetSettingsRequest>) -> Reply<pb::Settings> {
+        ok(self.admin.settings().await?)
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Reply<pb::Settings> {
+        ok(self
+            .admin
+            .update_settings(request.into_inner().into())
+            .await?)
+    }
 }

@@ -1,42 +1,40 @@
-//! ClusterService: the config stream data planes watch, their ACK/NACKs, and usage ingestion.
+//! ClusterService: the config streams data planes watch, their ACK/NACKs,
+//! and usage ingestion.
 
 use crate::error::Error;
 use crate::service::Admin;
-use crate::snapshot::SharedSnapshot;
+use crate::snapshot::{ConfigFeed, CounterFeed, Update};
 use crate::store::Store;
-use futures_util::Stream;
+use rand::Rng;
 use shared::proto as pb;
 use shared::proto::cluster_service_server::ClusterService;
+use shared::proto::config_update::Update as Wire;
 use shared::usage::UsageRecord;
-use std::pin::Pin;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 /// Larger batches are refused so one call cannot hold a transaction for long.
 const MAX_BATCH: usize = 10_000;
+/// Messages queued per stream before the stream waits for its data plane.
+const STREAM_QUEUE: usize = 8;
 
+#[derive(Clone)]
 pub struct ClusterGrpc {
-    admin: Admin,
-    snapshots: watch::Receiver<SharedSnapshot>,
-    shutdown: CancellationToken,
+    pub admin: Admin,
+    pub config: ConfigFeed,
+    pub counters: CounterFeed,
+    /// This replica's id, recorded as the control plane of its streams.
+    pub replica: String,
+    /// Streams end after about this long (jittered), so that data planes
+    /// reconnecting through a load balancer spread over the replicas.
+    pub stream_lifetime: Duration,
+    pub shutdown: CancellationToken,
 }
 
-impl ClusterGrpc {
-    pub fn new(
-        admin: Admin,
-        snapshots: watch::Receiver<SharedSnapshot>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            admin,
-            snapshots,
-            shutdown,
-        }
-    }
-}
-
-/// Marks the data plane's stream closed when the stream is dropped.
+/// Marks the data plane's stream closed when the stream ends.
 struct ConnectionGuard {
     store: Store,
     dataplane_id: String,
@@ -57,18 +55,12 @@ impl Drop for ConnectionGuard {
                 }
             });
         }
+        metrics::gauge!("switchboard_dataplanes_connected").decrement(1.0);
         tracing::info!(dataplane = %self.dataplane_id, "config stream closed");
     }
 }
 
-struct WatchState {
-    snapshots: watch::Receiver<SharedSnapshot>,
-    last_sent: i64,
-    shutdown: CancellationToken,
-    _guard: ConnectionGuard,
-}
-
-type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ConfigUpdate, Status>> + Send>>;
+type UpdateStream = ReceiverStream<Result<pb::ConfigUpdate, Status>>;
 
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
@@ -77,14 +69,115 @@ fn required(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
+fn wire(update: &Update) -> pb::ConfigUpdate {
+    let (version, update) = match update {
+        Update::Snapshot(s) => (s.version, Wire::Snapshot(s.bytes.clone())),
+        Update::Delta(d) => (d.to, Wire::Delta(d.bytes.clone())),
+    };
+    pb::ConfigUpdate {
+        version,
+        update: Some(update),
+    }
+}
+
+fn counters(version: i64, complete: bool, spend: Vec<pb::SpendState>) -> pb::ConfigUpdate {
+    pb::ConfigUpdate {
+        version,
+        update: Some(Wire::Counters(pb::Counters { complete, spend })),
+    }
+}
+
+impl ClusterGrpc {
+    /// One data plane's stream, until it goes away, the stream's lifetime
+    /// ends, or this control plane stops.
+    async fn follow(
+        self,
+        watch: pb::WatchRequest,
+        out: mpsc::Sender<Result<pb::ConfigUpdate, Status>>,
+        _guard: ConnectionGuard,
+    ) {
+        let mut versions = self.config.latest();
+        let mut counts = self.counters.subscribe();
+        let jitter = rand::thread_rng().gen_range(0.9..1.1);
+        let lifetime = tokio::time::sleep(self.stream_lifetime.mul_f64(jitter));
+        tokio::pin!(lifetime);
+        let mut at = watch.applied_version;
+        let mut full = watch.full_snapshot;
+        let mut counted = false;
+        loop {
+            versions.borrow_and_update();
+            match self.config.catch_up(at, full).await {
+                Ok(updates) => {
+                    for update in &updates {
+                        if out.send(Ok(wire(update))).await.is_err() {
+                            return;
+                        }
+                        at = update.version();
+                        metrics::counter!("switchboard_config_updates_sent_total", "kind" => match update {
+                            Update::Snapshot(_) => "snapshot",
+                            Update::Delta(_) => "delta",
+                        })
+                        .increment(1);
+                    }
+                }
+                Err(error) => {
+                    error.log_if_internal();
+                    let _ = out
+                        .send(Err(Status::unavailable(
+                            "the configuration could not be read; retry",
+                        )))
+                        .await;
+                    return;
+                }
+            }
+            full = false;
+            if !counted {
+                // After the config: counts name keys the data plane now has.
+                let all = self.counters.all().await;
+                if out.send(Ok(counters(at, true, all))).await.is_err() {
+                    return;
+                }
+                counted = true;
+            }
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = &mut lifetime => {
+                        tracing::debug!(dataplane = %watch.dataplane_id, "config stream reached its lifetime; the data plane reconnects");
+                        return;
+                    }
+                    _ = out.closed() => return,
+                    changed = versions.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    received = counts.recv() => {
+                        let message = match received {
+                            Ok(spend) => counters(at, false, spend.to_vec()),
+                            // Too slow to keep up with every change: all of them again.
+                            Err(broadcast::error::RecvError::Lagged(_)) => counters(at, true, self.counters.all().await),
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        if out.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for ClusterGrpc {
-    type WatchConfigStream = SnapshotStream;
+    type WatchConfigStream = UpdateStream;
 
     async fn watch_config(
         &self,
         request: Request<pb::WatchRequest>,
-    ) -> Result<Response<SnapshotStream>, Status> {
+    ) -> Result<Response<UpdateStream>, Status> {
         let identity = certified_identity(&request);
         let mut watch = request.into_inner();
         if let Some(identity) = identity {
@@ -98,39 +191,25 @@ impl ClusterService for ClusterGrpc {
                 &watch.hostname,
                 &watch.software_version,
                 watch.applied_version,
+                &self.replica,
             )
             .await?;
+        metrics::gauge!("switchboard_dataplanes_connected").increment(1.0);
         tracing::info!(
             dataplane = %watch.dataplane_id,
             applied_version = watch.applied_version,
+            full_snapshot = watch.full_snapshot,
             software_version = %watch.software_version,
             "config stream opened"
         );
-        let state = WatchState {
-            snapshots: self.snapshots.clone(),
-            // A data plane that already has the current version is not sent it again.
-            last_sent: watch.applied_version,
-            shutdown: self.shutdown.clone(),
-            _guard: ConnectionGuard {
-                store,
-                dataplane_id: watch.dataplane_id,
-                connected_at,
-            },
+        let guard = ConnectionGuard {
+            store,
+            dataplane_id: watch.dataplane_id.clone(),
+            connected_at,
         };
-        let stream = futures_util::stream::unfold(state, |mut state| async move {
-            loop {
-                let latest = state.snapshots.borrow_and_update().clone();
-                if let Some(snapshot) = latest.filter(|s| s.version != state.last_sent) {
-                    state.last_sent = snapshot.version;
-                    return Some((Ok(pb::ConfigUpdate::clone(&snapshot)), state));
-                }
-                tokio::select! {
-                    changed = state.snapshots.changed() => changed.ok()?,
-                    _ = state.shutdown.cancelled() => return None,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let (out, stream) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(self.clone().follow(watch, out, guard));
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn ack_config(
@@ -144,9 +223,10 @@ impl ClusterService for ClusterGrpc {
         }
         required("dataplane_id", &ack.dataplane_id)?;
         if ack.error.is_empty() {
-            tracing::debug!(dataplane = %ack.dataplane_id, version = ack.version, "snapshot applied");
+            tracing::debug!(dataplane = %ack.dataplane_id, version = ack.version, "config applied");
         } else {
-            tracing::warn!(dataplane = %ack.dataplane_id, version = ack.version, error = %ack.error, "snapshot rejected");
+            metrics::counter!("switchboard_config_nacks_total").increment(1);
+            tracing::warn!(dataplane = %ack.dataplane_id, version = ack.version, error = %ack.error, "config rejected");
         }
         self.admin
             .store()

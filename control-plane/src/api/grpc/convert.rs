@@ -2,6 +2,7 @@
 
 use crate::error::Error;
 use crate::model::{self, Credential};
+use crate::settings::{ClusterSettings, SettingsUpdate};
 use shared::proto as pb;
 
 fn opt(value: String) -> Option<String> {
@@ -444,8 +445,59 @@ impl From<model::DataPlanes> for pb::ListDataPlanesResponse {
                     last_seen: p.last_seen,
                     connected: p.connected,
                     software_version: p.software_version,
+                    control_plane: p.control_plane,
                 })
                 .collect(),
+        }
+    }
+}
+
+impl From<model::Cluster> for pb::Cluster {
+    fn from(c: model::Cluster) -> Self {
+        let planes = pb::ListDataPlanesResponse::from(model::DataPlanes {
+            current_version: c.config_version,
+            data_planes: c.data_planes,
+        });
+        pb::Cluster {
+            config_version: c.config_version,
+            leader: c.leader.map(|l| pb::ClusterLeader {
+                id: l.id,
+                since: l.since,
+            }),
+            control_planes: c
+                .control_planes
+                .into_iter()
+                .map(|p| pb::ControlPlane {
+                    id: p.id,
+                    address: p.address,
+                    is_leader: p.is_leader,
+                    last_seen: p.last_seen,
+                    started_at: p.started_at,
+                })
+                .collect(),
+            data_planes: planes.data_planes,
+        }
+    }
+}
+
+impl From<ClusterSettings> for pb::Settings {
+    fn from(s: ClusterSettings) -> Self {
+        pb::Settings {
+            global_limits: Some(s.global_limits.to_proto()),
+            spend_interval_ms: s.spend_interval_ms,
+            config_history_hours: s.config_history_hours,
+        }
+    }
+}
+
+impl From<pb::UpdateSettingsRequest> for SettingsUpdate {
+    fn from(u: pb::UpdateSettingsRequest) -> Self {
+        SettingsUpdate {
+            global_limits: u
+                .global_limits
+                .map(|l| shared::limits::RateLimits::from_proto(Some(&l))),
+            spend_interval_ms: u.spend_interval_ms,
+            config_history_hours: u.config_history_hours,
         }
     }
 }

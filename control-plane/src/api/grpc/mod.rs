@@ -4,14 +4,14 @@ mod admin;
 mod cluster;
 mod convert;
 
+pub use cluster::ClusterGrpc;
+
 use crate::api::auth::BearerToken;
 use crate::service::Admin;
-use crate::snapshot::SharedSnapshot;
 use futures_util::StreamExt;
 use shared::proto::{
     admin_service_server::AdminServiceServer, cluster_service_server::ClusterServiceServer,
 };
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -23,7 +23,7 @@ pub struct GrpcState {
     pub admin: Admin,
     pub admin_token: BearerToken,
     pub cluster_token: BearerToken,
-    pub snapshots: watch::Receiver<SharedSnapshot>,
+    pub cluster: cluster::ClusterGrpc,
     pub shutdown: CancellationToken,
     pub tls: Option<GrpcTls>,
 }
@@ -171,13 +171,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: GrpcState) -> anyho
         admin: state.admin.clone(),
         bootstrap: state.admin_token.clone(),
     };
-    let cluster = ClusterServiceServer::new(cluster::ClusterGrpc::new(
-        state.admin.clone(),
-        state.snapshots.clone(),
-        state.shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster = ClusterServiceServer::new(state.cluster.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let cluster = tonic::service::interceptor::InterceptedService::new(
         cluster,
         cluster_interceptor(

@@ -3,6 +3,7 @@
 use super::{Body, Params, RestState};
 use crate::error::Result;
 use crate::model::*;
+use crate::settings::{ClusterSettings, SettingsUpdate};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -60,6 +61,8 @@ pub fn routes() -> Router<RestState> {
         .route("/keys/{id}/rotate", axum::routing::post(rotate_key))
         .route("/usage", get(usage))
         .route("/dataplanes", get(dataplanes))
+        .route("/cluster", get(cluster))
+        .route("/settings", get(settings).patch(update_settings))
         .route("/audit", get(audit))
 }
 
@@ -266,6 +269,21 @@ async fn usage(
 
 async fn dataplanes(State(s): State<RestState>) -> Result<Json<DataPlanes>> {
     Ok(Json(s.admin.dataplanes().await?))
+}
+
+async fn cluster(State(s): State<RestState>) -> Result<Json<Cluster>> {
+    Ok(Json(s.admin.cluster().await?))
+}
+
+async fn settings(State(s): State<RestState>) -> Result<Json<ClusterSettings>> {
+    Ok(Json(s.admin.settings().await?))
+}
+
+async fn update_settings(
+    State(s): State<RestState>,
+    Body(update): Body<SettingsUpdate>,
+) -> Result<Json<ClusterSettings>> {
+    Ok(Json(s.admin.update_settings(update).await?))
 }
 
 async fn update_team(

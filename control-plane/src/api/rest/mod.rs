@@ -6,7 +6,6 @@ use crate::api::auth::BearerToken;
 use crate::audit::AuditContext;
 use crate::error::Error;
 use crate::service::Admin;
-use crate::snapshot::SharedSnapshot;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::HeaderValue;
@@ -17,13 +16,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct RestState {
     pub admin: Admin,
     pub admin_token: BearerToken,
-    pub snapshots: watch::Receiver<SharedSnapshot>,
     pub metrics: PrometheusHandle,
 }
 
@@ -43,10 +40,8 @@ pub fn router(state: RestState) -> Router {
 }
 
 async fn ready(State(state): State<RestState>) -> Response {
-    let published = state.snapshots.borrow().is_some();
     match state.admin.store().ping().await {
-        Ok(()) if published => (StatusCode::OK, "ready").into_response(),
-        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "no snapshot built yet").into_response(),
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
     }
 }
