@@ -9,10 +9,12 @@ PYTHON ?= python3
 build:
 	$(CARGO) build --workspace
 
+## The two binaries, and the mock provider that `make run` serves as the demo upstream.
 release:
-	$(CARGO) build --release -p control-plane -p data-plane
+	$(CARGO) build --release --bin control-plane --bin data-plane --bin mock-provider
 
-## Control plane + data plane on SQLite under ./.switchboard, ports 8080 (API), 8081 (admin), 50051 (gRPC).
+## Control plane + data plane on SQLite under ./.switchboard, with a demo upstream (offline):
+## ports 8080 (API), 8081 (admin), 50051 (gRPC), 8090 (demo upstream). SWITCHBOARD_DEMO=0: no demo.
 run: release
 	./deploy/local/run.sh
 

@@ -159,7 +159,7 @@ pub struct Config {
     pub global_tpd: Option<u64>,
 
     /// Seeds the cluster setting `spend_interval_ms` on an empty database:
-    /// how often the leader counts spend from new usage (default 500).
+    /// how often the leader counts spend from new usage (default 250).
     #[arg(long, env = "SWITCHBOARD_SPEND_INTERVAL_MS")]
     pub spend_interval_ms: Option<u64>,
 

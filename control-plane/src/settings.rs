@@ -26,7 +26,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             global_limits: RateLimits::default(),
-            spend_interval_ms: 500,
+            spend_interval_ms: 250,
             config_history_hours: 168,
         }
     }

@@ -357,12 +357,15 @@ def pg_gateway(tmp_path):
 @pytest.fixture(scope="session")
 def grpc_stubs(tmp_path_factory):
     """Python stubs generated from proto/ with grpcio-tools, as a client team would."""
+    import grpc_tools
     from grpc_tools import protoc
 
     out = tmp_path_factory.mktemp("stubs")
     proto_dir = ROOT / "proto"
+    well_known = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
     files = [str(p.relative_to(proto_dir)) for p in proto_dir.rglob("*.proto")]
-    assert protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}", *files]) == 0
+    assert protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}",
+                        f"--grpc_python_out={out}", *files]) == 0
     sys.path.insert(0, str(out))
     from switchboard.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 

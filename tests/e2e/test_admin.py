@@ -281,3 +281,55 @@ def test_every_admin_write_is_audited(gateway, grpc_stubs):
     assert [e.action for e in listed.entries] == ["provider.update", "provider.create"]
     assert json.loads(listed.entries[0].after)["base_url"] == "https://b.example/v1"
     assert admin("GET", "/audit", params={"limit": 0}).status_code == 400
+
+
+def test_patch_changes_only_what_it_names_over_rest_and_grpc(gateway, grpc_stubs):
+    pb, pb_grpc = grpc_stubs
+    from google.protobuf import field_mask_pb2
+    from switchboard.v1 import routing_pb2 as rpb
+
+    key = gateway.setup_basic()
+    admin = gateway.admin
+    patched = admin("PATCH", "/providers/mock", {"settings": {"health_check_interval_ms": "60000"}}, expect=200).json()
+    assert (patched["base_url"], patched["has_api_key"], patched["settings"]) == \
+        (gateway.mock_url + "/v1", True, {"health_check_interval_ms": "60000"}), "the rest, credential included, stays"
+    assert admin("PATCH", "/providers/mock", {"settings": {"health_check_interval_ms": None}}, expect=200).json()["settings"] == {}
+    refused = admin("PATCH", "/providers/mock", {"base_url": 7}, expect=400).json()["error"]["message"]
+    assert "invalid type" in refused
+    assert "unknown field" in admin("PATCH", "/providers/mock", {"colour": "red"}, expect=400).text
+    admin("PATCH", "/providers/ghost", {"base_url": "http://x"}, expect=404)
+
+    route = admin("PATCH", "/routes/gpt-test", {"strategy": "round_robin", "retry": {"max_attempts": 3}},
+                  expect=200).json()
+    assert (route["strategy"], route["retry"]["max_attempts"], route["targets"][0]["provider"]) == \
+        ("round_robin", 3, "mock")
+    assert "retry" not in admin("PATCH", "/routes/gpt-test", {"retry": None}, expect=200).json()
+    gateway.wait_synced()
+    assert gateway.openai(key).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "still served"}]).choices[0].message.content
+
+    stub = pb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
+    auth = [("authorization", f"Bearer {gateway.admin_token}")]
+    provider = stub.PatchProvider(pb.PatchProviderRequest(
+        provider=pb.ProviderSpec(name="mock", settings={"health_check_interval_ms": "30000"}),
+        update_mask=field_mask_pb2.FieldMask(paths=["settings"])), metadata=auth)
+    assert (dict(provider.settings), provider.base_url, provider.has_api_key) == \
+        ({"health_check_interval_ms": "30000"}, gateway.mock_url + "/v1", True)
+    route = stub.PatchRoute(pb.PatchRouteRequest(
+        route=rpb.Route(model="gpt-test", strategy="priority"),
+        update_mask=field_mask_pb2.FieldMask(paths=["strategy"])), metadata=auth)
+    assert (route.strategy, route.targets[0].model) == ("priority", "gpt-4o-mini")
+    with pytest.raises(grpc.RpcError) as error:
+        stub.PatchRoute(pb.PatchRouteRequest(route=rpb.Route(model="gpt-test"),
+                                             update_mask=field_mask_pb2.FieldMask(paths=["colour"])), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in error.value.details()
+
+    actions = [e["action"] for e in admin("GET", "/audit", params={"resource": "provider/mock"}, expect=200).json()["rows"]]
+    assert actions[:3] == ["provider.update"] * 3, "a PATCH is audited as an update"
+
+
+def test_the_control_plane_root_says_where_things_are(gateway):
+    import httpx
+
+    root = httpx.get(gateway.admin_url.removesuffix("/api/v1") + "/").json()
+    assert root["admin_api"].startswith("/api/v1") and root["health"] == "/healthz"

@@ -266,3 +266,16 @@ def test_hygiene_of_what_reaches_a_provider(gateway):
     for url in ("http://169.254.169.254/latest", "http://[fe80::1]/v1", "http://metadata.google.internal/v1"):
         refused = gateway.admin("POST", "/providers", {"name": "meta", "kind": "openai", "base_url": url})
         assert refused.status_code == 400 and refused.json()["error"]["message"].startswith("base_url"), url
+
+
+def test_every_request_is_counted_whatever_its_endpoint_and_answer(gateway):
+    key = gateway.setup_basic()
+    headers = {"authorization": f"Bearer {key}"}
+    httpx.get(f"{gateway.dp_url}/v1/models", headers=headers)
+    httpx.get(f"{gateway.dp_url}/v1/nowhere", headers=headers)
+    httpx.get(f"{gateway.dp_url}/v1/chat/completions", headers=headers)
+    metrics = httpx.get(f"{gateway.dp_url}/metrics").text
+    for sample in ('switchboard_requests_total{endpoint="models",status="200"} 1',
+                   'switchboard_requests_total{endpoint="unknown",status="404"} 1',
+                   'switchboard_requests_total{endpoint="chat.completions",status="405"} 1'):
+        assert sample in metrics, sample

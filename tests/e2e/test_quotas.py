@@ -422,3 +422,48 @@ def test_limits_hold_across_data_planes_sharing_redis(tmp_path, redis):
         assert 'switchboard_limits_redis_errors_total{mode="closed"}' in metrics
     finally:
         gw.close()
+
+
+def test_a_budget_spent_through_one_data_plane_holds_on_another_within_a_second(tmp_path):
+    """No Redis: each data plane counts what it serves, and learns what the
+    others served from the control plane's counters (never from config: the
+    version does not move)."""
+    gw = Gateway(tmp_path, f"sqlite://{tmp_path}/control-plane.db")
+    try:
+        gw.setup_basic()
+        # 1 dollar per thousand tokens: a request (1 prompt and 2 answer tokens) costs 0.003.
+        put_price(gw, "gpt-4o-mini", "1000", "1000")
+        key = new_key(gw, budget={"amount": "0.03", "period": "daily"})["key"]
+        port = free_port()
+        other = Process("data-plane", ["--listen", f"127.0.0.1:{port}", "--control-plane",
+                                       f"http://127.0.0.1:{gw.grpc_port}", "--cluster-token", gw.cluster_token,
+                                       "--state-dir", tmp_path / "other", "--usage-flush-ms", "100"],
+                        tmp_path).start()
+        gw.processes.append(other)
+        other_url = f"http://127.0.0.1:{port}"
+        gw.wait_synced()
+        wait_until(lambda: httpx.get(other_url + "/readyz").text.endswith(f"{gw.current_version()})"),
+                   what="second data plane synced")
+        version = gw.current_version()
+
+        served = 0
+        while True:
+            answer = chat(gw, key, "gpt-test", "a", max_tokens=2)
+            if answer.status_code == 429:
+                exhausted_at = time.monotonic()
+                assert error_of(answer)["code"] == "insufficient_quota"
+                break
+            assert answer.status_code == 200, answer.text
+            served += 1
+            assert served < 20, "the budget never ran out"
+
+        def refused_there():
+            return chat(gw, key, "gpt-test", "a", url=other_url, max_tokens=2).status_code == 429
+
+        wait_until(refused_there, timeout=5, interval=0.02, what="the other data plane refuses the spent budget")
+        took = time.monotonic() - exhausted_at
+        print(f"budget spent through one data plane after {served} requests; refused by the other {took * 1000:.0f} ms later")
+        assert took < 1.0
+        assert gw.current_version() == version, "counters never move the config version"
+    finally:
+        gw.close()

@@ -2,6 +2,7 @@
 
 import signal
 
+import httpx
 import pytest
 
 from conftest import wait_until
@@ -86,3 +87,66 @@ def test_second_data_plane_on_a_taken_port_fails_loudly(tmp_path, gateway):
                                     "--state-dir", tmp_path / "second"], tmp_path).start()
     assert second.proc.wait(timeout=20) != 0
     assert "listen: cannot listen on" in second.logs()
+
+
+def test_a_data_plane_back_after_changes_receives_the_changes_not_everything(gateway):
+    key = gateway.setup_basic()
+    gateway.openai(key).models.list()
+    assert gateway.dp.stop(signal.SIGTERM) == 0
+    created = [gateway.admin("POST", "/keys", {"name": f"while away {i}"}, expect=201).json()["key"]
+               for i in range(20)]
+    gateway.dp = gateway.start_data_plane()
+    gateway.wait_synced()
+    for secret in created[:3] + created[-3:]:
+        assert gateway.openai(secret).models.list().data
+    metrics = httpx.get(gateway.dp_url + "/metrics").text
+    assert 'switchboard_config_received_bytes_total{kind="delta"}' in metrics
+    assert 'switchboard_config_received_bytes_total{kind="snapshot"}' not in metrics, \
+        "a data plane with a copy on disk catches up by delta"
+
+
+def execute(gateway, *statements):
+    """SQL straight into the control plane's database, as a bad migration or
+    a hand edit would write it: one transaction."""
+    if gateway.kind == "sqlite":
+        import sqlite3
+        con = sqlite3.connect(gateway.database_url.removeprefix("sqlite://"), timeout=30)
+        with con:
+            for statement in statements:
+                con.execute(statement)
+        con.close()
+    else:
+        import psycopg
+        with psycopg.connect(gateway.database_url) as con:
+            for statement in statements:
+                con.execute(statement)
+
+
+def test_a_bad_delta_is_refused_and_the_data_plane_keeps_serving(gateway):
+    key = gateway.setup_basic()
+    client = gateway.openai(key)
+    version = gateway.current_version()
+    bad = '{"health_check_interval_ms":"soon"}'
+    execute(gateway,
+            f"UPDATE providers SET settings = '{bad}' WHERE name = 'mock'",
+            "UPDATE config_version SET version = version + 1 WHERE id = 1",
+            "INSERT INTO config_changes (version, kind, entity, committed_at) "
+            "SELECT version, 'provider', 'mock', 0 FROM config_version WHERE id = 1")
+
+    def refused():
+        plane = gateway.admin("GET", "/dataplanes", expect=200).json()["data_planes"][0]
+        return "health_check_interval_ms" in plane["last_error"] and plane["applied_version"] == version
+    wait_until(refused, what="the delta NACKed with its reason")
+    assert gateway.applied_version() == version
+    assert chat(client).choices[0].message.content, "the version applied before keeps serving"
+
+    # Mended: the data plane catches up (it asks for a whole snapshot after a refusal).
+    execute(gateway,
+            "UPDATE providers SET settings = '{}' WHERE name = 'mock'",
+            "UPDATE config_version SET version = version + 1 WHERE id = 1",
+            "INSERT INTO config_changes (version, kind, entity, committed_at) "
+            "SELECT version, 'provider', 'mock', 0 FROM config_version WHERE id = 1")
+    gateway.wait_synced()
+    plane = gateway.admin("GET", "/dataplanes", expect=200).json()["data_planes"][0]
+    assert plane["last_error"] == ""
+    assert chat(client).choices[0].message.content

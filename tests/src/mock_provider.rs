@@ -1,13 +1,13 @@
-//! Serves one provider's mock API (data-plane/src/providers/mocks) on
+//! Serves one provider's mock API (tests/src/mocks) on
 //! loopback: `mock-provider --kind anthropic`, `--kind qianfan --api native`.
 //! Prints `listening on <addr>` once bound.
 #![allow(clippy::print_stdout)]
 
 use axum::serve::ListenerExt;
 use clap::Parser;
-use data_plane::providers::mocks::{router, MockConfig};
 use shared::provider_kind::{ProviderApi, ProviderKind};
 use std::time::Duration;
+use switchboard_tests::mocks::{router, MockConfig};
 
 #[derive(Parser)]
 struct Args {
@@ -51,5 +51,7 @@ async fn main() -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shared::tasks::shutdown_signal())
+        .await
 }

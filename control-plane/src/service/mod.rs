@@ -4,9 +4,11 @@
 mod admins;
 mod cluster;
 mod jwt_issuers;
+mod patch;
 mod quotas;
 mod validate;
 
+pub use patch::{merge_patch, replace_fields, Edit};
 pub use quotas::spend_view;
 
 use crate::access::{Need, Principal};

@@ -164,7 +164,8 @@ impl ConfigFeed {
         let mut updates = Vec::new();
         let mut at = from;
         if full_snapshot || at <= 0 {
-            let snapshot = self.full_snapshot().await?;
+            // Asked for after a refusal: an older cached one would be refused again.
+            let snapshot = self.full_snapshot(full_snapshot).await?;
             at = snapshot.version;
             updates.push(Update::Snapshot(snapshot));
         }
@@ -183,7 +184,7 @@ impl ConfigFeed {
             // Older than the change log, or ahead of the database (restored
             // from a backup): only a whole snapshot says where things stand.
             None if updates.is_empty() => {
-                updates.push(Update::Snapshot(self.full_snapshot().await?));
+                updates.push(Update::Snapshot(self.full_snapshot(false).await?));
             }
             None => {}
         }
@@ -197,13 +198,16 @@ impl ConfigFeed {
         (chain.last()?.to == to).then_some(chain)
     }
 
-    async fn full_snapshot(&self) -> Result<Arc<EncodedSnapshot>> {
+    /// The cached full snapshot while deltas can follow it (and only if it
+    /// is the newest version, when `fresh`); else a new one.
+    async fn full_snapshot(&self, fresh: bool) -> Result<Arc<EncodedSnapshot>> {
         let mut cached = self.inner.full.lock().await;
         let history_from = self.inner.store.history_from().await?;
         let latest = *self.inner.latest.borrow();
+        let lag = if fresh { 0 } else { FULL_SNAPSHOT_MAX_LAG };
         if let Some(snapshot) = cached
             .as_ref()
-            .filter(|s| s.version >= history_from && latest - s.version <= FULL_SNAPSHOT_MAX_LAG)
+            .filter(|s| s.version >= history_from && latest - s.version <= lag)
         {
             return Ok(snapshot.clone());
         }

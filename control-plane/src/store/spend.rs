@@ -217,6 +217,13 @@ impl Store {
         fence: Fence,
         now_ms: i64,
     ) -> Result<(Vec<(Holder, SpendRow)>, bool)> {
+        // The common case, nothing to count, writes nothing.
+        let any: Option<String> = sqlx::query_scalar("SELECT holder FROM spend_dirty LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if any.is_none() {
+            return Ok((Vec::new(), false));
+        }
         let mut tx = self.begin().await?;
         Self::check_fence(&mut tx, fence).await?;
         let dirty: Vec<String> =

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(limit_headers))
+        .layer(axum::middleware::from_fn(count_requests))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             close_while_draining,
@@ -96,6 +97,39 @@ async fn close_while_draining(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Every request, whatever its endpoint and answer (404 and 405 included),
+/// by a bounded set of endpoint names: paths nobody routes are `unknown`.
+async fn count_requests(request: Request, next: axum::middleware::Next) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint_label(request.uri().path());
+    let response = next.run(request).await;
+    metrics::counter!(
+        "switchboard_requests_total",
+        "endpoint" => endpoint,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => Endpoint::ChatCompletions.as_str(),
+        "/v1/embeddings" => Endpoint::Embeddings.as_str(),
+        "/v1/completions" => Endpoint::Completions.as_str(),
+        "/v1/responses" => Endpoint::Responses.as_str(),
+        "/v1/messages" => Endpoint::Messages.as_str(),
+        "/v1/models" => "models",
+        _ if path.starts_with("/v1/models/") => "models",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => "unknown",
+    }
 }
 
 /// Larger request heads are refused (431) before any work is done for them.
@@ -145,14 +179,6 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
                 _ => error.into_response(),
             }
         });
-    metrics::counter!(
-        "switchboard_requests_total",
-        "endpoint" => endpoint.as_str(),
-        "status" => response.status().as_str().to_owned()
-    )
-    .increment(1);
-    metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint.as_str())
-        .record(started.elapsed().as_secs_f64());
     response
 }
 

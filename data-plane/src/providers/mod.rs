@@ -7,9 +7,7 @@ pub mod body;
 mod client;
 mod dashscope;
 mod gemini;
-mod hunyuan;
-#[cfg(any(test, feature = "mocks"))]
-pub mod mocks;
+pub mod hunyuan;
 mod ollama;
 mod openai;
 mod qianfan;

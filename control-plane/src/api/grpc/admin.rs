@@ -1,7 +1,8 @@
 //! AdminService over gRPC: converts, calls the admin service, converts back.
 
+use crate::error::Error;
 use crate::model;
-use crate::service::Admin;
+use crate::service::{replace_fields, Admin};
 use shared::proto as pb;
 use shared::proto::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
@@ -53,6 +54,24 @@ impl AdminService for AdminGrpc {
         ok(self.admin.update_provider(&name, spec).await?)
     }
 
+    async fn patch_provider(&self, r: Request<pb::PatchProviderRequest>) -> Reply<pb::Provider> {
+        let patch = r.into_inner();
+        let spec = patch.provider.unwrap_or_default();
+        let name = spec.name.clone();
+        let mut source = serde_json::Map::new();
+        source.insert("kind".into(), spec.kind.into());
+        source.insert("base_url".into(), spec.base_url.into());
+        source.insert("settings".into(), serde_json::json!(spec.settings));
+        if let Some(key) = spec.api_key {
+            source.insert("api_key".into(), key.into());
+        }
+        if let Some(key) = spec.secret_key {
+            source.insert("secret_key".into(), key.into());
+        }
+        let edit = replace_fields(source, mask(patch.update_mask), PROVIDER_FIELDS);
+        ok(self.admin.patch_provider(&name, edit).await?)
+    }
+
     async fn delete_provider(
         &self,
         r: Request<pb::DeleteProviderRequest>,
@@ -83,6 +102,18 @@ impl AdminService for AdminGrpc {
         let route = model::Route::try_from(r.into_inner())?;
         let name = route.model.clone();
         ok(self.admin.update_route(&name, route).await?)
+    }
+
+    async fn patch_route(&self, r: Request<pb::PatchRouteRequest>) -> Reply<pb::Route> {
+        let patch = r.into_inner();
+        let route = model::Route::try_from(patch.route.unwrap_or_default())?;
+        let name = route.model.clone();
+        let source = match serde_json::to_value(&route) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => return Err(Error::Internal("a route is not a JSON object".into()).into()),
+        };
+        let edit = replace_fields(source, mask(patch.update_mask), ROUTE_FIELDS);
+        ok(self.admin.patch_route(&name, edit).await?)
     }
 
     async fn delete_route(&self, r: Request<pb::DeleteRouteRequest>) -> Reply<pb::DeleteResponse> {
@@ -303,4 +334,23 @@ impl AdminService for AdminGrpc {
             .update_settings(request.into_inner().into())
             .await?)
     }
+}
+
+/// What PatchProvider and PatchRoute may name in their update masks.
+const PROVIDER_FIELDS: &[&str] = &["kind", "base_url", "api_key", "secret_key", "settings"];
+const ROUTE_FIELDS: &[&str] = &[
+    "targets",
+    "aliases",
+    "strategy",
+    "fallbacks",
+    "retry",
+    "timeouts",
+    "split",
+    "context_fallback",
+    "content_fallback",
+    "limits",
+];
+
+fn mask(mask: Option<prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths).unwrap_or_default()
 }

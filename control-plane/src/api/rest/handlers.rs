@@ -3,6 +3,7 @@
 use super::{Body, Params, RestState};
 use crate::error::Result;
 use crate::model::*;
+use crate::service::merge_patch;
 use crate::settings::{ClusterSettings, SettingsUpdate};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,12 +23,16 @@ pub fn routes() -> Router<RestState> {
             "/providers/{name}",
             get(get_provider)
                 .put(update_provider)
+                .patch(patch_provider)
                 .delete(delete_provider),
         )
         .route("/routes", get(list_routes).post(create_route))
         .route(
             "/routes/{*model}",
-            get(get_route).put(update_route).delete(delete_route),
+            get(get_route)
+                .put(update_route)
+                .patch(patch_route)
+                .delete(delete_route),
         )
         .route(
             "/jwt-issuers",
@@ -178,6 +183,24 @@ async fn list_routes(State(s): State<RestState>) -> Result<Json<Vec<Route>>> {
 
 async fn get_route(State(s): State<RestState>, Path(model): Path<String>) -> Result<Json<Route>> {
     Ok(Json(s.admin.get_route(&model).await?))
+}
+
+async fn patch_provider(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    Body(patch): Body<serde_json::Value>,
+) -> Result<Json<Provider>> {
+    Ok(Json(
+        s.admin.patch_provider(&name, merge_patch(patch)).await?,
+    ))
+}
+
+async fn patch_route(
+    State(s): State<RestState>,
+    Path(model): Path<String>,
+    Body(patch): Body<serde_json::Value>,
+) -> Result<Json<Route>> {
+    Ok(Json(s.admin.patch_route(&model, merge_patch(patch)).await?))
 }
 
 async fn update_route(

@@ -29,6 +29,7 @@ pub fn router(state: RestState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()
+        .route("/", get(root))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route(
@@ -37,6 +38,20 @@ pub fn router(state: RestState) -> Router {
         )
         .nest("/api/v1", api)
         .with_state(state)
+}
+
+/// What a newcomer finds at the control plane's address: where everything is.
+async fn root() -> Json<serde_json::Value> {
+    Json(json!({
+        "service": "Switchboard control plane",
+        "version": shared::SOFTWARE_VERSION,
+        "admin_api": "/api/v1 (Authorization: Bearer <admin token>); reference: docs/api.md",
+        "cluster": "/api/v1/cluster",
+        "health": "/healthz",
+        "ready": "/readyz",
+        "metrics": "/metrics",
+        "grpc": "switchboard.v1.AdminService on the gRPC port (server reflection on)",
+    }))
 }
 
 async fn ready(State(state): State<RestState>) -> Response {

@@ -9,13 +9,13 @@ use super::{
     broken_body, header, json_response, pieces, response, stream_body, Failure, Mock, Reply,
     Shared, Turn,
 };
-use crate::providers::hunyuan::sign;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
+use data_plane::providers::hunyuan::sign;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
