@@ -467,3 +467,28 @@ def test_a_budget_spent_through_one_data_plane_holds_on_another_within_a_second(
         assert gw.current_version() == version, "counters never move the config version"
     finally:
         gw.close()
+
+
+def test_cluster_settings_live_in_the_database_and_reach_data_planes(gateway, grpc_stubs):
+    pb, pb_grpc = grpc_stubs
+    key = gateway.setup_basic()
+    assert gateway.admin("GET", "/settings", expect=200).json()["global_limits"] == {}
+    settings = gateway.admin("PATCH", "/settings", {"global_limits": {"rpm": 2}}, expect=200).json()
+    assert settings["global_limits"] == {"rpm": 2} and settings["spend_interval_ms"] == 250
+    assert "spend_interval_ms" in gateway.admin("PATCH", "/settings", {"spend_interval_ms": 5}, expect=400).text
+    gateway.wait_synced()
+    assert [chat(gateway, key, "gpt-test").status_code for _ in range(3)] == [200, 200, 429]
+    refused = chat(gateway, key, "gpt-test")
+    assert "the cluster" in error_of(refused)["message"]
+    import grpc
+    from switchboard.v1 import limits_pb2
+
+    stub = pb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
+    auth = [("authorization", f"Bearer {gateway.admin_token}")]
+    assert stub.GetSettings(pb.GetSettingsRequest(), metadata=auth).global_limits.rpm == 2
+    cleared = stub.UpdateSettings(pb.UpdateSettingsRequest(global_limits=limits_pb2.RateLimits()), metadata=auth)
+    assert cleared.global_limits.rpm == 0
+    entry = gateway.admin("GET", "/audit", params={"resource": "settings/cluster"}, expect=200).json()["rows"][0]
+    assert entry["action"] == "settings.update" and entry["before"]["global_limits"] == {"rpm": 2}
+    gateway.wait_synced()
+    assert chat(gateway, key, "gpt-test").status_code == 200

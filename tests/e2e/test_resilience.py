@@ -150,3 +150,38 @@ def test_a_bad_delta_is_refused_and_the_data_plane_keeps_serving(gateway):
     plane = gateway.admin("GET", "/dataplanes", expect=200).json()["data_planes"][0]
     assert plane["last_error"] == ""
     assert chat(client).choices[0].message.content
+
+
+def test_sigterm_drains_readiness_first_then_in_flight_streams_finish(gateway):
+    import threading
+    import time
+
+    key = gateway.setup_basic()
+    gateway.dp = gateway.start_data_plane(extra=("--drain-delay-ms", "1500"))
+    client = gateway.openai(key)
+    finished = []
+
+    def slow_stream(i):
+        chunks = list(client.chat.completions.create(
+            model="gpt-test", stream=True, messages=[{"role": "user", "content": f"sleep-1200 stream {i}"}]))
+        finished.append("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+
+    streams = [threading.Thread(target=slow_stream, args=(i,)) for i in range(3)]
+    for s in streams:
+        s.start()
+    time.sleep(0.3)
+    gateway.dp.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    ready = httpx.get(f"{gateway.dp_url}/readyz")
+    assert (ready.status_code, ready.text) == (503, "draining"), "unready from the first moment"
+    # Still served during the drain delay, on a new connection, which is then closed.
+    answer = httpx.post(f"{gateway.dp_url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                        json={"model": "gpt-test", "messages": [{"role": "user", "content": "during drain"}]})
+    assert answer.status_code == 200 and answer.headers["connection"] == "close"
+    for s in streams:
+        s.join(30)
+    assert sorted(finished) == [f"Echo: sleep-1200 stream {i}" for i in range(3)], finished
+    assert gateway.dp.proc.wait(30) == 0
+    # Every request of the drain was recorded and shipped before the exit.
+    gateway.dp = gateway.start_data_plane()
+    wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == 4, what="usage of the drained requests")
