@@ -46,6 +46,15 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         self.shards[self.shard(key)].get(key)
     }
 
+    /// Room for `additional` more entries, spread over the shards: a map
+    /// built from a large snapshot does not grow (and rehash) step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        let each = additional.div_ceil(SHARDS);
+        for shard in &mut self.shards {
+            Arc::make_mut(shard).reserve(each);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

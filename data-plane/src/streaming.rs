@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Status recorded for a stream the client abandoned (nginx's convention).
-const CLIENT_CLOSED: u16 = 499;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -150,7 +149,7 @@ impl<S> Drop for SseRelay<S> {
         let status = match self.outcome {
             Outcome::Completed => 200,
             Outcome::UpstreamFailed { status } => status,
-            Outcome::Streaming => CLIENT_CLOSED,
+            Outcome::Streaming => crate::usage::CLIENT_CLOSED,
         };
         // A stream cut before its usage is counted from what was relayed.
         let output = match self.usage {

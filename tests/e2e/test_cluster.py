@@ -219,6 +219,31 @@ def ask(client, text="hello"):
     return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
 
 
+class Load:
+    """Requests back to back from `threads` threads until stopped; every failure is kept."""
+
+    def __init__(self, client, threads):
+        self.client, self.sent, self.failures = client, 0, []
+        self.lock, self.stopping = threading.Lock(), threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                ask(self.client)
+                with self.lock:
+                    self.sent += 1
+            except Exception as error:  # reported by the test
+                self.failures.append(repr(error))
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+
+
 def test_a_write_through_one_replica_reaches_data_planes_on_the_other_within_a_second(cluster):
     view = cluster.view()
     assert {cp["id"] for cp in view["control_planes"]} == {"cp-a", "cp-b"}
@@ -254,34 +279,19 @@ def test_traffic_under_budgets_never_moves_the_config_version(cluster):
     client = cluster.client(key["key"])
     versions = {cluster.view(cp)["config_version"] for cp in (0, 1)}
     assert len(versions) == 1
-    stop = threading.Event()
-    sent, failures = [0], []
-
-    def load():
-        while not stop.is_set():
-            try:
-                ask(client)
-                sent[0] += 1
-            except Exception as error:  # counted, reported below
-                failures.append(repr(error))
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
+    load = Load(client, 2)
     seen = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         seen |= {cluster.view(cp)["config_version"] for cp in (0, 1)}
         time.sleep(1)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not failures, failures[:3]
-    assert sent[0] > 100
+    load.stop()
+    assert not load.failures, load.failures[:3]
+    assert load.sent > 100
     assert seen == versions, f"the version moved under traffic: {sorted(seen)}"
     # Spend was counted meanwhile: it travels as counters, not config.
     wait_until(lambda: cluster.admin("GET", f"/keys/{key['id']}", expect=200).json()["spend"]["requests"]
-               == sent[0], timeout=10, what="spend counted")
+               == load.sent, timeout=10, what="spend counted")
     assert cluster.view()["config_version"] in versions
 
 
@@ -363,21 +373,7 @@ def test_a_paused_leader_does_not_lead_when_it_wakes(cluster):
 
 def test_rolling_restart_of_the_data_planes_under_load_fails_no_request(cluster):
     key = cluster.new_key("rolling")
-    client = cluster.client(key["key"])
-    stop = threading.Event()
-    sent, failures = [0], []
-
-    def load():
-        while not stop.is_set():
-            try:
-                ask(client)
-                sent[0] += 1
-            except Exception as error:  # every failure is reported
-                failures.append(repr(error))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
+    load = Load(cluster.client(key["key"]), 4)
     try:
         time.sleep(0.5)
         for dp in cluster.dps:
@@ -387,12 +383,10 @@ def test_rolling_restart_of_the_data_planes_under_load_fails_no_request(cluster)
             cluster.start_data_plane(dp)
             time.sleep(0.5)
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not failures, failures[:5]
-    assert sent[0] > 200
-    print(f"rolling restart of 3 data planes: {sent[0]} requests, 0 failed")
+        load.stop()
+    assert not load.failures, load.failures[:5]
+    assert load.sent > 200
+    print(f"rolling restart of 3 data planes: {load.sent} requests, 0 failed")
 
 
 def test_a_second_replica_on_one_sqlite_file_refuses_to_start(tmp_path):

@@ -279,3 +279,24 @@ def test_every_request_is_counted_whatever_its_endpoint_and_answer(gateway):
                    'switchboard_requests_total{endpoint="unknown",status="404"} 1',
                    'switchboard_requests_total{endpoint="chat.completions",status="405"} 1'):
         assert sample in metrics, sample
+
+
+def test_every_answer_carries_a_request_id(gateway):
+    key = gateway.setup_basic()
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{gateway.dp_url}/v1/chat/completions"
+    answers = [
+        httpx.post(url, json=body),  # 401
+        httpx.post(url, json={**body, "model": "nope"}, headers={"authorization": f"Bearer {key}"}),  # 404
+        httpx.get(f"{gateway.dp_url}/v1/nowhere"),  # 404
+        httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}),  # 200
+        httpx.post(url, json={**body, "stream": True}, headers={"authorization": f"Bearer {key}"}),  # a stream
+    ]
+    assert [a.status_code for a in answers] == [401, 404, 404, 200, 200]
+    ids = [a.headers["x-request-id"] for a in answers]
+    assert all(len(i) == 36 for i in ids) and len(set(ids)) == len(ids), ids
+    # The client's own id, when usable, is the answer's; an unusable one is replaced.
+    mine = httpx.post(url, json=body, headers={"authorization": f"Bearer {key}", "x-request-id": "trace-7f3a:9"})
+    assert mine.headers["x-request-id"] == "trace-7f3a:9"
+    spaced = httpx.post(url, json=body, headers={"x-request-id": "has spaces"})
+    assert spaced.status_code == 401 and spaced.headers["x-request-id"] != "has spaces"

@@ -492,3 +492,26 @@ def test_cluster_settings_live_in_the_database_and_reach_data_planes(gateway, gr
     assert entry["action"] == "settings.update" and entry["before"]["global_limits"] == {"rpm": 2}
     gateway.wait_synced()
     assert chat(gateway, key, "gpt-test").status_code == 200
+
+
+def test_abandoned_requests_are_recorded_once_and_give_their_reservations_back(gateway):
+    """The request guard: a client that gives up leaves a 499 record and no
+    reservation behind, so a token quota is not eaten by answers nobody read."""
+    gateway.setup_basic()
+    key = new_key(gateway, limits={"max_tokens": 1000})
+    for i in range(5):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{gateway.dp_url}/v1/chat/completions", timeout=0.3,
+                       headers={"authorization": f"Bearer {key['key']}"},
+                       json={"model": "gpt-test", "max_tokens": 300,
+                             "messages": [{"role": "user", "content": f"sleep-1500 abandoned {i}"}]})
+    # Three of these at once would need 900 of the 1,000 tokens were anything still reserved.
+    answer = chat(gateway, key["key"], "gpt-test", "still admitted", max_tokens=300)
+    assert answer.status_code == 200, answer.text
+
+    def recorded():
+        usage = gateway.usage(key_id=key["id"])
+        return usage["requests"] == 6 and usage["errors"] == 5
+    wait_until(recorded, what="one record per abandoned request")
+    rows = gateway.usage(key_id=key["id"], group_by="model")["rows"]
+    assert rows[0]["estimated"] == 5, "the abandoned prompts counted by tokenizer"

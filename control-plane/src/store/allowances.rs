@@ -96,9 +96,9 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        if changed {
-            // Its spend is counted again under the new allowance.
-            Self::mark_spend_dirty(&mut tx, &[kind.holder(id)]).await?;
+        if changed && (budget.is_some() || limits.has_quota()) {
+            // Counted from now on, from its records: what was used before counts.
+            Self::recount_totals(&mut tx, kind, id).await?;
         }
         let change = Change::new(EntityKind::of_holder(kind), id);
         self.commit_config_change_if(tx, changed, &[change]).await

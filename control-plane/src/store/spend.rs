@@ -6,12 +6,12 @@
 
 use super::allowances::{budget_of, limits_of, table};
 use super::snapshot::placeholders;
-use super::{Fence, Store, Tx};
+use super::{DatabaseKind, Fence, Store, Tx};
 use crate::error::Result;
 use crate::model::{Budget, Limits};
 use shared::limits::HolderKind;
 use shared::usage::UsageRecord;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The bucket of all-time totals; other buckets are UTC days.
 const ALL_TIME: i64 = -1;
@@ -111,29 +111,36 @@ struct Sums {
 }
 
 impl Store {
-    /// In the ingesting transaction: adds new records to their holders'
-    /// totals and marks the holders for the next count. Rows in key order, so
-    /// concurrent ingestions lock them in one order and cannot deadlock.
-    pub(super) async fn add_to_totals(tx: &mut Tx, records: &[&UsageRecord]) -> Result<()> {
+    /// In the ingesting transaction: adds new records to the totals of those
+    /// of their holders that are counted (a budget or a quota) and marks them
+    /// for the next count; usage of other holders costs nothing here. Which
+    /// holders are counted is read in this transaction, with a share lock on
+    /// PostgreSQL: an allowance write waits for it (and then recounts the
+    /// holder from its records), so no record falls between the two. Rows in
+    /// key order, so concurrent ingestions lock them in one order.
+    pub(super) async fn add_to_totals(&self, tx: &mut Tx, records: &[&UsageRecord]) -> Result<()> {
+        let names: BTreeSet<String> = records.iter().flat_map(|r| holders_of(r)).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let lock = match self.kind {
+            DatabaseKind::Postgres => " FOR SHARE",
+            DatabaseKind::Sqlite => "",
+        };
+        let names: Vec<String> = names.into_iter().collect();
+        let counted: HashSet<String> = Self::holders_named(tx, &names, lock)
+            .await?
+            .iter()
+            .map(Holder::name)
+            .collect();
+        if counted.is_empty() {
+            return Ok(());
+        }
         let mut sums: BTreeMap<(String, i64, &str), Sums> = BTreeMap::new();
         for record in records {
-            let holders = [
-                record
-                    .key_id
-                    .as_ref()
-                    .map(|id| HolderKind::Key.holder(id.as_str())),
-                record
-                    .user_id
-                    .as_ref()
-                    .map(|id| HolderKind::User.holder(id.as_str())),
-                record
-                    .team_id
-                    .as_ref()
-                    .map(|id| HolderKind::Team.holder(id.as_str())),
-            ];
             let ok = record.status < 400;
             let day = record.created_at_ms - record.created_at_ms.rem_euclid(DAY_MS);
-            for holder in holders.into_iter().flatten() {
+            for holder in holders_of(record).filter(|h| counted.contains(h)) {
                 for bucket in [day, ALL_TIME] {
                     let sum = sums
                         .entry((holder.clone(), bucket, record.currency.as_str()))
@@ -247,7 +254,7 @@ impl Store {
             }
             delete.execute(&mut *tx).await?;
         }
-        let holders = Self::holders_named(&mut tx, dirty).await?;
+        let holders = Self::holders_named(&mut tx, dirty, "").await?;
         let names: Vec<String> = holders.iter().map(Holder::name).collect();
         let since = now_ms - now_ms.rem_euclid(DAY_MS) - 32 * DAY_MS;
         let mut totals: HashMap<String, Vec<TotalRow>> = HashMap::new();
@@ -295,29 +302,77 @@ impl Store {
             )
             .fetch_one(&mut *tx)
             .await?;
-            for (_, row) in &changed {
-                sqlx::query(
+            for chunk in changed.chunks(ROWS_PER_UPSERT) {
+                let values = (0..chunk.len())
+                    .map(|i| {
+                        let n = i * 5 + 2;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, $1, $2)",
+                            n + 1,
+                            n + 2,
+                            n + 3,
+                            n + 4,
+                            n + 5
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
                     "INSERT INTO spend (holder, period_start, spent_micros, requests, tokens, updated_at, revision) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (holder) DO UPDATE SET \
-                     period_start = $2, spent_micros = $3, requests = $4, tokens = $5, updated_at = $6, revision = $7",
-                )
-                .bind(&row.holder)
-                .bind(row.period_start)
-                .bind(row.spent_micros)
-                .bind(row.requests)
-                .bind(row.tokens)
-                .bind(now_ms)
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?;
+                     VALUES {values} ON CONFLICT (holder) DO UPDATE SET period_start = excluded.period_start, \
+                     spent_micros = excluded.spent_micros, requests = excluded.requests, \
+                     tokens = excluded.tokens, updated_at = excluded.updated_at, revision = excluded.revision"
+                );
+                let mut query = sqlx::query(&sql).bind(now_ms).bind(revision);
+                for (_, row) in chunk {
+                    query = query
+                        .bind(&row.holder)
+                        .bind(row.period_start)
+                        .bind(row.spent_micros)
+                        .bind(row.requests)
+                        .bind(row.tokens);
+                }
+                query.execute(&mut *tx).await?;
             }
         }
         tx.commit().await?;
         Ok((changed, more))
     }
 
-    /// The counted ones among holders named "key/<id>", ...
-    async fn holders_named(tx: &mut Tx, names: &[String]) -> Result<Vec<Holder>> {
+    /// A holder's totals computed afresh from its usage records, in the
+    /// transaction that gives it a budget or quota: what was used before (or
+    /// ingested while it was not counted) counts as the records say.
+    pub(super) async fn recount_totals(tx: &mut Tx, kind: HolderKind, id: &str) -> Result<()> {
+        let holder = kind.holder(id);
+        let column = match kind {
+            HolderKind::Key => "key_id",
+            HolderKind::User => "user_id",
+            HolderKind::Team => "team_id",
+        };
+        sqlx::query("DELETE FROM usage_totals WHERE holder = $1")
+            .bind(&holder)
+            .execute(&mut **tx)
+            .await?;
+        let counted = "cost_micros, CASE WHEN status < 400 THEN 1 ELSE 0 END AS ok, \
+             CASE WHEN status < 400 THEN total_tokens ELSE 0 END AS ok_tokens";
+        sqlx::query(&format!(
+            "INSERT INTO usage_totals (holder, bucket, currency, cost_micros, requests, tokens) \
+             SELECT $1, bucket, currency, SUM(cost_micros), SUM(ok), SUM(ok_tokens) FROM ( \
+             SELECT created_at - (created_at % {DAY_MS}) AS bucket, currency, {counted} \
+             FROM usage_records WHERE {column} = $2 \
+             UNION ALL SELECT {ALL_TIME}, currency, {counted} FROM usage_records WHERE {column} = $2 \
+             ) AS records GROUP BY bucket, currency"
+        ))
+        .bind(&holder)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Self::mark_spend_dirty(tx, &[holder]).await
+    }
+
+    /// The counted ones among holders named "key/<id>", ...; `lock` is
+    /// appended to the reads (" FOR SHARE" on PostgreSQL, or nothing).
+    async fn holders_named(tx: &mut Tx, names: &[String], lock: &str) -> Result<Vec<Holder>> {
         let mut holders = Vec::new();
         for kind in [HolderKind::Key, HolderKind::User, HolderKind::Team] {
             let prefix = format!("{}/", kind.as_str());
@@ -332,7 +387,7 @@ impl Store {
             };
             for chunk in ids.chunks(ROWS_PER_UPSERT) {
                 let sql = format!(
-                    "SELECT id, limits, budget, models FROM {} WHERE {live}id IN ({})",
+                    "SELECT id, limits, budget, models FROM {} WHERE {live}id IN ({}){lock}",
                     table(kind),
                     placeholders(chunk.len())
                 );
@@ -420,6 +475,26 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?)
     }
+}
+
+/// The key, user and team a record counts for, as holder names.
+fn holders_of(record: &UsageRecord) -> impl Iterator<Item = String> + '_ {
+    [
+        record
+            .key_id
+            .as_ref()
+            .map(|id| HolderKind::Key.holder(id.as_str())),
+        record
+            .user_id
+            .as_ref()
+            .map(|id| HolderKind::User.holder(id.as_str())),
+        record
+            .team_id
+            .as_ref()
+            .map(|id| HolderKind::Team.holder(id.as_str())),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn holder_of(

@@ -164,7 +164,7 @@ impl Store {
             .iter()
             .filter(|r| inserted.contains(r.id.as_str()))
             .collect();
-        Self::add_to_totals(&mut tx, &new).await?;
+        self.add_to_totals(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(new.len() as u64)
     }

@@ -110,6 +110,10 @@ impl Directory {
     }
 
     fn change(&mut self, changes: DirectoryChanges, fresh: bool) -> Result<(), String> {
+        if fresh {
+            self.keys.reserve(changes.keys.len());
+            self.key_hashes.reserve(changes.keys.len());
+        }
         for id in changes.removed_keys {
             self.remove_key(&KeyId::from(id));
         }

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Status recorded for a stream the client abandoned (nginx's convention).
-const CLIENT_CLOSED: u16 = 499;
 
 /// How chunks are written for one ingress format.
 pub trait Egress: Send {
@@ -252,7 +251,7 @@ impl<S> Drop for TranslatedStream<S> {
         };
         let status = match self.state {
             State::Done { status } => status,
-            State::Streaming => CLIENT_CLOSED,
+            State::Streaming => crate::usage::CLIENT_CLOSED,
         };
         // A stream cut before its usage is counted from what was sent.
         let output = (self.sent_any || self.substantive).then_some(self.text.as_str());

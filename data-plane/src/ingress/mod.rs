@@ -74,37 +74,43 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(limit_headers))
-        .layer(axum::middleware::from_fn(count_requests))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            close_while_draining,
+            state.draining.clone(),
+            every_answer,
         ))
         .with_state(state)
 }
 
-/// While draining, each answer closes its connection, so keep-alive clients
-/// (and load balancers' pools) reconnect to another data plane instead of
-/// reusing one that is about to stop listening.
-async fn close_while_draining(
-    State(state): State<AppState>,
+/// What every answer gets, errors and streams included: an `x-request-id`
+/// (the client's, when it sent a usable one; else a new one), also on the
+/// request's log lines; a count by a bounded set of endpoint names (paths
+/// nobody routes are `unknown`); and while draining, a closed connection, so
+/// keep-alive clients (and load balancers' pools) reconnect to another data
+/// plane instead of reusing one that is about to stop listening.
+async fn every_answer(
+    State(draining): State<Arc<AtomicBool>>,
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let mut response = next.run(request).await;
-    if state.draining.load(Ordering::Relaxed) {
+    let started = Instant::now();
+    let endpoint = endpoint_label(request.uri().path());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| usable_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::try_from(uuid::Uuid::now_v7().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        });
+    let span = tracing::info_span!("answer", request_id = ?request_id);
+    let mut response = next.run(request).instrument(span).await;
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    if draining.load(Ordering::Relaxed) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
-}
-
-/// Every request, whatever its endpoint and answer (404 and 405 included),
-/// by a bounded set of endpoint names: paths nobody routes are `unknown`.
-async fn count_requests(request: Request, next: axum::middleware::Next) -> Response {
-    let started = Instant::now();
-    let endpoint = endpoint_label(request.uri().path());
-    let response = next.run(request).await;
     metrics::counter!(
         "switchboard_requests_total",
         "endpoint" => endpoint,
@@ -114,6 +120,13 @@ async fn count_requests(request: Request, next: axum::middleware::Next) -> Respo
     metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client's request id is passed on if it is 1 to 128 visible ASCII characters.
+fn usable_request_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len()) && value.iter().all(|b| b.is_ascii_graphic())
 }
 
 fn endpoint_label(path: &str) -> &'static str {
@@ -292,6 +305,7 @@ async fn handle(
         permit,
         prices,
         prompt: Some(job.clone()),
+        finished: false,
         record: UsageRecord {
             id: UsageRecordId::generate(),
             key_id: caller.key_id,

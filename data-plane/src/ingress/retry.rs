@@ -29,7 +29,6 @@ pub async fn run(
     job: Arc<Job>,
     draft: UsageDraft,
 ) -> Result<Response, GatewayError> {
-    let request_id = draft.record.id.as_str().to_owned();
     let started = Instant::from_std(draft.started);
     let mut slot = Some(draft);
     let primary = plan.routes[0].clone();
@@ -84,7 +83,6 @@ pub async fn run(
                         &target.provider.name,
                         &target.upstream_model,
                         attempts,
-                        &request_id,
                     ));
                 }
                 Err(error) => error,
@@ -172,14 +170,8 @@ fn finish_failed(slot: &mut Option<UsageDraft>, error: Option<GatewayError>) -> 
     error
 }
 
-/// Which target served, after how many attempts, under which request id.
-fn with_headers(
-    mut response: Response,
-    provider: &str,
-    model: &str,
-    attempts: u32,
-    request_id: &str,
-) -> Response {
+/// Which target served, after how many attempts.
+fn with_headers(mut response: Response, provider: &str, model: &str, attempts: u32) -> Response {
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::try_from(value) {
@@ -189,7 +181,6 @@ fn with_headers(
     set("x-switchboard-provider", provider);
     set("x-switchboard-model", model);
     set("x-switchboard-attempts", &attempts.to_string());
-    set("x-request-id", request_id);
     response
 }
 

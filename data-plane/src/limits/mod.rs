@@ -315,7 +315,8 @@ impl TokenEstimate {
     }
 }
 
-/// An admitted request's reservations, settled when its usage is known.
+/// An admitted request's reservations, settled when its usage is known. A
+/// permit dropped unsettled gives every reservation back.
 pub struct Permit {
     limiter: Arc<Limiter>,
     checks: Vec<Check>,
@@ -331,9 +332,12 @@ impl Permit {
 
     /// Turns reservations into use: `tokens` used, costing `cost`; a failed
     /// request gives its quota request back.
-    pub fn settle(self, tokens: i64, cost: Option<(Micros, Currency)>, succeeded: bool) {
-        let adjustments: Vec<(Check, i64)> = self
-            .checks
+    pub fn settle(mut self, tokens: i64, cost: Option<(Micros, Currency)>, succeeded: bool) {
+        self.settle_now(tokens, cost, succeeded);
+    }
+
+    fn settle_now(&mut self, tokens: i64, cost: Option<(Micros, Currency)>, succeeded: bool) {
+        let adjustments: Vec<(Check, i64)> = std::mem::take(&mut self.checks)
             .into_iter()
             .filter_map(|check| {
                 let used = match check.meter {
@@ -350,6 +354,14 @@ impl Permit {
             })
             .collect();
         self.limiter.settle(adjustments, self.in_redis);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.checks.is_empty() {
+            self.settle_now(0, None, false);
+        }
     }
 }
 
@@ -617,6 +629,19 @@ fn refusal(check: &Check, outcome: &Outcome, mut headers: HeaderMap) -> GatewayE
         if check.cost > check.limit {
             format!(
                 "This request could cost more than the whole {} of {} ({}).{ends}",
+                check.meter.label(),
+                check.scope,
+                check.limit_text()
+            )
+        } else if outcome.remaining > 0 {
+            // Not used up: what this request may cost at worst does not fit.
+            let remaining = match check.currency {
+                Some(currency) => format!("{} {currency}", Micros(outcome.remaining)),
+                None => outcome.remaining.to_string(),
+            };
+            format!(
+                "The request's worst case exceeds what remains of the {} of {} ({remaining} of {}); \
+                 set max_tokens lower to fit it.{ends}",
                 check.meter.label(),
                 check.scope,
                 check.limit_text()

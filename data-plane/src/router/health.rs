@@ -56,6 +56,9 @@ pub struct TargetState {
     window_failures: AtomicU32,
     /// Unix ms until which the target is skipped; 0 when closed.
     ejected_until_ms: AtomicI64,
+    /// Unix ms until which the target is set aside because it asked to be
+    /// (`retry-after`): not broken, so no probe follows.
+    set_aside_until_ms: AtomicI64,
     /// Ejections in a row, for the growing cooldown.
     ejections: AtomicU32,
     /// Half-open: one probe at a time.
@@ -160,6 +163,9 @@ impl TargetState {
     /// Whether the target may take a request now: closed, or half-open and
     /// this caller won the single probe.
     pub fn admits(&self) -> bool {
+        if now_ms() < self.set_aside_until_ms.load(Relaxed) {
+            return false;
+        }
         let until = self.ejected_until_ms.load(Relaxed);
         if until == 0 {
             return true;
@@ -172,15 +178,21 @@ impl TargetState {
             .is_ok()
     }
 
-    /// Whether the target is ejected: open, or half-open with its probe taken.
+    /// Whether the target is out of rotation: set aside, open, or half-open
+    /// with its probe taken.
     pub fn ejected(&self) -> bool {
+        let now = now_ms();
         let until = self.ejected_until_ms.load(Relaxed);
-        until != 0 && (now_ms() < until || self.probing.load(Relaxed))
+        now < self.set_aside_until_ms.load(Relaxed)
+            || (until != 0 && (now < until || self.probing.load(Relaxed)))
     }
 
-    /// Until when it is ejected (Unix ms), if it is.
+    /// Until when it is out of rotation (Unix ms), if it is.
     pub fn ejected_until_ms(&self) -> Option<i64> {
-        let until = self.ejected_until_ms.load(Relaxed);
+        let until = self
+            .ejected_until_ms
+            .load(Relaxed)
+            .max(self.set_aside_until_ms.load(Relaxed));
         (until > now_ms()).then_some(until)
     }
 
@@ -211,7 +223,21 @@ impl TargetState {
                     self.probing.store(false, Relaxed);
                 }
             }
-            Outcome::Failure { retry_after } => {
+            // A target that says when to come back is busy, not broken: it
+            // is set aside for exactly that long (capped), and the breaker
+            // (its counts, a probe's verdict, its cooldown) is left out of it.
+            Outcome::Failure {
+                retry_after: Some(wait),
+            } if !wait.is_zero() => {
+                let wait = wait.min(config.max_retry_after);
+                let until = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                self.set_aside_until_ms.fetch_max(until, Relaxed);
+                if self.probing.swap(false, Relaxed) {
+                    // The probe reached a live provider: the breaker closes.
+                    self.ejected_until_ms.store(0, Relaxed);
+                }
+            }
+            Outcome::Failure { .. } => {
                 self.window_failures.fetch_add(1, Relaxed);
                 let consecutive = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
                 let was_probe = self.probing.swap(false, Relaxed);
@@ -221,12 +247,6 @@ impl TargetState {
                     && f64::from(failures) >= config.error_rate * f64::from(requests);
                 if was_probe || consecutive >= config.consecutive_failures || rate_tripped {
                     self.eject(now, config);
-                } else if let Some(wait) = retry_after.map(|w| w.min(config.max_retry_after)) {
-                    // A rate-limited target is set aside as long as it asked.
-                    if !wait.is_zero() {
-                        let until = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                        self.ejected_until_ms.fetch_max(until, Relaxed);
-                    }
                 }
             }
             Outcome::Neutral => {
@@ -282,6 +302,31 @@ mod tests {
 
     fn failure() -> Outcome {
         Outcome::Failure { retry_after: None }
+    }
+
+    #[test]
+    fn a_retry_after_sets_the_target_aside_for_that_long_and_never_ejects_it() {
+        let state = TargetState::default();
+        let config = BreakerConfig {
+            consecutive_failures: 2,
+            max_retry_after: Duration::from_millis(150),
+            ..BreakerConfig::default()
+        };
+        let asked = Outcome::Failure {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        for _ in 0..5 {
+            state.record(asked, &config);
+        }
+        assert!(state.ejected() && !state.admits(), "set aside");
+        let back = state.ejected_until_ms().expect("until") - now_ms();
+        assert!(back <= 150, "as long as asked, capped: {back} ms");
+        std::thread::sleep(Duration::from_millis(170));
+        assert!(
+            state.admits() && state.admits(),
+            "back without a probe or a cooldown"
+        );
+        assert_eq!(state.ejections.load(Relaxed), 0);
     }
 
     #[test]

@@ -75,7 +75,11 @@ impl UsageSink {
 }
 
 /// A request's usage record, filled in as far as it can be before the
-/// upstream answers; `finish` completes it and hands it to the sink.
+/// upstream answers; `finish` completes it and hands it to the sink. It is a
+/// guard: however an admitted request ends (the client gone, an HTTP/2
+/// reset, a shutdown, a panic in the handler), dropping the draft unfinished
+/// records it as 499 (client closed request), its prompt counted by
+/// tokenizer, and settles its reservations. No path can forget it.
 pub struct UsageDraft {
     pub sink: UsageSink,
     pub started: std::time::Instant,
@@ -86,7 +90,12 @@ pub struct UsageDraft {
     pub prices: Arc<Prices>,
     /// The request's prompt, counted only if the provider reports no usage.
     pub prompt: Option<Arc<dyn PromptTokens>>,
+    /// Recorded already: dropping it does nothing more.
+    pub finished: bool,
 }
+
+/// What an abandoned request is recorded with: nginx's "client closed request".
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// A request whose prompt a tokenizer can count.
 pub trait PromptTokens: Send + Sync {
@@ -125,6 +134,7 @@ impl UsageDraft {
             permit: None,
             prices: Arc::default(),
             prompt: None,
+            finished: false,
         };
         (draft, queue)
     }
@@ -138,6 +148,16 @@ impl UsageDraft {
         usage: Option<TokenUsage>,
         output: Option<&str>,
     ) -> TokenUsage {
+        self.complete(status, usage, output)
+    }
+
+    fn complete(
+        &mut self,
+        status: u16,
+        usage: Option<TokenUsage>,
+        output: Option<&str>,
+    ) -> TokenUsage {
+        self.finished = true;
         let tokens = match (usage, output) {
             (Some(usage), _) => usage,
             (None, Some(output)) => {
@@ -162,8 +182,18 @@ impl UsageDraft {
         if let Some(permit) = self.permit.take() {
             permit.settle(tokens.total_tokens, cost, status < 400);
         }
-        self.sink.record(self.record);
+        self.sink.record(std::mem::take(&mut self.record));
         tokens
+    }
+}
+
+impl Drop for UsageDraft {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Nothing was answered (or what was is unknown here): the prompt
+            // is what the provider may have billed.
+            self.complete(CLIENT_CLOSED, None, Some(""));
+        }
     }
 }
 
@@ -182,6 +212,26 @@ mod tests {
         let (mut draft, queue) = UsageDraft::for_test();
         draft.prompt = Some(Arc::new(Prompt));
         (draft, queue)
+    }
+
+    #[test]
+    fn a_draft_dropped_unfinished_records_the_request_as_abandoned() {
+        let (draft, mut queue) = new_draft();
+        drop(draft);
+        let record = queue.receiver.try_recv().expect("recorded on drop");
+        assert_eq!(record.status, CLIENT_CLOSED);
+        assert!(record.estimated);
+        assert_eq!(
+            (record.tokens.prompt_tokens, record.tokens.completion_tokens),
+            (7, 0)
+        );
+        let (draft, mut queue) = new_draft();
+        draft.finish(200, Some(TokenUsage::new(1, 2)), None);
+        assert!(queue.receiver.try_recv().is_ok());
+        assert!(
+            queue.receiver.try_recv().is_err(),
+            "finished once, never again on drop"
+        );
     }
 
     #[test]
