@@ -12,8 +12,6 @@ use memchr::memmem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Status recorded for a stream the client abandoned (nginx's convention).
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Streaming,

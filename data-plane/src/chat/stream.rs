@@ -16,8 +16,6 @@ use shared::usage::TokenUsage;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Status recorded for a stream the client abandoned (nginx's convention).
-
 /// How chunks are written for one ingress format.
 pub trait Egress: Send {
     fn chunk(&mut self, chunk: ChatChunk, out: &mut BytesMut);
