@@ -515,3 +515,49 @@ def test_abandoned_requests_are_recorded_once_and_give_their_reservations_back(g
     wait_until(recorded, what="one record per abandoned request")
     rows = gateway.usage(key_id=key["id"], group_by="model")["rows"]
     assert rows[0]["estimated"] == 5, "the abandoned prompts counted by tokenizer"
+
+
+def test_streams_cut_by_their_clients_are_recorded_with_what_was_streamed(gateway, tmp_path):
+    gateway.setup_basic()
+    paced = Process("mock-provider", ["--kind", "openai_compatible", "--chunk-gap-ms", "200",
+                                      "--api-key", MOCK_KEY], tmp_path).start()
+    gateway.processes.append(paced)
+    paced_url = "http://" + paced.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+    gateway.admin("POST", "/providers", {"name": "paced", "kind": "openai_compatible",
+                                         "base_url": paced_url + "/v1", "api_key": MOCK_KEY}, expect=201)
+    route(gateway, "paced", "gpt-4o-mini", targets=[{"provider": "paced", "model": "gpt-4o-mini"}])
+    key = new_key(gateway, limits={"max_tokens": 1000})
+    gateway.wait_synced()
+    client = openai.OpenAI(base_url=f"{gateway.dp_url}/v1", api_key=key["key"], max_retries=0, timeout=20)
+    for i in range(3):
+        stream = client.chat.completions.create(
+            model="paced", stream=True, max_tokens=300,
+            messages=[{"role": "user", "content": f"a long and slowly streamed answer number {i}"}])
+        for n, _ in enumerate(stream):
+            if n == 2:
+                break
+        stream.close()
+    assert chat(gateway, key["key"], "gpt-test", "still admitted", max_tokens=300).status_code == 200
+
+    def recorded():
+        usage = gateway.usage(key_id=key["id"], model="paced")
+        return usage["requests"] == 3 and usage["errors"] == 3
+    wait_until(recorded, what="the cut streams recorded")
+    usage = gateway.usage(key_id=key["id"], model="paced")
+    assert usage["completion_tokens"] > 0, "what was streamed before the cut counts"
+
+
+def test_a_budget_is_whole_again_after_many_abandoned_requests(gateway):
+    gateway.setup_basic()
+    # 1 dollar per thousand tokens: a worst case of ~100 tokens (0.10) fits the budget of 0.20 once.
+    put_price(gateway, "gpt-4o-mini", "1000", "1000")
+    key = new_key(gateway, budget={"amount": "0.20", "period": "daily"})
+    for i in range(6):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{gateway.dp_url}/v1/chat/completions", timeout=0.3,
+                       headers={"authorization": f"Bearer {key['key']}"},
+                       json={"model": "gpt-test", "max_tokens": 90,
+                             "messages": [{"role": "user", "content": f"sleep-1500 {i}"}]})
+    # Each abandoned request cost its prompt (about 10 tokens, 0.01); nothing stays reserved.
+    answer = chat(gateway, key["key"], "gpt-test", "fits", max_tokens=90)
+    assert answer.status_code == 200, answer.text
