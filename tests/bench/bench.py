@@ -420,7 +420,7 @@ class Bench:
                         f"({result['usage_records']:,} records for {max(1, keys // 10):,} budgeted keys)", "", "")
         self.report.row(scenario, f"{streams} simulated data planes: control plane", "",
                         f"CPU {cpu / elapsed * 100:.0f}% of a core over the run, RSS {rss_kib(st.cp.pid) / 1024:.0f} MiB; "
-                        f"spend counting {counting:.2f} s of CPU for {counted:,.0f} holder counts", "", "")
+                        f"the leader's spend counts took {counting:.1f} s (wall clock, SQLite's write lock shared with ingestion) for {counted:,.0f} holder counts", "", "")
 
     def run(self, only):
         self.setup()
