@@ -294,7 +294,8 @@ def test_budgets_are_ceilings_under_concurrency_and_alert_once(gateway, webhook)
     refused = [r for r in answers if r.status_code != 200]
     assert all(r.status_code == 429 and error_of(r)["code"] == "insufficient_quota" for r in refused), \
         {(r.status_code, r.text[:300]) for r in refused}
-    assert f"budget of key {exact['id']} (10.00 USD)" in error_of(refused[0])["message"]
+    message = error_of(refused[0])["message"]
+    assert f"exceeds what remains of the budget of key {exact['id']} (2.00 USD of 10.00 USD)" in message, message
     # Reserving more than is used ($5 for $4): never more than one request over.
     assert sum(r.status_code == 200 for r in burst(loose["key"], 5)) <= 3
 
