@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
 
+    /// On SIGTERM, how long this replica keeps serving while `/readyz`
+    /// answers 503, so load balancers send admins and data planes elsewhere
+    /// first; then its config streams end (their data planes reconnect to
+    /// another replica) and it stops. A second signal stops it at once.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS", default_value_t = 5_000)]
+    pub drain_delay_ms: u64,
+
     /// Maximum database connections.
     #[arg(
         long,

@@ -164,10 +164,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::error!(%error, "gRPC server failed");
         }
     });
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rest = api::rest::router(api::rest::RestState {
         admin,
         admin_token: secrets.admin_token,
         metrics,
+        draining: draining.clone(),
     });
     let token = tasks.token();
     match http_tls {
@@ -204,6 +206,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     shutdown.await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        drain_delay_ms = config.drain_delay_ms,
+        "draining: /readyz answers 503; still serving until the drain delay ends"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(config.drain_delay_ms)).await;
     tasks.shutdown().await;
     tracing::info!("control plane stopped");
     Ok(())

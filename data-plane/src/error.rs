@@ -70,6 +70,24 @@ pub enum GatewayError {
         provider: String,
         error: ProviderError,
     },
+    /// The last error of a request that was tried more than once (retries,
+    /// fallbacks), with every attempt, so an operator sees why each failed.
+    #[error("{last}")]
+    Attempted {
+        last: Box<GatewayError>,
+        attempts: Vec<FailedAttempt>,
+    },
+}
+
+/// One failed try of a request on one target.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FailedAttempt {
+    pub provider: String,
+    pub model: String,
+    pub status: u16,
+    /// The error's `code`.
+    pub reason: &'static str,
+    pub duration_ms: u64,
 }
 
 /// What kind of failure a provider reported, whatever its wire format.
@@ -230,6 +248,7 @@ impl GatewayError {
             GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PriceMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Provider { error, .. } => error.kind.status(),
+            GatewayError::Attempted { last, .. } => last.status(),
         }
     }
 
@@ -265,6 +284,7 @@ impl GatewayError {
             GatewayError::LimitsUnavailable => ("server_error", "limits_unavailable"),
             GatewayError::PriceMissing(_) => ("server_error", "price_missing"),
             GatewayError::Provider { error, .. } => error.kind.type_and_code(),
+            GatewayError::Attempted { last, .. } => last.type_and_code(),
         }
     }
 
@@ -283,12 +303,26 @@ impl GatewayError {
         match self {
             GatewayError::Provider { error, .. } => error.retry_after.as_ref(),
             GatewayError::NoHealthyTarget { retry_after, .. } => retry_after.as_ref(),
+            GatewayError::Attempted { last, .. } => last.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// Every attempt of a request tried more than once, as error bodies list them.
+    pub fn attempts_json(&self) -> Option<serde_json::Value> {
+        match self {
+            GatewayError::Attempted { attempts, .. } => serde_json::to_value(attempts).ok(),
             _ => None,
         }
     }
 
     /// The OpenAI error object, for bodies and for error events in streams.
     pub fn to_json(&self) -> serde_json::Value {
+        if let GatewayError::Attempted { last, .. } = self {
+            let mut body = last.to_json();
+            body["error"]["attempts"] = self.attempts_json().unwrap_or_default();
+            return body;
+        }
         let (kind, code) = self.type_and_code();
         let param = match self {
             GatewayError::BadRequest { param, .. } => *param,

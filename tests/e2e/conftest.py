@@ -156,16 +156,17 @@ class Gateway:
     def start_data_plane(self, wait_ready=True, extra=()):
         if getattr(self, "dp", None) is not None:
             self.dp.stop()
-        args = [
-            "--listen", f"127.0.0.1:{self.dp_port}",
-            "--control-plane", f"{self.grpc_scheme}://127.0.0.1:{self.grpc_port}",
-            "--cluster-token", self.cluster_token,
-            "--state-dir", self.state_dir,
-            "--max-body-bytes", "65536",
-            "--upstream-timeout-ms", "1500",
-            "--usage-flush-ms", "100",
-            *extra,
-        ]
+        defaults = {
+            "--listen": f"127.0.0.1:{self.dp_port}",
+            "--control-plane": f"{self.grpc_scheme}://127.0.0.1:{self.grpc_port}",
+            "--cluster-token": self.cluster_token,
+            "--state-dir": self.state_dir,
+            "--max-body-bytes": "65536",
+            "--upstream-timeout-ms": "1500",
+            "--usage-flush-ms": "100",
+        }
+        # A flag in `extra` replaces its default.
+        args = [a for flag, value in defaults.items() if flag not in extra for a in (flag, value)] + list(extra)
         dp = Process("data-plane", args, self.tmp).start()
         self.processes.append(dp)
         if wait_ready:

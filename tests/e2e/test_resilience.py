@@ -35,7 +35,7 @@ def test_outage_restart_and_exact_usage(gateway):
     # Restart the data plane while the control plane is still down: it serves
     # from the snapshot in its state dir, and keeps its unsent usage on disk.
     assert gateway.dp.stop(signal.SIGTERM) == 0
-    assert list((gateway.state_dir / "usage-spool").glob("*.pb")), "unsent usage was not spooled"
+    assert list((gateway.state_dir / "usage-spool").glob("*.log")), "unsent usage was not spooled"
     gateway.dp = gateway.start_data_plane()
     for i in range(5):
         chat(client, f"after restart {i}")
@@ -48,7 +48,7 @@ def test_outage_restart_and_exact_usage(gateway):
     wait_until(lambda: gateway.usage()["requests"] >= expected["requests"], timeout=20, what="spooled usage delivered")
     totals = gateway.usage()
     assert {k: totals[k] for k in expected} == expected
-    wait_until(lambda: not list((gateway.state_dir / "usage-spool").glob("*.pb")), what="spool drained")
+    wait_until(lambda: not list((gateway.state_dir / "usage-spool").glob("*.log")), what="spool drained")
 
     # A data plane that reconnects current is not sent the snapshot again, and
     # the control plane shows it connected at the current version.
@@ -185,3 +185,25 @@ def test_sigterm_drains_readiness_first_then_in_flight_streams_finish(gateway):
     # Every request of the drain was recorded and shipped before the exit.
     gateway.dp = gateway.start_data_plane()
     wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == 4, what="usage of the drained requests")
+
+
+def test_a_data_plane_killed_hard_loses_no_usage_of_answered_requests(gateway):
+    """Records are journaled within ~50 ms of their answer, long before their
+    batch is due: a SIGKILL 150 ms after the last answer loses none, and the
+    restarted data plane sends them once."""
+    import time
+
+    key = gateway.setup_basic()
+    gateway.dp = gateway.start_data_plane(extra=("--usage-flush-ms", "60000"))
+    client = gateway.openai(key)
+    total = 60
+    for i in range(total):
+        chat(client, f"before the kill {i}")
+    time.sleep(0.15)
+    gateway.dp.kill()
+    assert gateway.usage(model="gpt-test")["requests"] == 0, "nothing was due to be sent yet"
+    gateway.dp = gateway.start_data_plane()
+    wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == total, what="journaled usage sent")
+    time.sleep(1)
+    assert gateway.usage(model="gpt-test")["requests"] == total, "none doubled"
+    assert not list((gateway.state_dir / "usage-spool").glob("*.log")), "the spool is empty again"

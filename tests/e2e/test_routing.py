@@ -111,6 +111,18 @@ def test_retry_then_success_with_routing_headers(gw):
         assert len(response.headers["x-request-id"]) == 36
 
 
+def test_a_request_that_failed_everywhere_lists_every_attempt(gw):
+    route(gw, "doomed-backup", ["fail-500-b"], retry={"max_attempts": 1})
+    route(gw, "doomed", ["fail-500"], fallbacks=["doomed-backup"], retry={"max_attempts": 1})
+    response = chat(gw, "doomed")
+    assert response.status_code == 502, response.text
+    attempts = response.json()["error"]["attempts"]
+    assert [(a["model"], a["status"], a["reason"]) for a in attempts] == \
+        [("fail-500", 502, "upstream_error"), ("fail-500-b", 502, "upstream_error")]
+    assert all(a["provider"] == "mock" and a["duration_ms"] >= 0 for a in attempts)
+    assert len(response.headers["x-request-id"]) == 36
+
+
 def test_fallbacks_and_special_fallbacks(gw):
     route(gw, "backup-model", ["t-backup"])
     route(gw, "large-context", ["t-large"])

@@ -243,7 +243,11 @@ fn error_type(status: StatusCode) -> &'static str {
 }
 
 fn error_json(error: &GatewayError) -> Value {
-    json!({"type": "error", "error": {"type": error_type(error.status()), "message": error.to_string()}})
+    let mut body = json!({"type": "error", "error": {"type": error_type(error.status()), "message": error.to_string()}});
+    if let Some(attempts) = error.attempts_json() {
+        body["error"]["attempts"] = attempts;
+    }
+    body
 }
 
 /// The error answer in Anthropic's format, with the same status and `retry-after`.

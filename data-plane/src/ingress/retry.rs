@@ -7,7 +7,7 @@
 
 use super::attempt;
 use super::{AppState, Job};
-use crate::error::{GatewayError, ProviderErrorKind};
+use crate::error::{FailedAttempt, GatewayError, ProviderErrorKind};
 use crate::router::health::{parse_retry_after, Outcome};
 use crate::router::table::{RetryPolicy, Route};
 use crate::router::{self, Plan};
@@ -42,6 +42,7 @@ pub async fn run(
     let mut queue: VecDeque<Arc<Route>> = plan.routes.into();
     let mut special = [plan.context_fallback, plan.content_fallback];
     let mut attempts = 0u32;
+    let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut last_error: Option<GatewayError> = None;
 
     while let Some(route) = queue.pop_front() {
@@ -63,9 +64,10 @@ pub async fn run(
             }
             if attempts > 0 && !primary.state.budget.try_retry(state.routing.retry_budget) {
                 metrics::counter!("switchboard_retry_budget_exhausted_total").increment(1);
-                return Err(finish_failed(&mut slot, last_error));
+                return Err(finish_failed(&mut slot, last_error, failed));
             }
             attempts += 1;
+            let tried = Instant::now();
             let result = attempt::one(&state, &route, target, &job, &mut slot, deadline).await;
             let outcome = match &result {
                 Ok(answered) => Outcome::Success {
@@ -88,6 +90,13 @@ pub async fn run(
                 Err(error) => error,
             };
             tracing::info!(attempt = attempts, provider = %target.provider.name, code = error.type_and_code().1, "attempt failed");
+            failed.push(FailedAttempt {
+                provider: target.provider.name.clone(),
+                model: target.upstream_model.clone(),
+                status: error.status().as_u16(),
+                reason: error.type_and_code().1,
+                duration_ms: u64::try_from(tried.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
             // A refusal another model may not make: its special fallback, at most once.
             let special_index = match &error {
                 GatewayError::Provider { error: e, .. }
@@ -109,7 +118,7 @@ pub async fn run(
                 break;
             }
             if !error.retryable() {
-                return Err(finish_failed(&mut slot, Some(error)));
+                return Err(finish_failed(&mut slot, Some(error), failed));
             }
             let retry_after = error.retry_after().and_then(parse_retry_after);
             last_error = Some(error);
@@ -133,7 +142,7 @@ pub async fn run(
             break;
         }
     }
-    Err(finish_failed(&mut slot, last_error))
+    Err(finish_failed(&mut slot, last_error, failed))
 }
 
 /// Every target is ejected or at capacity: answered at once, saying when to
@@ -158,8 +167,14 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
 }
 
-/// Every attempt failed: the request's usage record carries the last error.
-fn finish_failed(slot: &mut Option<UsageDraft>, error: Option<GatewayError>) -> GatewayError {
+/// Every attempt failed: the request's usage record carries the last
+/// error; the answer (and the log line) lists every attempt when there was
+/// more than one.
+fn finish_failed(
+    slot: &mut Option<UsageDraft>,
+    error: Option<GatewayError>,
+    attempts: Vec<FailedAttempt>,
+) -> GatewayError {
     let error = error.unwrap_or_else(|| GatewayError::NoHealthyTarget {
         route: String::new(),
         retry_after: None,
@@ -167,7 +182,14 @@ fn finish_failed(slot: &mut Option<UsageDraft>, error: Option<GatewayError>) -> 
     if let Some(draft) = slot.take() {
         draft.finish(error.status().as_u16(), None, None);
     }
-    error
+    if attempts.len() < 2 {
+        return error;
+    }
+    tracing::warn!(attempts = ?attempts, "request failed after every attempt");
+    GatewayError::Attempted {
+        last: Box::new(error),
+        attempts,
+    }
 }
 
 /// Which target served, after how many attempts.

@@ -1,15 +1,34 @@
-use super::{Spool, UsageQueue, UsageRecord};
+//! Usage from the queue to the control plane, through the disk. Two tasks:
+//! the journaler takes records off the queue every 50 ms and appends them
+//! to the journal of the batch being gathered (so a record is on disk within
+//! about 50 ms of its answer), and closes the batch when it is full or its
+//! flush interval is up; the sender delivers closed batches in order,
+//! retrying with backoff while the control plane is away, and deletes each
+//! delivered batch's journal. Neither waits for the other: a slow or absent
+//! control plane never keeps records off the disk.
+
+use super::spool::Journal;
+use super::{Spool, UsageQueue};
 use crate::cluster_client::ControlPlanes;
 use shared::proto;
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often queued records are journaled.
+const JOURNAL_EVERY: Duration = Duration::from_millis(50);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Batches waiting with their records in memory; beyond these, only on disk.
+const BATCHES_IN_MEMORY: usize = 8;
 
 pub struct Shipper {
     pub queue: UsageQueue,
-    /// Its own: a failed batch moves it to the next address.
     pub control_planes: ControlPlanes,
     pub spool: Spool,
     pub dataplane_id: String,
@@ -19,9 +38,11 @@ pub struct Shipper {
     pub stop: CancellationToken,
 }
 
-/// The shipper is the spool's only writer, so it can count the backlog itself
-/// instead of listing the directory for every batch.
-struct Backlog(usize);
+/// A closed batch: its journal, and its records while they are kept in memory.
+struct Closed {
+    path: PathBuf,
+    records: Option<Vec<proto::UsageRecord>>,
+}
 
 enum Sent {
     Ok,
@@ -32,74 +53,242 @@ enum Sent {
 }
 
 impl Shipper {
-    /// Wakes on its flush timer or when a full batch waits, sends what is
-    /// queued, and on `stop` sends or spools what is left.
-    pub async fn run(mut self) {
-        let mut backlog = Backlog(self.spool.list().await.map_or(0, |files| files.len()));
-        let mut ticker = tokio::time::interval(self.flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = self.stop.clone();
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = self.queue.batch_ready.notified() => {}
-                _ = stop.cancelled() => break,
-            }
-            let mut buffer = Vec::with_capacity(self.batch_size);
-            while let Ok(record) = self.queue.receiver.try_recv() {
-                buffer.push(record);
-                if buffer.len() == self.batch_size {
-                    let batch = self.batch(std::mem::replace(
-                        &mut buffer,
-                        Vec::with_capacity(self.batch_size),
-                    ));
-                    self.deliver(batch, SEND_TIMEOUT, &mut backlog).await;
-                }
-            }
-            if !buffer.is_empty() {
-                let batch = self.batch(buffer);
-                self.deliver(batch, SEND_TIMEOUT, &mut backlog).await;
-            }
-            if backlog.0 > 0 {
-                self.drain_spool(&mut backlog).await;
-            }
+    /// Runs until `stop`, then journals and sends (or leaves on disk) what is left.
+    pub async fn run(self) {
+        let (closed, batches) = mpsc::unbounded_channel();
+        let sender = Sender {
+            control_planes: self.control_planes,
+            spool: self.spool.clone(),
+            dataplane_id: self.dataplane_id,
+            pending: VecDeque::new(),
+        };
+        let sending = tokio::spawn(sender.run(batches));
+        Journaler {
+            queue: self.queue,
+            spool: self.spool,
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval,
+            closed,
         }
-        // Records still waiting for room in the queue arrive before it closes.
-        let mut buffer = Vec::with_capacity(self.batch_size);
-        while self
-            .queue
-            .receiver
-            .recv_many(&mut buffer, self.batch_size)
-            .await
-            > 0
-        {
-            if buffer.len() == self.batch_size {
-                let batch = self.batch(std::mem::take(&mut buffer));
-                self.deliver(batch, FINAL_SEND_TIMEOUT, &mut backlog).await;
-            }
-        }
-        if !buffer.is_empty() {
-            let batch = self.batch(buffer);
-            self.deliver(batch, FINAL_SEND_TIMEOUT, &mut backlog).await;
+        .run(self.stop)
+        .await;
+        // The journaler dropped its end: the sender delivers what it has and stops.
+        if sending.await.is_err() {
+            tracing::error!(
+                "usage sender failed; its batches stay in the spool for the next start"
+            );
         }
         tracing::info!("usage shipper stopped");
     }
+}
 
-    fn batch(&self, records: Vec<UsageRecord>) -> proto::UsageBatch {
-        proto::UsageBatch {
-            dataplane_id: self.dataplane_id.clone(),
-            records: records.into_iter().map(Into::into).collect(),
+struct Journaler {
+    queue: UsageQueue,
+    spool: Spool,
+    batch_size: usize,
+    flush_interval: Duration,
+    closed: mpsc::UnboundedSender<Closed>,
+}
+
+impl Journaler {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(JOURNAL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gathering: Option<(Journal, Instant)> = None;
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = self.queue.batch_ready.notified() => false,
+                _ = stop.cancelled() => true,
+            };
+            if stopping {
+                break;
+            }
+            let mut taken = Vec::new();
+            while taken.len() < self.batch_size {
+                match self.queue.receiver.try_recv() {
+                    Ok(record) => taken.push(record),
+                    Err(_) => break,
+                }
+            }
+            self.journal(&mut gathering, taken).await;
+        }
+        // The last records: the queue closes once every sink is gone.
+        let mut taken = Vec::new();
+        while self
+            .queue
+            .receiver
+            .recv_many(&mut taken, self.batch_size)
+            .await
+            > 0
+        {
+            self.journal(&mut gathering, std::mem::take(&mut taken))
+                .await;
+        }
+        if let Some((journal, _)) = gathering {
+            self.close(journal).await;
         }
     }
 
-    async fn send(&mut self, batch: proto::UsageBatch, timeout: Duration) -> Sent {
-        let count = batch.records.len() as u64;
-        let mut client = self.control_planes.client();
-        let sent = tokio::time::timeout(timeout, client.report_usage(batch)).await;
-        if !matches!(sent, Ok(Ok(_))) {
-            self.control_planes.next();
+    /// Appends to the batch being gathered, and closes it when it is due.
+    async fn journal(
+        &mut self,
+        gathering: &mut Option<(Journal, Instant)>,
+        records: Vec<super::UsageRecord>,
+    ) {
+        if !records.is_empty() {
+            if gathering.is_none() {
+                match self.spool.journal().await {
+                    Ok(journal) => *gathering = Some((journal, Instant::now())),
+                    Err(error) => {
+                        metrics::counter!("switchboard_usage_lost_total")
+                            .increment(records.len() as u64);
+                        tracing::error!(%error, records = records.len(), "usage journal could not be created; records lost");
+                        return;
+                    }
+                }
+            }
+            if let Some((journal, _)) = gathering.as_mut() {
+                let count = records.len() as u64;
+                let records = records.into_iter().map(Into::into).collect();
+                if let Err(error) = journal.append(records).await {
+                    // The records are still in the batch (memory): sent if the control plane answers.
+                    metrics::counter!("switchboard_usage_journal_failures_total").increment(1);
+                    tracing::error!(%error, records = count, "usage journal write failed");
+                }
+            }
         }
-        match sent {
+        let due = gathering.as_ref().is_some_and(|(journal, since)| {
+            journal.records.len() >= self.batch_size || since.elapsed() >= self.flush_interval
+        });
+        if due {
+            if let Some((journal, _)) = gathering.take() {
+                self.close(journal).await;
+            }
+        }
+    }
+
+    async fn close(&mut self, mut journal: Journal) {
+        let records = std::mem::take(&mut journal.records);
+        match journal.keep().await {
+            Ok(path) => {
+                let _ = self.closed.send(Closed {
+                    path,
+                    records: Some(records),
+                });
+            }
+            Err(error) => {
+                metrics::counter!("switchboard_usage_lost_total").increment(records.len() as u64);
+                tracing::error!(%error, "a usage journal could not be closed; its records are lost");
+            }
+        }
+    }
+}
+
+struct Sender {
+    control_planes: ControlPlanes,
+    spool: Spool,
+    dataplane_id: String,
+    /// Oldest first: what a crash left in the spool, then what was closed since.
+    pending: VecDeque<Closed>,
+}
+
+impl Sender {
+    async fn run(mut self, mut batches: mpsc::UnboundedReceiver<Closed>) {
+        match self.spool.list().await {
+            Ok(paths) => self.pending.extend(paths.into_iter().map(|path| Closed {
+                path,
+                records: None,
+            })),
+            Err(error) => tracing::error!(%error, "usage spool unreadable"),
+        }
+        if !self.pending.is_empty() {
+            tracing::info!(
+                batches = self.pending.len(),
+                "sending the usage spooled before this start"
+            );
+        }
+        let mut delay = RETRY_MIN;
+        // The journaler is done: what is pending is delivered once, or left on disk.
+        let mut stopping = false;
+        loop {
+            if self.pending.is_empty() {
+                if stopping {
+                    return;
+                }
+                match batches.recv().await {
+                    Some(batch) => self.push(batch),
+                    None => return,
+                }
+            }
+            loop {
+                match batches.try_recv() {
+                    Ok(batch) => self.push(batch),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                }
+            }
+            let timeout = if stopping {
+                FINAL_SEND_TIMEOUT
+            } else {
+                SEND_TIMEOUT
+            };
+            match self.send_front(timeout).await {
+                Sent::Retry if stopping => return,
+                Sent::Retry => {
+                    // Wait, still taking closed batches; the journaler stopping ends the wait.
+                    let until = Instant::now() + delay;
+                    delay = (delay * 2).min(RETRY_MAX);
+                    while !stopping {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            batch = batches.recv() => match batch {
+                                Some(batch) => self.push(batch),
+                                None => stopping = true,
+                            },
+                        }
+                    }
+                }
+                Sent::Ok | Sent::Refused => delay = RETRY_MIN,
+            }
+        }
+    }
+
+    fn push(&mut self, mut batch: Closed) {
+        if self.pending.len() >= BATCHES_IN_MEMORY {
+            batch.records = None;
+        }
+        self.pending.push_back(batch);
+    }
+
+    async fn send_front(&mut self, timeout: Duration) -> Sent {
+        let Some(front) = self.pending.front_mut() else {
+            return Sent::Ok;
+        };
+        let records = match front.records.take() {
+            Some(records) => records,
+            None => match self.spool.read(&front.path).await {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::error!(%error, file = %front.path.display(), "spooled usage unreadable; quarantined");
+                    let _ = self.spool.quarantine(&front.path).await;
+                    self.pending.pop_front();
+                    return Sent::Refused;
+                }
+            },
+        };
+        let count = records.len() as u64;
+        let batch = proto::UsageBatch {
+            dataplane_id: self.dataplane_id.clone(),
+            records,
+        };
+        let mut client = self.control_planes.client();
+        let sent = tokio::time::timeout(timeout, client.report_usage(batch.clone())).await;
+        let delivered = matches!(sent, Ok(Ok(_)));
+        let outcome = match sent {
             Ok(Ok(_)) => {
                 metrics::counter!("switchboard_usage_records_sent_total").increment(count);
                 Sent::Ok
@@ -109,77 +298,40 @@ impl Shipper {
                 Sent::Refused
             }
             Ok(Err(status)) => {
-                tracing::warn!(code = ?status.code(), error = %status.message(), "usage batch not delivered");
+                tracing::warn!(code = ?status.code(), error = %status.message(), "usage batch not delivered; kept in the spool");
                 Sent::Retry
             }
             Err(_) => {
-                tracing::warn!("usage batch not delivered: control plane timed out");
+                tracing::warn!(
+                    "usage batch not delivered: control plane timed out; kept in the spool"
+                );
                 Sent::Retry
             }
-        }
-    }
-
-    /// Sends a fresh batch; on failure it goes to the spool, never away.
-    async fn deliver(
-        &mut self,
-        batch: proto::UsageBatch,
-        timeout: Duration,
-        backlog: &mut Backlog,
-    ) {
-        // With a backlog, new records queue behind it so they are sent in order.
-        if backlog.0 == 0 {
-            if let Sent::Ok = self.send(batch.clone(), timeout).await {
-                return;
-            }
-        }
-        let count = batch.records.len() as u64;
-        match self.spool.push(&batch).await {
-            Ok(()) => {
-                backlog.0 += 1;
-                metrics::counter!("switchboard_usage_records_spooled_total").increment(count);
-            }
-            Err(error) => {
-                metrics::counter!("switchboard_usage_lost_total").increment(count);
-                tracing::error!(%error, records = count, "usage could not be spooled to disk and is lost");
-            }
-        }
-    }
-
-    async fn drain_spool(&mut self, backlog: &mut Backlog) {
-        let files = match self.spool.list().await {
-            Ok(files) => files,
-            Err(error) => {
-                tracing::error!(%error, "usage spool unreadable");
-                return;
-            }
         };
-        backlog.0 = files.len();
-        for path in files {
-            backlog.0 -= 1;
-            let batch = match self.spool.read(&path).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(%error, file = %path.display(), "spooled usage unreadable; quarantined");
-                    let _ = self.spool.quarantine(&path).await;
-                    continue;
+        if !delivered {
+            self.control_planes.next();
+        }
+        let Some(front) = self.pending.front_mut() else {
+            return outcome;
+        };
+        match outcome {
+            Sent::Ok => {
+                if let Err(error) = self.spool.remove(&front.path).await {
+                    // Still on disk: sent again at the next start, which ingestion ignores.
+                    tracing::error!(%error, "sent usage could not be removed from the spool");
                 }
-            };
-            match self.send(batch, SEND_TIMEOUT).await {
-                Sent::Ok => {
-                    if let Err(error) = self.spool.remove(&path).await {
-                        // Still on disk: it will be resent, which ingestion ignores.
-                        backlog.0 += 1;
-                        tracing::error!(%error, "sent usage could not be removed from the spool");
-                    }
-                }
-                Sent::Refused => {
-                    let _ = self.spool.quarantine(&path).await;
-                }
-                Sent::Retry => {
-                    backlog.0 += 1;
-                    return;
-                }
+                self.pending.pop_front();
+            }
+            Sent::Refused => {
+                let _ = self.spool.quarantine(&front.path).await;
+                self.pending.pop_front();
+            }
+            Sent::Retry => {
+                metrics::counter!("switchboard_usage_send_failures_total").increment(1);
+                front.records = Some(batch.records);
             }
         }
+        metrics::gauge!("switchboard_usage_spool_batches").set(self.pending.len() as f64);
+        outcome
     }
 }

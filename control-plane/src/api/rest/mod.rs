@@ -22,6 +22,8 @@ pub struct RestState {
     pub admin: Admin,
     pub admin_token: BearerToken,
     pub metrics: PrometheusHandle,
+    /// Set on SIGTERM: `/readyz` answers 503 while the replica still serves.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(state: RestState) -> Router {
@@ -55,6 +57,9 @@ async fn root() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<RestState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     match state.admin.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
