@@ -90,6 +90,15 @@ pub struct FailedAttempt {
     pub duration_ms: u64,
 }
 
+/// What an error kind decides: see `GatewayError::spec`.
+struct Spec {
+    status: StatusCode,
+    /// OpenAI's error `type`.
+    kind: &'static str,
+    code: &'static str,
+    retryable: bool,
+}
+
 /// What kind of failure a provider reported, whatever its wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProviderErrorKind {
@@ -222,81 +231,157 @@ impl GatewayError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The one table: each kind of error's HTTP status, OpenAI `type` and
+    /// `code` (the code doubles as a low-cardinality metric label; Anthropic's
+    /// `type` follows from the status), and whether another attempt may succeed.
+    fn spec(&self) -> Spec {
+        use GatewayError as E;
+        use StatusCode as S;
+        let spec = |status, kind, code, retryable| Spec {
+            status,
+            kind,
+            code,
+            retryable,
+        };
         match self {
-            GatewayError::MissingKey
-            | GatewayError::InvalidKey
-            | GatewayError::ExpiredKey
-            | GatewayError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound(_) | GatewayError::UnknownEndpoint(_) => {
-                StatusCode::NOT_FOUND
+            E::MissingKey | E::InvalidKey => spec(
+                S::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                false,
+            ),
+            E::ExpiredKey => spec(
+                S::UNAUTHORIZED,
+                "invalid_request_error",
+                "api_key_expired",
+                false,
+            ),
+            E::InvalidToken(_) => spec(
+                S::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_token",
+                false,
+            ),
+            E::ModelNotAllowed(_) => {
+                spec(S::FORBIDDEN, "permission_error", "model_not_allowed", false)
             }
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::NotReady | GatewayError::NoHealthyTarget { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
+            E::ModelNotFound(_) => spec(
+                S::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                false,
+            ),
+            E::BadRequest { .. } => spec(
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                false,
+            ),
+            E::UnknownEndpoint(_) => {
+                spec(S::NOT_FOUND, "invalid_request_error", "unknown_url", false)
             }
-            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamInvalid(_) => {
-                StatusCode::BAD_GATEWAY
+            E::MethodNotAllowed => spec(
+                S::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                false,
+            ),
+            E::BodyTooLarge(_) => spec(
+                S::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                false,
+            ),
+            E::HeadersTooLarge(_) => spec(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                "request_headers_too_large",
+                false,
+            ),
+            E::NotReady => spec(S::SERVICE_UNAVAILABLE, "server_error", "not_ready", false),
+            E::NoHealthyTarget { .. } => spec(
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_healthy_target",
+                false,
+            ),
+            E::UpstreamUnreachable(_) => spec(
+                S::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_unreachable",
+                true,
+            ),
+            E::UpstreamTimeout(_) => spec(
+                S::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+                true,
+            ),
+            E::UpstreamInvalid(_) => spec(
+                S::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_invalid_response",
+                true,
+            ),
+            E::Unsupported { .. } => spec(
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                "unsupported_parameter",
+                false,
+            ),
+            // As OpenAI answers: the type names what ran out.
+            E::LimitReached { quota: true, .. } => spec(
+                S::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+                false,
+            ),
+            E::LimitReached { tokens: true, .. } => {
+                spec(S::TOO_MANY_REQUESTS, "tokens", "rate_limit_exceeded", false)
             }
-            GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::PriceMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::Provider { error, .. } => error.kind.status(),
-            GatewayError::Attempted { last, .. } => last.status(),
+            E::LimitReached { .. } => spec(
+                S::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                false,
+            ),
+            E::LimitsUnavailable => spec(
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                "limits_unavailable",
+                false,
+            ),
+            E::PriceMissing(_) => spec(
+                S::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "price_missing",
+                false,
+            ),
+            E::Provider { error, .. } => {
+                let (kind, code) = error.kind.type_and_code();
+                spec(error.kind.status(), kind, code, error.retryable())
+            }
+            // Already the request's final answer: not tried again.
+            E::Attempted { last, .. } => Spec {
+                retryable: false,
+                ..last.spec()
+            },
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.spec().status
     }
 
     /// OpenAI's `type` and `code`; `code` doubles as a low-cardinality metric label.
     pub fn type_and_code(&self) -> (&'static str, &'static str) {
-        match self {
-            GatewayError::MissingKey | GatewayError::InvalidKey => {
-                ("invalid_request_error", "invalid_api_key")
-            }
-            GatewayError::ExpiredKey => ("invalid_request_error", "api_key_expired"),
-            GatewayError::InvalidToken(_) => ("invalid_request_error", "invalid_token"),
-            GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
-            GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
-            GatewayError::BadRequest { .. } => ("invalid_request_error", "invalid_request"),
-            GatewayError::UnknownEndpoint(_) => ("invalid_request_error", "unknown_url"),
-            GatewayError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
-            GatewayError::BodyTooLarge(_) => ("invalid_request_error", "request_too_large"),
-            GatewayError::HeadersTooLarge(_) => {
-                ("invalid_request_error", "request_headers_too_large")
-            }
-            GatewayError::NotReady => ("server_error", "not_ready"),
-            GatewayError::NoHealthyTarget { .. } => ("server_error", "no_healthy_target"),
-            GatewayError::UpstreamUnreachable(_) => ("upstream_error", "upstream_unreachable"),
-            GatewayError::UpstreamTimeout(_) => ("upstream_error", "upstream_timeout"),
-            GatewayError::UpstreamInvalid(_) => ("upstream_error", "upstream_invalid_response"),
-            GatewayError::Unsupported { .. } => ("invalid_request_error", "unsupported_parameter"),
-            // As OpenAI answers: the type names what ran out.
-            GatewayError::LimitReached { quota: true, .. } => {
-                ("insufficient_quota", "insufficient_quota")
-            }
-            GatewayError::LimitReached { tokens: true, .. } => ("tokens", "rate_limit_exceeded"),
-            GatewayError::LimitReached { .. } => ("requests", "rate_limit_exceeded"),
-            GatewayError::LimitsUnavailable => ("server_error", "limits_unavailable"),
-            GatewayError::PriceMissing(_) => ("server_error", "price_missing"),
-            GatewayError::Provider { error, .. } => error.kind.type_and_code(),
-            GatewayError::Attempted { last, .. } => last.type_and_code(),
-        }
+        let spec = self.spec();
+        (spec.kind, spec.code)
     }
 
     /// Whether another attempt may succeed (for the routing work).
     pub fn retryable(&self) -> bool {
-        match self {
-            GatewayError::UpstreamUnreachable(_)
-            | GatewayError::UpstreamTimeout(_)
-            | GatewayError::UpstreamInvalid(_) => true,
-            GatewayError::Provider { error, .. } => error.retryable(),
-            _ => false,
-        }
+        self.spec().retryable
     }
 
     pub fn retry_after(&self) -> Option<&HeaderValue> {
