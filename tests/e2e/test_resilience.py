@@ -207,3 +207,18 @@ def test_a_data_plane_killed_hard_loses_no_usage_of_answered_requests(gateway):
     time.sleep(1)
     assert gateway.usage(model="gpt-test")["requests"] == total, "none doubled"
     assert not list((gateway.state_dir / "usage-spool").glob("*.log")), "the spool is empty again"
+
+
+def test_a_control_plane_drains_before_it_stops(gateway):
+    import time
+
+    gateway.setup_basic()
+    gateway.cp.stop()
+    gateway.cp = gateway.start_control_plane(extra=("--drain-delay-ms", "1000"))
+    ready = f"http://127.0.0.1:{gateway.cp_http_port}/readyz"
+    gateway.cp.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    answer = httpx.get(ready)
+    assert (answer.status_code, answer.text) == (503, "draining"), "unready from the first moment"
+    assert gateway.admin("GET", "/providers").status_code == 200, "still serving during the drain"
+    assert gateway.cp.proc.wait(10) == 0
