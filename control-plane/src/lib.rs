@@ -206,12 +206,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     shutdown.await;
-    draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        drain_delay_ms = config.drain_delay_ms,
-        "draining: /readyz answers 503; still serving until the drain delay ends"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(config.drain_delay_ms)).await;
+    shared::tasks::drain(
+        &draining,
+        std::time::Duration::from_millis(config.drain_delay_ms),
+    )
+    .await;
     tasks.shutdown().await;
     tracing::info!("control plane stopped");
     Ok(())

@@ -202,12 +202,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         _ = shutdown => {
             // Load balancers see /readyz fail and stop sending; whoever still
             // comes is served, then told to reconnect elsewhere.
-            draining.store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                drain_delay_ms = config.drain_delay_ms,
-                "draining: /readyz answers 503; still serving until the drain delay ends"
-            );
-            tokio::time::sleep(config.drain_delay()).await;
+            shared::tasks::drain(&draining, config.drain_delay()).await;
             tracing::info!("no longer accepting connections; waiting for requests in flight");
         }
         // Workers only stop when told to: one that stops on its own takes the process down.

@@ -11,16 +11,7 @@ async fn main() -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
-    let shutdown = async {
-        shared::tasks::shutdown_signal().await;
-        // A second signal ends at once, drain or no drain.
-        tokio::spawn(async {
-            shared::tasks::shutdown_signal().await;
-            tracing::warn!("second shutdown signal: stopping now");
-            std::process::exit(130);
-        });
-    };
-    match data_plane::run(config, shutdown).await {
+    match data_plane::run(config, shared::tasks::shutdown_requested()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -39,6 +39,29 @@ impl Tasks {
     }
 }
 
+/// Resolves on the first SIGTERM or Ctrl-C, which begins a graceful stop; a
+/// second one ends the process at once, drain or no drain.
+pub async fn shutdown_requested() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second shutdown signal: stopping now");
+        std::process::exit(130);
+    });
+}
+
+/// The first moments of a graceful stop: `draining` makes `/readyz` answer
+/// 503 at once, so load balancers take this process out of rotation, while
+/// it goes on serving for `delay`.
+pub async fn drain(draining: &std::sync::atomic::AtomicBool, delay: std::time::Duration) {
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        drain_delay_ms = delay.as_millis() as u64,
+        "draining: /readyz answers 503; still serving until the drain delay ends"
+    );
+    tokio::time::sleep(delay).await;
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
