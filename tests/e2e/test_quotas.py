@@ -495,17 +495,22 @@ def test_cluster_settings_live_in_the_database_and_reach_data_planes(gateway, gr
     assert chat(gateway, key, "gpt-test").status_code == 200
 
 
+def abandon(gateway, key, times, max_tokens):
+    """Requests to a slow answer whose client gives up after 0.3 s."""
+    for i in range(times):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{gateway.dp_url}/v1/chat/completions", timeout=0.3,
+                       headers={"authorization": f"Bearer {key}"},
+                       json={"model": "gpt-test", "max_tokens": max_tokens,
+                             "messages": [{"role": "user", "content": f"sleep-1500 abandoned {i}"}]})
+
+
 def test_abandoned_requests_are_recorded_once_and_give_their_reservations_back(gateway):
     """The request guard: a client that gives up leaves a 499 record and no
     reservation behind, so a token quota is not eaten by answers nobody read."""
     gateway.setup_basic()
     key = new_key(gateway, limits={"max_tokens": 1000})
-    for i in range(5):
-        with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{gateway.dp_url}/v1/chat/completions", timeout=0.3,
-                       headers={"authorization": f"Bearer {key['key']}"},
-                       json={"model": "gpt-test", "max_tokens": 300,
-                             "messages": [{"role": "user", "content": f"sleep-1500 abandoned {i}"}]})
+    abandon(gateway, key["key"], 5, max_tokens=300)
     # Three of these at once would need 900 of the 1,000 tokens were anything still reserved.
     answer = chat(gateway, key["key"], "gpt-test", "still admitted", max_tokens=300)
     assert answer.status_code == 200, answer.text
@@ -553,12 +558,7 @@ def test_a_budget_is_whole_again_after_many_abandoned_requests(gateway):
     # 1 dollar per thousand tokens: a worst case of ~100 tokens (0.10) fits the budget of 0.20 once.
     put_price(gateway, "gpt-4o-mini", "1000", "1000")
     key = new_key(gateway, budget={"amount": "0.20", "period": "daily"})
-    for i in range(6):
-        with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{gateway.dp_url}/v1/chat/completions", timeout=0.3,
-                       headers={"authorization": f"Bearer {key['key']}"},
-                       json={"model": "gpt-test", "max_tokens": 90,
-                             "messages": [{"role": "user", "content": f"sleep-1500 {i}"}]})
+    abandon(gateway, key["key"], 6, max_tokens=90)
     # Each abandoned request cost its prompt (about 10 tokens, 0.01); nothing stays reserved.
     answer = chat(gateway, key["key"], "gpt-test", "fits", max_tokens=90)
     assert answer.status_code == 200, answer.text

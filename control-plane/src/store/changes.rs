@@ -3,6 +3,7 @@
 //! the delta between two versions is a fact of the database, the same on
 //! every replica.
 
+use super::snapshot::value_rows;
 use super::{DatabaseKind, Store, Tx};
 use crate::error::{Error, Result};
 use shared::time::now_ms;
@@ -119,16 +120,10 @@ impl Store {
         let unique: BTreeSet<&Change> = changes.iter().collect();
         let unique: Vec<&Change> = unique.into_iter().collect();
         for chunk in unique.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO config_changes (version, kind, entity, committed_at) VALUES ",
+            let sql = format!(
+                "INSERT INTO config_changes (kind, entity, version, committed_at) VALUES {}",
+                value_rows(chunk.len(), 2, 2)
             );
-            for i in 0..chunk.len() {
-                let n = i * 2;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("($1, ${}, ${}, $2)", n + 3, n + 4));
-            }
             let mut query = sqlx::query(&sql).bind(version).bind(now_ms());
             for change in chunk {
                 query = query

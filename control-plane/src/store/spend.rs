@@ -5,7 +5,7 @@
 //! number of keys costs, and no record is counted twice or missed.
 
 use super::allowances::{budget_of, limits_of, table};
-use super::snapshot::placeholders;
+use super::snapshot::{placeholders, value_rows};
 use super::{DatabaseKind, Fence, Store, Tx};
 use crate::error::Result;
 use crate::model::{Budget, Limits};
@@ -155,21 +155,7 @@ impl Store {
         }
         let rows: Vec<_> = sums.into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_UPSERT) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let n = i * 6;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${})",
-                        n + 1,
-                        n + 2,
-                        n + 3,
-                        n + 4,
-                        n + 5,
-                        n + 6
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = value_rows(chunk.len(), 6, 0);
             let sql = format!(
                 "INSERT INTO usage_totals (holder, bucket, currency, cost_micros, requests, tokens) \
                  VALUES {values} ON CONFLICT (holder, bucket, currency) DO UPDATE SET \
@@ -198,10 +184,7 @@ impl Store {
     /// for this transaction's totals instead of missing them.
     pub(super) async fn mark_spend_dirty(tx: &mut Tx, holders: &[String]) -> Result<()> {
         for chunk in holders.chunks(ROWS_PER_UPSERT) {
-            let values = (1..=chunk.len())
-                .map(|i| format!("(${i})"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = value_rows(chunk.len(), 1, 0);
             let sql = format!(
                 "INSERT INTO spend_dirty (holder) VALUES {values} \
                  ON CONFLICT (holder) DO UPDATE SET holder = excluded.holder"
@@ -303,20 +286,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             for chunk in changed.chunks(ROWS_PER_UPSERT) {
-                let values = (0..chunk.len())
-                    .map(|i| {
-                        let n = i * 5 + 2;
-                        format!(
-                            "(${}, ${}, ${}, ${}, ${}, $1, $2)",
-                            n + 1,
-                            n + 2,
-                            n + 3,
-                            n + 4,
-                            n + 5
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = value_rows(chunk.len(), 5, 2);
                 let sql = format!(
                     "INSERT INTO spend (holder, period_start, spent_micros, requests, tokens, updated_at, revision) \
                      VALUES {values} ON CONFLICT (holder) DO UPDATE SET period_start = excluded.period_start, \

@@ -8,6 +8,15 @@ use arc_swap::ArcSwap;
 use shared::proto;
 use std::sync::Arc;
 
+/// One holder's counts, as the request path reads them (nothing to allocate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub period_start_ms: i64,
+    pub spent_micros: i64,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
 #[derive(Default)]
 pub struct ControlPlaneCounts {
     by_holder: ArcSwap<CowMap<String, proto::SpendState>>,
@@ -15,8 +24,13 @@ pub struct ControlPlaneCounts {
 
 impl ControlPlaneCounts {
     /// By holder name ("key/<id>", ...).
-    pub fn get(&self, holder: &str) -> Option<proto::SpendState> {
-        self.by_holder.load().get(holder).cloned()
+    pub fn get(&self, holder: &str) -> Option<Counted> {
+        self.by_holder.load().get(holder).map(|s| Counted {
+            period_start_ms: s.period_start_ms,
+            spent_micros: s.spent_micros,
+            requests: s.requests,
+            tokens: s.tokens,
+        })
     }
 
     /// A complete set replaces every count; otherwise the holders listed change.

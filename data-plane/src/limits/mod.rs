@@ -481,12 +481,12 @@ impl Builder {
             (
                 Meter::MaxRequests,
                 limits.max_requests,
-                counted.as_ref().map_or(0, |s| s.requests),
+                counted.map_or(0, |s| s.requests),
             ),
             (
                 Meter::MaxTokens,
                 limits.max_tokens,
-                counted.as_ref().map_or(0, |s| s.tokens),
+                counted.map_or(0, |s| s.tokens),
             ),
         ] {
             let Some(limit) = limit else { continue };
