@@ -13,7 +13,7 @@ pub enum GatewayError {
     #[error("This API key has been revoked or has expired.")]
     ExpiredKey,
     #[error("Invalid token: {0}.")]
-    InvalidToken(crate::auth::TokenRejection),
+    InvalidToken(TokenRejection),
     #[error("This API key or token may not use model '{0}'.")]
     ModelNotAllowed(String),
     #[error("The model '{0}' does not exist.")]
@@ -446,3 +446,48 @@ impl IntoResponse for GatewayError {
         self.response_with(self.to_json())
     }
 }
+
+/// Why a token was refused, in general terms: never the token or its claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    UntrustedIssuer,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    MissingClaim,
+    UnknownSubject,
+    UnknownTeam,
+    BadModelsClaim,
+}
+
+impl std::fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenRejection::Malformed => {
+                "the token is malformed or its header names an algorithm that is not accepted"
+            }
+            TokenRejection::UntrustedIssuer => "the token's issuer is not trusted",
+            TokenRejection::AlgorithmNotAllowed => {
+                "the token's algorithm is not allowed for its issuer"
+            }
+            TokenRejection::UnknownKey => "the token's signing key is not one of its issuer's keys",
+            TokenRejection::BadSignature => "the token's signature does not verify",
+            TokenRejection::Expired => "the token has expired",
+            TokenRejection::NotYetValid => "the token is not valid yet",
+            TokenRejection::WrongAudience => "the token's audience is not accepted",
+            TokenRejection::MissingClaim => {
+                "the token lacks a required claim (exp, iss, aud or the user claim)"
+            }
+            TokenRejection::UnknownSubject => "no user is registered for the token's subject",
+            TokenRejection::UnknownTeam => "the token names a team this gateway does not know",
+            TokenRejection::BadModelsClaim => {
+                "the token's models claim is not a list of model names"
+            }
+        })
+    }
+}
+

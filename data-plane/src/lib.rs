@@ -12,11 +12,12 @@ pub mod error;
 pub mod fuzzing;
 pub mod ingress;
 pub mod limits;
+pub mod probe;
 pub mod providers;
+pub mod relay;
 pub mod router;
 pub mod runtime;
 pub mod server;
-pub mod streaming;
 pub mod usage;
 
 use anyhow::Context;
@@ -121,7 +122,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     tasks.spawn(
         "health-checks",
-        router::probe::run(
+        probe::run(
             live.clone(),
             providers::UpstreamClient::new(
                 config.upstream_connect_timeout(),

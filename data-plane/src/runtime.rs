@@ -42,8 +42,11 @@ impl Runtime {
         &self.routes
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.routes.policy
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            global: &self.routes.global_limits,
+            prices: &self.routes.prices,
+        }
     }
 
     /// Public model names the caller may use, sorted.

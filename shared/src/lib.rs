@@ -14,6 +14,7 @@ pub mod routing;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
+pub mod tokens;
 pub mod tls;
 pub mod usage;
 

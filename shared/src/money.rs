@@ -2,7 +2,7 @@
 //! a request. Integers end to end: no floating-point drift in any sum.
 
 use crate::proto;
-use crate::usage::TokenUsage;
+use crate::tokens::TokenUsage;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::fmt;

@@ -3,7 +3,7 @@
 //! the delta between two versions is a fact of the database, the same on
 //! every replica.
 
-use super::snapshot::value_rows;
+use super::sql::value_rows;
 use super::{DatabaseKind, Store, Tx};
 use crate::error::{Error, Result};
 use shared::time::now_ms;

@@ -16,6 +16,7 @@ mod routes;
 mod settings;
 mod snapshot;
 mod spend;
+mod sql;
 mod usage;
 
 pub use allowances::{budget_of, limits_of, NewAlert};

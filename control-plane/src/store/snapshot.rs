@@ -3,6 +3,7 @@
 //! are snapshots already), so the rows and the version always agree however
 //! long a read of a million keys takes and however many writes land meanwhile.
 
+use super::sql::placeholders;
 use super::changes::{parse_change, Change};
 use super::jwt_issuers::JwtIssuerRow;
 use super::providers::StoredProvider;
@@ -207,40 +208,5 @@ impl ConfigReader {
             rows.extend(query.fetch_all(&mut *self.tx).await?);
         }
         Ok(rows)
-    }
-}
-
-/// `$1, $2, ... $n`.
-pub(super) fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The VALUES of a multi-row INSERT: `rows` tuples of `columns` parameters
-/// each, numbered after the first `shared`, which end every tuple (bound
-/// first, once, then each row's values). `value_rows(2, 2, 1)` is
-/// `($2, $3, $1), ($4, $5, $1)`.
-pub(super) fn value_rows(rows: usize, columns: usize, shared: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let own = (1..=columns).map(|c| format!("${}", shared + row * columns + c));
-            let common = (1..=shared).map(|c| format!("${c}"));
-            format!("({})", own.chain(common).collect::<Vec<_>>().join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn value_rows_number_each_rows_parameters_after_the_shared_ones() {
-        assert_eq!(value_rows(2, 2, 1), "($2, $3, $1), ($4, $5, $1)");
-        assert_eq!(value_rows(2, 1, 0), "($1), ($2)");
-        assert_eq!(placeholders(3), "$1, $2, $3");
     }
 }

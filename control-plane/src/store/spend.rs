@@ -5,7 +5,7 @@
 //! number of keys costs, and no record is counted twice or missed.
 
 use super::allowances::{budget_of, limits_of, table};
-use super::snapshot::{placeholders, value_rows};
+use super::sql::{placeholders, value_rows};
 use super::{DatabaseKind, Fence, Store, Tx};
 use crate::error::Result;
 use crate::model::{Budget, Limits};

@@ -5,7 +5,7 @@
 
 use super::jwt::Issuers;
 use crate::cow_map::CowMap;
-use crate::limits::Allowance;
+use super::holder::Allowance;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
 use shared::proto;

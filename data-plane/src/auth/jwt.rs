@@ -9,49 +9,7 @@ use shared::proto;
 use std::collections::HashMap;
 use std::fmt;
 
-/// Why a token was refused, in general terms: never the token or its claims.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenRejection {
-    Malformed,
-    UntrustedIssuer,
-    AlgorithmNotAllowed,
-    UnknownKey,
-    BadSignature,
-    Expired,
-    NotYetValid,
-    WrongAudience,
-    MissingClaim,
-    UnknownSubject,
-    UnknownTeam,
-    BadModelsClaim,
-}
-
-impl fmt::Display for TokenRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TokenRejection::Malformed => {
-                "the token is malformed or its header names an algorithm that is not accepted"
-            }
-            TokenRejection::UntrustedIssuer => "the token's issuer is not trusted",
-            TokenRejection::AlgorithmNotAllowed => {
-                "the token's algorithm is not allowed for its issuer"
-            }
-            TokenRejection::UnknownKey => "the token's signing key is not one of its issuer's keys",
-            TokenRejection::BadSignature => "the token's signature does not verify",
-            TokenRejection::Expired => "the token has expired",
-            TokenRejection::NotYetValid => "the token is not valid yet",
-            TokenRejection::WrongAudience => "the token's audience is not accepted",
-            TokenRejection::MissingClaim => {
-                "the token lacks a required claim (exp, iss, aud or the user claim)"
-            }
-            TokenRejection::UnknownSubject => "no user is registered for the token's subject",
-            TokenRejection::UnknownTeam => "the token names a team this gateway does not know",
-            TokenRejection::BadModelsClaim => {
-                "the token's models claim is not a list of model names"
-            }
-        })
-    }
-}
+pub use crate::error::TokenRejection;
 
 /// A claim name, or a dotted path into nested objects.
 #[derive(Debug)]

@@ -2,13 +2,13 @@
 //! Checked against the snapshot only.
 
 pub mod directory;
+pub mod holder;
 pub mod jwt;
 
 pub use jwt::TokenRejection;
 
 use crate::error::GatewayError;
-use crate::limits::{Allowance, Holder};
-use crate::runtime::Runtime;
+use holder::{Allowance, Holder};
 use axum::http::{header, HeaderMap};
 use directory::{Directory, KeyEntry, ModelScope};
 use serde_json::Value;
@@ -83,9 +83,8 @@ impl Caller {
     }
 }
 
-pub fn authenticate(runtime: &Runtime, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+pub fn authenticate(directory: &Directory, headers: &HeaderMap) -> Result<Caller, GatewayError> {
     let credential = bearer(headers).ok_or(GatewayError::MissingKey)?;
-    let directory = runtime.directory();
     if jwt::looks_like_jwt(credential) {
         return caller_of_token(directory, credential).map_err(GatewayError::InvalidToken);
     }
@@ -228,11 +227,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        let runtime = Runtime::try_from(snapshot).expect("valid snapshot");
+        let runtime = crate::runtime::Runtime::try_from(snapshot).expect("valid snapshot");
         let mut headers = HeaderMap::new();
         let bearer = format!("Bearer {}", secret.expose());
         headers.insert(header::AUTHORIZATION, bearer.parse().expect("header"));
-        let caller = authenticate(&runtime, &headers).expect("a known key");
+        let caller = authenticate(runtime.directory(), &headers).expect("a known key");
         assert!(caller.allows("b"));
         assert!(!caller.allows("a") && !caller.allows("c") && !caller.allows("d"));
         assert_eq!(caller.sticky_id(), "u");

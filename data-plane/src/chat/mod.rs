@@ -4,7 +4,6 @@
 //! whenever a request or an answer must change format.
 
 pub mod framing;
-pub mod stream;
 
 use crate::error::GatewayError;
 use serde::{Deserialize, Serialize};

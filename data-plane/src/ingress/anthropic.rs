@@ -3,7 +3,7 @@
 //! translated to the OpenAI form every adapter takes; answers, streams and
 //! errors are translated back into Anthropic's.
 
-use crate::chat::stream::Egress;
+use crate::relay::translate::Egress;
 use crate::chat::{
     ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, ImageUrl, Message,
     NamedFunction, NamedToolChoice, Part, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
@@ -259,7 +259,7 @@ fn event(out: &mut BytesMut, name: &str, data: &Value) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\n");
-    crate::chat::stream::sse_data(out, data);
+    crate::relay::sse_data(out, data);
 }
 
 #[derive(PartialEq, Eq)]

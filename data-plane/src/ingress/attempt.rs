@@ -5,14 +5,15 @@
 //! the stream that will.
 
 use super::{anthropic, json_response, sse_response, Job};
-use crate::chat::stream::{replay, TranslatedStream};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::estimate;
 use crate::providers::body::UpstreamBody;
 use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
 use crate::router::table::{Route, Target};
-use crate::streaming::SseRelay;
+use crate::relay::passthrough::Passthrough;
+use crate::relay::translate::{replay, Translate};
+use crate::relay::{Relay, Stage};
 use crate::usage::{Endpoint, TokenUsage, UsageDraft};
 use axum::body::Body;
 use axum::http::header;
@@ -171,17 +172,24 @@ pub async fn one(
         }
     );
     let timeout = first_deadline.saturating_duration_since(Instant::now());
-    let upstream =
-        providers::send(&state.http, provider, call, timeout, route.timeouts.connect).await?;
+    let upstream = providers::send(
+        &state.http,
+        &provider.name,
+        provider.adapter.as_ref(),
+        call,
+        timeout,
+        route.timeouts.connect,
+    )
+    .await?;
     let body_deadline = deadline.or(Some(first_deadline));
     let stream = job.stream();
 
     if let Some(hide_usage) = call_kind {
         if stream {
-            let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline, Some(in_flight));
-            let relay = SseRelay::new(body, hide_usage, provider.name.clone(), take(slot)?);
-            return first_token_then(relay, first_deadline, slot, started, provider.name.as_str())
-                .await;
+            let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
+            let stage = Passthrough::new(hide_usage);
+            let relay = Relay::new(body, stage, provider.name.clone(), take(slot)?, Some(in_flight));
+            return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
         }
         let body = read_answer(upstream, body_deadline, &provider.name).await?;
         let usage = finish(slot, super::request::usage_of(&body), || {
@@ -206,22 +214,11 @@ pub async fn one(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if stream && !is_json {
-        let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline, Some(in_flight));
-        let translated = TranslatedStream::new(
-            body,
-            provider.adapter.stream_decoder(model),
-            job.egress(),
-            provider.name.clone(),
-            take(slot)?,
-        );
-        return first_token_then(
-            translated,
-            first_deadline,
-            slot,
-            started,
-            provider.name.as_str(),
-        )
-        .await;
+        let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
+        let decoder = provider.adapter.stream_decoder(model);
+        let stage = Translate::new(decoder, job.egress(), provider.name.clone());
+        let relay = Relay::new(body, stage, provider.name.clone(), take(slot)?, Some(in_flight));
+        return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
     }
     // A whole answer; also how Baidu and Tencent answer a stream request that failed.
     let body = read_answer(upstream, body_deadline, &provider.name).await?;
@@ -305,33 +302,8 @@ async fn read_answer(
 /// A relayed stream, committed to the client only once its first content
 /// came: a failure or a timeout before that leaves the attempt retryable and
 /// gives the usage draft back.
-trait Relay:
-    futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send + 'static
-{
-    fn take_early_failure(&mut self) -> Option<GatewayError>;
-    fn take_draft(&mut self) -> Option<UsageDraft>;
-}
-
-impl Relay for SseRelay<UpstreamBody> {
-    fn take_early_failure(&mut self) -> Option<GatewayError> {
-        SseRelay::take_early_failure(self)
-    }
-    fn take_draft(&mut self) -> Option<UsageDraft> {
-        SseRelay::take_draft(self)
-    }
-}
-
-impl Relay for TranslatedStream<UpstreamBody> {
-    fn take_early_failure(&mut self) -> Option<GatewayError> {
-        TranslatedStream::take_early_failure(self)
-    }
-    fn take_draft(&mut self) -> Option<UsageDraft> {
-        TranslatedStream::take_draft(self)
-    }
-}
-
 async fn first_token_then(
-    mut relay: impl Relay,
+    mut relay: Relay<UpstreamBody, impl Stage>,
     first_deadline: Instant,
     slot: &mut Option<UsageDraft>,
     started: Instant,

@@ -1,10 +1,14 @@
-//! The HTTP surface, and the one place the request path is assembled:
-//! auth -> ingress (body) -> limits -> router -> provider -> usage.
+//! The HTTP surface (step 1), and the one place the request path is
+//! assembled, in this order: auth (before the body is read) -> the body ->
+//! router -> limits -> provider -> usage.
 //!
 //! The provider step is `attempt` (one try on one target: OpenAI's format
-//! passed through, any other translated) inside `retry` (strategy order,
-//! backoff, fallbacks, no retry once an answer has begun); streams waiting
-//! long for their first token get `keepalive` comments.
+//! passed through, any other translated; a stream goes through the one
+//! `relay`) inside `retry` (strategy order, backoff, fallbacks, no retry once
+//! an answer has begun); streams waiting long for their first token get
+//! `keepalive` comments. Step 6, usage, is no call at the end: the usage
+//! draft is recorded by whatever ends the request (an answer, the relay's
+//! end, or its drop when the client goes away).
 
 mod anthropic;
 mod attempt;
@@ -13,7 +17,7 @@ mod models;
 mod request;
 mod retry;
 
-use crate::chat::stream::{Egress, OpenAiEgress};
+use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::{self, Limiter};
@@ -253,7 +257,7 @@ async fn handle(
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let caller = auth::authenticate(&runtime, &parts.headers)?;
+    let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
 
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
@@ -296,7 +300,7 @@ async fn handle(
     )
     .await?;
     let rate_headers = permit.as_mut().map(limits::Permit::take_headers);
-    let prices = runtime.policy().prices.clone();
+    let prices = runtime.routes().prices.clone();
     drop(runtime);
     let stream = job.stream();
     let draft = UsageDraft {

@@ -27,7 +27,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let caller = auth::authenticate(&runtime, &headers)?;
+    let caller = auth::authenticate(runtime.directory(), &headers)?;
     let anthropic = is_anthropic(&headers);
     let models = runtime.models_for(&caller);
     let data: Vec<Value> = models.iter().map(|m| model_object(m, anthropic)).collect();
@@ -44,7 +44,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Json<Value>, GatewayError> {
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let caller = auth::authenticate(&runtime, &headers)?;
+    let caller = auth::authenticate(runtime.directory(), &headers)?;
     super::check_model_name(&model)?;
     if runtime.routes().route(&model).is_none() {
         return Err(GatewayError::ModelNotFound(model));

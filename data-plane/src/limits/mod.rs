@@ -1,4 +1,5 @@
-//! Step 3 of the request path: rate limits, quotas and budgets.
+//! Step 4 of the request path: rate limits, quotas and budgets, after the
+//! router (a request's worst-case cost depends on where it may go).
 //!
 //! Each request becomes a list of checks (global, model, team, user, key
 //! and key-per-model rate limits; quotas; budgets), admitted together or
@@ -12,15 +13,15 @@ pub mod counters;
 pub mod estimate;
 pub mod redis;
 
+use crate::auth::holder::Holder;
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::router::Plan;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use counters::LocalCounters;
 use redis::RedisCounters;
-use shared::limits::{BudgetCeiling, HolderKind, Limits, RateLimits};
+use shared::limits::RateLimits;
 use shared::money::{Currency, Micros, Prices};
-use shared::proto;
 use shared::time::now_ms;
 use std::sync::Arc;
 
@@ -249,54 +250,14 @@ impl Limiter {
     }
 }
 
-/// A key's, user's or team's limits and budget, as the snapshot gives them.
-#[derive(Debug, Default)]
-pub struct Allowance {
-    pub limits: Limits,
-    pub budget: Option<BudgetCeiling>,
-}
-
-impl Allowance {
-    /// `None` for a holder with nothing to enforce, which then costs nothing.
-    pub fn of(
-        limits: Option<&proto::Limits>,
-        budget: Option<&proto::SnapshotBudget>,
-    ) -> Result<Option<Arc<Self>>, String> {
-        let allowance = Allowance {
-            limits: Limits::from_proto(limits),
-            budget: BudgetCeiling::from_snapshot(budget)?,
-        };
-        Ok((!allowance.limits.is_empty() || allowance.budget.is_some())
-            .then(|| Arc::new(allowance)))
-    }
-}
-
-/// A caller's key, user or team, with what it is held to.
-#[derive(Clone, Debug)]
-pub struct Holder {
-    pub kind: HolderKind,
-    pub id: String,
-    pub allowance: Arc<Allowance>,
-}
-
 /// What the configuration says about limits, beyond each holder's own.
-#[derive(Debug, Default)]
-pub struct Policy {
-    pub global: RateLimits,
-    pub prices: Arc<Prices>,
+#[derive(Clone, Copy)]
+pub struct Policy<'a> {
+    pub global: &'a RateLimits,
+    pub prices: &'a Prices,
 }
 
-impl Policy {
-    pub fn build(
-        global: Option<&proto::RateLimits>,
-        prices: &[proto::SnapshotPrice],
-    ) -> Result<Self, String> {
-        Ok(Policy {
-            global: RateLimits::from_proto(global),
-            prices: Arc::new(Prices::from_proto(prices)?),
-        })
-    }
-
+impl Policy<'_> {
     fn is_empty(&self) -> bool {
         self.global.is_empty()
     }
@@ -365,13 +326,13 @@ impl Drop for Permit {
     }
 }
 
-/// Step 3: every limit the request falls under, admitted together.
+/// Every limit the request falls under, admitted together.
 /// `model` is the name the client asked for (holders' per-model limits name
 /// models as their `models` lists do); the route's own limits are those of
 /// the route serving it. `None` when nothing limits this caller and model.
 pub async fn admit(
     limiter: &Arc<Limiter>,
-    policy: &Policy,
+    policy: Policy<'_>,
     caller: &Caller,
     model: &str,
     plan: &Plan,
@@ -405,7 +366,7 @@ pub async fn admit(
         let tokens = TokenEstimate { prompt, completion };
         builder.cost_tokens(tokens.total());
         if builder.needs_money() {
-            builder.cost_money(plan, &policy.prices, tokens)?;
+            builder.cost_money(plan, policy.prices, tokens)?;
         }
     }
     let checks = builder.checks;

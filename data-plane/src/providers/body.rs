@@ -1,10 +1,8 @@
-//! A provider's response body as the relays read it: bounded by the route's
-//! idle timeout (gap between chunks) and the request's deadline, and holding
-//! the target's in-flight mark until it ends.
+//! A provider's response body as the relay reads it: bounded by the route's
+//! idle timeout (gap between chunks) and the request's deadline.
 
 use super::UpstreamResponse;
 use crate::error::GatewayError;
-use crate::router::health::InFlight;
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::BodyDataStream;
@@ -45,7 +43,6 @@ pub struct UpstreamBody {
     idle: Option<Duration>,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
-    _in_flight: Option<InFlight>,
 }
 
 impl UpstreamBody {
@@ -53,14 +50,12 @@ impl UpstreamBody {
         response: UpstreamResponse,
         idle: Option<Duration>,
         deadline: Option<Instant>,
-        in_flight: Option<InFlight>,
     ) -> Self {
         UpstreamBody {
             inner: BodyDataStream::new(response.into_body()),
             idle,
             deadline,
             timer: None,
-            _in_flight: in_flight,
         }
     }
 

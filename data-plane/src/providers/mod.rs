@@ -282,7 +282,8 @@ pub fn provider_error(provider: &str, error: ProviderError) -> GatewayError {
 /// the upstream's error read by its adapter.
 pub async fn send(
     http: &UpstreamClient,
-    provider: &crate::router::table::Provider,
+    provider: &str,
+    adapter: &dyn Adapter,
     call: UpstreamCall,
     first_byte_timeout: Duration,
     connect_timeout: Option<Duration>,
@@ -293,11 +294,11 @@ pub async fn send(
     }
     let request = request
         .body(Full::new(call.body))
-        .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;
+        .map_err(|_| GatewayError::UpstreamInvalid(provider.to_owned()))?;
     let response =
         match tokio::time::timeout(first_byte_timeout, http.send(request, connect_timeout)).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout(provider.name.clone())),
-            Ok(Err(error)) => return Err(unreachable(&provider.name, &error)),
+            Err(_) => return Err(GatewayError::UpstreamTimeout(provider.to_owned())),
+            Ok(Err(error)) => return Err(unreachable(provider, &error)),
             Ok(Ok(response)) => response,
         };
     if response.status().is_success() {
@@ -309,8 +310,8 @@ pub async fn send(
         .await
         .unwrap_or_default();
     Err(provider_error(
-        &provider.name,
-        provider.adapter.error(status, &headers, &body),
+        provider,
+        adapter.error(status, &headers, &body),
     ))
 }
 

@@ -1,11 +1,10 @@
-//! Step 4 of the request path: which upstream serves the request. A plan
+//! Step 3 of the request path: which upstream serves the request. A plan
 //! names the route (after an A/B split), its fallbacks, and the order in
 //! which the route's strategy tries its targets; `health` and `budget` keep
 //! what the strategies and the retry loop need, lock-free.
 
 pub mod budget;
 pub mod health;
-pub mod probe;
 pub mod table;
 
 use crate::auth::Caller;

@@ -1,12 +1,11 @@
 //! The routing table of one config version: providers (their adapters),
-//! routes with their targets and rotation, and the policy (global limits,
-//! prices) that depends on them. Rebuilt only when a delta changes one of
-//! them; routing state (health, rotation, retry budget) of routes and
+//! routes with their targets and rotation, the global rate limits and the
+//! prices targets are chosen and charged by. Rebuilt only when a delta
+//! changes one of them; routing state (health, rotation, retry budget) of routes and
 //! targets that remain is carried over from the previous table.
 
 use super::budget::RetryBudget;
 use super::health::TargetState;
-use crate::limits::Policy;
 use crate::providers::{self, Adapter};
 use shared::limits::RateLimits;
 use shared::money::Prices;
@@ -56,8 +55,9 @@ pub struct RouteTable {
     /// By public name and by alias.
     routes: HashMap<String, Arc<Route>>,
     providers: HashMap<String, Arc<Provider>>,
-    /// Global limits and prices.
-    pub policy: Policy,
+    /// The cluster's rate limits.
+    pub global_limits: RateLimits,
+    pub prices: Arc<Prices>,
     pub sources: Sources,
 }
 
@@ -65,7 +65,8 @@ impl RouteTable {
     /// A table is checked as a whole: one bad entry rejects it.
     pub fn build(sources: Sources, previous: Option<&RouteTable>) -> Result<Self, String> {
         let prices: Vec<proto::SnapshotPrice> = sources.prices.values().cloned().collect();
-        let policy = Policy::build(sources.global_limits.as_ref(), &prices)?;
+        let global_limits = RateLimits::from_proto(sources.global_limits.as_ref());
+        let prices = Arc::new(Prices::from_proto(&prices)?);
         let mut providers = HashMap::with_capacity(sources.providers.len());
         for (name, p) in &sources.providers {
             // An unchanged provider keeps its adapter.
@@ -91,7 +92,7 @@ impl RouteTable {
             let old = previous
                 .and_then(|p| p.routes.get(&r.model))
                 .filter(|old| old.model == r.model);
-            let route = Arc::new(build_route(r, &providers, &policy.prices, old)?);
+            let route = Arc::new(build_route(r, &providers, &prices, old)?);
             for alias in &r.aliases {
                 routes.insert(alias.clone(), route.clone());
             }
@@ -116,7 +117,8 @@ impl RouteTable {
         Ok(RouteTable {
             routes,
             providers,
-            policy,
+            global_limits,
+            prices,
             sources,
         })
     }

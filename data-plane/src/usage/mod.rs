@@ -1,5 +1,8 @@
-//! Usage leaves the request path through a bounded queue; a shipper sends it
-//! to the control plane in batches and spools to disk whatever cannot be sent.
+//! Step 6 of the request path: every admitted request's one usage record.
+//! The draft (with the limits permit) finishes itself on drop, so whatever
+//! ends a request records it; records leave through a bounded queue, are
+//! journaled to the spool within 50 ms, and a shipper sends them to the
+//! control plane in batches.
 
 mod shipper;
 mod spool;

@@ -1,20 +1,15 @@
 //! Streams that change format on the way: the provider's messages are
-//! decoded into OpenAI chunks as they arrive and re-encoded for the client's
-//! ingress (OpenAI SSE here, Anthropic events in `ingress::anthropic`). The
-//! usage record is emitted when the stream is dropped, as in the passthrough
-//! relay.
+//! decoded into OpenAI chunks as they arrive and written for the client's
+//! ingress by an `Egress` (OpenAI's events here, Anthropic's in
+//! `ingress::anthropic`).
 
-use super::framing::FrameDecoder;
-use super::{ChatChunk, ChatCompletion, ChunkBuilder, Delta, FinishReason};
+use super::{sse_data, Out, Stage};
+use crate::chat::framing::{Frame, FrameDecoder};
+use crate::chat::{ChatChunk, ChatCompletion, ChunkBuilder, Delta, FinishReason};
 use crate::error::GatewayError;
-use crate::providers::body::StreamFailure;
 use crate::providers::{provider_error, unreachable, StreamDecoder};
-use crate::usage::UsageDraft;
+use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
-use shared::usage::TokenUsage;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// How chunks are written for one ingress format.
 pub trait Egress: Send {
@@ -23,13 +18,6 @@ pub trait Egress: Send {
     fn end(&mut self, usage: Option<TokenUsage>, out: &mut BytesMut);
     /// The stream failed after it began: no normal ending follows.
     fn error(&mut self, error: &GatewayError, out: &mut BytesMut);
-}
-
-pub fn sse_data(out: &mut BytesMut, json: &impl serde::Serialize) {
-    out.extend_from_slice(b"data: ");
-    // Serialising our own types into memory cannot fail.
-    let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), json);
-    out.extend_from_slice(b"\n\n");
 }
 
 /// OpenAI's `chat.completion.chunk` events and `[DONE]`.
@@ -71,101 +59,37 @@ impl Egress for OpenAiEgress {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Streaming,
-    Done { status: u16 },
-}
-
 /// Most answer text kept for counting a stream that ends without usage.
 const MAX_COUNTED_TEXT: usize = 1 << 20;
 
-pub struct TranslatedStream<S> {
-    upstream: S,
+pub struct Translate {
     frames: FrameDecoder,
     decoder: Box<dyn StreamDecoder>,
     egress: Box<dyn Egress>,
     provider: String,
-    state: State,
-    sent_any: bool,
-    /// Output before the first content (role, message_start) is held back:
-    /// an error that follows it is still answered as an HTTP error.
-    held: BytesMut,
-    substantive: bool,
-    /// An error before anything was sent: answered as an HTTP error instead.
-    early_failure: Option<GatewayError>,
-    draft: Option<UsageDraft>,
+    began: bool,
     /// The answer's text so far, counted if the stream ends without usage.
     text: String,
 }
 
-impl<S> TranslatedStream<S> {
-    pub fn new(
-        upstream: S,
-        decoder: Box<dyn StreamDecoder>,
-        egress: Box<dyn Egress>,
-        provider: String,
-        draft: UsageDraft,
-    ) -> Self {
-        TranslatedStream {
-            upstream,
+impl Translate {
+    pub fn new(decoder: Box<dyn StreamDecoder>, egress: Box<dyn Egress>, provider: String) -> Self {
+        Translate {
             frames: FrameDecoder::new(decoder.framing()),
             decoder,
             egress,
             provider,
-            state: State::Streaming,
-            sent_any: false,
-            held: BytesMut::new(),
-            substantive: false,
+            began: false,
             text: String::new(),
-            early_failure: None,
-            draft: Some(draft),
         }
     }
 
-    /// The error that ended the stream before its first byte, if one did.
-    pub fn take_early_failure(&mut self) -> Option<GatewayError> {
-        self.early_failure.take()
-    }
-
-    /// The usage draft back, for another attempt (none is recorded then).
-    pub fn take_draft(&mut self) -> Option<UsageDraft> {
-        self.draft.take()
-    }
-
-    /// Gives up before the first byte (the provider took too long): the
-    /// usage record gets the error's status, not "client went away".
-    pub fn abandon(&mut self, error: &GatewayError) {
-        self.state = State::Done {
-            status: error.status().as_u16(),
-        };
-    }
-
-    fn fail(&mut self, error: GatewayError, out: &mut BytesMut) {
-        self.state = State::Done {
-            status: error.status().as_u16(),
-        };
-        if self.sent_any || self.substantive {
-            self.egress.error(&error, out);
-        } else {
-            self.early_failure = Some(error);
-            self.held.clear();
-            out.clear();
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8], out: &mut BytesMut) {
-        let mut frames = Vec::new();
-        self.frames.push(bytes, &mut frames);
-        self.decode(frames, out);
-    }
-
-    fn decode(&mut self, frames: Vec<super::framing::Frame>, out: &mut BytesMut) {
+    fn decode(&mut self, frames: Vec<Frame>, out: &mut BytesMut) -> Result<(), GatewayError> {
         let mut chunks = Vec::new();
         for frame in frames {
             let decoded = self.decoder.decode(frame, &mut chunks);
             for chunk in chunks.drain(..) {
-                self.substantive |= !is_preamble(&chunk);
+                self.began |= !is_preamble(&chunk);
                 if self.text.len() < MAX_COUNTED_TEXT {
                     for choice in &chunk.choices {
                         self.text
@@ -174,86 +98,48 @@ impl<S> TranslatedStream<S> {
                 }
                 self.egress.chunk(chunk, out);
             }
-            if let Err(error) = decoded {
-                let error = provider_error(&self.provider, error);
-                self.fail(error, out);
-                return;
-            }
+            decoded.map_err(|error| provider_error(&self.provider, error))?;
         }
+        Ok(())
+    }
+}
+
+impl Stage for Translate {
+    fn chunk(&mut self, chunk: Bytes, out: &mut Out) -> Result<(), GatewayError> {
+        let mut frames = Vec::new();
+        self.frames.push(&chunk, &mut frames);
+        self.decode(frames, out.buffer())
     }
 
-    fn upstream_ended(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Out) -> Result<(), GatewayError> {
         let mut frames = Vec::new();
         self.frames.finish(&mut frames);
-        self.decode(frames, out);
-        if self.state != State::Streaming {
-            return;
-        }
-        if self.decoder.finished() {
-            self.egress.end(self.decoder.usage(), out);
-            self.state = State::Done { status: 200 };
-        } else {
-            let error = unreachable(
+        let out = out.buffer();
+        self.decode(frames, out)?;
+        if !self.decoder.finished() {
+            return Err(unreachable(
                 &self.provider,
                 &"the stream ended before the provider finished its answer",
-            );
-            self.fail(error, out);
+            ));
         }
+        self.egress.end(self.decoder.usage(), out);
+        Ok(())
     }
-}
 
-impl<S, E> Stream for TranslatedStream<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: StreamFailure,
-{
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if this.state != State::Streaming {
-                return Poll::Ready(None);
-            }
-            let mut out = BytesMut::new();
-            match Pin::new(&mut this.upstream).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes, &mut out),
-                Poll::Ready(Some(Err(error))) => {
-                    let error = error.to_gateway_error(&this.provider);
-                    this.fail(error, &mut out);
-                }
-                Poll::Ready(None) => this.upstream_ended(&mut out),
-            }
-            if this.state == State::Streaming && !this.sent_any && !this.substantive {
-                this.held.extend_from_slice(&out);
-                continue;
-            }
-            if !this.held.is_empty() {
-                let mut all = std::mem::take(&mut this.held);
-                all.extend_from_slice(&out);
-                out = all;
-            }
-            if !out.is_empty() {
-                this.sent_any = true;
-                return Poll::Ready(Some(Ok(out.freeze())));
-            }
-        }
+    fn error_event(&mut self, error: &GatewayError, out: &mut BytesMut) {
+        self.egress.error(error, out);
     }
-}
 
-impl<S> Drop for TranslatedStream<S> {
-    fn drop(&mut self) {
-        let Some(draft) = self.draft.take() else {
-            return;
-        };
-        let status = match self.state {
-            State::Done { status } => status,
-            State::Streaming => crate::usage::CLIENT_CLOSED,
-        };
-        // A stream cut before its usage is counted from what was sent.
-        let output = (self.sent_any || self.substantive).then_some(self.text.as_str());
-        draft.finish(status, self.decoder.usage(), output);
+    fn began(&self) -> bool {
+        self.began
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.decoder.usage()
+    }
+
+    fn streamed_text(&self) -> String {
+        self.text.clone()
     }
 }
 
@@ -282,11 +168,11 @@ pub fn replay(completion: &ChatCompletion) -> Vec<ChatChunk> {
                 calls
                     .iter()
                     .enumerate()
-                    .map(|(index, call)| super::ToolCallDelta {
+                    .map(|(index, call)| crate::chat::ToolCallDelta {
                         index: index as u32,
                         id: Some(call.id.clone()),
                         kind: Some(call.kind.clone()),
-                        function: super::FunctionDelta {
+                        function: crate::chat::FunctionDelta {
                             name: Some(call.function.name.clone()),
                             arguments: Some(call.function.arguments.clone()),
                         },
@@ -305,7 +191,9 @@ mod tests {
     use super::*;
     use crate::chat::framing::{Frame, Framing};
     use crate::error::ProviderError;
-    use futures_util::StreamExt;
+    use crate::relay::Relay;
+    use crate::usage::UsageDraft;
+    use futures_util::{Stream, StreamExt};
 
     /// Emits one text chunk per frame; finishes on "end"; fails on "fail".
     struct Echo {
@@ -340,25 +228,18 @@ mod tests {
     fn stream(
         lines: &'static [&'static str],
     ) -> (
-        TranslatedStream<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
+        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin, Translate>,
         crate::usage::UsageQueue,
     ) {
         let (draft, queue) = UsageDraft::for_test();
         let upstream =
             futures_util::stream::iter(lines.iter().map(|l| Ok(Bytes::from_static(l.as_bytes()))));
         let egress = Box::new(OpenAiEgress::new(true));
-        (
-            TranslatedStream::new(
-                upstream,
-                Box::new(Echo {
-                    progress: echo_progress(),
-                }),
-                egress,
-                "p".into(),
-                draft,
-            ),
-            queue,
-        )
+        let decoder = Box::new(Echo {
+            progress: echo_progress(),
+        });
+        let stage = Translate::new(decoder, egress, "p".into());
+        (Relay::new(upstream, stage, "p".into(), draft, None), queue)
     }
 
     async fn collect(mut s: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin) -> String {

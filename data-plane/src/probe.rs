@@ -5,7 +5,7 @@
 //! targets before clients meet them, and a good probe closes a half-open
 //! breaker.
 
-use super::health::{BreakerConfig, Outcome};
+use crate::router::health::{BreakerConfig, Outcome};
 use crate::providers::{self, UpstreamClient};
 use crate::runtime::Live;
 use std::collections::HashMap;
@@ -50,8 +50,10 @@ pub async fn run(
             };
             let http = http.clone();
             tokio::spawn(async move {
+                let adapter = provider.adapter.as_ref();
+                let timeout = check.timeout;
                 let result =
-                    providers::send(&http, &provider, call, check.timeout, Some(check.timeout))
+                    providers::send(&http, &provider.name, adapter, call, timeout, Some(timeout))
                         .await;
                 let healthy = result.is_ok();
                 // A probe's latency is not a request's (zero is not averaged):
@@ -64,7 +66,7 @@ pub async fn run(
                     Err(error) => Outcome::Failure {
                         retry_after: error
                             .retry_after()
-                            .and_then(super::health::parse_retry_after),
+                            .and_then(crate::router::health::parse_retry_after),
                     },
                 };
                 metrics::counter!("switchboard_health_checks_total", "provider" => provider.name.clone(), "result" => if healthy { "ok" } else { "failed" }).increment(1);

@@ -1,36 +1,20 @@
-//! Relays an upstream SSE stream to the client event by event, as each event
-//! completes, while reading usage from the stream's usage chunk. The record is
-//! emitted when the relay is dropped: at the end of the stream, or when the
-//! client goes away mid-stream.
+//! OpenAI's own events, passed on as they are: whole events as soon as they
+//! are complete, the usage read from the stream's usage chunk (and that
+//! chunk hidden when only we asked for it).
 
+use super::{Out, Stage};
 use crate::error::GatewayError;
-use crate::providers::body::StreamFailure;
-use crate::usage::{TokenUsage, UsageDraft};
+use super::sse_data;
+use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
 use memchr::memmem;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Streaming,
-    Completed,
-    UpstreamFailed { status: u16 },
-}
-
-pub struct SseRelay<S> {
-    upstream: S,
+pub struct Passthrough {
     pending: BytesMut,
     /// The client did not ask for usage; we did, for accounting, so its chunk is ours to drop.
     hide_usage_chunk: bool,
     usage: Option<TokenUsage>,
-    provider: String,
-    outcome: Outcome,
-    sent_any: bool,
-    /// A failure before anything was sent: the caller may still retry.
-    early_failure: Option<GatewayError>,
-    draft: Option<UsageDraft>,
+    began: bool,
     /// What was relayed, while no usage has been seen: what a tokenizer
     /// counts if the stream ends without it (bounded).
     relayed: BytesMut,
@@ -39,35 +23,19 @@ pub struct SseRelay<S> {
 /// Most answer text kept for counting a stream that ends without usage.
 const MAX_RELAYED: usize = 1 << 20;
 
-impl<S> SseRelay<S> {
-    /// The error that ended the stream before its first byte, if one did.
-    pub fn take_early_failure(&mut self) -> Option<GatewayError> {
-        self.early_failure.take()
-    }
-
-    /// The usage draft back, for another attempt (none is recorded then).
-    pub fn take_draft(&mut self) -> Option<UsageDraft> {
-        self.draft.take()
-    }
-
-    pub fn new(upstream: S, hide_usage_chunk: bool, provider: String, draft: UsageDraft) -> Self {
-        Self {
-            upstream,
+impl Passthrough {
+    pub fn new(hide_usage_chunk: bool) -> Self {
+        Passthrough {
             pending: BytesMut::new(),
             hide_usage_chunk,
             usage: None,
-            provider,
-            outcome: Outcome::Streaming,
-            sent_any: false,
-            early_failure: None,
-            draft: Some(draft),
+            began: false,
             relayed: BytesMut::new(),
         }
     }
 
     /// Moves every complete event out of `pending`, keeping all but a hidden usage chunk.
-    fn complete_events(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
+    fn complete_events(&mut self, out: &mut Out) {
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end);
             if let Some(seen) = usage_in(&event) {
@@ -76,87 +44,50 @@ impl<S> SseRelay<S> {
                     continue;
                 }
             }
-            out.extend_from_slice(&event);
-        }
-        out.freeze()
-    }
-}
-
-impl<S, E> Stream for SseRelay<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: StreamFailure,
-{
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if this.outcome != Outcome::Streaming {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.upstream).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    // Usually a chunk is whole events without usage: passed on as it is.
-                    if this.usage.is_none() && this.relayed.len() < MAX_RELAYED {
-                        this.relayed.extend_from_slice(&chunk);
-                    }
-                    if this.pending.is_empty()
-                        && chunk.ends_with(b"\n\n")
-                        && !has_usage_object(&chunk)
-                    {
-                        this.sent_any = true;
-                        return Poll::Ready(Some(Ok(chunk)));
-                    }
-                    this.pending.extend_from_slice(&chunk);
-                    let events = this.complete_events();
-                    if !events.is_empty() {
-                        this.sent_any = true;
-                        return Poll::Ready(Some(Ok(events)));
-                    }
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    let error = error.to_gateway_error(&this.provider);
-                    this.outcome = Outcome::UpstreamFailed {
-                        status: error.status().as_u16(),
-                    };
-                    if !this.sent_any {
-                        this.early_failure = Some(error);
-                        return Poll::Ready(None);
-                    }
-                    // Clients see an OpenAI-style error event and no [DONE].
-                    let error = error.to_json();
-                    return Poll::Ready(Some(Ok(Bytes::from(format!("data: {error}\n\n")))));
-                }
-                Poll::Ready(None) => {
-                    this.outcome = Outcome::Completed;
-                    let rest = this.pending.split().freeze();
-                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
-                }
-            }
+            out.buffer().extend_from_slice(&event);
+            self.began = true;
         }
     }
 }
 
-impl<S> Drop for SseRelay<S> {
-    fn drop(&mut self) {
-        let Some(draft) = self.draft.take() else {
-            return;
-        };
-        let status = match self.outcome {
-            Outcome::Completed => 200,
-            Outcome::UpstreamFailed { status } => status,
-            Outcome::Streaming => crate::usage::CLIENT_CLOSED,
-        };
-        // A stream cut before its usage is counted from what was relayed.
-        let output = match self.usage {
-            Some(_) => None,
-            None => self
-                .sent_any
-                .then(|| crate::limits::estimate::streamed_text(&self.relayed)),
-        };
-        draft.finish(status, self.usage, output.as_deref());
+impl Stage for Passthrough {
+    fn chunk(&mut self, chunk: Bytes, out: &mut Out) -> Result<(), GatewayError> {
+        if self.usage.is_none() && self.relayed.len() < MAX_RELAYED {
+            self.relayed.extend_from_slice(&chunk);
+        }
+        // Usually a chunk is whole events without usage: passed on as it is.
+        if self.pending.is_empty() && chunk.ends_with(b"\n\n") && !has_usage_object(&chunk) {
+            self.began = true;
+            out.pass(chunk);
+            return Ok(());
+        }
+        self.pending.extend_from_slice(&chunk);
+        self.complete_events(out);
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut Out) -> Result<(), GatewayError> {
+        if !self.pending.is_empty() {
+            out.buffer().extend_from_slice(&self.pending.split());
+        }
+        Ok(())
+    }
+
+    fn error_event(&mut self, error: &GatewayError, out: &mut BytesMut) {
+        // Clients see an OpenAI-style error event and no [DONE].
+        sse_data(out, &error.to_json());
+    }
+
+    fn began(&self) -> bool {
+        self.began
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        self.usage
+    }
+
+    fn streamed_text(&self) -> String {
+        crate::limits::estimate::streamed_text(&self.relayed)
     }
 }
 
@@ -222,12 +153,14 @@ fn usage_in(event: &[u8]) -> Option<SeenUsage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
+    use crate::relay::Relay;
+    use crate::usage::UsageDraft;
+    use futures_util::{Stream, StreamExt};
 
     fn relay(
         chunks: Vec<&'static [u8]>,
     ) -> (
-        SseRelay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
+        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin, Passthrough>,
         crate::usage::UsageQueue,
     ) {
         let (draft, queue) = UsageDraft::for_test();
@@ -236,7 +169,8 @@ mod tests {
                 .into_iter()
                 .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
         );
-        (SseRelay::new(upstream, true, "p".into(), draft), queue)
+        let relay = Relay::new(upstream, Passthrough::new(true), "p".into(), draft, None);
+        (relay, queue)
     }
 
     #[tokio::test]
