@@ -491,3 +491,62 @@ impl std::fmt::Display for TokenRejection {
     }
 }
 
+
+/// Why a snapshot or delta was refused, naming what in it is wrong; the
+/// previous version keeps serving, and the reason goes back to the control
+/// plane as a NACK.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error("{entity} {name:?}: {reason}")]
+    Entry {
+        entity: Entity,
+        name: String,
+        reason: String,
+    },
+    #[error("route {route:?} sends traffic to route {target:?}, which does not exist")]
+    UnknownRoute { route: String, target: String },
+    #[error("prices: {0}")]
+    Prices(String),
+    #[error("the {what} does not decode: {reason}")]
+    Undecodable { what: &'static str, reason: String },
+    #[error("applying the config panicked: {0}")]
+    Panicked(String),
+    #[error("a delta from version {from} does not follow the applied version {applied}")]
+    OutOfOrder { from: i64, applied: i64 },
+}
+
+/// What a snapshot entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Provider,
+    Route,
+    Key,
+    User,
+    Team,
+    JwtIssuer,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Provider => "provider",
+            Entity::Route => "route",
+            Entity::Key => "key",
+            Entity::User => "user",
+            Entity::Team => "team",
+            Entity::JwtIssuer => "JWT issuer",
+        })
+    }
+}
+
+impl Entity {
+    /// The entry `name` of this kind is refused for `reason`.
+    pub fn invalid(self, name: impl Into<String>, reason: impl std::fmt::Display) -> InvalidConfig {
+        InvalidConfig::Entry {
+            entity: self,
+            name: name.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+

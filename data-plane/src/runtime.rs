@@ -5,6 +5,7 @@
 
 use crate::auth::directory::{Directory, DirectoryChanges};
 use crate::auth::Caller;
+pub use crate::error::InvalidConfig;
 use crate::limits::Policy;
 use crate::router::table::{RouteTable, Sources, TableChanges};
 use arc_swap::ArcSwapOption;
@@ -22,15 +23,6 @@ pub struct Runtime {
     directory: Directory,
     /// Shared with the next version when a delta leaves it alone.
     routes: Arc<RouteTable>,
-}
-
-/// Why a snapshot or delta was rejected; sent back to the control plane as a NACK.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidConfig {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("a delta from version {from} does not follow the applied version {applied}")]
-    OutOfOrder { from: i64, applied: i64 },
 }
 
 impl Runtime {
@@ -85,16 +77,14 @@ impl Runtime {
                 .collect(),
             global_limits: snapshot.global_limits,
         };
-        let routes = RouteTable::build(sources, previous.map(|p| &*p.routes))
-            .map_err(InvalidConfig::Invalid)?;
+        let routes = RouteTable::build(sources, previous.map(|p| &*p.routes))?;
         let directory = Directory::build(DirectoryChanges {
             keys: snapshot.keys,
             users: snapshot.users,
             teams: snapshot.teams,
             issuers: snapshot.jwt_issuers,
             ..DirectoryChanges::default()
-        })
-        .map_err(InvalidConfig::Invalid)?;
+        })?;
         Ok(Runtime {
             version: snapshot.version,
             directory,
@@ -123,7 +113,7 @@ impl Runtime {
         let routes = if table.is_empty() {
             self.routes.clone()
         } else {
-            Arc::new(self.routes.changed(table).map_err(InvalidConfig::Invalid)?)
+            Arc::new(self.routes.changed(table)?)
         };
         let changes = DirectoryChanges {
             keys: delta.keys,
@@ -138,9 +128,7 @@ impl Runtime {
         let directory = if changes.is_empty() {
             self.directory.clone()
         } else {
-            self.directory
-                .changed(changes)
-                .map_err(InvalidConfig::Invalid)?
+            self.directory.changed(changes)?
         };
         Ok(Runtime {
             version: delta.version,

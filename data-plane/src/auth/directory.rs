@@ -6,6 +6,7 @@
 use super::jwt::Issuers;
 use crate::cow_map::CowMap;
 use super::holder::Allowance;
+use crate::error::{Entity, InvalidConfig};
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;
 use shared::proto;
@@ -96,20 +97,20 @@ pub struct Directory {
 
 impl Directory {
     /// Keys are most of a large snapshot: moved, not copied.
-    pub fn build(changes: DirectoryChanges) -> Result<Self, String> {
+    pub fn build(changes: DirectoryChanges) -> Result<Self, InvalidConfig> {
         let mut directory = Directory::default();
         directory.change(changes, true)?;
         Ok(directory)
     }
 
     /// This directory with a delta's changes; `self` is left as it was.
-    pub fn changed(&self, changes: DirectoryChanges) -> Result<Self, String> {
+    pub fn changed(&self, changes: DirectoryChanges) -> Result<Self, InvalidConfig> {
         let mut directory = self.clone();
         directory.change(changes, false)?;
         Ok(directory)
     }
 
-    fn change(&mut self, changes: DirectoryChanges, fresh: bool) -> Result<(), String> {
+    fn change(&mut self, changes: DirectoryChanges, fresh: bool) -> Result<(), InvalidConfig> {
         if fresh {
             self.keys.reserve(changes.keys.len());
             self.key_hashes.reserve(changes.keys.len());
@@ -154,12 +155,12 @@ impl Directory {
         Ok(())
     }
 
-    fn insert_key(&mut self, k: proto::SnapshotKey) -> Result<(), String> {
+    fn insert_key(&mut self, k: proto::SnapshotKey) -> Result<(), InvalidConfig> {
         let present = |s: String| (!s.is_empty()).then_some(s);
         let hash = KeyHash::from_bytes(&k.key_hash)
-            .ok_or_else(|| format!("key {:?}: hash is not 32 bytes", k.id))?;
+            .ok_or_else(|| Entity::Key.invalid(&k.id, "hash is not 32 bytes"))?;
         let allowance = Allowance::of(k.limits.as_ref(), k.budget.as_ref())
-            .map_err(|e| format!("key {:?}: {e}", k.id))?;
+            .map_err(|e| Entity::Key.invalid(&k.id, e))?;
         let id = KeyId::from(k.id);
         let hashes: Box<[KeyHash]> = match self.key_hashes.get(&id) {
             Some(known) => known.iter().copied().chain([hash]).collect(),
@@ -186,10 +187,10 @@ impl Directory {
         }
     }
 
-    fn insert_user(&mut self, u: proto::SnapshotUser) -> Result<(), String> {
+    fn insert_user(&mut self, u: proto::SnapshotUser) -> Result<(), InvalidConfig> {
         let present = |s: String| (!s.is_empty()).then_some(s);
         let allowance = Allowance::of(u.limits.as_ref(), u.budget.as_ref())
-            .map_err(|e| format!("user {:?}: {e}", u.id))?;
+            .map_err(|e| Entity::User.invalid(&u.id, e))?;
         let entry = Arc::new(UserEntry {
             allowance,
             id: UserId::from(u.id),
@@ -213,12 +214,12 @@ impl Directory {
         }
     }
 
-    fn insert_team(&mut self, t: proto::SnapshotTeam) -> Result<(), String> {
+    fn insert_team(&mut self, t: proto::SnapshotTeam) -> Result<(), InvalidConfig> {
         let id = TeamId::from(t.id);
         let entry = TeamEntry {
             models: scope(t.models),
             allowance: Allowance::of(t.limits.as_ref(), t.budget.as_ref())
-                .map_err(|e| format!("team {id:?}: {e}"))?,
+                .map_err(|e| Entity::Team.invalid(id.as_str(), e))?,
             id: id.clone(),
             name: t.name,
         };

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use crate::error::TokenRejection;
+use crate::error::{Entity, InvalidConfig};
 
 /// A claim name, or a dotted path into nested objects.
 #[derive(Debug)]
@@ -120,10 +121,10 @@ impl Issuer {
 pub struct Issuers(HashMap<String, Issuer>);
 
 impl Issuers {
-    pub fn build(issuers: &[proto::SnapshotJwtIssuer]) -> Result<Self, String> {
+    pub fn build(issuers: &[proto::SnapshotJwtIssuer]) -> Result<Self, InvalidConfig> {
         let mut by_iss = HashMap::with_capacity(issuers.len());
         for i in issuers {
-            let issuer = Issuer::build(i).map_err(|e| format!("JWT issuer {:?}: {e}", i.name))?;
+            let issuer = Issuer::build(i).map_err(|e| Entity::JwtIssuer.invalid(&i.name, e))?;
             by_iss.insert(i.issuer.clone(), issuer);
         }
         Ok(Issuers(by_iss))

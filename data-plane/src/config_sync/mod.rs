@@ -171,9 +171,7 @@ impl ConfigSync {
         })
         .await
         .unwrap_or_else(|panicked| {
-            Err(InvalidConfig::Invalid(format!(
-                "applying the config panicked: {panicked}"
-            )))
+            Err(InvalidConfig::Panicked(panicked.to_string()))
         });
         match applied {
             Ok(()) => {
@@ -231,8 +229,9 @@ impl Received {
     }
 
     fn into_runtime(self, previous: Option<&Runtime>) -> Result<Runtime, InvalidConfig> {
-        let invalid = |what: &str, e: prost::DecodeError| {
-            InvalidConfig::Invalid(format!("{what} does not decode: {e}"))
+        let invalid = |what: &'static str, e: prost::DecodeError| InvalidConfig::Undecodable {
+            what,
+            reason: e.to_string(),
         };
         match self {
             Received::Snapshot(bytes) => {

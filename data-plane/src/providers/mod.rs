@@ -16,7 +16,7 @@ pub use client::{UpstreamClient, UpstreamResponse};
 
 use crate::chat::framing::{Frame, Framing};
 use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingsRequest};
-use crate::error::{GatewayError, ProviderError, ProviderErrorKind};
+use crate::error::{Entity, GatewayError, InvalidConfig, ProviderError, ProviderErrorKind};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -197,7 +197,11 @@ impl Progress {
 }
 
 /// Builds the adapter for a provider of a snapshot.
-pub fn adapter(p: &proto::SnapshotProvider) -> Result<Box<dyn Adapter>, String> {
+pub fn adapter(p: &proto::SnapshotProvider) -> Result<Box<dyn Adapter>, InvalidConfig> {
+    build_adapter(p).map_err(|reason| Entity::Provider.invalid(&p.name, reason))
+}
+
+fn build_adapter(p: &proto::SnapshotProvider) -> Result<Box<dyn Adapter>, String> {
     let kind: ProviderKind = p.kind.parse().map_err(|e| format!("{e}"))?;
     if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
         return Err("base_url is not an http(s) URL".to_owned());

@@ -6,6 +6,7 @@
 
 use super::budget::RetryBudget;
 use super::health::TargetState;
+use crate::error::{Entity, InvalidConfig};
 use crate::providers::{self, Adapter};
 use shared::limits::RateLimits;
 use shared::money::Prices;
@@ -63,10 +64,10 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// A table is checked as a whole: one bad entry rejects it.
-    pub fn build(sources: Sources, previous: Option<&RouteTable>) -> Result<Self, String> {
+    pub fn build(sources: Sources, previous: Option<&RouteTable>) -> Result<Self, InvalidConfig> {
         let prices: Vec<proto::SnapshotPrice> = sources.prices.values().cloned().collect();
         let global_limits = RateLimits::from_proto(sources.global_limits.as_ref());
-        let prices = Arc::new(Prices::from_proto(&prices)?);
+        let prices = Arc::new(Prices::from_proto(&prices).map_err(InvalidConfig::Prices)?);
         let mut providers = HashMap::with_capacity(sources.providers.len());
         for (name, p) in &sources.providers {
             // An unchanged provider keeps its adapter.
@@ -79,10 +80,9 @@ impl RouteTable {
                 Some(provider) => provider,
                 None => Arc::new(Provider {
                     name: p.name.clone(),
-                    adapter: providers::adapter(p)
-                        .map_err(|e| format!("provider {:?}: {e}", p.name))?,
+                    adapter: providers::adapter(p)?,
                     health_check: HealthCheck::of(&p.settings)
-                        .map_err(|e| format!("provider {:?}: settings.{e}", p.name))?,
+                        .map_err(|e| Entity::Provider.invalid(&p.name, format!("settings.{e}")))?,
                 }),
             };
             providers.insert(name.clone(), provider);
@@ -107,10 +107,10 @@ impl RouteTable {
                 .chain(route.content_fallback.iter());
             for name in named {
                 if !routes.contains_key(name) {
-                    return Err(format!(
-                        "route {:?} sends traffic to route {name:?}, which does not exist",
-                        route.model
-                    ));
+                    return Err(InvalidConfig::UnknownRoute {
+                        route: route.model.clone(),
+                        target: name.clone(),
+                    });
                 }
             }
         }
@@ -124,7 +124,7 @@ impl RouteTable {
     }
 
     /// This table with a delta's changes; `self` is left as it was.
-    pub fn changed(&self, changes: TableChanges) -> Result<Self, String> {
+    pub fn changed(&self, changes: TableChanges) -> Result<Self, InvalidConfig> {
         let mut sources = self.sources.clone();
         for name in &changes.removed_providers {
             sources.providers.remove(name);
@@ -309,16 +309,14 @@ fn build_route(
     providers: &HashMap<String, Arc<Provider>>,
     prices: &Prices,
     old: Option<&Arc<Route>>,
-) -> Result<Route, String> {
+) -> Result<Route, InvalidConfig> {
     let targets = r
         .targets
         .iter()
         .map(|t| {
             let provider = providers.get(t.provider.as_str()).ok_or_else(|| {
-                format!(
-                    "route {:?} names provider {:?}, which does not exist",
-                    r.model, t.provider
-                )
+                let reason = format!("names provider {:?}, which does not exist", t.provider);
+                Entity::Route.invalid(&r.model, reason)
             })?;
             let health = old
                 .and_then(|old| {
@@ -341,14 +339,14 @@ fn build_route(
                 health,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, InvalidConfig>>()?;
     if targets.is_empty() {
-        return Err(format!("route {:?} has no targets", r.model));
+        return Err(Entity::Route.invalid(&r.model, "has no targets"));
     }
     let strategy: Strategy = r
         .strategy
         .parse()
-        .map_err(|e| format!("route {:?}: {e}", r.model))?;
+        .map_err(|e| Entity::Route.invalid(&r.model, e))?;
     let rotation = smooth_rotation(&targets.iter().map(|t| t.weight).collect::<Vec<_>>());
     let present = |s: &String| (!s.is_empty()).then(|| s.clone());
     Ok(Route {
