@@ -160,6 +160,30 @@ def test_429_retry_after_is_honoured_and_passed_on(gw):
     assert 1 <= int(response.headers["retry-after"]) <= 8
 
 
+def test_a_retry_after_sets_the_target_aside_for_exactly_that_long(gw):
+    # One target; its provider answers one 429 that asks for `after` seconds.
+    route(gw, "aside", ["t-aside"], retry={"max_attempts": 1})
+    outage = {"model": "t-aside"}
+    for after in (1, 2):
+        httpx.put(gw.mock_url + "/_mock/outage", json={**outage, "failure": f"429-{after}"})
+        try:
+            response = chat(gw, "aside")
+            assert response.status_code == 429 and response.headers["retry-after"] == str(after)
+        finally:
+            httpx.request("DELETE", gw.mock_url + "/_mock/outage", json=outage)
+        set_aside = time.monotonic()
+        response = chat(gw, "aside")
+        assert response.status_code == 503 and response.json()["error"]["code"] == "no_healthy_target"
+        assert 1 <= int(response.headers["retry-after"]) <= after
+        if after == 2:
+            # Past the breaker's cooldown (600 ms here), before the provider's time: still aside.
+            time.sleep(max(0.0, set_aside + 0.9 - time.monotonic()))
+            assert chat(gw, "aside").status_code == 503
+        time.sleep(max(0.0, set_aside + after + 0.15 - time.monotonic()))
+        response = chat(gw, "aside")
+        assert response.status_code == 200, response.text
+
+
 def test_no_retry_after_the_first_byte(gw):
     route(gw, "cut", ["fail-midstream", "t-whole"], strategy="round_robin", retry={"max_attempts": 3})
     client = gw.openai(gw.key)

@@ -36,7 +36,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 fn failure(failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(
+        Failure::RateLimited { .. } => error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             "Number of request tokens has exceeded your per-minute rate limit",

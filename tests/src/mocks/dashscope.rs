@@ -48,7 +48,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// What the real API reports for each failure: status, code, message.
 fn failure_parts(failure: Failure) -> (StatusCode, &'static str, &'static str) {
     match failure {
-        Failure::RateLimited => (
+        Failure::RateLimited { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "Throttling.RateQuota",
             "Requests rate limit exceeded, please try again later.",

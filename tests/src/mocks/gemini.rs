@@ -41,7 +41,7 @@ fn bad_request(message: &str) -> Response {
 fn failure(failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
+        Failure::RateLimited { .. } => error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
             json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}])),
         Failure::Overloaded | Failure::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([])),
         Failure::Unauthorized => bad_key(),

@@ -57,7 +57,7 @@ fn error(code: &str, message: &str) -> Response {
 fn failure(failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(
+        Failure::RateLimited { .. } => error(
             "RequestLimitExceeded",
             "Your current request frequency exceeds the limit.",
         ),

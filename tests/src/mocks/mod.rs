@@ -7,7 +7,7 @@
 //! They share one deterministic "model": it echoes the last user message,
 //! calls the first tool when asked about the weather, reports tool results,
 //! counts images, and fails on command: a user message containing
-//! `FAIL <what>`, or an upstream model named `fail-<what>` (429, 529, 503,
+//! `FAIL <what>`, or an upstream model named `fail-<what>` (429, 429-<s>, 529, 503,
 //! 401, 500, context, filter, midstream, garbage), gets that failure in the
 //! provider's own format (`garbage`: a 500 whose body is not JSON). A request
 //! whose model or text holds `sleep-<ms>` is answered that much later;
@@ -232,7 +232,8 @@ pub fn tool_names(tools: &Value) -> Vec<String> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
-    RateLimited,
+    /// A 429; OpenAI's format says when to come back (`429-<seconds>`; 7 by default).
+    RateLimited { retry_after_s: u32 },
     Overloaded,
     Unavailable,
     Unauthorized,
@@ -272,7 +273,10 @@ impl Reply {
             let what = what.split_whitespace().next().unwrap_or_default();
             return Reply::Fail(match what {
                 "garbage" => Failure::Garbage,
-                "429" => Failure::RateLimited,
+                "429" => Failure::RateLimited { retry_after_s: 7 },
+                _ if what.starts_with("429-") => Failure::RateLimited {
+                    retry_after_s: what[4..].parse().unwrap_or(7),
+                },
                 "529" => Failure::Overloaded,
                 "503" => Failure::Unavailable,
                 "401" => Failure::Unauthorized,

@@ -28,7 +28,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 fn failure(failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(
+        Failure::RateLimited { .. } => error(
             StatusCode::TOO_MANY_REQUESTS,
             "server busy, please try again. maximum pending requests exceeded",
         ),

@@ -85,7 +85,11 @@ fn error(
 fn failure(kind: ProviderKind, failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(kind, StatusCode::TOO_MANY_REQUESTS, "Rate limit reached for requests. Please try again in 7s.", "requests", "rate_limit_exceeded"),
+        Failure::RateLimited { retry_after_s } => {
+            let mut response = error(kind, StatusCode::TOO_MANY_REQUESTS, &format!("Rate limit reached for requests. Please try again in {retry_after_s}s."), "requests", "rate_limit_exceeded");
+            response.headers_mut().insert("retry-after", retry_after_s.into());
+            response
+        }
         Failure::Overloaded | Failure::Unavailable => error(kind, StatusCode::SERVICE_UNAVAILABLE, "That model is currently overloaded with other requests.", "server_error", "overloaded"),
         Failure::Unauthorized => unauthorized(kind),
         Failure::ContextLength => error(kind, StatusCode::BAD_REQUEST, "This model's maximum context length is 8192 tokens. However, your messages resulted in 8227 tokens.", "invalid_request_error", "context_length_exceeded"),

@@ -41,7 +41,7 @@ fn error(code: i64, message: &str) -> Response {
 fn failure(failure: Failure) -> Response {
     match failure {
         Failure::Garbage => super::garbage(),
-        Failure::RateLimited => error(18, "Open api qps request limit reached"),
+        Failure::RateLimited { .. } => error(18, "Open api qps request limit reached"),
         Failure::Overloaded | Failure::Unavailable => {
             error(336100, "system is busy, please try again later")
         }
