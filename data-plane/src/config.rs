@@ -221,6 +221,17 @@ pub struct Config {
     )]
     pub completion_reservation_tokens: u32,
 
+    /// A request that sets no max_tokens, under a token quota or budget with
+    /// room for less than the reservation, is sent with max_tokens capped to
+    /// what fits (said in `x-switchboard-max-tokens-capped`); below this many
+    /// tokens it is refused instead.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_COMPLETION_FLOOR_TOKENS",
+        default_value_t = 16
+    )]
+    pub completion_floor_tokens: u32,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 

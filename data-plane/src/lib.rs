@@ -51,6 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     limiter.rates_on_redis_error = config.rate_limits_on_redis_error;
     limiter.quotas_on_redis_error = config.quotas_on_redis_error;
     limiter.completion_reservation = i64::from(config.completion_reservation_tokens);
+    limiter.completion_floor = i64::from(config.completion_floor_tokens);
     let limiter = Arc::new(limiter);
 
     let live: Live = Arc::new(ArcSwapOption::empty());

@@ -523,6 +523,38 @@ def test_abandoned_requests_are_recorded_once_and_give_their_reservations_back(g
     assert rows[0]["estimated"] == 5, "the abandoned prompts counted by tokenizer"
 
 
+def test_a_request_without_max_tokens_is_capped_to_what_remains(gateway):
+    """Not refused for a length it never asked: sent with max_tokens capped to
+    what the quota or budget has room for, and told so."""
+    gateway.setup_basic()
+    last_sent = lambda: httpx.get(gateway.mock_url + "/_mock/last").json()["body"]  # noqa: E731
+    quota = new_key(gateway, limits={"max_tokens": 1000})
+    answer = chat(gateway, quota["key"], "gpt-test", "how long may my answer be")
+    assert answer.status_code == 200, answer.text
+    cap = int(answer.headers["x-switchboard-max-tokens-capped"])
+    assert 950 < cap < 1000 and last_sent()["max_tokens"] == cap
+    # A request that sets its own is not touched.
+    answer = chat(gateway, quota["key"], "gpt-test", "mine", max_tokens=50)
+    assert "x-switchboard-max-tokens-capped" not in answer.headers and last_sent()["max_tokens"] == 50
+
+    # A budget: the answer that fits at the route's dearest price ($1 per thousand tokens).
+    put_price(gateway, "gpt-4o-mini", "1000", "1000")
+    budget = new_key(gateway, budget={"amount": "0.20", "period": "daily"})
+    gateway.wait_synced()
+    answer = chat(gateway, budget["key"], "gpt-test", "and mine")
+    assert answer.status_code == 200, answer.text
+    cap = int(answer.headers["x-switchboard-max-tokens-capped"])
+    assert 150 < cap < 200 and last_sent()["max_tokens"] == cap
+
+    # Room for fewer than 16 answer tokens: refused, saying what is true.
+    small = new_key(gateway, limits={"max_tokens": 20})
+    refused = chat(gateway, small["key"], "gpt-test", "a b c d e f g h")
+    assert refused.status_code == 429 and error_of(refused)["code"] == "insufficient_quota"
+    message = error_of(refused)["message"]
+    assert f"worst case exceeds what remains of the token quota of key {small['id']}" in message, message
+    assert "too little is left for an answer" in message, message
+
+
 def test_streams_cut_by_their_clients_are_recorded_with_what_was_streamed(gateway, tmp_path):
     gateway.setup_basic()
     paced = Process("mock-provider", ["--kind", "openai_compatible", "--chunk-gap-ms", "200",

@@ -65,7 +65,11 @@ fn parsed<T>(
 
 fn chat_of(job: &Job) -> Result<&ChatRequest, GatewayError> {
     match job {
-        Job::OpenAi { request, chat, .. } => parsed(chat, || ChatRequest::parse(request.body())),
+        Job::OpenAi { request, chat, .. } => parsed(chat, || {
+            let mut chat = ChatRequest::parse(request.body())?;
+            chat.max_tokens = request.max_tokens_cap().or(chat.max_tokens);
+            Ok(chat)
+        }),
         Job::Messages { chat, .. } => Ok(chat),
     }
 }

@@ -127,6 +127,8 @@ async fn every_answer(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+/// On an answer whose request set no max_tokens and was sent with this many.
+const MAX_TOKENS_CAPPED: &str = "x-switchboard-max-tokens-capped";
 
 /// A client's request id is passed on if it is 1 to 128 visible ASCII characters.
 fn usable_request_id(value: &[u8]) -> bool {
@@ -231,11 +233,25 @@ impl Job {
         }
     }
 
-    /// The most tokens the answer may have, if the request says.
+    /// The most tokens the answer may have, if the request says
+    /// (embeddings have no answer text).
     fn max_tokens(&self) -> Option<u32> {
         match self {
+            Job::OpenAi {
+                endpoint: Endpoint::Embeddings,
+                ..
+            } => Some(0),
             Job::OpenAi { request, .. } => request.max_tokens,
             Job::Messages { chat, .. } => chat.max_output_tokens(),
+        }
+    }
+
+    /// Sends the request with at most `cap` answer tokens: it set none, and
+    /// a quota or budget has room for fewer than the usual reservation.
+    fn cap_max_tokens(&mut self, cap: u32) {
+        match self {
+            Job::OpenAi { request, .. } => request.cap_max_tokens(cap),
+            Job::Messages { chat, .. } => chat.max_tokens = Some(cap),
         }
     }
 
@@ -288,7 +304,7 @@ async fn handle(
     let plan = router::plan(runtime.routes(), &caller, &model, caller.sticky_id())?;
 
     // limits: rate limits, quotas and budgets, reserved at the worst case.
-    let job = Arc::new(job);
+    let mut job = job;
     let mut permit = limits::admit(
         &state.limiter,
         runtime.policy(),
@@ -299,7 +315,14 @@ async fn handle(
         || job.prompt_tokens(),
     )
     .await?;
-    let rate_headers = permit.as_mut().map(limits::Permit::take_headers);
+    let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
+    if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {
+        job.cap_max_tokens(cap);
+        rate_headers
+            .get_or_insert_with(Default::default)
+            .insert(MAX_TOKENS_CAPPED, HeaderValue::from(cap));
+    }
+    let job = Arc::new(job);
     let prices = runtime.routes().prices.clone();
     drop(runtime);
     let stream = job.stream();

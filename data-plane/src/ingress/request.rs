@@ -64,6 +64,10 @@ pub struct ProxyRequest {
     /// The most tokens the answer may have, if the request says.
     pub max_tokens: Option<u32>,
     ask_stream_usage: bool,
+    /// The answer's token cap set by the gateway, for a request that set none.
+    max_tokens_cap: Option<u32>,
+    /// How this endpoint names the answer's token cap.
+    max_tokens_field: &'static str,
     body: Bytes,
     /// Where the `model` value and the `stream_options` value sit in `body`.
     model_span: Range<usize>,
@@ -229,6 +233,11 @@ impl ProxyRequest {
         Ok(Self {
             // The Responses API reports usage in its final event unasked.
             ask_stream_usage: endpoint != Endpoint::Responses,
+            max_tokens_cap: None,
+            max_tokens_field: match endpoint {
+                Endpoint::Responses => "max_output_tokens",
+                _ => "max_tokens",
+            },
             model,
             stream,
             client_wants_usage,
@@ -244,11 +253,31 @@ impl ProxyRequest {
         &self.body
     }
 
+    pub fn max_tokens_cap(&self) -> Option<u32> {
+        self.max_tokens_cap
+    }
+
+    /// The provider is asked for at most `cap` answer tokens (the request set none).
+    pub fn cap_max_tokens(&mut self, cap: u32) {
+        self.max_tokens_cap = Some(cap);
+        self.max_tokens = Some(cap);
+    }
+
     /// The body for the provider: the client's bytes with the upstream model
     /// name spliced in and, for streams, `include_usage` asked for, which
     /// accounting needs. Nothing else is re-encoded.
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
-        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(3);
+        // After the object's opening brace; the body starts with it.
+        let brace = self
+            .body
+            .iter()
+            .position(|b| *b == b'{')
+            .map_or(0, |at| at + 1);
+        if let Some(cap) = self.max_tokens_cap {
+            let field = format!("\"{}\":{cap},", self.max_tokens_field);
+            edits.push((brace..brace, field.into_bytes()));
+        }
         let model = serde_json::to_vec(upstream_model).unwrap_or_default();
         if self.body[self.model_span.clone()] != model[..] {
             edits.push((self.model_span.clone(), model));
@@ -257,12 +286,6 @@ impl ProxyRequest {
             match &self.stream_options_span {
                 Some(span) => edits.push((span.clone(), self.stream_options_with_usage(span))),
                 None => {
-                    // After the object's opening brace; the body starts with it.
-                    let brace = self
-                        .body
-                        .iter()
-                        .position(|b| *b == b'{')
-                        .map_or(0, |at| at + 1);
                     edits.push((
                         brace..brace,
                         br#""stream_options":{"include_usage":true},"#.to_vec(),

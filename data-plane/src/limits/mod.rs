@@ -168,6 +168,9 @@ pub struct Limiter {
     pub quotas_on_redis_error: FailMode,
     /// Tokens reserved for an answer whose request sets no max_tokens.
     pub completion_reservation: i64,
+    /// The fewest answer tokens a request without max_tokens is sent with
+    /// when a quota or budget leaves less than the reservation.
+    pub completion_floor: i64,
 }
 
 impl Limiter {
@@ -179,6 +182,7 @@ impl Limiter {
             rates_on_redis_error: FailMode::Open,
             quotas_on_redis_error: FailMode::Closed,
             completion_reservation: 4_096,
+            completion_floor: 16,
         }
     }
 
@@ -283,6 +287,9 @@ pub struct Permit {
     checks: Vec<Check>,
     in_redis: bool,
     headers: HeaderMap,
+    /// The max_tokens the request is sent with, when it set none and a quota
+    /// or budget left room for less than the usual reservation.
+    pub capped_max_tokens: Option<u32>,
 }
 
 impl Permit {
@@ -360,30 +367,115 @@ pub async fn admit(
         return Ok(None);
     }
     // Tokens and money are only estimated when a check counts them.
-    if builder.needs_tokens() {
-        let completion = max_tokens.map_or(limiter.completion_reservation, i64::from);
-        let prompt = estimate();
+    let template = builder.checks;
+    let prompt = if template.iter().any(|c| c.cost < 0) {
+        estimate()
+    } else {
+        0
+    };
+    let mut completion = max_tokens.map_or(limiter.completion_reservation, i64::from);
+    let mut capped_max_tokens = None;
+    loop {
         let tokens = TokenEstimate { prompt, completion };
-        builder.cost_tokens(tokens.total());
-        if builder.needs_money() {
-            builder.cost_money(plan, policy.prices, tokens)?;
+        let checks = priced(&template, plan, policy.prices, tokens)?;
+        let (verdict, in_redis) = limiter.admit(&checks).await?;
+        let headers = rate_headers(&checks, &verdict);
+        let Some(i) = verdict.refused else {
+            return Ok(Some(Permit {
+                limiter: limiter.clone(),
+                checks,
+                in_redis,
+                headers,
+                capped_max_tokens,
+            }));
+        };
+        let (check, outcome) = (&checks[i], &verdict.outcomes[i]);
+        // A request that set no max_tokens is sent with the answer length
+        // that fits what remains, rather than refused for a length it never asked.
+        let mut cappable = false;
+        if max_tokens.is_none() {
+            let fits = completion_that_fits(check, outcome, plan, policy.prices, prompt)?;
+            cappable = fits.is_some();
+            if let Some(fits) = fits.filter(|f| (limiter.completion_floor..completion).contains(f)) {
+                completion = fits;
+                capped_max_tokens = u32::try_from(fits).ok();
+                continue;
+            }
         }
-    }
-    let checks = builder.checks;
-    let (verdict, in_redis) = limiter.admit(&checks).await?;
-    let headers = rate_headers(&checks, &verdict);
-    if let Some(i) = verdict.refused {
-        let check = &checks[i];
         metrics::counter!("switchboard_limit_refusals_total", "meter" => check.meter.as_str())
             .increment(1);
-        return Err(refusal(check, &verdict.outcomes[i], headers));
+        return Err(refusal(check, outcome, headers, cappable));
     }
-    Ok(Some(Permit {
-        limiter: limiter.clone(),
-        checks,
-        in_redis,
-        headers,
-    }))
+}
+
+/// The template's checks with the request's worst case filled in: tokens,
+/// and money at the dearest target it may be sent to.
+fn priced(
+    template: &[Check],
+    plan: &Plan,
+    prices: &Prices,
+    tokens: TokenEstimate,
+) -> Result<Vec<Check>, GatewayError> {
+    let mut checks = template.to_vec();
+    for check in &mut checks {
+        check.cost = match check.cost {
+            TOKENS_PENDING => tokens.total(),
+            MONEY_PENDING => worst_cost(plan, prices, check.currency, tokens)?.0,
+            cost => cost,
+        };
+    }
+    Ok(checks)
+}
+
+fn worst_cost(
+    plan: &Plan,
+    prices: &Prices,
+    currency: Option<Currency>,
+    tokens: TokenEstimate,
+) -> Result<Micros, GatewayError> {
+    let mut worst = Micros::ZERO;
+    for target in plan.targets() {
+        let name = &target.provider.name;
+        let price = prices
+            .get(name, &target.upstream_model)
+            .filter(|p| Some(p.currency) == currency)
+            .ok_or_else(|| GatewayError::PriceMissing(format!("{name}/{}", target.upstream_model)))?;
+        worst = worst.max(price.worst_case(tokens.prompt, tokens.completion));
+    }
+    Ok(worst)
+}
+
+/// The most answer tokens a refused token quota or budget still has room
+/// for after the prompt; `None` for any other limit.
+fn completion_that_fits(
+    check: &Check,
+    outcome: &Outcome,
+    plan: &Plan,
+    prices: &Prices,
+    prompt: i64,
+) -> Result<Option<i64>, GatewayError> {
+    let remaining = outcome.remaining;
+    match check.meter {
+        Meter::MaxTokens => Ok(Some(remaining - prompt)),
+        Meter::Budget => {
+            // Costs grow with the answer: the longest that fits, by bisection.
+            let cost = |completion| worst_cost(plan, prices, check.currency, TokenEstimate { prompt, completion });
+            if cost(0)?.0 > remaining {
+                return Ok(Some(-1));
+            }
+            let (mut fits, mut too_long) = (0, i64::from(u32::MAX));
+            while too_long - fits > 1 {
+                let middle = fits + (too_long - fits) / 2;
+                if cost(middle)?.0 <= remaining {
+                    fits = middle;
+                } else {
+                    too_long = middle;
+                }
+            }
+            Ok(Some(fits))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[derive(Default)]
@@ -487,46 +579,6 @@ impl Builder {
             });
         }
     }
-
-    fn needs_tokens(&self) -> bool {
-        self.checks.iter().any(|c| c.cost < 0)
-    }
-
-    fn needs_money(&self) -> bool {
-        self.checks.iter().any(|c| c.cost == MONEY_PENDING)
-    }
-
-    fn cost_tokens(&mut self, tokens: i64) {
-        for check in &mut self.checks {
-            if check.cost == TOKENS_PENDING {
-                check.cost = tokens;
-            }
-        }
-    }
-
-    /// The worst case over every target the request may be sent to.
-    fn cost_money(
-        &mut self,
-        plan: &Plan,
-        prices: &Prices,
-        tokens: TokenEstimate,
-    ) -> Result<(), GatewayError> {
-        for check in self.checks.iter_mut().filter(|c| c.cost == MONEY_PENDING) {
-            let mut worst = Micros::ZERO;
-            for target in plan.targets() {
-                let name = &target.provider.name;
-                let price = prices
-                    .get(name, &target.upstream_model)
-                    .filter(|p| Some(p.currency) == check.currency)
-                    .ok_or_else(|| {
-                        GatewayError::PriceMissing(format!("{name}/{}", target.upstream_model))
-                    })?;
-                worst = worst.max(price.worst_case(tokens.prompt, tokens.completion));
-            }
-            check.cost = worst.0;
-        }
-        Ok(())
-    }
 }
 
 /// OpenAI's headers, from the tightest request and token rate limits.
@@ -580,14 +632,15 @@ fn duration_text(ms: i64) -> String {
     }
 }
 
-fn refusal(check: &Check, outcome: &Outcome, mut headers: HeaderMap) -> GatewayError {
+/// `capped`: the request set no max_tokens and was too large even capped.
+fn refusal(check: &Check, outcome: &Outcome, mut headers: HeaderMap, capped: bool) -> GatewayError {
     let wait_ms = outcome.retry_after_ms.max(0);
     let message = if check.meter.is_quota() {
         let ends = match check.expires_ms {
             Some(_) => format!(" It renews in {}.", duration_text(wait_ms)),
             None => String::new(),
         };
-        if check.cost > check.limit {
+        if check.cost > check.limit && !(capped && outcome.remaining > 0) {
             format!(
                 "This request could cost more than the whole {} of {} ({}).{ends}",
                 check.meter.label(),
@@ -600,9 +653,14 @@ fn refusal(check: &Check, outcome: &Outcome, mut headers: HeaderMap) -> GatewayE
                 Some(currency) => format!("{} {currency}", Micros(outcome.remaining)),
                 None => outcome.remaining.to_string(),
             };
+            let advice = if capped {
+                "too little is left for an answer"
+            } else {
+                "set max_tokens lower to fit it"
+            };
             format!(
                 "The request's worst case exceeds what remains of the {} of {} ({remaining} of {}); \
-                 set max_tokens lower to fit it.{ends}",
+                 {advice}.{ends}",
                 check.meter.label(),
                 check.scope,
                 check.limit_text()
