@@ -432,6 +432,8 @@ pub struct UsageFilter {
     pub until: Option<String>,
     /// Only records whose tokens a tokenizer counted (true) or the provider reported (false).
     pub estimated: Option<bool>,
+    /// `GET /usage/records`: how many at most.
+    pub limit: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -447,6 +449,12 @@ pub struct UsageTotals {
     pub errors: i64,
     /// Requests whose tokens a tokenizer counted (the provider reported none).
     pub estimated: i64,
+    /// Requests that had a try fail first (retried, or served by a fallback).
+    pub retried: i64,
+    /// In the ungrouped totals: requests refused before admission, by the
+    /// error code they were answered with.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refusals: BTreeMap<String, i64>,
     /// In a row: the row's cost, in its `currency`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
@@ -470,6 +478,7 @@ impl UsageTotals {
         self.reasoning_tokens += other.reasoning_tokens;
         self.errors += other.errors;
         self.estimated += other.estimated;
+        self.retried += other.retried;
     }
 }
 
@@ -570,6 +579,37 @@ pub struct UsageRow {
     pub group: BTreeMap<String, Option<String>>,
     #[serde(flatten)]
     pub totals: UsageTotals,
+}
+
+/// One request's usage record, as `GET /usage/records` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UsageRecordView {
+    pub id: String,
+    pub created_at: String,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub endpoint: String,
+    pub status: u16,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub latency_ms: i64,
+    pub streamed: bool,
+    pub variant: Option<String>,
+    pub cost: Micros,
+    pub currency: String,
+    pub estimated: bool,
+    /// Every try that failed, oldest first.
+    pub failed_attempts: Vec<shared::usage::FailedAttempt>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UsageRecords {
+    pub records: Vec<UsageRecordView>,
 }
 
 /// `GET /usage`: totals, or rows when grouped.

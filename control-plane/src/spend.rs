@@ -209,6 +209,7 @@ mod tests {
             cost: Micros(cost),
             currency: Currency::Usd,
             estimated: false,
+            failed_attempts: Vec::new(),
         }
     }
 

@@ -80,7 +80,7 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Most usage records sent in one batch.
+    /// Most usage records sent in one batch (at most 10,000).
     #[arg(long, env = "SWITCHBOARD_USAGE_BATCH_SIZE", default_value_t = 500)]
     pub usage_batch_size: usize,
 
@@ -277,6 +277,10 @@ impl Config {
         }
         if self.usage_batch_size == 0 || self.usage_queue == 0 {
             return Err("usage_batch_size and usage_queue: must be positive".into());
+        }
+        // The control plane refuses larger batches.
+        if self.usage_batch_size > 10_000 {
+            return Err("usage_batch_size: must be at most 10000".into());
         }
         if !(1..=10).contains(&self.retry_max_attempts) {
             return Err("retry_max_attempts: must be between 1 and 10".into());

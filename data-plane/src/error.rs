@@ -79,16 +79,7 @@ pub enum GatewayError {
     },
 }
 
-/// One failed try of a request on one target.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct FailedAttempt {
-    pub provider: String,
-    pub model: String,
-    pub status: u16,
-    /// The error's `code`.
-    pub reason: &'static str,
-    pub duration_ms: u64,
-}
+pub use shared::usage::FailedAttempt;
 
 /// What an error kind decides: see `GatewayError::spec`.
 struct Spec {
@@ -491,7 +482,6 @@ impl std::fmt::Display for TokenRejection {
     }
 }
 
-
 /// Why a snapshot or delta was refused, naming what in it is wrong; the
 /// previous version keeps serving, and the reason goes back to the control
 /// plane as a NACK.
@@ -549,4 +539,3 @@ impl Entity {
         }
     }
 }
-

@@ -5,8 +5,8 @@
 //! targets before clients meet them, and a good probe closes a half-open
 //! breaker.
 
-use crate::router::health::{BreakerConfig, Outcome};
 use crate::providers::{self, UpstreamClient};
+use crate::router::health::{BreakerConfig, Outcome};
 use crate::runtime::Live;
 use std::collections::HashMap;
 use std::time::Duration;

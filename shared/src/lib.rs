@@ -14,8 +14,8 @@ pub mod routing;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
-pub mod tokens;
 pub mod tls;
+pub mod tokens;
 pub mod usage;
 
 /// Generated protobuf and gRPC code. Proto types stay at the edges: each crate

@@ -529,6 +529,7 @@ def test_a_request_without_max_tokens_is_capped_to_what_remains(gateway):
     gateway.setup_basic()
     last_sent = lambda: httpx.get(gateway.mock_url + "/_mock/last").json()["body"]  # noqa: E731
     quota = new_key(gateway, limits={"max_tokens": 1000})
+    gateway.wait_synced()
     answer = chat(gateway, quota["key"], "gpt-test", "how long may my answer be")
     assert answer.status_code == 200, answer.text
     cap = int(answer.headers["x-switchboard-max-tokens-capped"])
@@ -548,11 +549,33 @@ def test_a_request_without_max_tokens_is_capped_to_what_remains(gateway):
 
     # Room for fewer than 16 answer tokens: refused, saying what is true.
     small = new_key(gateway, limits={"max_tokens": 20})
+    gateway.wait_synced()
     refused = chat(gateway, small["key"], "gpt-test", "a b c d e f g h")
     assert refused.status_code == 429 and error_of(refused)["code"] == "insufficient_quota"
     message = error_of(refused)["message"]
     assert f"worst case exceeds what remains of the token quota of key {small['id']}" in message, message
     assert "too little is left for an answer" in message, message
+
+
+def test_refusals_are_counted_per_caller_and_kind_not_recorded(gateway):
+    """A flood of refused requests costs counters, not rows: the usage API
+    sums them per error code, for a key or for everyone."""
+    gateway.setup_basic()
+    key = new_key(gateway, limits={"rpm": 1})
+    gateway.wait_synced()
+    answers = [chat(gateway, key["key"], "gpt-test").status_code for _ in range(4)]
+    assert answers == [200, 429, 429, 429]
+    nobody = [chat(gateway, "sk-sb-" + "x" * 40, "gpt-test").status_code for _ in range(2)]
+    assert nobody == [401, 401]
+
+    wait_until(lambda: gateway.usage(key_id=key["id"]).get("refusals") == {"rate_limit_exceeded": 3},
+               what="the key's refusals counted")
+    usage = gateway.usage(key_id=key["id"])
+    assert usage["requests"] == 1, "refusals are not records"
+    wait_until(lambda: gateway.usage().get("refusals", {}).get("invalid_api_key", 0) >= 2,
+               what="unidentified callers' refusals counted")
+    # They concern callers, not models: a model's usage shows none.
+    assert "refusals" not in gateway.usage(model="gpt-test")
 
 
 def test_streams_cut_by_their_clients_are_recorded_with_what_was_streamed(gateway, tmp_path):

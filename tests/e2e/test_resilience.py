@@ -35,7 +35,7 @@ def test_outage_restart_and_exact_usage(gateway):
     # Restart the data plane while the control plane is still down: it serves
     # from the snapshot in its state dir, and keeps its unsent usage on disk.
     assert gateway.dp.stop(signal.SIGTERM) == 0
-    assert list((gateway.state_dir / "usage-spool").glob("*.log")), "unsent usage was not spooled"
+    assert list((gateway.state_dir / "usage-spool").glob("*.batch")), "unsent usage was not spooled"
     gateway.dp = gateway.start_data_plane()
     for i in range(5):
         chat(client, f"after restart {i}")
@@ -48,7 +48,7 @@ def test_outage_restart_and_exact_usage(gateway):
     wait_until(lambda: gateway.usage()["requests"] >= expected["requests"], timeout=20, what="spooled usage delivered")
     totals = gateway.usage()
     assert {k: totals[k] for k in expected} == expected
-    wait_until(lambda: not list((gateway.state_dir / "usage-spool").glob("*.log")), what="spool drained")
+    wait_until(lambda: not list((gateway.state_dir / "usage-spool").glob("*.batch")), what="spool drained")
 
     # A data plane that reconnects current is not sent the snapshot again, and
     # the control plane shows it connected at the current version.
@@ -206,7 +206,7 @@ def test_a_data_plane_killed_hard_loses_no_usage_of_answered_requests(gateway):
     wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == total, what="journaled usage sent")
     time.sleep(1)
     assert gateway.usage(model="gpt-test")["requests"] == total, "none doubled"
-    assert not list((gateway.state_dir / "usage-spool").glob("*.log")), "the spool is empty again"
+    assert not list((gateway.state_dir / "usage-spool").glob("*.batch")), "the spool is empty again"
 
 
 def test_a_control_plane_drains_before_it_stops(gateway):

@@ -123,6 +123,38 @@ def test_a_request_that_failed_everywhere_lists_every_attempt(gw):
     assert len(response.headers["x-request-id"]) == 36
 
 
+def test_usage_records_list_the_attempts_that_failed(gw, grpc_stubs):
+    """What an operator reads after the fact: each request's record lists the
+    tries that failed before it was served (or every try, when none was)."""
+    route(gw, "served-second", ["t-second"])
+    route(gw, "tried-first", ["fail-503"], fallbacks=["served-second"], retry={"max_attempts": 1})
+    route(gw, "lost-backup", ["fail-500-b"], retry={"max_attempts": 1})
+    route(gw, "lost", ["fail-500"], fallbacks=["lost-backup"], retry={"max_attempts": 1})
+    assert chat(gw, "tried-first").status_code == 200
+    assert chat(gw, "lost").status_code == 502
+    records = lambda model: gw.admin("GET", "/usage/records", params={"model": model},  # noqa: E731
+                                     expect=200).json()["records"]
+    wait_until(lambda: records("tried-first") and records("lost"), what="the records")
+    served, = records("tried-first")
+    assert (served["status"], served["upstream_model"]) == (200, "t-second")
+    assert [(a["model"], a["status"], a["reason"]) for a in served["failed_attempts"]] == \
+        [("fail-503", 503, "overloaded")], served
+    failed, = records("lost")
+    assert failed["status"] == 502
+    assert [a["model"] for a in failed["failed_attempts"]] == ["fail-500", "fail-500-b"]
+    assert all(a["provider"] == "mock" and a["duration_ms"] >= 0 for a in failed["failed_attempts"])
+    assert gw.usage(model="tried-first")["retried"] == 1
+    assert "limit" in gw.admin("GET", "/usage/records", params={"limit": 0}).json()["error"]["message"]
+
+    import grpc
+    pb, pb_grpc = grpc_stubs
+    stub = pb_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}"))
+    auth = [("authorization", f"Bearer {gw.admin_token}")]
+    listed = stub.ListUsageRecords(pb.UsageQuery(model="lost", limit=5), metadata=auth).records
+    assert [a.model for a in listed[0].failed_attempts] == ["fail-500", "fail-500-b"]
+    assert stub.GetUsage(pb.UsageQuery(model="tried-first"), metadata=auth).retried == 1
+
+
 def test_fallbacks_and_special_fallbacks(gw):
     route(gw, "backup-model", ["t-backup"])
     route(gw, "large-context", ["t-large"])

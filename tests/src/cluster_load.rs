@@ -153,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                 let mut request = tonic::Request::new(proto::UsageBatch {
                     dataplane_id: format!("load-reporter-{r}"),
                     records,
+                    ..proto::UsageBatch::default()
                 });
                 request
                     .metadata_mut()

@@ -775,9 +775,33 @@ impl Admin {
 
     // ---- usage and data planes
 
-    pub async fn usage(&self, mut filter: UsageFilter) -> Result<UsageAnswer> {
+    pub async fn usage(&self, filter: UsageFilter) -> Result<UsageAnswer> {
+        let groups = UsageGroup::parse_list(filter.group_by.as_deref().unwrap_or_default())
+            .map_err(Error::invalid)?;
+        let query = self.usage_query(filter)?;
+        if groups.is_empty() {
+            return Ok(UsageAnswer::Totals(self.store.usage_totals(&query).await?));
+        }
+        let rows = self.store.usage_report(&query, &groups).await?;
+        Ok(UsageAnswer::Report { rows })
+    }
+
+    /// The newest records matching the filter (its grouping aside): at most
+    /// `limit` (100 unless asked), never more than 1,000.
+    pub async fn usage_records(&self, filter: UsageFilter) -> Result<UsageRecords> {
+        let limit = filter.limit.unwrap_or(100);
+        const MAX_LISTED: u32 = 1_000;
+        if !(1..=MAX_LISTED).contains(&limit) {
+            return Err(Error::invalid(format!("limit: expected 1 to {MAX_LISTED}")));
+        }
+        let query = self.usage_query(filter)?;
+        let records = self.store.usage_records(&query, limit).await?;
+        Ok(UsageRecords { records })
+    }
+
+    /// A usage filter checked and in stored terms; a team admin's is its team's.
+    fn usage_query(&self, mut filter: UsageFilter) -> Result<UsageQuery> {
         let who = crate::audit::principal()?;
-        // A team admin sees its own team's usage: the filter defaults to it.
         if non_empty(filter.team_id.as_ref()).is_none() {
             filter.team_id = who.team_scope().map(|t| t.as_str().to_owned());
         }
@@ -791,7 +815,7 @@ impl Admin {
                     .ok_or_else(|| Error::invalid(format!("{field}: expected an RFC 3339 time"))),
             }
         };
-        let query = UsageQuery {
+        Ok(UsageQuery {
             since_ms: time("since", filter.since)?,
             until_ms: time("until", filter.until)?,
             key_id: filter.key_id.filter(|v| !v.is_empty()),
@@ -801,14 +825,7 @@ impl Admin {
             provider: filter.provider.filter(|v| !v.is_empty()),
             variant: filter.variant.filter(|v| !v.is_empty()),
             estimated: filter.estimated,
-        };
-        let groups = UsageGroup::parse_list(filter.group_by.as_deref().unwrap_or_default())
-            .map_err(Error::invalid)?;
-        if groups.is_empty() {
-            return Ok(UsageAnswer::Totals(self.store.usage_totals(&query).await?));
-        }
-        let rows = self.store.usage_report(&query, &groups).await?;
-        Ok(UsageAnswer::Report { rows })
+        })
     }
 
     pub async fn dataplanes(&self) -> Result<DataPlanes> {

@@ -3,10 +3,10 @@
 //! are snapshots already), so the rows and the version always agree however
 //! long a read of a million keys takes and however many writes land meanwhile.
 
-use super::sql::placeholders;
 use super::changes::{parse_change, Change};
 use super::jwt_issuers::JwtIssuerRow;
 use super::providers::StoredProvider;
+use super::sql::placeholders;
 use super::{DatabaseKind, Store, Tx};
 use crate::error::Result;
 use crate::model::{PriceView, Route};

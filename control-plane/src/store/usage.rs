@@ -1,11 +1,12 @@
+use super::sql::value_rows;
 use super::{DatabaseKind, Store};
 use crate::error::Result;
-use crate::model::{UsageGroup, UsageRow, UsageTotals};
+use crate::model::{UsageGroup, UsageRecordView, UsageRow, UsageTotals};
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::money::Micros;
 use shared::time::now_ms;
-use shared::usage::UsageRecord;
-use std::collections::HashSet;
+use shared::usage::{FailedAttempt, RefusalCount, UsageRecord};
+use std::collections::{BTreeMap, HashSet};
 
 /// A usage filter in stored terms (times as Unix ms).
 #[derive(Default)]
@@ -36,6 +37,7 @@ const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
      CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
      CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated, \
+     CAST(COALESCE(SUM(CASE WHEN failed_attempts IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS retried, \
      CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
 
 fn bind_filter<'q>(
@@ -65,9 +67,23 @@ fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::
         reasoning_tokens: row.try_get("reasoning_tokens")?,
         errors: row.try_get("errors")?,
         estimated: row.try_get("estimated")?,
+        retried: row.try_get("retried")?,
         ..UsageTotals::default()
     })
 }
+
+/// Failed attempts as stored: a JSON list, NULL when there were none.
+fn attempts_json(attempts: &[FailedAttempt]) -> Option<String> {
+    if attempts.is_empty() {
+        return None;
+    }
+    serde_json::to_string(attempts).ok()
+}
+
+/// Refusals are filtered by caller and time only: they have no model,
+/// provider or tokens.
+const REFUSAL_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
+     ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR minute >= $4) AND ($5 IS NULL OR minute < $5)";
 
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -84,8 +100,8 @@ fn latency_percentiles(totals: &mut UsageTotals, latencies: &mut [i64]) {
     totals.latency_ms_p99 = percentile(latencies, 0.99);
 }
 
-const USAGE_COLUMNS: usize = 24;
-/// 500 rows are 12,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 25;
+/// 500 rows are 12,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -95,7 +111,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
-         cost_micros, currency, estimated) VALUES ",
+         cost_micros, currency, estimated, failed_attempts) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -153,7 +169,8 @@ impl Store {
                     .bind(r.jwt.as_ref().map(|j| j.issuer.as_str()))
                     .bind(r.cost.0)
                     .bind(r.currency.as_str())
-                    .bind(i64::from(r.estimated));
+                    .bind(i64::from(r.estimated))
+                    .bind(attempts_json(&r.failed_attempts));
             }
             for row in query.fetch_all(&mut *tx).await? {
                 use sqlx::Row;
@@ -188,7 +205,110 @@ impl Store {
             latencies.push(row.try_get::<i64, _>(0)?);
         }
         latency_percentiles(&mut totals, &mut latencies);
+        let only_records = q.model.is_some()
+            || q.provider.is_some()
+            || q.variant.is_some()
+            || q.estimated.is_some();
+        if !only_records {
+            totals.refusals = self.refusal_totals(q).await?;
+        }
         Ok(totals)
+    }
+
+    async fn refusal_totals(&self, q: &UsageQuery) -> Result<BTreeMap<String, i64>> {
+        use sqlx::Row;
+        let sql = format!(
+            "SELECT kind, CAST(SUM(count) AS BIGINT) FROM refusals WHERE {REFUSAL_FILTER} GROUP BY kind"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&q.key_id)
+            .bind(&q.user_id)
+            .bind(&q.team_id)
+            .bind(q.since_ms)
+            .bind(q.until_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut totals = BTreeMap::new();
+        for row in rows {
+            totals.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+        Ok(totals)
+    }
+
+    /// Counts of refused requests; those whose ids are known are left out.
+    pub async fn insert_refusals(&self, dataplane_id: &str, counts: &[RefusalCount]) -> Result<()> {
+        const COLUMNS: usize = 9;
+        let received_at = now_ms();
+        let mut tx = self.begin().await?;
+        for chunk in counts.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO refusals (id, dataplane_id, key_id, user_id, team_id, kind, minute, \
+                 count, received_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+                value_rows(chunk.len(), COLUMNS, 0)
+            );
+            let mut query = sqlx::query(&sql);
+            for c in chunk {
+                query = query
+                    .bind(c.id.as_str())
+                    .bind(dataplane_id)
+                    .bind(c.key_id.as_ref().map_or("", KeyId::as_str))
+                    .bind(c.user_id.as_ref().map(UserId::as_str))
+                    .bind(c.team_id.as_ref().map(TeamId::as_str))
+                    .bind(c.kind.as_str())
+                    .bind(c.minute_ms)
+                    .bind(i64::try_from(c.count).unwrap_or(i64::MAX))
+                    .bind(received_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest records matching the filter, newest first.
+    pub async fn usage_records(&self, q: &UsageQuery, limit: u32) -> Result<Vec<UsageRecordView>> {
+        use sqlx::Row;
+        let sql = format!(
+            "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
+             status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
+             created_at, variant, cost_micros, currency, estimated, failed_attempts \
+             FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
+            limit
+        );
+        let rows = bind_filter(sqlx::query(&sql), q)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key_id: String = row.try_get("key_id")?;
+            let attempts: Option<String> = row.try_get("failed_attempts")?;
+            records.push(UsageRecordView {
+                id: row.try_get("id")?,
+                created_at: shared::time::ms_to_rfc3339(row.try_get("created_at")?),
+                key_id: (!key_id.is_empty()).then_some(key_id),
+                user_id: row.try_get("user_id")?,
+                team_id: row.try_get("team_id")?,
+                model: row.try_get("model")?,
+                provider: row.try_get("provider")?,
+                upstream_model: row.try_get("upstream_model")?,
+                endpoint: row.try_get("endpoint")?,
+                status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or_default(),
+                prompt_tokens: row.try_get("prompt_tokens")?,
+                completion_tokens: row.try_get("completion_tokens")?,
+                total_tokens: row.try_get("total_tokens")?,
+                latency_ms: row.try_get("latency_ms")?,
+                streamed: row.try_get::<i64, _>("streamed")? != 0,
+                variant: row.try_get("variant")?,
+                cost: Micros(row.try_get("cost_micros")?),
+                currency: row.try_get("currency")?,
+                estimated: row.try_get::<i64, _>("estimated")? != 0,
+                // Written by this store: a list it cannot read is shown as none.
+                failed_attempts: attempts
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(records)
     }
 
     /// Sums and latency percentiles per group, groups in order.

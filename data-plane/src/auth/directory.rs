@@ -3,9 +3,9 @@
 //! Built whole from a snapshot, or from the previous version and a delta:
 //! its maps are copy-on-write, so a delta copies what it touches only.
 
+use super::holder::Allowance;
 use super::jwt::Issuers;
 use crate::cow_map::CowMap;
-use super::holder::Allowance;
 use crate::error::{Entity, InvalidConfig};
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;

@@ -34,4 +34,3 @@ pub struct Holder {
     pub id: String,
     pub allowance: Arc<Allowance>,
 }
-

@@ -8,9 +8,9 @@ pub mod jwt;
 pub use jwt::TokenRejection;
 
 use crate::error::GatewayError;
-use holder::{Allowance, Holder};
 use axum::http::{header, HeaderMap};
 use directory::{Directory, KeyEntry, ModelScope};
+use holder::{Allowance, Holder};
 use serde_json::Value;
 use shared::ids::{KeyId, TeamId, UserId};
 use shared::keys::KeyHash;

@@ -170,9 +170,7 @@ impl ConfigSync {
             Ok::<_, InvalidConfig>(())
         })
         .await
-        .unwrap_or_else(|panicked| {
-            Err(InvalidConfig::Panicked(panicked.to_string()))
-        });
+        .unwrap_or_else(|panicked| Err(InvalidConfig::Panicked(panicked.to_string())));
         match applied {
             Ok(()) => {
                 let elapsed = started.elapsed();

@@ -3,7 +3,6 @@
 //! translated to the OpenAI form every adapter takes; answers, streams and
 //! errors are translated back into Anthropic's.
 
-use crate::relay::translate::Egress;
 use crate::chat::{
     ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, ImageUrl, Message,
     NamedFunction, NamedToolChoice, Part, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice,
@@ -14,6 +13,7 @@ use crate::providers::anthropic::{
     self as wire, AnthropicRole, AnthropicUsage, Block, ImageSource, MessagesRequest,
     MessagesResponse,
 };
+use crate::relay::translate::Egress;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::BytesMut;

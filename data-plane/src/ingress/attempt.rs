@@ -10,10 +10,10 @@ use crate::error::GatewayError;
 use crate::limits::estimate;
 use crate::providers::body::UpstreamBody;
 use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
-use crate::router::table::{Route, Target};
 use crate::relay::passthrough::Passthrough;
 use crate::relay::translate::{replay, Translate};
 use crate::relay::{Relay, Stage};
+use crate::router::table::{Route, Target};
 use crate::usage::{Endpoint, TokenUsage, UsageDraft};
 use axum::body::Body;
 use axum::http::header;
@@ -192,7 +192,13 @@ pub async fn one(
         if stream {
             let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
             let stage = Passthrough::new(hide_usage);
-            let relay = Relay::new(body, stage, provider.name.clone(), take(slot)?, Some(in_flight));
+            let relay = Relay::new(
+                body,
+                stage,
+                provider.name.clone(),
+                take(slot)?,
+                Some(in_flight),
+            );
             return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
         }
         let body = read_answer(upstream, body_deadline, &provider.name).await?;
@@ -221,7 +227,13 @@ pub async fn one(
         let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
         let decoder = provider.adapter.stream_decoder(model);
         let stage = Translate::new(decoder, job.egress(), provider.name.clone());
-        let relay = Relay::new(body, stage, provider.name.clone(), take(slot)?, Some(in_flight));
+        let relay = Relay::new(
+            body,
+            stage,
+            provider.name.clone(),
+            take(slot)?,
+            Some(in_flight),
+        );
         return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
     }
     // A whole answer; also how Baidu and Tencent answer a stream request that failed.

@@ -17,14 +17,14 @@ mod models;
 mod request;
 mod retry;
 
-use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::{self, Limiter};
+use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::router::RoutingConfig;
-use crate::runtime::Live;
-use crate::usage::PromptTokens;
+use crate::runtime::{Live, Runtime};
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
+use crate::usage::{PromptTokens, Refused};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -225,6 +225,14 @@ impl Job {
         }
     }
 
+    /// The model the client asked for.
+    fn model(&self) -> &str {
+        match self {
+            Job::OpenAi { request, .. } => &request.model,
+            Job::Messages { model, .. } => model,
+        }
+    }
+
     /// How a translated answer is written back.
     pub fn egress(&self) -> Box<dyn Egress> {
         match self {
@@ -272,60 +280,33 @@ async fn handle(
     // auth: against the snapshot, never the database; before the body is read,
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
-    let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-    let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
-
-    // ingress: a bounded body, parsed just enough to route it.
-    let body = request::read_body(body, state.max_body_bytes).await?;
-    let job = match endpoint {
-        Endpoint::Messages => {
-            let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
-            Job::Messages {
-                model: chat.model.clone(),
-                chat,
-            }
-        }
-        _ => Job::OpenAi {
-            endpoint,
-            request: ProxyRequest::parse(endpoint, body)?,
-            chat: OnceLock::new(),
-            embeddings: OnceLock::new(),
-        },
+    let refused = |who: Refused| {
+        let usage = state.usage.clone();
+        move |error: &GatewayError| usage.refused(who, error.type_and_code().1)
     };
-    let model = match &job {
-        Job::OpenAi { request, .. } => request.model.clone(),
-        Job::Messages { model, .. } => model.clone(),
+    let runtime = state.live.load_full().ok_or(GatewayError::NotReady);
+    let runtime = runtime.inspect_err(refused(Refused::default()))?;
+    let caller = auth::authenticate(runtime.directory(), &parts.headers)
+        .inspect_err(refused(Refused::default()))?;
+    // Refusals before admission are counted per caller and kind, not recorded.
+    let who = Refused {
+        key_id: caller.key_id.clone(),
+        user_id: caller.user_id.clone(),
+        team_id: caller.team_id.clone(),
     };
-    check_model_name(&model)?;
-    tracing::Span::current().record("model", model.as_str());
-
-    // router: the route (after an A/B split) and its fallbacks: what a
-    // request may cost depends on where it may go.
-    let plan = router::plan(runtime.routes(), &caller, &model, caller.sticky_id())?;
-
-    // limits: rate limits, quotas and budgets, reserved at the worst case.
-    let mut job = job;
-    let mut permit = limits::admit(
-        &state.limiter,
-        runtime.policy(),
-        &caller,
-        &model,
-        &plan,
-        job.max_tokens(),
-        || job.prompt_tokens(),
-    )
-    .await?;
-    let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
-    if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {
-        job.cap_max_tokens(cap);
-        rate_headers
-            .get_or_insert_with(Default::default)
-            .insert(MAX_TOKENS_CAPPED, HeaderValue::from(cap));
-    }
-    let job = Arc::new(job);
+    let admitted = admit(&state, &runtime, &caller, endpoint, body)
+        .await
+        .inspect_err(refused(who))?;
+    let Admitted {
+        job,
+        plan,
+        permit,
+        rate_headers,
+    } = admitted;
     let prices = runtime.routes().prices.clone();
     drop(runtime);
     let stream = job.stream();
+    let model = job.model().to_owned();
     let draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -352,6 +333,7 @@ async fn handle(
             cost: shared::money::Micros::ZERO,
             currency: shared::money::Currency::default(),
             estimated: false,
+            failed_attempts: Vec::new(),
         },
     };
 
@@ -366,6 +348,73 @@ async fn handle(
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+/// A request let in: what it asks, where it may go, what it reserved.
+struct Admitted {
+    job: Arc<Job>,
+    plan: router::Plan,
+    permit: Option<limits::Permit>,
+    rate_headers: Option<axum::http::HeaderMap>,
+}
+
+/// The steps between auth and the provider, any of which may refuse.
+async fn admit(
+    state: &AppState,
+    runtime: &Runtime,
+    caller: &auth::Caller,
+    endpoint: Endpoint,
+    body: Body,
+) -> Result<Admitted, GatewayError> {
+    // ingress: a bounded body, parsed just enough to route it.
+    let body = request::read_body(body, state.max_body_bytes).await?;
+    let mut job = match endpoint {
+        Endpoint::Messages => {
+            let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
+            Job::Messages {
+                model: chat.model.clone(),
+                chat,
+            }
+        }
+        _ => Job::OpenAi {
+            endpoint,
+            request: ProxyRequest::parse(endpoint, body)?,
+            chat: OnceLock::new(),
+            embeddings: OnceLock::new(),
+        },
+    };
+    let model = job.model();
+    check_model_name(model)?;
+    tracing::Span::current().record("model", model);
+
+    // router: the route (after an A/B split) and its fallbacks: what a
+    // request may cost depends on where it may go.
+    let plan = router::plan(runtime.routes(), caller, model, caller.sticky_id())?;
+
+    // limits: rate limits, quotas and budgets, reserved at the worst case.
+    let mut permit = limits::admit(
+        &state.limiter,
+        runtime.policy(),
+        caller,
+        model,
+        &plan,
+        job.max_tokens(),
+        || job.prompt_tokens(),
+    )
+    .await?;
+    let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
+    if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {
+        job.cap_max_tokens(cap);
+        rate_headers
+            .get_or_insert_with(Default::default)
+            .insert(MAX_TOKENS_CAPPED, HeaderValue::from(cap));
+    }
+    Ok(Admitted {
+        job: Arc::new(job),
+        plan,
+        permit,
+        rate_headers,
+    })
 }
 
 impl PromptTokens for Job {

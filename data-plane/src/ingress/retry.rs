@@ -90,13 +90,18 @@ pub async fn run(
                 Err(error) => error,
             };
             tracing::info!(attempt = attempts, provider = %target.provider.name, code = error.type_and_code().1, "attempt failed");
-            failed.push(FailedAttempt {
+            let attempt = FailedAttempt {
                 provider: target.provider.name.clone(),
                 model: target.upstream_model.clone(),
                 status: error.status().as_u16(),
-                reason: error.type_and_code().1,
+                reason: error.type_and_code().1.to_owned(),
                 duration_ms: u64::try_from(tried.elapsed().as_millis()).unwrap_or(u64::MAX),
-            });
+            };
+            // The record of whichever attempt ends the request lists those before it.
+            if let Some(draft) = slot.as_mut() {
+                draft.record.failed_attempts.push(attempt.clone());
+            }
+            failed.push(attempt);
             // A refusal another model may not make: its special fallback, at most once.
             let special_index = match &error {
                 GatewayError::Provider { error: e, .. }

@@ -353,7 +353,7 @@ pub async fn admit(
         return Ok(None);
     }
     let mut builder = Builder::default();
-    builder.rates("global", "the cluster", &policy.global);
+    builder.rates("global", "the cluster", policy.global);
     builder.rates(
         &format!("model:{}", route.model),
         &format!("model {}", route.model),
@@ -396,7 +396,8 @@ pub async fn admit(
         if max_tokens.is_none() {
             let fits = completion_that_fits(check, outcome, plan, policy.prices, prompt)?;
             cappable = fits.is_some();
-            if let Some(fits) = fits.filter(|f| (limiter.completion_floor..completion).contains(f)) {
+            if let Some(fits) = fits.filter(|f| (limiter.completion_floor..completion).contains(f))
+            {
                 completion = fits;
                 capped_max_tokens = u32::try_from(fits).ok();
                 continue;
@@ -439,7 +440,9 @@ fn worst_cost(
         let price = prices
             .get(name, &target.upstream_model)
             .filter(|p| Some(p.currency) == currency)
-            .ok_or_else(|| GatewayError::PriceMissing(format!("{name}/{}", target.upstream_model)))?;
+            .ok_or_else(|| {
+                GatewayError::PriceMissing(format!("{name}/{}", target.upstream_model))
+            })?;
         worst = worst.max(price.worst_case(tokens.prompt, tokens.completion));
     }
     Ok(worst)
@@ -459,7 +462,14 @@ fn completion_that_fits(
         Meter::MaxTokens => Ok(Some(remaining - prompt)),
         Meter::Budget => {
             // Costs grow with the answer: the longest that fits, by bisection.
-            let cost = |completion| worst_cost(plan, prices, check.currency, TokenEstimate { prompt, completion });
+            let cost = |completion| {
+                worst_cost(
+                    plan,
+                    prices,
+                    check.currency,
+                    TokenEstimate { prompt, completion },
+                )
+            };
             if cost(0)?.0 > remaining {
                 return Ok(Some(-1));
             }

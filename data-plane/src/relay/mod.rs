@@ -275,7 +275,9 @@ mod tests {
     ) {
         let (draft, queue) = UsageDraft::for_test();
         let upstream = futures_util::stream::iter(
-            chunks.iter().map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
         );
         let relay = Relay::new(upstream, Plain { began: false }, "p".into(), draft, None);
         (relay, queue)
@@ -284,8 +286,14 @@ mod tests {
     #[tokio::test]
     async fn holds_the_opening_back_until_the_answer_begins() {
         let (mut relay, mut queue) = relay(&[b"role", b"text", b"fail"]);
-        assert_eq!(&relay.next().await.expect("some").expect("ok")[..], b"roletext");
-        assert_eq!(&relay.next().await.expect("some").expect("ok")[..], b"error");
+        assert_eq!(
+            &relay.next().await.expect("some").expect("ok")[..],
+            b"roletext"
+        );
+        assert_eq!(
+            &relay.next().await.expect("some").expect("ok")[..],
+            b"error"
+        );
         assert!(relay.next().await.is_none());
         assert!(relay.take_early_failure().is_none());
         drop(relay);

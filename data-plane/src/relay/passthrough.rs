@@ -2,9 +2,9 @@
 //! are complete, the usage read from the stream's usage chunk (and that
 //! chunk hidden when only we asked for it).
 
+use super::sse_data;
 use super::{Out, Stage};
 use crate::error::GatewayError;
-use super::sse_data;
 use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;

@@ -4,9 +4,11 @@
 //! journaled to the spool within 50 ms, and a shipper sends them to the
 //! control plane in batches.
 
+mod refusals;
 mod shipper;
 mod spool;
 
+pub use refusals::{Refusals, Refused};
 pub use shipper::Shipper;
 pub use spool::Spool;
 
@@ -22,6 +24,7 @@ pub struct UsageSink {
     sender: mpsc::Sender<UsageRecord>,
     batch_ready: Arc<Notify>,
     batch_size: usize,
+    refusals: Arc<Refusals>,
 }
 
 /// The shipper's end of the queue.
@@ -30,24 +33,34 @@ pub struct UsageQueue {
     /// Signalled when a full batch is waiting; otherwise the shipper wakes on
     /// its flush timer, so the request path does not wake it per record.
     pub batch_ready: Arc<Notify>,
+    /// Requests refused before admission, taken with each journal tick.
+    pub refusals: Arc<Refusals>,
 }
 
 impl UsageSink {
     pub fn channel(capacity: usize, batch_size: usize) -> (Self, UsageQueue) {
         let (sender, receiver) = mpsc::channel(capacity);
         let batch_ready = Arc::new(Notify::new());
+        let refusals = Arc::new(Refusals::default());
         let sink = Self {
             sender,
             batch_ready: batch_ready.clone(),
             batch_size,
+            refusals: refusals.clone(),
         };
         (
             sink,
             UsageQueue {
                 receiver,
                 batch_ready,
+                refusals,
             },
         )
+    }
+
+    /// A request refused before admission: counted, not recorded.
+    pub fn refused(&self, who: Refused, kind: &'static str) {
+        self.refusals.count(who, kind);
     }
 
     /// A full queue means the shipper is behind: the record waits for room
@@ -129,6 +142,7 @@ impl UsageDraft {
             cost: shared::money::Micros::ZERO,
             currency: shared::money::Currency::Usd,
             estimated: false,
+            failed_attempts: Vec::new(),
         };
         let draft = UsageDraft {
             sink,

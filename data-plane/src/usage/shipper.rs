@@ -1,6 +1,6 @@
 //! Usage from the queue to the control plane, through the disk. Two tasks:
-//! the journaler takes records off the queue every 50 ms and appends them
-//! to the journal of the batch being gathered (so a record is on disk within
+//! the journaler takes records (and refusal counts) off the queue every 50 ms
+//! and appends them to the journal of the batch being gathered (so a record is on disk within
 //! about 50 ms of its answer), and closes the batch when it is full or its
 //! flush interval is up; the sender delivers closed batches in order,
 //! retrying with backoff while the control plane is away, and deletes each
@@ -24,6 +24,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// A batch closes at this many refusal counts (at most `MAX_COUNTS` more
+/// come in one tick): well within the control plane's 10,000.
+const REFUSALS_PER_BATCH: usize = 5_000;
 /// Batches waiting with their records in memory; beyond these, only on disk.
 const BATCHES_IN_MEMORY: usize = 8;
 
@@ -38,10 +41,10 @@ pub struct Shipper {
     pub stop: CancellationToken,
 }
 
-/// A closed batch: its journal, and its records while they are kept in memory.
+/// A closed batch: its journal, and the batch while it is kept in memory.
 struct Closed {
     path: PathBuf,
-    records: Option<Vec<proto::UsageRecord>>,
+    batch: Option<proto::UsageBatch>,
 }
 
 enum Sent {
@@ -104,30 +107,40 @@ impl Journaler {
             if stopping {
                 break;
             }
+            let room = self.room(&gathering);
             let mut taken = Vec::new();
-            while taken.len() < self.batch_size {
+            while taken.len() < room {
                 match self.queue.receiver.try_recv() {
                     Ok(record) => taken.push(record),
                     Err(_) => break,
                 }
             }
-            self.journal(&mut gathering, taken).await;
+            let refusals = self.queue.refusals.take();
+            self.journal(&mut gathering, taken, refusals).await;
         }
         // The last records: the queue closes once every sink is gone.
         let mut taken = Vec::new();
         while self
             .queue
             .receiver
-            .recv_many(&mut taken, self.batch_size)
+            .recv_many(&mut taken, self.room(&gathering))
             .await
             > 0
         {
-            self.journal(&mut gathering, std::mem::take(&mut taken))
+            self.journal(&mut gathering, std::mem::take(&mut taken), Vec::new())
                 .await;
         }
+        let refusals = self.queue.refusals.take();
+        self.journal(&mut gathering, Vec::new(), refusals).await;
         if let Some((journal, _)) = gathering {
             self.close(journal).await;
         }
+    }
+
+    /// How many records fill the batch being gathered (a batch is closed once full).
+    fn room(&self, gathering: &Option<(Journal, Instant)>) -> usize {
+        let gathered = gathering.as_ref().map_or(0, |(j, _)| j.batch.records.len());
+        self.batch_size.saturating_sub(gathered).max(1)
     }
 
     /// Appends to the batch being gathered, and closes it when it is due.
@@ -135,8 +148,9 @@ impl Journaler {
         &mut self,
         gathering: &mut Option<(Journal, Instant)>,
         records: Vec<super::UsageRecord>,
+        refusals: Vec<proto::RefusalCount>,
     ) {
-        if !records.is_empty() {
+        if !records.is_empty() || !refusals.is_empty() {
             if gathering.is_none() {
                 match self.spool.journal().await {
                     Ok(journal) => *gathering = Some((journal, Instant::now())),
@@ -150,8 +164,12 @@ impl Journaler {
             }
             if let Some((journal, _)) = gathering.as_mut() {
                 let count = records.len() as u64;
-                let records = records.into_iter().map(Into::into).collect();
-                if let Err(error) = journal.append(records).await {
+                let fragment = proto::UsageBatch {
+                    records: records.into_iter().map(Into::into).collect(),
+                    refusals,
+                    ..proto::UsageBatch::default()
+                };
+                if let Err(error) = journal.append(fragment).await {
                     // The records are still in the batch (memory): sent if the control plane answers.
                     metrics::counter!("switchboard_usage_journal_failures_total").increment(1);
                     tracing::error!(%error, records = count, "usage journal write failed");
@@ -159,7 +177,9 @@ impl Journaler {
             }
         }
         let due = gathering.as_ref().is_some_and(|(journal, since)| {
-            journal.records.len() >= self.batch_size || since.elapsed() >= self.flush_interval
+            journal.batch.records.len() >= self.batch_size
+                || journal.batch.refusals.len() >= REFUSALS_PER_BATCH
+                || since.elapsed() >= self.flush_interval
         });
         if due {
             if let Some((journal, _)) = gathering.take() {
@@ -169,16 +189,17 @@ impl Journaler {
     }
 
     async fn close(&mut self, mut journal: Journal) {
-        let records = std::mem::take(&mut journal.records);
+        let batch = std::mem::take(&mut journal.batch);
         match journal.keep().await {
             Ok(path) => {
                 let _ = self.closed.send(Closed {
                     path,
-                    records: Some(records),
+                    batch: Some(batch),
                 });
             }
             Err(error) => {
-                metrics::counter!("switchboard_usage_lost_total").increment(records.len() as u64);
+                metrics::counter!("switchboard_usage_lost_total")
+                    .increment(batch.records.len() as u64);
                 tracing::error!(%error, "a usage journal could not be closed; its records are lost");
             }
         }
@@ -196,10 +217,9 @@ struct Sender {
 impl Sender {
     async fn run(mut self, mut batches: mpsc::UnboundedReceiver<Closed>) {
         match self.spool.list().await {
-            Ok(paths) => self.pending.extend(paths.into_iter().map(|path| Closed {
-                path,
-                records: None,
-            })),
+            Ok(paths) => self
+                .pending
+                .extend(paths.into_iter().map(|path| Closed { path, batch: None })),
             Err(error) => tracing::error!(%error, "usage spool unreadable"),
         }
         if !self.pending.is_empty() {
@@ -259,7 +279,7 @@ impl Sender {
 
     fn push(&mut self, mut batch: Closed) {
         if self.pending.len() >= BATCHES_IN_MEMORY {
-            batch.records = None;
+            batch.batch = None;
         }
         self.pending.push_back(batch);
     }
@@ -268,10 +288,10 @@ impl Sender {
         let Some(front) = self.pending.front_mut() else {
             return Sent::Ok;
         };
-        let records = match front.records.take() {
-            Some(records) => records,
+        let mut batch = match front.batch.take() {
+            Some(batch) => batch,
             None => match self.spool.read(&front.path).await {
-                Ok(records) => records,
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(%error, file = %front.path.display(), "spooled usage unreadable; quarantined");
                     let _ = self.spool.quarantine(&front.path).await;
@@ -280,11 +300,8 @@ impl Sender {
                 }
             },
         };
-        let count = records.len() as u64;
-        let batch = proto::UsageBatch {
-            dataplane_id: self.dataplane_id.clone(),
-            records,
-        };
+        let count = batch.records.len() as u64;
+        batch.dataplane_id.clone_from(&self.dataplane_id);
         let mut client = self.control_planes.client();
         let sent = tokio::time::timeout(timeout, client.report_usage(batch.clone())).await;
         let delivered = matches!(sent, Ok(Ok(_)));
@@ -328,7 +345,7 @@ impl Sender {
             }
             Sent::Retry => {
                 metrics::counter!("switchboard_usage_send_failures_total").increment(1);
-                front.records = Some(batch.records);
+                front.batch = Some(batch);
             }
         }
         metrics::gauge!("switchboard_usage_spool_batches").set(self.pending.len() as f64);

@@ -1,33 +1,37 @@
 //! Usage on disk, so no record of a completed request is lost, even to a
-//! SIGKILL. The batch being gathered is journaled as it grows: its records
-//! are appended to `<uuid>.open` as the shipper takes them off the queue
-//! (every 50 ms; an append, no fsync: the page cache outlives a killed
-//! process). A delivered batch's journal is deleted; an undelivered one is
-//! renamed `<uuid>.log` and resent, oldest first, until it is. Whatever a
-//! crash left behind is resent on the next start. Resending is safe:
-//! ingestion is idempotent on record ids.
+//! SIGKILL. The batch being gathered is journaled as it grows: what the
+//! shipper takes off the queue (every 50 ms) is appended to `<uuid>.journal`
+//! as one length-delimited `UsageBatch` fragment (records and refusal
+//! counts; an append, no fsync: the page cache outlives a killed process).
+//! A delivered batch's journal is deleted; an undelivered one is renamed
+//! `<uuid>.batch` and resent, oldest first, until it is. Whatever a crash
+//! left behind is resent on the next start. Resending is safe: ingestion is
+//! idempotent on record and count ids.
 
 use prost::Message;
-use shared::proto::UsageRecord;
+use shared::proto::{UsageBatch, UsageRecord};
 use std::io;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-const OPEN: &str = "open";
-const CLOSED: &str = "log";
-/// Batches spooled by earlier versions, one encoded `UsageBatch` per file.
-const LEGACY: &str = "pb";
+const OPEN: &str = "journal";
+const CLOSED: &str = "batch";
+/// Journals of earlier versions: length-delimited records, open and closed.
+const LEGACY_OPEN: &str = "open";
+const LEGACY_RECORDS: &str = "log";
+/// Batches spooled by still earlier versions, one encoded `UsageBatch` per file.
+const LEGACY_BATCH: &str = "pb";
 
 #[derive(Clone)]
 pub struct Spool {
     dir: PathBuf,
 }
 
-/// The journal of the batch being gathered.
+/// The journal of the batch being gathered, and the batch.
 pub struct Journal {
     path: PathBuf,
     file: tokio::fs::File,
-    pub records: Vec<UsageRecord>,
+    pub batch: UsageBatch,
 }
 
 impl Spool {
@@ -37,9 +41,12 @@ impl Spool {
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == OPEN) {
-                std::fs::rename(&path, path.with_extension(CLOSED))?;
-            }
+            let closed = match path.extension().and_then(|e| e.to_str()) {
+                Some(OPEN) => CLOSED,
+                Some(LEGACY_OPEN) => LEGACY_RECORDS,
+                _ => continue,
+            };
+            std::fs::rename(&path, path.with_extension(closed))?;
         }
         Ok(Self { dir })
     }
@@ -50,7 +57,7 @@ impl Spool {
         Ok(Journal {
             path,
             file,
-            records: Vec::new(),
+            batch: UsageBatch::default(),
         })
     }
 
@@ -60,7 +67,8 @@ impl Spool {
         let mut files = Vec::new();
         while let Some(entry) = entries.next_entry().await? {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == CLOSED || e == LEGACY) {
+            let extension = path.extension().and_then(|e| e.to_str());
+            if matches!(extension, Some(CLOSED | LEGACY_RECORDS | LEGACY_BATCH)) {
                 files.push(path);
             }
         }
@@ -68,24 +76,30 @@ impl Spool {
         Ok(files)
     }
 
-    /// A spooled batch's records. A journal cut short by a crash (its last
-    /// record half written) yields the records before the cut.
-    pub async fn read(&self, path: &Path) -> io::Result<Vec<UsageRecord>> {
+    /// A spooled batch. A journal cut short by a crash (its last fragment
+    /// half written) yields what came before the cut.
+    pub async fn read(&self, path: &Path) -> io::Result<UsageBatch> {
         let bytes = tokio::fs::read(path).await?;
-        if path.extension().is_some_and(|e| e == LEGACY) {
-            return shared::proto::UsageBatch::decode(bytes.as_slice())
-                .map(|batch| batch.records)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-        }
         let mut buffer = bytes.as_slice();
-        let mut records = Vec::new();
-        while !buffer.is_empty() {
-            match UsageRecord::decode_length_delimited(&mut buffer) {
-                Ok(record) => records.push(record),
-                Err(_) => break,
+        let mut batch = UsageBatch::default();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(LEGACY_BATCH) => {
+                return UsageBatch::decode(buffer)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            Some(LEGACY_RECORDS) => {
+                while let Ok(record) = UsageRecord::decode_length_delimited(&mut buffer) {
+                    batch.records.push(record);
+                }
+            }
+            _ => {
+                while let Ok(fragment) = UsageBatch::decode_length_delimited(&mut buffer) {
+                    batch.records.extend(fragment.records);
+                    batch.refusals.extend(fragment.refusals);
+                }
             }
         }
-        Ok(records)
+        Ok(batch)
     }
 
     pub async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -99,15 +113,11 @@ impl Spool {
 }
 
 impl Journal {
-    /// Appends records to the file and to the batch.
-    pub async fn append(&mut self, records: Vec<UsageRecord>) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        for record in &records {
-            record
-                .encode_length_delimited(&mut bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-        self.records.extend(records);
+    /// Appends a fragment to the file and to the batch.
+    pub async fn append(&mut self, fragment: UsageBatch) -> io::Result<()> {
+        let bytes = fragment.encode_length_delimited_to_vec();
+        self.batch.records.extend(fragment.records);
+        self.batch.refusals.extend(fragment.refusals);
         self.file.write_all(&bytes).await?;
         // Into the kernel's hands (not to disk): that is what outlives a kill.
         self.file.flush().await
@@ -145,8 +155,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-spool-{}", uuid::Uuid::new_v4()));
         let spool = Spool::open(&dir).expect("spool");
         let mut journal = spool.journal().await.expect("journal");
+        let fragment = |records, refusals| UsageBatch {
+            records,
+            refusals,
+            ..UsageBatch::default()
+        };
         journal
-            .append(vec![record("a"), record("b")])
+            .append(fragment(vec![record("a")], Vec::new()))
+            .await
+            .expect("appended");
+        let refused = shared::proto::RefusalCount {
+            id: "r".into(),
+            count: 3,
+            ..Default::default()
+        };
+        journal
+            .append(fragment(vec![record("b")], vec![refused]))
             .await
             .expect("appended");
         // The process dies here: the journal is still open, and a third
@@ -154,19 +178,17 @@ mod tests {
         let open = journal.path.clone();
         drop(journal);
         let mut bytes = std::fs::read(&open).expect("journal");
-        let mut third = Vec::new();
-        record("c")
-            .encode_length_delimited(&mut third)
-            .expect("encodes");
+        let third = fragment(vec![record("c")], Vec::new()).encode_length_delimited_to_vec();
         bytes.extend_from_slice(&third[..third.len() - 2]);
         std::fs::write(&open, bytes).expect("written");
 
         let spool = Spool::open(&dir).expect("reopened");
         let spooled = spool.list().await.expect("listed");
         assert_eq!(spooled.len(), 1, "the open journal became a spooled batch");
-        let records = spool.read(&spooled[0]).await.expect("read");
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let batch = spool.read(&spooled[0]).await.expect("read");
+        let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+        assert_eq!(batch.refusals.iter().map(|r| r.count).sum::<u64>(), 3);
 
         let journal = spool.journal().await.expect("journal");
         journal.delivered().await.expect("deleted");

@@ -233,7 +233,9 @@ pub fn tool_names(tools: &Value) -> Vec<String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// A 429; OpenAI's format says when to come back (`429-<seconds>`; 7 by default).
-    RateLimited { retry_after_s: u32 },
+    RateLimited {
+        retry_after_s: u32,
+    },
     Overloaded,
     Unavailable,
     Unauthorized,

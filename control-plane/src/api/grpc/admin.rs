@@ -310,6 +310,10 @@ impl AdminService for AdminGrpc {
         ok(self.admin.usage(r.into_inner().into()).await?)
     }
 
+    async fn list_usage_records(&self, r: Request<pb::UsageQuery>) -> Reply<pb::UsageRecordList> {
+        ok(self.admin.usage_records(r.into_inner().into()).await?)
+    }
+
     async fn list_data_planes(
         &self,
         _: Request<pb::ListDataPlanesRequest>,

@@ -9,7 +9,7 @@ use rand::Rng;
 use shared::proto as pb;
 use shared::proto::cluster_service_server::ClusterService;
 use shared::proto::config_update::Update as Wire;
-use shared::usage::UsageRecord;
+use shared::usage::{RefusalCount, UsageRecord};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -253,11 +253,19 @@ impl ClusterService for ClusterGrpc {
             .into_iter()
             .map(|r| UsageRecord::try_from(r).map_err(|e| Error::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        if batch.refusals.len() > MAX_BATCH {
+            return Err(Error::invalid(format!("refusals: at most {MAX_BATCH} per batch")).into());
+        }
+        let refusals = batch
+            .refusals
+            .into_iter()
+            .map(|c| RefusalCount::try_from(c).map_err(|e| Error::invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         self.admin.create_token_users(&records).await?;
-        let accepted = self
-            .admin
-            .store()
-            .insert_usage(&batch.dataplane_id, &records)
+        let store = self.admin.store();
+        let accepted = store.insert_usage(&batch.dataplane_id, &records).await?;
+        store
+            .insert_refusals(&batch.dataplane_id, &refusals)
             .await?;
         let duplicates = records.len() as u64 - accepted;
         metrics::counter!("switchboard_usage_records_ingested_total").increment(accepted);

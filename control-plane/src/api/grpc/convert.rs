@@ -379,6 +379,7 @@ impl From<pb::UsageQuery> for model::UsageFilter {
             variant: opt(q.variant),
             group_by: opt(q.group_by),
             estimated: q.estimated,
+            limit: (q.limit > 0).then_some(q.limit),
         }
     }
 }
@@ -404,6 +405,52 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             latency_ms_p50: t.latency_ms_p50,
             latency_ms_p99: t.latency_ms_p99,
             estimated: t.estimated,
+            retried: t.retried,
+            refusals: t.refusals.into_iter().collect(),
+        }
+    }
+}
+
+impl From<model::UsageRecords> for pb::UsageRecordList {
+    fn from(list: model::UsageRecords) -> Self {
+        let text = |value: Option<String>| value.unwrap_or_default();
+        pb::UsageRecordList {
+            records: list
+                .records
+                .into_iter()
+                .map(|r| pb::UsageRecordView {
+                    id: r.id,
+                    created_at: r.created_at,
+                    key_id: text(r.key_id),
+                    user_id: text(r.user_id),
+                    team_id: text(r.team_id),
+                    model: r.model,
+                    provider: r.provider,
+                    upstream_model: r.upstream_model,
+                    endpoint: r.endpoint,
+                    status: u32::from(r.status),
+                    prompt_tokens: r.prompt_tokens,
+                    completion_tokens: r.completion_tokens,
+                    total_tokens: r.total_tokens,
+                    latency_ms: r.latency_ms,
+                    streamed: r.streamed,
+                    variant: text(r.variant),
+                    cost: r.cost.to_string(),
+                    currency: r.currency,
+                    estimated: r.estimated,
+                    failed_attempts: r
+                        .failed_attempts
+                        .into_iter()
+                        .map(|a| pb::UsageAttempt {
+                            provider: a.provider,
+                            model: a.model,
+                            status: u32::from(a.status),
+                            reason: a.reason,
+                            duration_ms: a.duration_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn routes() -> Router<RestState> {
         .route("/prices/{*model}", axum::routing::put(put_price))
         .route("/keys/{id}/rotate", axum::routing::post(rotate_key))
         .route("/usage", get(usage))
+        .route("/usage/records", get(usage_records))
         .route("/dataplanes", get(dataplanes))
         .route("/cluster", get(cluster))
         .route("/settings", get(settings).patch(update_settings))
@@ -288,6 +289,13 @@ async fn usage(
     Params(filter): Params<UsageFilter>,
 ) -> Result<Json<UsageAnswer>> {
     Ok(Json(s.admin.usage(filter).await?))
+}
+
+async fn usage_records(
+    State(s): State<RestState>,
+    Params(filter): Params<UsageFilter>,
+) -> Result<Json<UsageRecords>> {
+    Ok(Json(s.admin.usage_records(filter).await?))
 }
 
 async fn dataplanes(State(s): State<RestState>) -> Result<Json<DataPlanes>> {
