@@ -1,6 +1,7 @@
 """The admin API over gRPC (generated stubs, server reflection) and REST, with its errors."""
 
 import json
+import time
 
 import grpc
 import pytest
@@ -113,7 +114,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (first.accepted, first.duplicates) == (3, 0)
     assert (again.accepted, again.duplicates) == (0, 3)
     assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
-                                         "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0, "estimated": 0,
+                                         "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0, "estimated": 0, "retried": 0,
                                          "costs": {"USD": "0.00"}, "latency_ms_p50": 0, "latency_ms_p99": 0}
     # A batch larger than one INSERT statement (500 rows), with one duplicate in its last chunk.
     large = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="big", model="m", prompt_tokens=1,
@@ -123,8 +124,19 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (answer.accepted, answer.duplicates) == (1200, 1)
     assert gateway.usage(key_id="big") == {"requests": 1200, "prompt_tokens": 1200, "completion_tokens": 2400,
                                            "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0, "errors": 0,
-                                           "estimated": 0, "costs": {"USD": "0.00"}, "latency_ms_p50": 0,
-                                           "latency_ms_p99": 0}
+                                           "estimated": 0, "retried": 0, "costs": {"USD": "0.00"},
+                                           "latency_ms_p50": 0, "latency_ms_p99": 0}
+    # Refusal counts are idempotent too; one that is not a count is refused.
+    minute = int(time.time()) // 60 * 60_000
+    refused = cluster_pb2.RefusalCount(id=str(uuid.uuid4()), key_id="big", kind="rate_limit_exceeded",
+                                       minute_ms=minute, count=4)
+    for _ in range(2):
+        cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="test", refusals=[refused]), metadata=auth)
+    assert gateway.usage(key_id="big")["refusals"] == {"rate_limit_exceeded": 4}
+    with pytest.raises(grpc.RpcError) as error:
+        bad = cluster_pb2.RefusalCount(id=str(uuid.uuid4()), kind="Not A Code", minute_ms=minute, count=1)
+        cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="t", refusals=[bad]), metadata=auth)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kind" in error.value.details()
     with pytest.raises(grpc.RpcError) as error:
         cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="t", records=[cluster_pb2.UsageRecord(id="nope")]),
                             metadata=auth)

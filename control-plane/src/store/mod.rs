@@ -17,6 +17,8 @@ mod settings;
 mod snapshot;
 mod spend;
 mod sql;
+#[cfg(test)]
+pub mod testing;
 mod usage;
 
 pub use allowances::{budget_of, limits_of, NewAlert};

@@ -415,3 +415,120 @@ fn group_of(
     values.push(row.try_get::<Option<String>, _>(groups.len())?);
     Ok(values)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::ids::UsageRecordId;
+    use shared::money::Currency;
+    use shared::tokens::TokenUsage;
+
+    fn record(key: &str, created_at_ms: i64, failed: usize) -> UsageRecord {
+        UsageRecord {
+            id: UsageRecordId::generate(),
+            key_id: Some(KeyId::from(key.to_owned())),
+            model: "m".into(),
+            provider: "p".into(),
+            upstream_model: "u".into(),
+            endpoint: "chat.completions".into(),
+            tokens: TokenUsage::new(3, 4),
+            status: 200,
+            created_at_ms,
+            currency: Currency::Usd,
+            failed_attempts: (0..failed)
+                .map(|n| FailedAttempt {
+                    provider: format!("down-{n}"),
+                    model: "u".into(),
+                    status: 503,
+                    reason: "overloaded".into(),
+                    duration_ms: 12,
+                })
+                .collect(),
+            ..UsageRecord::default()
+        }
+    }
+
+    fn refusal(key: Option<&str>, kind: &str, count: u64) -> RefusalCount {
+        RefusalCount {
+            id: uuid::Uuid::now_v7().to_string(),
+            key_id: key.map(|k| KeyId::from(k.to_owned())),
+            user_id: None,
+            team_id: None,
+            kind: kind.into(),
+            minute_ms: 60_000,
+            count,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_keep_their_failed_attempts_and_count_once() {
+        for store in super::super::testing::stores().await {
+            let records = [record("a", 1_000, 0), record("a", 2_000, 2)];
+            assert_eq!(store.insert_usage("dp", &records).await.expect("insert"), 2);
+            // A batch sent again (a lost reply) changes nothing.
+            assert_eq!(store.insert_usage("dp", &records).await.expect("again"), 0);
+            let q = UsageQuery {
+                key_id: Some("a".into()),
+                ..UsageQuery::default()
+            };
+            let totals = store.usage_totals(&q).await.expect("totals");
+            assert_eq!(
+                (totals.requests, totals.retried),
+                (2, 1),
+                "{:?}",
+                store.kind()
+            );
+            let listed = store.usage_records(&q, 10).await.expect("records");
+            assert_eq!(listed.len(), 2);
+            assert_eq!(listed[0].id, records[1].id.as_str(), "newest first");
+            assert_eq!(listed[0].failed_attempts, records[1].failed_attempts);
+            assert!(listed[1].failed_attempts.is_empty());
+            assert_eq!(store.usage_records(&q, 1).await.expect("one").len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_sum_per_kind_once_and_only_for_callers() {
+        for store in super::super::testing::stores().await {
+            let counts = [
+                refusal(Some("a"), "rate_limit_exceeded", 3),
+                refusal(Some("a"), "rate_limit_exceeded", 2),
+                refusal(None, "invalid_api_key", 7),
+            ];
+            store.insert_refusals("dp", &counts).await.expect("insert");
+            store.insert_refusals("dp", &counts).await.expect("resent");
+            let everyone = store
+                .usage_totals(&UsageQuery::default())
+                .await
+                .expect("all");
+            let expected: BTreeMap<String, i64> = [
+                ("invalid_api_key".to_owned(), 7),
+                ("rate_limit_exceeded".to_owned(), 5),
+            ]
+            .into();
+            assert_eq!(everyone.refusals, expected, "{:?}", store.kind());
+            let key_a = UsageQuery {
+                key_id: Some("a".into()),
+                ..UsageQuery::default()
+            };
+            let of_a = store.usage_totals(&key_a).await.expect("a");
+            assert_eq!(of_a.refusals.len(), 1);
+            let later = UsageQuery {
+                since_ms: Some(120_000),
+                ..UsageQuery::default()
+            };
+            assert!(store
+                .usage_totals(&later)
+                .await
+                .expect("later")
+                .refusals
+                .is_empty());
+            let of_a_model = UsageQuery {
+                model: Some("m".into()),
+                ..key_a
+            };
+            let totals = store.usage_totals(&of_a_model).await.expect("model");
+            assert!(totals.refusals.is_empty(), "refusals have no model");
+        }
+    }
+}
