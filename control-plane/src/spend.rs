@@ -227,9 +227,12 @@ mod tests {
 
     #[tokio::test]
     async fn daily_spend_resets_at_midnight_and_alerts_once_per_period() {
-        let dir = std::env::temp_dir().join(format!("sb-spend-{}", UsageRecordId::generate()));
-        let url = format!("sqlite://{}/cp.db", dir.display());
-        let store = Store::connect(&url, 2).await.expect("store");
+        for store in crate::store::testing::stores().await {
+            daily_spend_resets_at_midnight_and_alerts_once_per_period_on(store).await;
+        }
+    }
+
+    async fn daily_spend_resets_at_midnight_and_alerts_once_per_period_on(store: Store) {
         let team = Team {
             id: TeamId::generate(),
             name: "t".into(),
@@ -354,6 +357,5 @@ mod tests {
             spent(store.spend_rows().await.expect("rows")),
             (day_two, 7_000_000)
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -173,10 +173,12 @@ mod tests {
     /// every replica would read it, and full snapshots for the rest.
     #[tokio::test]
     async fn deltas_carry_what_changed_between_two_versions() {
-        let dir = std::env::temp_dir().join(format!("sb-delta-{}", uuid::Uuid::new_v4()));
-        let store = Store::connect(&format!("sqlite://{}/cp.db", dir.display()), 2)
-            .await
-            .expect("store");
+        for store in crate::store::testing::stores().await {
+            deltas_carry_what_changed_between_two_versions_on(store).await;
+        }
+    }
+
+    async fn deltas_carry_what_changed_between_two_versions_on(store: Store) {
         let cipher = Arc::new(Cipher::new(&SecretKey::generate()));
         let admin = Admin::new(store.clone(), cipher.clone(), Refresher::default());
         let context = || AuditContext::new(Principal::bootstrap(), None);
@@ -269,6 +271,5 @@ mod tests {
             ),
             (1, 1, 0)
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

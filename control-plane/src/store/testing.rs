@@ -18,7 +18,7 @@ pub async fn stores() -> Vec<Store> {
     match postgres().await {
         Ok(store) => stores.push(store),
         Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("PostgreSQL unreachable in CI: {error}")
+            panic!("PostgreSQL store not available in CI: {error}")
         }
         Err(error) => eprintln!("PostgreSQL store tests skipped: {error}"),
     }
@@ -32,7 +32,7 @@ async fn postgres() -> anyhow::Result<Store> {
     let admin = sqlx::AnyPool::connect(&admin_url).await?;
     // Earlier runs' databases go; those in use (this run's other tests) stay.
     let leftovers = sqlx::query_scalar::<_, String>(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_store\\_%'",
+        "SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'sb\\_store\\_%'",
     )
     .fetch_all(&admin)
     .await?;
