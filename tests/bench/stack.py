@@ -73,6 +73,54 @@ class Stack:
         proc.stdout.readline()  # "listening on ..."
         return f"http://127.0.0.1:{port}/v1"
 
+    def nginx(self, upstream: str, workers: int) -> str:
+        """nginx as a plain reverse proxy in front of `upstream` (a base URL
+        with /v1): the reference every figure is also given against. Answers
+        its base URL."""
+        port = free_port()
+        host = upstream.split("//", 1)[1].split("/", 1)[0]
+        root = self.work / f"nginx-{port}"
+        root.mkdir()
+        user = "user root root;" if os.geteuid() == 0 else ""
+        (root / "nginx.conf").write_text(f"""
+{user}
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 65535; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  upstream up {{
+    server {host};
+    keepalive 256;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+        proc = subprocess.Popen([shutil.which("nginx") or "nginx", "-p", str(root), "-c", str(root / "nginx.conf"),
+                                 "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+
+        def up():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/")
+            return conn.getresponse().status > 0
+        wait_until(up, what="nginx")
+        return f"http://127.0.0.1:{port}/v1"
+
     def control_plane(self, config_poll_ms=500):
         self.grpc_port, self.admin_port = free_port(), free_port()
         self.db = self.work / "cp.db"
