@@ -76,6 +76,18 @@ pub struct FailedAttempt {
     pub duration_ms: u64,
 }
 
+impl From<FailedAttempt> for proto::UsageAttempt {
+    fn from(a: FailedAttempt) -> Self {
+        proto::UsageAttempt {
+            provider: a.provider,
+            model: a.model,
+            status: u32::from(a.status),
+            reason: a.reason,
+            duration_ms: a.duration_ms,
+        }
+    }
+}
+
 /// Who called with a JWT: the issuer's configured name and the token's
 /// user claim (the user's `external_id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,17 +168,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             cost_micros: r.cost.0,
             currency: r.currency.to_string(),
             estimated: r.estimated,
-            failed_attempts: r
-                .failed_attempts
-                .into_iter()
-                .map(|a| proto::UsageAttempt {
-                    provider: a.provider,
-                    model: a.model,
-                    status: u32::from(a.status),
-                    reason: a.reason,
-                    duration_ms: a.duration_ms,
-                })
-                .collect(),
+            failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -188,19 +188,33 @@ pub async fn one(
     let body_deadline = deadline.or(Some(first_deadline));
     let stream = job.stream();
 
-    if let Some(hide_usage) = call_kind {
-        if stream {
-            let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
-            let stage = Passthrough::new(hide_usage);
-            let relay = Relay::new(
-                body,
-                stage,
+    // A stream goes through the relay: OpenAI's events as they are, or
+    // translated (unless the provider answered it with one JSON body).
+    let is_json = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let stage: Option<Box<dyn Stage>> = match call_kind {
+        Some(hide_usage) if stream => Some(Box::new(Passthrough::new(hide_usage))),
+        None if stream && !embeddings && !is_json => {
+            let decoder = provider.adapter.stream_decoder(model);
+            let egress = job.egress();
+            Some(Box::new(Translate::new(
+                decoder,
+                egress,
                 provider.name.clone(),
-                take(slot)?,
-                Some(in_flight),
-            );
-            return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
+            )))
         }
+        _ => None,
+    };
+    if let Some(stage) = stage {
+        let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
+        let name = provider.name.clone();
+        let relay = Relay::new(body, stage, name, take(slot)?, Some(in_flight));
+        return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
+    }
+    if call_kind.is_some() {
         let body = read_answer(upstream, body_deadline, &provider.name).await?;
         let usage = finish(slot, super::request::usage_of(&body), || {
             estimate::answer_text(&body)
@@ -217,24 +231,6 @@ pub async fn one(
         let usage = finish(slot, usage, String::new);
         let answer = embeddings_of(job)?.answer(vectors, usage);
         return Ok(answered(json_response(answer.to_string()), started, usage));
-    }
-    let is_json = upstream
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if stream && !is_json {
-        let body = UpstreamBody::new(upstream, route.timeouts.idle, deadline);
-        let decoder = provider.adapter.stream_decoder(model);
-        let stage = Translate::new(decoder, job.egress(), provider.name.clone());
-        let relay = Relay::new(
-            body,
-            stage,
-            provider.name.clone(),
-            take(slot)?,
-            Some(in_flight),
-        );
-        return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
     }
     // A whole answer; also how Baidu and Tencent answer a stream request that failed.
     let body = read_answer(upstream, body_deadline, &provider.name).await?;
@@ -319,7 +315,7 @@ async fn read_answer(
 /// came: a failure or a timeout before that leaves the attempt retryable and
 /// gives the usage draft back.
 async fn first_token_then(
-    mut relay: Relay<UpstreamBody, impl Stage>,
+    mut relay: Relay<UpstreamBody>,
     first_deadline: Instant,
     slot: &mut Option<UsageDraft>,
     started: Instant,

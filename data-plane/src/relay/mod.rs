@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// What a relay does to the bytes between provider and client.
-pub trait Stage: Send + Unpin + 'static {
+pub trait Stage: Send {
     /// One chunk of the provider's stream: what it gives the client goes to
     /// `out` (possibly nothing yet, when no event is complete).
     fn chunk(&mut self, chunk: Bytes, out: &mut Out) -> Result<(), GatewayError>;
@@ -96,9 +96,9 @@ enum State {
     Ended { status: u16 },
 }
 
-pub struct Relay<S, T: Stage> {
+pub struct Relay<S> {
     upstream: S,
-    stage: T,
+    stage: Box<dyn Stage>,
     provider: String,
     state: State,
     sent_any: bool,
@@ -111,10 +111,10 @@ pub struct Relay<S, T: Stage> {
     _in_flight: Option<InFlight>,
 }
 
-impl<S, T: Stage> Relay<S, T> {
+impl<S> Relay<S> {
     pub fn new(
         upstream: S,
-        stage: T,
+        stage: Box<dyn Stage>,
         provider: String,
         draft: UsageDraft,
         in_flight: Option<InFlight>,
@@ -156,11 +156,10 @@ impl<S, T: Stage> Relay<S, T> {
     }
 }
 
-impl<S, E, T> Stream for Relay<S, T>
+impl<S, E> Stream for Relay<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: StreamFailure,
-    T: Stage,
 {
     type Item = Result<Bytes, std::io::Error>;
 
@@ -202,7 +201,7 @@ where
     }
 }
 
-impl<S, T: Stage> Drop for Relay<S, T> {
+impl<S> Drop for Relay<S> {
     fn drop(&mut self) {
         let Some(draft) = self.draft.take() else {
             return;
@@ -270,7 +269,7 @@ mod tests {
     fn relay(
         chunks: &'static [&'static [u8]],
     ) -> (
-        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin, Plain>,
+        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
         crate::usage::UsageQueue,
     ) {
         let (draft, queue) = UsageDraft::for_test();
@@ -279,7 +278,13 @@ mod tests {
                 .iter()
                 .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
         );
-        let relay = Relay::new(upstream, Plain { began: false }, "p".into(), draft, None);
+        let relay = Relay::new(
+            upstream,
+            Box::new(Plain { began: false }),
+            "p".into(),
+            draft,
+            None,
+        );
         (relay, queue)
     }
 

@@ -160,7 +160,7 @@ mod tests {
     fn relay(
         chunks: Vec<&'static [u8]>,
     ) -> (
-        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin, Passthrough>,
+        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
         crate::usage::UsageQueue,
     ) {
         let (draft, queue) = UsageDraft::for_test();
@@ -169,7 +169,13 @@ mod tests {
                 .into_iter()
                 .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
         );
-        let relay = Relay::new(upstream, Passthrough::new(true), "p".into(), draft, None);
+        let relay = Relay::new(
+            upstream,
+            Box::new(Passthrough::new(true)),
+            "p".into(),
+            draft,
+            None,
+        );
         (relay, queue)
     }
 

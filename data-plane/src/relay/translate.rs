@@ -228,7 +228,7 @@ mod tests {
     fn stream(
         lines: &'static [&'static str],
     ) -> (
-        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin, Translate>,
+        Relay<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin>,
         crate::usage::UsageQueue,
     ) {
         let (draft, queue) = UsageDraft::for_test();
@@ -238,7 +238,7 @@ mod tests {
         let decoder = Box::new(Echo {
             progress: echo_progress(),
         });
-        let stage = Translate::new(decoder, egress, "p".into());
+        let stage = Box::new(Translate::new(decoder, egress, "p".into()));
         (Relay::new(upstream, stage, "p".into(), draft, None), queue)
     }
 

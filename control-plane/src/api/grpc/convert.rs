@@ -438,17 +438,7 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     cost: r.cost.to_string(),
                     currency: r.currency,
                     estimated: r.estimated,
-                    failed_attempts: r
-                        .failed_attempts
-                        .into_iter()
-                        .map(|a| pb::UsageAttempt {
-                            provider: a.provider,
-                            model: a.model,
-                            status: u32::from(a.status),
-                            reason: a.reason,
-                            duration_ms: a.duration_ms,
-                        })
-                        .collect(),
+                    failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
         }
