@@ -434,6 +434,8 @@ pub struct UsageFilter {
     pub estimated: Option<bool>,
     /// `GET /usage/records`: how many at most.
     pub limit: Option<u32>,
+    /// Only the record of the request answered with this `x-request-id`.
+    pub request_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -605,6 +607,8 @@ pub struct UsageRecordView {
     pub estimated: bool,
     /// Every try that failed, oldest first.
     pub failed_attempts: Vec<shared::usage::FailedAttempt>,
+    /// The `x-request-id` the request was answered with.
+    pub request_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -210,6 +210,7 @@ mod tests {
             currency: Currency::Usd,
             estimated: false,
             failed_attempts: Vec::new(),
+            request_id: None,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct UsageRecord {
     /// Every try that failed, oldest first: of a request that was served,
     /// those before the one the record is of.
     pub failed_attempts: Vec<FailedAttempt>,
+    /// The `x-request-id` the request was answered with.
+    pub request_id: Option<String>,
 }
 
 /// One failed try of a request on one target.
@@ -169,6 +171,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             currency: r.currency.to_string(),
             estimated: r.estimated,
             failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
+            request_id: r.request_id.unwrap_or_default(),
         }
     }
 }
@@ -209,6 +212,10 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             return Err(bad("counts must not be negative"));
         }
         let status = u16::try_from(r.status).map_err(|_| bad("status is not an HTTP status"))?;
+        let visible = |b: u8| b.is_ascii_graphic();
+        if r.request_id.len() > 128 || !r.request_id.bytes().all(visible) {
+            return Err(bad("request_id: at most 128 visible ASCII characters"));
+        }
         let currency = r.currency.parse().map_err(|e: String| bad(&e))?;
         let failed_attempts = r
             .failed_attempts
@@ -251,6 +258,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             currency,
             estimated: r.estimated,
             failed_attempts,
+            request_id: present(r.request_id),
         })
     }
 }
@@ -290,6 +298,7 @@ mod tests {
                 reason: "upstream_timeout".into(),
                 duration_ms: 30_000,
             }],
+            request_id: Some("req-1".into()),
         }
     }
 

@@ -131,7 +131,8 @@ def test_usage_records_list_the_attempts_that_failed(gw, grpc_stubs):
     route(gw, "lost-backup", ["fail-500-b"], retry={"max_attempts": 1})
     route(gw, "lost", ["fail-500"], fallbacks=["lost-backup"], retry={"max_attempts": 1})
     assert chat(gw, "tried-first").status_code == 200
-    assert chat(gw, "lost").status_code == 502
+    lost = chat(gw, "lost")
+    assert lost.status_code == 502
     records = lambda model: gw.admin("GET", "/usage/records", params={"model": model},  # noqa: E731
                                      expect=200).json()["records"]
     wait_until(lambda: records("tried-first") and records("lost"), what="the records")
@@ -141,6 +142,10 @@ def test_usage_records_list_the_attempts_that_failed(gw, grpc_stubs):
         [("fail-503", 503, "overloaded")], served
     failed, = records("lost")
     assert failed["status"] == 502
+    # From the id a client reports to its record.
+    by_id = gw.admin("GET", "/usage/records", params={"request_id": lost.headers["x-request-id"]}, expect=200)
+    assert [r["id"] for r in by_id.json()["records"]] == [failed["id"]]
+    assert failed["request_id"] == lost.headers["x-request-id"]
     assert [a["model"] for a in failed["failed_attempts"]] == ["fail-500", "fail-500-b"]
     assert all(a["provider"] == "mock" and a["duration_ms"] >= 0 for a in failed["failed_attempts"])
     assert gw.usage(model="tried-first")["retried"] == 1

@@ -825,6 +825,7 @@ impl Admin {
             provider: filter.provider.filter(|v| !v.is_empty()),
             variant: filter.variant.filter(|v| !v.is_empty()),
             estimated: filter.estimated,
+            request_id: filter.request_id.filter(|v| !v.is_empty()),
         })
     }
 

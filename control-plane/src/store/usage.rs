@@ -20,6 +20,7 @@ pub struct UsageQuery {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub estimated: Option<bool>,
+    pub request_id: Option<String>,
 }
 
 /// Each filter is either unset (NULL) or must match: one statement for all combinations.
@@ -27,7 +28,7 @@ const USAGE_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_
      ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
      ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND \
      ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8) AND \
-     ($9 IS NULL OR estimated = $9)";
+     ($9 IS NULL OR estimated = $9) AND ($10 IS NULL OR request_id = $10)";
 
 const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
@@ -54,6 +55,7 @@ fn bind_filter<'q>(
         .bind(&q.provider)
         .bind(&q.variant)
         .bind(q.estimated.map(i64::from))
+        .bind(&q.request_id)
 }
 
 fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::Error> {
@@ -100,8 +102,8 @@ fn latency_percentiles(totals: &mut UsageTotals, latencies: &mut [i64]) {
     totals.latency_ms_p99 = percentile(latencies, 0.99);
 }
 
-const USAGE_COLUMNS: usize = 25;
-/// 500 rows are 12,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 26;
+/// 500 rows are 13,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -111,7 +113,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize) -> String {
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
-         cost_micros, currency, estimated, failed_attempts) VALUES ",
+         cost_micros, currency, estimated, failed_attempts, request_id) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -170,7 +172,8 @@ impl Store {
                     .bind(r.cost.0)
                     .bind(r.currency.as_str())
                     .bind(i64::from(r.estimated))
-                    .bind(attempts_json(&r.failed_attempts));
+                    .bind(attempts_json(&r.failed_attempts))
+                    .bind(r.request_id.as_deref());
             }
             for row in query.fetch_all(&mut *tx).await? {
                 use sqlx::Row;
@@ -208,7 +211,8 @@ impl Store {
         let only_records = q.model.is_some()
             || q.provider.is_some()
             || q.variant.is_some()
-            || q.estimated.is_some();
+            || q.estimated.is_some()
+            || q.request_id.is_some();
         if !only_records {
             totals.refusals = self.refusal_totals(q).await?;
         }
@@ -271,7 +275,7 @@ impl Store {
         let sql = format!(
             "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
              status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
-             created_at, variant, cost_micros, currency, estimated, failed_attempts \
+             created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id \
              FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
             limit
         );
@@ -306,6 +310,7 @@ impl Store {
                 failed_attempts: attempts
                     .and_then(|json| serde_json::from_str(&json).ok())
                     .unwrap_or_default(),
+                request_id: row.try_get("request_id")?,
             });
         }
         Ok(records)
@@ -463,7 +468,8 @@ mod tests {
     #[tokio::test]
     async fn records_keep_their_failed_attempts_and_count_once() {
         for store in super::super::testing::stores().await {
-            let records = [record("a", 1_000, 0), record("a", 2_000, 2)];
+            let mut records = [record("a", 1_000, 0), record("a", 2_000, 2)];
+            records[1].request_id = Some("req-2".into());
             assert_eq!(store.insert_usage("dp", &records).await.expect("insert"), 2);
             // A batch sent again (a lost reply) changes nothing.
             assert_eq!(store.insert_usage("dp", &records).await.expect("again"), 0);
@@ -484,6 +490,13 @@ mod tests {
             assert_eq!(listed[0].failed_attempts, records[1].failed_attempts);
             assert!(listed[1].failed_attempts.is_empty());
             assert_eq!(store.usage_records(&q, 1).await.expect("one").len(), 1);
+            let by_id = UsageQuery {
+                request_id: Some("req-2".into()),
+                ..UsageQuery::default()
+            };
+            let found = store.usage_records(&by_id, 10).await.expect("by id");
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].request_id.as_deref(), Some("req-2"));
         }
     }
 

@@ -93,7 +93,7 @@ pub fn router(state: AppState) -> Router {
 /// plane instead of reusing one that is about to stop listening.
 async fn every_answer(
     State(draining): State<Arc<AtomicBool>>,
-    request: Request,
+    mut request: Request,
     next: axum::middleware::Next,
 ) -> Response {
     let started = Instant::now();
@@ -108,6 +108,9 @@ async fn every_answer(
                 .unwrap_or(HeaderValue::from_static("unknown"))
         });
     let span = tracing::info_span!("answer", request_id = ?request_id);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let mut response = next.run(request).instrument(span).await;
     response.headers_mut().insert(REQUEST_ID, request_id);
     if draining.load(Ordering::Relaxed) {
@@ -127,6 +130,10 @@ async fn every_answer(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, as its answer will carry it, for its usage record.
+#[derive(Clone)]
+struct RequestId(HeaderValue);
 /// On an answer whose request set no max_tokens and was sent with this many.
 const MAX_TOKENS_CAPPED: &str = "x-switchboard-max-tokens-capped";
 
@@ -334,6 +341,11 @@ async fn handle(
             currency: shared::money::Currency::default(),
             estimated: false,
             failed_attempts: Vec::new(),
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .and_then(|id| id.0.to_str().ok())
+                .map(str::to_owned),
         },
     };
 

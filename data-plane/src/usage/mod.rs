@@ -143,6 +143,7 @@ impl UsageDraft {
             currency: shared::money::Currency::Usd,
             estimated: false,
             failed_attempts: Vec::new(),
+            request_id: None,
         };
         let draft = UsageDraft {
             sink,

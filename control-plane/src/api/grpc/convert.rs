@@ -380,6 +380,7 @@ impl From<pb::UsageQuery> for model::UsageFilter {
             group_by: opt(q.group_by),
             estimated: q.estimated,
             limit: (q.limit > 0).then_some(q.limit),
+            request_id: opt(q.request_id),
         }
     }
 }
@@ -439,6 +440,7 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     currency: r.currency,
                     estimated: r.estimated,
                     failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
+                    request_id: text(r.request_id),
                 })
                 .collect(),
         }
