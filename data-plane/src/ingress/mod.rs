@@ -287,23 +287,13 @@ async fn handle(
     // auth: against the snapshot, never the database; before the body is read,
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
-    let refused = |who: Refused| {
-        let usage = state.usage.clone();
-        move |error: &GatewayError| usage.refused(who, error.type_and_code().1)
-    };
     let runtime = state.live.load_full().ok_or(GatewayError::NotReady);
-    let runtime = runtime.inspect_err(refused(Refused::default()))?;
+    let runtime = runtime.map_err(|e| refused(&state, None, e))?;
     let caller = auth::authenticate(runtime.directory(), &parts.headers)
-        .inspect_err(refused(Refused::default()))?;
-    // Refusals before admission are counted per caller and kind, not recorded.
-    let who = Refused {
-        key_id: caller.key_id.clone(),
-        user_id: caller.user_id.clone(),
-        team_id: caller.team_id.clone(),
-    };
+        .map_err(|e| refused(&state, None, e))?;
     let admitted = admit(&state, &runtime, &caller, endpoint, body)
         .await
-        .inspect_err(refused(who))?;
+        .map_err(|e| refused(&state, Some(&caller), e))?;
     let Admitted {
         job,
         plan,
@@ -360,6 +350,17 @@ async fn handle(
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+/// Refusals before admission are counted per caller and kind, not recorded.
+fn refused(state: &AppState, caller: Option<&auth::Caller>, error: GatewayError) -> GatewayError {
+    let who = caller.map_or_else(Refused::default, |c| Refused {
+        key_id: c.key_id.clone(),
+        user_id: c.user_id.clone(),
+        team_id: c.team_id.clone(),
+    });
+    state.usage.refused(who, error.type_and_code().1);
+    error
 }
 
 /// A request let in: what it asks, where it may go, what it reserved.

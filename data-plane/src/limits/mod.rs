@@ -367,17 +367,20 @@ pub async fn admit(
         return Ok(None);
     }
     // Tokens and money are only estimated when a check counts them.
-    let template = builder.checks;
-    let prompt = if template.iter().any(|c| c.cost < 0) {
-        estimate()
-    } else {
-        0
-    };
+    let mut checks = builder.checks;
+    // Where the worst case goes: set per attempt, as the answer's cap shrinks.
+    let pending: Vec<(usize, i64)> = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.cost < 0)
+        .map(|(i, c)| (i, c.cost))
+        .collect();
+    let prompt = if !pending.is_empty() { estimate() } else { 0 };
     let mut completion = max_tokens.map_or(limiter.completion_reservation, i64::from);
     let mut capped_max_tokens = None;
     loop {
         let tokens = TokenEstimate { prompt, completion };
-        let checks = priced(&template, plan, policy.prices, tokens)?;
+        price(&mut checks, &pending, plan, policy.prices, tokens)?;
         let (verdict, in_redis) = limiter.admit(&checks).await?;
         let headers = rate_headers(&checks, &verdict);
         let Some(i) = verdict.refused else {
@@ -409,23 +412,23 @@ pub async fn admit(
     }
 }
 
-/// The template's checks with the request's worst case filled in: tokens,
+/// Fills in the request's worst case where the checks count it: tokens,
 /// and money at the dearest target it may be sent to.
-fn priced(
-    template: &[Check],
+fn price(
+    checks: &mut [Check],
+    pending: &[(usize, i64)],
     plan: &Plan,
     prices: &Prices,
     tokens: TokenEstimate,
-) -> Result<Vec<Check>, GatewayError> {
-    let mut checks = template.to_vec();
-    for check in &mut checks {
-        check.cost = match check.cost {
-            TOKENS_PENDING => tokens.total(),
+) -> Result<(), GatewayError> {
+    for &(i, what) in pending {
+        let check = &mut checks[i];
+        check.cost = match what {
             MONEY_PENDING => worst_cost(plan, prices, check.currency, tokens)?.0,
-            cost => cost,
+            _ => tokens.total(),
         };
     }
-    Ok(checks)
+    Ok(())
 }
 
 fn worst_cost(
