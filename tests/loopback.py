@@ -1,8 +1,13 @@
-"""Ports for the processes the e2e and benchmark suites start on loopback."""
+"""What the e2e and benchmark suites share: ports for the processes they start
+on loopback, and fresh PostgreSQL databases."""
 
+import os
 import random
+import secrets
 import socket
 from pathlib import Path
+
+PG_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def free_port() -> int:
@@ -18,3 +23,21 @@ def free_port() -> int:
                 return port
             except OSError:
                 continue
+
+
+def postgres_database(prefix: str) -> tuple[str, str]:
+    """A fresh, empty database: (name, URL). Raises psycopg.OperationalError
+    when PostgreSQL does not answer."""
+    import psycopg
+
+    name = prefix + secrets.token_hex(6)
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_postgres_database(name: str):
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -4,6 +4,7 @@ planes, started from the built binaries on loopback, stopped on exit."""
 import http.client
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -121,12 +122,15 @@ http {{
         wait_until(up, what="nginx")
         return f"http://127.0.0.1:{port}/v1"
 
-    def control_plane(self, config_poll_ms=500):
+    def control_plane(self, config_poll_ms=500, database_url=None):
+        """On a SQLite file in the work directory unless `database_url` is given."""
         self.grpc_port, self.admin_port = free_port(), free_port()
         self.db = self.work / "cp.db"
         self.cp = self.spawn(
             "control-plane",
-            "--database-url", f"sqlite://{self.db}",
+            "--database-url", database_url or f"sqlite://{self.db}",
+            # Generated on a SQLite file's first start; PostgreSQL needs one given.
+            *(["--secret-key", secrets.token_hex(32)] if database_url else []),
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
             "--http-addr", f"127.0.0.1:{self.admin_port}",
             "--admin-token", ADMIN_TOKEN,
@@ -184,6 +188,18 @@ http {{
 
     def key(self) -> str:
         return self.admin("POST", "keys", {"name": "bench"})["key"]
+
+    def usage_requests(self, **filters) -> int:
+        """Requests the control plane has usage records of."""
+        query = "&".join(f"{k}={v}" for k, v in filters.items())
+        return int(self.admin("GET", f"usage?{query}")["requests"])
+
+    def wait_usage(self, expected: int, timeout=60.0, **filters) -> int:
+        """Waits for `expected` usage records (shipped every 50 ms); answers how many arrived."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.usage_requests(**filters)) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return seen
 
     def wait_model(self, dp, key, model, timeout=60.0):
         wait_until(

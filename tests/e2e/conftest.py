@@ -18,10 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from loopback import free_port  # noqa: E402  (shared with the other suite)
+import loopback  # noqa: E402  (shared with the other suite)
+from loopback import drop_postgres_database, free_port  # noqa: E402
 
 BIN_DIR = Path(os.environ.get("SWITCHBOARD_BIN_DIR", ROOT / "target" / "debug"))
-PG_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI") == "true"
 MOCK_KEY = "sk-mock-upstream"
 
@@ -307,23 +307,12 @@ def postgres_database():
     """A fresh, empty database for one test; dropped afterwards."""
     import psycopg
 
-    name = "sb_e2e_" + secrets.token_hex(6)
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        return loopback.postgres_database("sb_e2e_")
     except psycopg.OperationalError as error:
         if IN_CI:
             raise
         pytest.skip(f"PostgreSQL unreachable: {error}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return name, f"{base}/{name}"
-
-
-def drop_postgres_database(name):
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -50,6 +50,9 @@ enum Command {
     Streams {
         #[arg(long, default_value_t = 1_000)]
         concurrency: usize,
+        /// The requests start evenly over this long.
+        #[arg(long, default_value_t = 0)]
+        ramp_ms: u64,
     },
     /// Requests one after another for a while; reports when each slow one started.
     Latency {
@@ -85,7 +88,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn summary(mut values: Vec<u64>) -> serde_json::Value {
     values.sort_unstable();
-    json!({"p50": percentile(&values, 50.0), "p99": percentile(&values, 99.0), "count": values.len()})
+    json!({"p50": percentile(&values, 50.0), "p99": percentile(&values, 99.0),
+           "max": values.last().copied().unwrap_or(0), "count": values.len()})
 }
 
 /// One stream: its time to first body byte, gaps between body frames, frame count.
@@ -146,6 +150,23 @@ async fn stream(args: Arc<Args>, requests: usize, concurrency: usize) -> serde_j
            "frames_per_stream": frames as f64 / streams as f64, "errors": errors})
 }
 
+/// One loopback source address has ~28k ephemeral ports towards one
+/// listener; more connections than that come from 127.0.0.2, 127.0.0.3, ...
+const CONNECTIONS_PER_SOURCE: usize = 20_000;
+
+async fn connect_from(authority: &str, source: usize) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host(authority)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if source > 0 {
+        let address = std::net::Ipv4Addr::new(127, 0, 0, 1 + source as u8);
+        socket.bind((address, 0).into())?;
+    }
+    socket.connect(target).await
+}
+
 async fn idle(args: Arc<Args>, connections: usize) -> serde_json::Value {
     let authority = args
         .url
@@ -157,11 +178,11 @@ async fn idle(args: Arc<Args>, connections: usize) -> serde_json::Value {
     // Connections open a few hundred at a time, within the listener's backlog.
     let permits = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for index in 0..connections {
         let (permits, args, authority) = (permits.clone(), args.clone(), authority.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.expect("open");
-            let stream = TcpStream::connect(&authority)
+            let stream = connect_from(&authority, index / CONNECTIONS_PER_SOURCE)
                 .await
                 .map_err(|e| e.to_string())?;
             let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -198,37 +219,63 @@ async fn idle(args: Arc<Args>, connections: usize) -> serde_json::Value {
     json!({"connections": held, "errors": errors})
 }
 
-async fn streams(args: Arc<Args>, concurrency: usize) -> serde_json::Value {
+/// Streams all in flight at once (their requests spread over `ramp_ms`):
+/// prints `ready` once every one has its answer's head, then reads them to
+/// the end, timing the gaps between body frames. A stream is complete when
+/// its body ends with `[DONE]`.
+async fn streams(args: Arc<Args>, concurrency: usize, ramp_ms: u64) -> serde_json::Value {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
     let started = Arc::new(Semaphore::new(0));
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for index in 0..concurrency {
         let (client, args, started) = (client.clone(), args.clone(), started.clone());
+        let delay = Duration::from_millis(ramp_ms * index as u64 / concurrency.max(1) as u64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             let response = client
                 .request(chat_request(&args, true))
                 .await
                 .map_err(|e| e.to_string());
             started.add_permits(1);
-            let mut body = response?.into_body();
-            while let Some(frame) = body.frame().await {
-                frame.map_err(|e| e.to_string())?;
+            let response = response?;
+            if !response.status().is_success() {
+                return Err(format!("status {}", response.status()));
             }
-            Ok::<_, String>(())
+            let mut body = response.into_body();
+            let (mut gaps, mut last, mut tail) = (Vec::with_capacity(128), None, Vec::new());
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| e.to_string())?;
+                let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) else {
+                    continue;
+                };
+                let now = Instant::now();
+                if let Some(previous) = last {
+                    gaps.push(now.duration_since(previous).as_micros() as u64);
+                }
+                last = Some(now);
+                tail = data[data.len().saturating_sub(16)..].to_vec();
+            }
+            let complete = memchr::memmem::find(&tail, b"[DONE]").is_some();
+            Ok::<_, String>((gaps, complete))
         }));
     }
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    let in_flight = tokio::time::timeout(Duration::from_secs(60), started.acquire_many(all)).await;
+    let wait = Duration::from_millis(60_000 + ramp_ms);
+    let in_flight = tokio::time::timeout(wait, started.acquire_many(all)).await;
     println!("ready {}", if in_flight.is_ok() { concurrency } else { 0 });
-    let mut errors = 0;
+    let (mut errors, mut incomplete, mut gaps) = (0, 0, Vec::new());
     for task in tasks {
-        if task.await.map_or(true, |r| r.is_err()) {
-            errors += 1;
+        match task.await {
+            Ok(Ok((stream_gaps, complete))) => {
+                incomplete += usize::from(!complete);
+                gaps.extend(stream_gaps);
+            }
+            _ => errors += 1,
         }
     }
-    json!({"streams": concurrency, "errors": errors})
+    json!({"streams": concurrency, "errors": errors, "incomplete": incomplete, "gap_us": summary(gaps)})
 }
 
 /// Concurrency 1 on one keep-alive connection, so each latency is the gateway's
@@ -269,7 +316,10 @@ async fn main() {
             concurrency,
         } => stream(args.clone(), requests, concurrency).await,
         Command::Idle { connections } => idle(args.clone(), connections).await,
-        Command::Streams { concurrency } => streams(args.clone(), concurrency).await,
+        Command::Streams {
+            concurrency,
+            ramp_ms,
+        } => streams(args.clone(), concurrency, ramp_ms).await,
         Command::Latency { seconds, slow_us } => latency(args.clone(), seconds, slow_us).await,
     };
     println!("{result}");

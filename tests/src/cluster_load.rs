@@ -91,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     // Every stream is open once it has had its first counters message.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    if args.streams > 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
     // Propagation: each key until every stream has it.
     let mut latencies = Vec::new();
@@ -119,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let per_change = (received_bytes.load(Ordering::Relaxed) - bytes_before)
-        / (args.creates.max(1) * args.streams) as u64;
+        / (args.creates * args.streams).max(1) as u64;
     latencies.sort();
     let pct = |p: f64| {
         latencies

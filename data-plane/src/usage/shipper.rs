@@ -43,7 +43,9 @@ pub struct Shipper {
 
 /// A closed batch: its journal, and the batch while it is kept in memory.
 struct Closed {
-    path: PathBuf,
+    /// Its spool file; None for a batch kept in memory only.
+    path: Option<PathBuf>,
+    /// None once only on disk.
     batch: Option<proto::UsageBatch>,
 }
 
@@ -152,15 +154,7 @@ impl Journaler {
     ) {
         if !records.is_empty() || !refusals.is_empty() {
             if gathering.is_none() {
-                match self.spool.journal().await {
-                    Ok(journal) => *gathering = Some((journal, Instant::now())),
-                    Err(error) => {
-                        metrics::counter!("switchboard_usage_lost_total")
-                            .increment(records.len() as u64);
-                        tracing::error!(%error, records = records.len(), "usage journal could not be created; records lost");
-                        return;
-                    }
-                }
+                *gathering = Some((self.spool.journal().await, Instant::now()));
             }
             if let Some((journal, _)) = gathering.as_mut() {
                 let count = records.len() as u64;
@@ -190,19 +184,17 @@ impl Journaler {
 
     async fn close(&mut self, mut journal: Journal) {
         let batch = std::mem::take(&mut journal.batch);
-        match journal.keep().await {
-            Ok(path) => {
-                let _ = self.closed.send(Closed {
-                    path,
-                    batch: Some(batch),
-                });
-            }
-            Err(error) => {
-                metrics::counter!("switchboard_usage_lost_total")
-                    .increment(batch.records.len() as u64);
-                tracing::error!(%error, "a usage journal could not be closed; its records are lost");
-            }
-        }
+        let path = journal.keep().await.unwrap_or_else(|error| {
+            // Left open on disk, it is sent again at the next start (ingestion
+            // ignores what it already has); now it goes from memory.
+            metrics::counter!("switchboard_usage_journal_failures_total").increment(1);
+            tracing::error!(%error, "a usage journal could not be closed; its batch is sent from memory");
+            None
+        });
+        let _ = self.closed.send(Closed {
+            path,
+            batch: Some(batch),
+        });
     }
 }
 
@@ -217,9 +209,10 @@ struct Sender {
 impl Sender {
     async fn run(mut self, mut batches: mpsc::UnboundedReceiver<Closed>) {
         match self.spool.list().await {
-            Ok(paths) => self
-                .pending
-                .extend(paths.into_iter().map(|path| Closed { path, batch: None })),
+            Ok(paths) => self.pending.extend(paths.into_iter().map(|path| Closed {
+                path: Some(path),
+                batch: None,
+            })),
             Err(error) => tracing::error!(%error, "usage spool unreadable"),
         }
         if !self.pending.is_empty() {
@@ -278,7 +271,7 @@ impl Sender {
     }
 
     fn push(&mut self, mut batch: Closed) {
-        if self.pending.len() >= BATCHES_IN_MEMORY {
+        if self.pending.len() >= BATCHES_IN_MEMORY && batch.path.is_some() {
             batch.batch = None;
         }
         self.pending.push_back(batch);
@@ -288,17 +281,21 @@ impl Sender {
         let Some(front) = self.pending.front_mut() else {
             return Sent::Ok;
         };
-        let mut batch = match front.batch.take() {
-            Some(batch) => batch,
-            None => match self.spool.read(&front.path).await {
+        let mut batch = match (front.batch.take(), &front.path) {
+            (Some(batch), _) => batch,
+            (None, Some(path)) => match self.spool.read(path).await {
                 Ok(batch) => batch,
                 Err(error) => {
-                    tracing::error!(%error, file = %front.path.display(), "spooled usage unreadable; quarantined");
-                    let _ = self.spool.quarantine(&front.path).await;
+                    tracing::error!(%error, file = %path.display(), "spooled usage unreadable; quarantined");
+                    let _ = self.spool.quarantine(path).await;
                     self.pending.pop_front();
                     return Sent::Refused;
                 }
             },
+            (None, None) => {
+                self.pending.pop_front();
+                return Sent::Refused;
+            }
         };
         let count = batch.records.len() as u64;
         batch.dataplane_id.clone_from(&self.dataplane_id);
@@ -333,14 +330,18 @@ impl Sender {
         };
         match outcome {
             Sent::Ok => {
-                if let Err(error) = self.spool.remove(&front.path).await {
-                    // Still on disk: sent again at the next start, which ingestion ignores.
-                    tracing::error!(%error, "sent usage could not be removed from the spool");
+                if let Some(path) = &front.path {
+                    if let Err(error) = self.spool.remove(path).await {
+                        // Still on disk: sent again at the next start, which ingestion ignores.
+                        tracing::error!(%error, "sent usage could not be removed from the spool");
+                    }
                 }
                 self.pending.pop_front();
             }
             Sent::Refused => {
-                let _ = self.spool.quarantine(&front.path).await;
+                if let Some(path) = &front.path {
+                    let _ = self.spool.quarantine(path).await;
+                }
                 self.pending.pop_front();
             }
             Sent::Retry => {

@@ -30,7 +30,9 @@ pub struct Spool {
 /// The journal of the batch being gathered, and the batch.
 pub struct Journal {
     path: PathBuf,
-    file: tokio::fs::File,
+    /// None when the file could not be created (out of file descriptors, a
+    /// full disk): the batch is then kept in memory only, and sent all the same.
+    file: Option<tokio::fs::File>,
     pub batch: UsageBatch,
 }
 
@@ -51,14 +53,23 @@ impl Spool {
         Ok(Self { dir })
     }
 
-    pub async fn journal(&self) -> io::Result<Journal> {
+    /// A new journal; in memory only if its file cannot be created (said
+    /// in the log and in `switchboard_usage_journal_failures_total`).
+    pub async fn journal(&self) -> Journal {
         let path = self.dir.join(format!("{}.{OPEN}", uuid::Uuid::now_v7()));
-        let file = tokio::fs::File::create(&path).await?;
-        Ok(Journal {
+        let file = match tokio::fs::File::create(&path).await {
+            Ok(file) => Some(file),
+            Err(error) => {
+                metrics::counter!("switchboard_usage_journal_failures_total").increment(1);
+                tracing::error!(%error, "usage journal could not be created; this batch is kept in memory until delivered");
+                None
+            }
+        };
+        Journal {
             path,
             file,
             batch: UsageBatch::default(),
-        })
+        }
     }
 
     /// The spooled batches, oldest first (names are time-ordered UUIDs).
@@ -118,23 +129,24 @@ impl Journal {
         let bytes = fragment.encode_length_delimited_to_vec();
         self.batch.records.extend(fragment.records);
         self.batch.refusals.extend(fragment.refusals);
-        self.file.write_all(&bytes).await?;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(&bytes).await?;
         // Into the kernel's hands (not to disk): that is what outlives a kill.
-        self.file.flush().await
+        file.flush().await
     }
 
-    /// Delivered: the journal goes.
-    pub async fn delivered(self) -> io::Result<()> {
-        drop(self.file);
-        tokio::fs::remove_file(&self.path).await
-    }
-
-    /// Not delivered: the journal stays, as a spooled batch.
-    pub async fn keep(self) -> io::Result<PathBuf> {
-        drop(self.file);
+    /// Closed: the journal stays, as a spooled batch, until it is delivered;
+    /// None for a journal kept in memory only.
+    pub async fn keep(self) -> io::Result<Option<PathBuf>> {
+        let Some(file) = self.file else {
+            return Ok(None);
+        };
+        drop(file);
         let closed = self.path.with_extension(CLOSED);
         tokio::fs::rename(&self.path, &closed).await?;
-        Ok(closed)
+        Ok(Some(closed))
     }
 }
 
@@ -154,7 +166,7 @@ mod tests {
     async fn a_journal_left_open_by_a_crash_is_read_up_to_its_cut() {
         let dir = std::env::temp_dir().join(format!("sb-spool-{}", uuid::Uuid::new_v4()));
         let spool = Spool::open(&dir).expect("spool");
-        let mut journal = spool.journal().await.expect("journal");
+        let mut journal = spool.journal().await;
         let fragment = |records, refusals| UsageBatch {
             records,
             refusals,
@@ -190,9 +202,28 @@ mod tests {
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(batch.refusals.iter().map(|r| r.count).sum::<u64>(), 3);
 
-        let journal = spool.journal().await.expect("journal");
-        journal.delivered().await.expect("deleted");
+        let kept = spool.journal().await.keep().await.expect("kept");
+        let kept = kept.expect("on disk");
+        assert_eq!(spool.list().await.expect("listed").len(), 2);
+        spool.remove(&kept).await.expect("removed once delivered");
         assert_eq!(spool.list().await.expect("listed").len(), 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_cannot_be_created_keeps_its_batch_in_memory() {
+        let dir = std::env::temp_dir().join(format!("sb-spool-gone-{}", uuid::Uuid::now_v7()));
+        let spool = Spool::open(&dir).expect("spool");
+        std::fs::remove_dir_all(&dir).expect("removed");
+        let mut journal = spool.journal().await;
+        journal
+            .append(UsageBatch {
+                records: vec![record("a")],
+                ..UsageBatch::default()
+            })
+            .await
+            .expect("appended in memory");
+        assert_eq!(journal.batch.records.len(), 1);
+        assert_eq!(journal.keep().await.expect("kept"), None);
     }
 }
