@@ -11,23 +11,16 @@
 //! which is the least busy one.
 
 use crate::ingress::{self, AppState};
+use axum::serve::ListenerExt;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 const BACKLOG: u32 = 4096;
-/// hyper's per-connection buffer limit; request heads are capped below it.
-const MAX_BUFFER_BYTES: usize = 128 * 1024;
-/// After a failed accept (out of file descriptors): at most ten warnings a second.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Binds the listening socket, and answers one handle on it per worker.
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
@@ -86,72 +79,33 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = match tls {
-        Some(tls) => runtime.block_on(serve_tls(listener, state, tls, shutdown, grace)),
-        None => runtime.block_on(serve_http1(listener, state, shutdown, grace)),
-    };
+    if let Some(tls) = tls {
+        let result = runtime.block_on(serve_tls(listener, state, tls, shutdown, grace));
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        return result;
+    }
+    let result = runtime.block_on(async move {
+        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
+        // client's delayed ACK (up to 40 ms) arrives.
+        let listener = TcpListener::from_std(listener)?.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
+        let stopping = shutdown.clone();
+        let server = axum::serve(listener, ingress::router(state))
+            .with_graceful_shutdown(async move { stopping.cancelled().await });
+        tokio::select! {
+            served = server => served,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
+                Ok(())
+            }
+        }
+    });
     // Drops the connections still open, and with them their usage sinks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
-}
-
-/// Plain HTTP: HTTP/1.1 only, straight on hyper. Clients and load balancers
-/// speak HTTP/1.1 to a cleartext port; without the HTTP/1-or-h2c detection
-/// layer a connection costs less memory and each request a little less work
-/// (docs/benchmarks.md).
-async fn serve_http1(
-    listener: std::net::TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(listener)?;
-    let service = TowerToHyperService::new(ingress::router(state));
-    // No header read timeout: hyper arms its timer for every request head,
-    // which costs each request a wake-up of the thread's own event loop.
-    let mut http = http1::Builder::new();
-    http.max_buf_size(MAX_BUFFER_BYTES);
-    let connections = TaskTracker::new();
-    loop {
-        let tcp = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors, or a connection reset before it was
-                    // taken: keep serving the open ones and try again shortly.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
-        // client's delayed ACK (up to 40 ms) arrives.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set");
-        }
-        let connection = http.serve_connection(TokioIo::new(tcp), service.clone());
-        let stopping = shutdown.clone();
-        connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stopping.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-            // Idle connections close now; busy ones after their answer.
-            let _ = connection.await;
-        });
-    }
-    connections.close();
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
-    }
-    Ok(())
 }
 
 /// HTTPS: the same service behind a TLS handshake, its certificate reloaded

@@ -253,16 +253,20 @@ class Bench:
         direct = probe(self.bin_dir, *args, "--url", self.mock_paced)
         direct.stdout.readline()
         d = json.loads(direct.communicate(timeout=600)[0])
-        pid = self.dp.proc.pid
+        # A data plane of its own: memory freed by earlier scenarios would hide what streams take.
+        dp = self.stack.data_plane()
+        self.stack.wait_model(dp, self.key, "paced")
+        pid = dp.proc.pid
         recorded_before = self.stack.usage_requests(model="paced")
         before = rss_kib(pid)
-        p = probe(self.bin_dir, *args, "--url", self.dp.url, "--key", self.key)
+        p = probe(self.bin_dir, *args, "--url", dp.url, "--key", self.key)
         p.stdout.readline()
         during = rss_kib(pid)
         g = json.loads(p.communicate(timeout=600)[0])
         recorded = self.stack.wait_usage(recorded_before + n, model="paced") - recorded_before
         time.sleep(2)
         after = rss_kib(pid)
+        self.stack.stop(dp)
         scenario = f"10. {n:,} streams at once, {chunks} chunks {gap} ms apart"
         for q in ("p50", "p99"):
             self.report.row(scenario, f"gap between chunks {q.upper()}", us(d["gap_us"][q]), us(g["gap_us"][q]),

@@ -74,6 +74,10 @@ http {{
   upstream dataplanes {{
 {servers}
     keepalive 32;
+    # Below the data planes' drain delay (1 s): an idle pooled connection is
+    # closed by nginx before a draining data plane stops listening, so nginx
+    # never sends a POST down a connection at the instant it is closed.
+    keepalive_timeout 500ms;
   }}
   server {{
     listen 127.0.0.1:{self.port};

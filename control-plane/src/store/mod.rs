@@ -77,6 +77,12 @@ impl Store {
                         sqlx::query("PRAGMA busy_timeout = 5000")
                             .execute(&mut *conn)
                             .await?;
+                        // A multi-row insert keeps a statement journal (to undo
+                        // itself halfway); in a temporary file it doubled the
+                        // page writes of usage ingestion (docs/benchmarks.md).
+                        sqlx::query("PRAGMA temp_store = MEMORY")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -122,6 +128,17 @@ impl Store {
 
     async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction that reads before it writes. SQLite's default deferred
+    /// transaction would take a read snapshot first and then fail (busy,
+    /// without waiting) to become the writer when another one wrote since;
+    /// `BEGIN IMMEDIATE` waits for the write lock up front instead.
+    async fn begin_write(&self) -> Result<Tx> {
+        Ok(match self.kind {
+            DatabaseKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseKind::Postgres => self.pool.begin().await?,
+        })
     }
 }
 

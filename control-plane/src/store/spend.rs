@@ -111,28 +111,46 @@ struct Sums {
 }
 
 impl Store {
-    /// In the ingesting transaction: adds new records to the totals of those
-    /// of their holders that are counted (a budget or a quota) and marks them
-    /// for the next count; usage of other holders costs nothing here. Which
-    /// holders are counted is read in this transaction, with a share lock on
-    /// PostgreSQL: an allowance write waits for it (and then recounts the
-    /// holder from its records), so no record falls between the two. Rows in
-    /// key order, so concurrent ingestions lock them in one order.
-    pub(super) async fn add_to_totals(&self, tx: &mut Tx, records: &[&UsageRecord]) -> Result<()> {
-        let names: BTreeSet<String> = records.iter().flat_map(|r| holders_of(r)).collect();
+    /// In the ingesting transaction, before its inserts: which of the
+    /// records' holders are counted (a budget or a quota). Read with a share
+    /// lock on PostgreSQL: an allowance write waits for the ingestion (and
+    /// then recounts the holder from its records), so no record falls
+    /// between the two.
+    pub(super) async fn counted_holders(
+        &self,
+        tx: &mut Tx,
+        records: &[UsageRecord],
+    ) -> Result<HashSet<String>> {
+        let names: BTreeSet<String> = records.iter().flat_map(holders_of).collect();
         if names.is_empty() {
-            return Ok(());
+            return Ok(HashSet::new());
         }
         let lock = match self.kind {
             DatabaseKind::Postgres => " FOR SHARE",
             DatabaseKind::Sqlite => "",
         };
         let names: Vec<String> = names.into_iter().collect();
-        let counted: HashSet<String> = Self::holders_named(tx, &names, lock)
+        Ok(Self::holders_named(tx, &names, lock)
             .await?
             .iter()
             .map(Holder::name)
-            .collect();
+            .collect())
+    }
+
+    /// Whether any of a record's holders is counted.
+    pub(super) fn is_counted(record: &UsageRecord, counted: &HashSet<String>) -> bool {
+        holders_of(record).any(|h| counted.contains(&h))
+    }
+
+    /// Adds new records to the totals of those of their holders that are
+    /// counted and marks them for the next count; usage of other holders
+    /// costs nothing here. Rows in key order, so concurrent ingestions lock
+    /// them in one order.
+    pub(super) async fn add_to_totals(
+        tx: &mut Tx,
+        records: &[&UsageRecord],
+        counted: &HashSet<String>,
+    ) -> Result<()> {
         if counted.is_empty() {
             return Ok(());
         }
