@@ -209,6 +209,11 @@ def test_rate_limits_answer_429_as_openai_does(gateway, idp):
     spend = gateway.admin("GET", f"/keys/{quota['id']}", expect=200).json()["spend"]
     assert (spend["requests"], spend["exhausted"]) == (2, True)
     gateway.wait_synced()
+    # The count reaches the data plane within a revision poll (200 ms) and its
+    # disk copy with the next save (at most every 500 ms). The restarted data
+    # plane serves from that copy until its stream delivers counters, so the
+    # copy must hold the count before the kill.
+    time.sleep(1.5)
     gateway.dp.kill()
     gateway.dp = gateway.start_data_plane()
     assert error_of(chat(gateway, quota["key"], "gpt-test"))["code"] == "insufficient_quota"
