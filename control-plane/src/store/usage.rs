@@ -150,7 +150,7 @@ impl Store {
         let counted = self.counted_holders(&mut tx, records).await?;
         let returning = records.iter().any(|r| Self::is_counted(r, &counted));
         let received_at = now_ms();
-        let mut inserted: HashSet<String> = HashSet::with_capacity(records.len());
+        let mut inserted: HashSet<String> = HashSet::new();
         let mut new_rows = 0;
         for chunk in records.chunks(ROWS_PER_INSERT) {
             let sql = insert_usage_sql(self.kind(), chunk.len(), returning);

@@ -293,6 +293,8 @@ impl Sender {
                 }
             },
             (None, None) => {
+                // Not made: `push` drops only batches that have a file.
+                tracing::error!("a usage batch with neither file nor records; skipped");
                 self.pending.pop_front();
                 return Sent::Refused;
             }
