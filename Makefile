@@ -22,12 +22,15 @@ run: release
 ## the benchmark suite's smoke run (so it cannot rot), and a short run of each fuzz target.
 test: test-deps build test-rust test-e2e test-bench test-fuzz
 
-## Python packages for the e2e tests; etcd and nginx for the multi-node test
+## Python packages for the e2e tests (the SDKs; Helm's Go SDK and the Kubernetes
+## schemas for the chart's test); etcd and nginx for the multi-node test
 ## (Debian's packages; their services are not started: the tests run their own);
+## curl (HTTP/2 test, and the chart's `helm test` command run locally);
 ## wrk and oha for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
+	command -v curl >/dev/null || apt-get install -y -q curl >/dev/null
 	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
 	command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet

@@ -1,6 +1,7 @@
 //! The control plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
 use crate::settings::ClusterSettings;
+use shared::metrics::MetricsArgs;
 use shared::telemetry::LogArgs;
 use shared::tls::TlsArgs;
 use std::net::SocketAddr;
@@ -22,7 +23,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP server (REST admin API, health, metrics).
+    /// Address of the HTTP server (REST admin API, health, and metrics unless
+    /// `--metrics-addr` moves them).
     #[arg(long, env = "SWITCHBOARD_HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
@@ -184,6 +186,9 @@ pub struct Config {
     /// gRPC listener (loaded at start).
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
+    let metrics_listener = config.metrics.bind().await.map_err(anyhow::Error::msg)?;
     tracing::info!(
         grpc = %grpc_listener.local_addr()?,
         http = %http_listener.local_addr()?,
@@ -164,11 +165,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::error!(%error, "gRPC server failed");
         }
     });
+    let public_metrics = shared::metrics::expose(metrics_listener, metrics, &tasks);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rest = api::rest::router(api::rest::RestState {
         admin,
         admin_token: secrets.admin_token,
-        metrics,
+        metrics: public_metrics,
         draining: draining.clone(),
     });
     let token = tasks.token();

@@ -3,6 +3,7 @@
 use crate::limits::FailMode;
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
+use shared::metrics::MetricsArgs;
 use shared::telemetry::LogArgs;
 use shared::tls::TlsArgs;
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "data-plane", version, about = "Switchboard data plane")]
 pub struct Config {
-    /// Address of the OpenAI-compatible HTTP API (also /healthz, /readyz, /metrics).
+    /// Address of the OpenAI-compatible HTTP API (also /healthz, /readyz, and
+    /// /metrics unless `--metrics-addr` moves it).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
@@ -234,6 +236,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -161,6 +161,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Not tied to the cancellation token: it ends once the server has drained.
     let shipper = tokio::spawn(shipper.run());
 
+    let metrics_listener = config.metrics.bind().await.map_err(anyhow::Error::msg)?;
+    let public_metrics = shared::metrics::expose(metrics_listener, metrics, &tasks);
     let workers = config.workers();
     let listeners = server::bind(config.listen, workers)
         .with_context(|| format!("listen: cannot listen on {}", config.listen))?;
@@ -184,7 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
         usage: usage.clone(),
         limiter: limiter.clone(),
-        metrics: metrics.clone(),
+        metrics: public_metrics.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: config.upstream_timeout(),
         routing: routing.clone(),

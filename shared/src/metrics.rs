@@ -1,7 +1,67 @@
-//! The Prometheus recorder both planes install.
+//! The Prometheus recorder both planes install, and where its `/metrics` is served.
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where `/metrics` is served.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct MetricsArgs {
+    /// Address of a listener that serves only `/metrics`; the main HTTP
+    /// listener then answers 404 there, so scrapes stay off the port that
+    /// clients (or the internet) reach. Unset: `/metrics` is on the main
+    /// HTTP listener.
+    #[arg(long, env = "SWITCHBOARD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The metrics listener, bound at start so a taken port fails the start.
+pub struct MetricsListener(tokio::net::TcpListener);
+
+impl MetricsArgs {
+    pub async fn bind(&self) -> Result<Option<MetricsListener>, String> {
+        let Some(addr) = self.metrics_addr else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("metrics_addr: cannot listen on {addr}: {e}"))?;
+        Ok(Some(MetricsListener(listener)))
+    }
+}
+
+/// Serves `/metrics` on its own listener when there is one; answers what the
+/// main HTTP listener should serve there (nothing when it has moved).
+pub fn expose(
+    listener: Option<MetricsListener>,
+    handle: PrometheusHandle,
+    tasks: &crate::tasks::Tasks,
+) -> Option<PrometheusHandle> {
+    let Some(listener) = listener else {
+        return Some(handle);
+    };
+    if let Ok(addr) = listener.0.local_addr() {
+        tracing::info!(metrics = %addr, "metrics listening");
+    }
+    tasks.spawn("metrics-listener", listener.serve(handle, tasks.token()));
+    None
+}
+
+impl MetricsListener {
+    async fn serve(self, handle: PrometheusHandle, shutdown: CancellationToken) {
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        );
+        let served = axum::serve(self.0, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    }
+}
 
 /// Seconds, from 1 ms to 2 min: upstream LLM calls span that whole range.
 const DURATION_BUCKETS: &[f64] = &[

@@ -71,21 +71,27 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
 class Process:
     """A binary running with its output in a log file, stopped at teardown."""
 
-    def __init__(self, name, args, log_dir, env=None, absolute=False):
-        """`name` is one of Switchboard's binaries, or with `absolute` any program's path."""
+    def __init__(self, name, args, log_dir, env=None, absolute=False, exact_env=False, **popen):
+        """`name` is one of Switchboard's binaries, or with `absolute` any program's path.
+        With `exact_env` the process gets `env` and PATH only; `popen` goes to Popen (cwd, user)."""
         self.name = Path(name).name
         self.args = [str(name if absolute else BIN_DIR / name)] + [str(a) for a in args]
         self.log_path = Path(log_dir) / f"{self.name}-{secrets.token_hex(3)}.log"
-        # Debug for Switchboard's own crates: every span field and event is searched for secrets.
-        log = "info,sqlx=warn,control_plane=debug,data_plane=debug,shared=debug"
-        # No drain delay on SIGTERM unless a test asks for one: stops stay quick.
-        self.env = {**os.environ, "SWITCHBOARD_LOG": log, "SWITCHBOARD_DRAIN_DELAY_MS": "0", **(env or {})}
+        if exact_env:
+            self.env = {"PATH": os.environ["PATH"], **env}
+        else:
+            # Debug for Switchboard's own crates: every span field and event is searched for secrets.
+            log = "info,sqlx=warn,control_plane=debug,data_plane=debug,shared=debug"
+            # No drain delay on SIGTERM unless a test asks for one: stops stay quick.
+            self.env = {**os.environ, "SWITCHBOARD_LOG": log, "SWITCHBOARD_DRAIN_DELAY_MS": "0", **(env or {})}
+        self.popen = popen
         self.proc = None
 
     def start(self):
         OUTPUTS.append(self.log_path)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=self.env,
+                                     **self.popen)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
@@ -272,6 +278,31 @@ class Redis:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def require(binary, package):
+    if shutil.which(binary):
+        return shutil.which(binary)
+    if IN_CI:
+        raise AssertionError(f"{binary} is required (Debian package {package}, installed by `make test-deps`)")
+    pytest.skip(f"{binary} not installed")
+
+
+class Etcd:
+    """A one-member etcd of the test's own."""
+
+    def __init__(self, tmp):
+        binary = require("etcd", "etcd-server")
+        self.port, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Process(binary, [
+            "--name", "sb", "--data-dir", tmp / "etcd",
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"sb=http://127.0.0.1:{peer}",
+        ], tmp, absolute=True).start()
+        wait_until(lambda: httpx.get(self.url + "/health").json()["health"] == "true", what="etcd healthy")
 
 
 @pytest.fixture

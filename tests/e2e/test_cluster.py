@@ -6,9 +6,7 @@ openai SDK through nginx."""
 import concurrent.futures
 import os
 import secrets as random
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -16,35 +14,10 @@ import httpx
 import openai
 import pytest
 
-from conftest import (IN_CI, MOCK_KEY, Process, Redis, drop_postgres_database, free_port,
-                      postgres_database, secret, wait_until)
+from conftest import (MOCK_KEY, Etcd, Process, Redis, drop_postgres_database, free_port,
+                      postgres_database, require, secret, wait_until)
 
 MODEL = "gpt-cluster"
-
-
-def require(binary, package):
-    if shutil.which(binary):
-        return shutil.which(binary)
-    if IN_CI:
-        raise AssertionError(f"{binary} is required (Debian package {package}, installed by `make test-deps`)")
-    pytest.skip(f"{binary} not installed")
-
-
-class Etcd:
-    """A one-member etcd of the test's own."""
-
-    def __init__(self, tmp):
-        binary = require("etcd", "etcd-server")
-        self.port, peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = Process(binary, [
-            "--name", "sb", "--data-dir", tmp / "etcd",
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"sb=http://127.0.0.1:{peer}",
-        ], tmp, absolute=True).start()
-        wait_until(lambda: httpx.get(self.url + "/health").json()["health"] == "true", what="etcd healthy")
 
 
 class Nginx:

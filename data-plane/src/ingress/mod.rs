@@ -46,7 +46,8 @@ pub struct AppState {
     pub http: providers::UpstreamClient,
     pub usage: UsageSink,
     pub limiter: Arc<Limiter>,
-    pub metrics: PrometheusHandle,
+    /// `None` when `/metrics` has its own listener.
+    pub metrics: Option<PrometheusHandle>,
     pub max_body_bytes: usize,
     pub upstream_timeout: Duration,
     pub routing: Arc<RoutingConfig>,
@@ -71,7 +72,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route(
             "/metrics",
-            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+            get(|State(s): State<AppState>| async move {
+                match s.metrics {
+                    Some(metrics) => Ok(metrics.render()),
+                    None => Err(GatewayError::UnknownEndpoint("/metrics".into())),
+                }
+            }),
         )
         .fallback(|uri: axum::http::Uri| async move {
             GatewayError::UnknownEndpoint(uri.path().to_owned())
@@ -287,10 +293,21 @@ async fn handle(
     // auth: against the snapshot, never the database; before the body is read,
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
-    let runtime = state.live.load_full().ok_or(GatewayError::NotReady);
-    let runtime = runtime.map_err(|e| refused(&state, None, e))?;
-    let caller = auth::authenticate(runtime.directory(), &parts.headers)
-        .map_err(|e| refused(&state, None, e))?;
+    let caller = state
+        .live
+        .load_full()
+        .ok_or(GatewayError::NotReady)
+        .and_then(|runtime| {
+            let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
+            Ok((runtime, caller))
+        });
+    let (runtime, caller) = match caller {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            request::discard_body(body);
+            return Err(refused(&state, None, error));
+        }
+    };
     let admitted = admit(&state, &runtime, &caller, endpoint, body)
         .await
         .map_err(|e| refused(&state, Some(&caller), e))?;
@@ -507,9 +524,11 @@ mod tests {
             http: providers::UpstreamClient::new(Duration::from_secs(1), 1, false),
             usage,
             limiter: Arc::new(Limiter::new(None)),
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
+            metrics: Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .build_recorder()
+                    .handle(),
+            ),
             max_body_bytes: 1024,
             upstream_timeout: Duration::from_secs(1),
             routing: Arc::new(crate::router::RoutingConfig::default()),

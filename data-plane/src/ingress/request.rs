@@ -24,6 +24,22 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> 
     }
 }
 
+/// What a refused request's unread body may still cost: this much, this long.
+const DISCARD_BYTES: usize = 64 * 1024;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For a request answered before its body was read (refused at auth): reads
+/// the body and drops it, in the background and within a small bound, as
+/// nginx does. Dropping it unread would make HTTP/2 reset the stream while
+/// the client is still uploading, which clients such as curl report as a
+/// failure although the answer arrived.
+pub fn discard_body(body: Body) {
+    tokio::spawn(async move {
+        let drained = Limited::new(body, DISCARD_BYTES).collect();
+        let _ = tokio::time::timeout(DISCARD_TIME, drained).await;
+    });
+}
+
 /// serde_json's own limit for typed values; raw values are read without one,
 /// and a provider should not be sent what no JSON parser would read.
 const MAX_JSON_DEPTH: usize = 128;

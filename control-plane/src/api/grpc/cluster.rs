@@ -181,7 +181,7 @@ impl ClusterService for ClusterGrpc {
         let identity = certified_identity(&request);
         let mut watch = request.into_inner();
         if let Some(identity) = identity {
-            watch.dataplane_id = identity;
+            watch.dataplane_id = certified_id(&identity, &watch.dataplane_id);
         }
         required("dataplane_id", &watch.dataplane_id)?;
         let store = self.admin.store().clone();
@@ -219,7 +219,7 @@ impl ClusterService for ClusterGrpc {
         let identity = certified_identity(&request);
         let mut ack = request.into_inner();
         if let Some(identity) = identity {
-            ack.dataplane_id = identity;
+            ack.dataplane_id = certified_id(&identity, &ack.dataplane_id);
         }
         required("dataplane_id", &ack.dataplane_id)?;
         if ack.error.is_empty() {
@@ -242,7 +242,7 @@ impl ClusterService for ClusterGrpc {
         let identity = certified_identity(&request);
         let mut batch = request.into_inner();
         if let Some(identity) = identity {
-            batch.dataplane_id = identity;
+            batch.dataplane_id = certified_id(&identity, &batch.dataplane_id);
         }
         required("dataplane_id", &batch.dataplane_id)?;
         if batch.records.len() > MAX_BATCH {
@@ -277,7 +277,17 @@ impl ClusterService for ClusterGrpc {
     }
 }
 
-/// Under mTLS, a data plane is who its certificate says, not what it claims.
+/// Under mTLS, a data plane is who its certificate says, not what it claims:
+/// the certificate's name, then the claimed id, which only tells apart
+/// replicas sharing one certificate (a Deployment's pods with one Secret).
+fn certified_id(certificate: &str, claimed: &str) -> String {
+    if claimed.is_empty() {
+        certificate.to_owned()
+    } else {
+        format!("{certificate}/{claimed}")
+    }
+}
+
 fn certified_identity<T>(request: &Request<T>) -> Option<String> {
     request
         .extensions()

@@ -21,7 +21,8 @@ use serde_json::json;
 pub struct RestState {
     pub admin: Admin,
     pub admin_token: BearerToken,
-    pub metrics: PrometheusHandle,
+    /// `None` when `/metrics` has its own listener.
+    pub metrics: Option<PrometheusHandle>,
     /// Set on SIGTERM: `/readyz` answers 503 while the replica still serves.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -36,7 +37,12 @@ pub fn router(state: RestState) -> Router {
         .route("/readyz", get(ready))
         .route(
             "/metrics",
-            get(|State(s): State<RestState>| async move { s.metrics.render() }),
+            get(|State(s): State<RestState>| async move {
+                match s.metrics {
+                    Some(metrics) => Ok(metrics.render()),
+                    None => Err(Error::NotFound("route".into())),
+                }
+            }),
         )
         .nest("/api/v1", api)
         .with_state(state)
