@@ -185,10 +185,16 @@ pub struct Config {
     pub cluster_client_key: Option<PathBuf>,
 
     /// Redis holding the counters of rate limits, quotas and budgets that
-    /// every data plane shares (`redis://[:password@]host:port[/db]`).
+    /// every data plane shares (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS).
     /// Unset: each data plane counts in process.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM CA certificate of a `rediss://` Redis's server certificate;
+    /// without it, the system's trusted roots.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
 
     /// How long a Redis call may take before it counts as failed.
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT_MS", default_value_t = 250)]

@@ -44,7 +44,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let redis = config
         .redis_url
         .as_deref()
-        .map(|url| limits::redis::RedisCounters::start(url, config.redis_timeout(), tasks.token()))
+        .map(|url| {
+            limits::redis::RedisCounters::start(
+                url,
+                config.redis_ca.as_deref(),
+                config.redis_timeout(),
+                tasks.token(),
+            )
+        })
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let mut limiter = limits::Limiter::new(redis);

@@ -7,6 +7,7 @@ use super::{Check, Outcome, Verdict};
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -109,13 +110,36 @@ pub enum RedisUnavailable {
 impl RedisCounters {
     /// Checks the URL now; connects in the background (and keeps trying), so
     /// a data plane starts and serves, by its failure modes, while Redis is down.
+    /// Connects in the background (limits use their failure modes until
+    /// then). `ca`: the PEM CA that signs a `rediss://` server's certificate,
+    /// instead of the system's roots.
     pub fn start(
         url: &str,
+        ca: Option<&Path>,
         timeout: Duration,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, String> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("redis_url: not a Redis URL ({e})"))?;
+        if url.starts_with("rediss://") {
+            shared::tls::install_crypto_provider();
+        }
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(_) if !url.starts_with("rediss://") => {
+                return Err("redis_ca: only with a rediss:// redis_url".into())
+            }
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("redis_ca: cannot read {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| format!("redis_url: not a usable Redis URL ({e})"))?;
         let counters = Arc::new(RedisCounters {
             connection: ArcSwapOption::empty(),
             admit: redis::Script::new(ADMIT),
