@@ -26,11 +26,13 @@ test: test-deps build test-rust test-e2e test-bench test-fuzz
 ## schemas for the chart's test); etcd and nginx for the multi-node test
 ## (Debian's packages; their services are not started: the tests run their own);
 ## curl (HTTP/2 test, and the chart's `helm test` command run locally);
+## promtool (Debian's prometheus: the alert rules are checked and unit-tested);
 ## wrk and oha for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 	command -v curl >/dev/null || apt-get install -y -q curl >/dev/null
+	command -v promtool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
 	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
 	command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet

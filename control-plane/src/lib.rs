@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod jwks;
+pub mod meters;
 pub mod model;
 pub mod outbound;
 pub mod secrets;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tasks = Tasks::new();
     let metrics = shared::metrics::install(&tasks).context("installing the metrics recorder")?;
+    meters::describe();
     let store = store::Store::connect(&config.database_url, config.database_max_connections)
         .await
         .context("database_url: cannot open the database")?;

@@ -436,6 +436,8 @@ pub struct UsageFilter {
     pub limit: Option<u32>,
     /// Only the record of the request answered with this `x-request-id`.
     pub request_id: Option<String>,
+    /// Only the records of requests in this W3C trace.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -609,6 +611,8 @@ pub struct UsageRecordView {
     pub failed_attempts: Vec<shared::usage::FailedAttempt>,
     /// The `x-request-id` the request was answered with.
     pub request_id: Option<String>,
+    /// The W3C trace id of the request's trace.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

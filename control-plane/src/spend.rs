@@ -211,6 +211,7 @@ mod tests {
             estimated: false,
             failed_attempts: Vec::new(),
             request_id: None,
+            trace_id: None,
         }
     }
 

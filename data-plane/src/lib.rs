@@ -12,6 +12,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod ingress;
 pub mod limits;
+pub mod meters;
 pub mod probe;
 pub mod providers;
 pub mod relay;
@@ -37,6 +38,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     config.validate().map_err(anyhow::Error::msg)?;
     let tasks = Tasks::new();
     let metrics = shared::metrics::install(&tasks).context("installing the metrics recorder")?;
+    meters::describe();
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
     let dataplane_id = dataplane_id(&config.state_dir)?;
@@ -140,6 +142,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.routing().breaker,
             tasks.token(),
         ),
+    );
+
+    tasks.spawn(
+        "breaker-gauges",
+        meters::breakers(live.clone(), tasks.token()),
     );
 
     let (sweeping, stop) = (limiter.clone(), tasks.token());

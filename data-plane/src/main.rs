@@ -7,15 +7,20 @@ use std::process::ExitCode;
 #[tokio::main(worker_threads = 1)]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(error) = config.log.init() {
-        eprintln!("{error}");
-        return ExitCode::from(2);
-    }
-    match data_plane::run(config, shared::tasks::shutdown_requested()).await {
+    let telemetry = match config.log.init("switchboard-data-plane") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match data_plane::run(config, shared::tasks::shutdown_requested()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -63,10 +63,21 @@ impl MetricsListener {
     }
 }
 
-/// Seconds, from 1 ms to 2 min: upstream LLM calls span that whole range.
+/// Seconds, from 1 ms to 10 min: LLM calls span that whole range (a long
+/// reasoning stream takes minutes).
 const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
 ];
+
+/// Help texts of the metrics both planes export.
+pub fn describe_common() {
+    metrics::describe_counter!(
+        "switchboard_tls_reloads_total",
+        metrics::Unit::Count,
+        "Reloads of a listener's certificate after its files changed, by result."
+    );
+}
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the global recorder and its upkeep task. Histograms are fixed

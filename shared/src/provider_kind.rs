@@ -65,6 +65,16 @@ impl ProviderKind {
         }
     }
 
+    /// `gen_ai.system` of OpenTelemetry's GenAI conventions: their
+    /// well-known value where there is one, else the kind's name.
+    pub fn gen_ai_system(self) -> &'static str {
+        match self {
+            ProviderKind::AzureOpenai => "az.ai.openai",
+            ProviderKind::Gemini => "gcp.gemini",
+            other => other.as_str(),
+        }
+    }
+
     /// OpenAI's `/v1/completions` and `/v1/responses` are passed through to
     /// these only: the others' compatible APIs lack them or differ.
     pub fn serves_completions_and_responses(self) -> bool {

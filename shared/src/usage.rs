@@ -19,6 +19,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// `gen_ai.operation.name` of OpenTelemetry's GenAI conventions.
+    pub fn gen_ai_operation(self) -> &'static str {
+        match self {
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Completions => "text_completion",
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => "chat",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat.completions",
@@ -64,6 +73,9 @@ pub struct UsageRecord {
     pub failed_attempts: Vec<FailedAttempt>,
     /// The `x-request-id` the request was answered with.
     pub request_id: Option<String>,
+    /// The W3C trace id of the request's trace (32 lowercase hex digits):
+    /// the client's, or the gateway's own when it exports traces.
+    pub trace_id: Option<String>,
 }
 
 /// One failed try of a request on one target.
@@ -172,6 +184,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             estimated: r.estimated,
             failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
             request_id: r.request_id.unwrap_or_default(),
+            trace_id: r.trace_id.unwrap_or_default(),
         }
     }
 }
@@ -216,6 +229,10 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
         if r.request_id.len() > 128 || !r.request_id.bytes().all(visible) {
             return Err(bad("request_id: at most 128 visible ASCII characters"));
         }
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if !r.trace_id.is_empty() && (r.trace_id.len() != 32 || !r.trace_id.bytes().all(hex)) {
+            return Err(bad("trace_id: 32 lowercase hex digits"));
+        }
         let currency = r.currency.parse().map_err(|e: String| bad(&e))?;
         let failed_attempts = r
             .failed_attempts
@@ -259,6 +276,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             estimated: r.estimated,
             failed_attempts,
             request_id: present(r.request_id),
+            trace_id: present(r.trace_id),
         })
     }
 }
@@ -299,6 +317,7 @@ mod tests {
                 duration_ms: 30_000,
             }],
             request_id: Some("req-1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         }
     }
 

@@ -281,6 +281,36 @@ class Bench:
             self.report.notes.append(f"Scenario 10: errors direct {d['errors']}, gateway {g['errors']}; "
                                      f"incomplete {g['incomplete']}; {recorded} of {n} usage records.")
 
+    def tracing(self):
+        """What exporting traces costs: throughput (concurrency 32) and latency
+        (concurrency 1) of fresh data planes without an exporter, and with
+        every request traced or 1% of them, sent over OTLP/gRPC to a collector
+        that takes and drops them."""
+        collector, port = otlp_sink()
+        planes = []
+        try:
+            for label, ratio in (("off", None), ("100%", "1"), ("1%", "0.01")):
+                env = None if ratio is None else {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                    "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio}
+                dp = self.stack.data_plane(env=env)
+                self.stack.wait_model(dp, self.key, "fast")
+                planes.append((label, dp))
+            off = None
+            for label, dp in planes:
+                t = wrk(dp.url, self.key, "fast", 32, self.s.seconds)
+                c1 = wrk(dp.url, self.key, "fast", 1, self.s.seconds)
+                off = off or (t, c1)
+                self.report.row("13. traces over OTLP", f"{label}: requests/s at c=32; P50 / P99 at c=1", "",
+                                f"{t['rps']:,.0f}; {us(c1['p50_us'])} / {us(c1['p99_us'])}",
+                                f"{t['rps'] / off[0]['rps']:.2f} of off; P50 {added(c1['p50_us'], off[1]['p50_us'])}",
+                                "off costs nothing" if label == "off" else "")
+                self.check_errors("13", t, c1)
+        finally:
+            for _, dp in planes:
+                self.stack.stop(dp)
+            collector.stop(0)
+
     def cpu(self):
         rate, seconds = self.s.cpu_rate, self.s.seconds
         mock_pid = self.mock_fast_pid
@@ -532,7 +562,7 @@ class Bench:
         self.setup()
         try:
             for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "streams", "cpu", "limits",
-                         "sustained", "propagation"]:
+                         "sustained", "propagation", "tracing"]:
                 if not only or name in only:
                     print(f"== {name}", flush=True)
                     getattr(self, name)()
@@ -544,6 +574,24 @@ class Bench:
             if not only or name in only:
                 print(f"== {name}", flush=True)
                 getattr(self, name)()
+
+
+def otlp_sink():
+    """An OTLP/gRPC trace collector on loopback that accepts and drops spans: (server, port)."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802 (the gRPC method's name)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 BENCH_BUDGET = '{"amount":"1000000","currency":"USD","period":"monthly","alert_threshold":0.8}'

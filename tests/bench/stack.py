@@ -140,7 +140,7 @@ http {{
         )
         wait_until(lambda: self.get(self.admin_port, "/readyz")[0] == 200, what="control plane")
 
-    def data_plane(self, *extra, port=None, index=None) -> "DataPlane":
+    def data_plane(self, *extra, port=None, index=None, env=None) -> "DataPlane":
         """A new data plane; with `port` and `index` of a stopped one, that
         one again (same state dir: it starts from its copy on disk)."""
         port = port or free_port()
@@ -154,6 +154,7 @@ http {{
             "--log", "warn",
             *extra,
             log=f"dp{index}.log",
+            env=env,
         )
         dp = DataPlane(proc, port, index)
         wait_until(lambda: self.get(port, "/readyz")[0] == 200, what="data plane")

@@ -141,7 +141,7 @@ class Gateway:
 
     # ---- processes
 
-    def start_control_plane(self, http_port=None, extra=()):
+    def start_control_plane(self, http_port=None, extra=(), env=None):
         args = [
             "--database-url", self.database_url,
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
@@ -152,14 +152,14 @@ class Gateway:
             "--config-poll-ms", "200",
             *extra,
         ]
-        cp = Process("control-plane", args, self.tmp).start()
+        cp = Process("control-plane", args, self.tmp, env=env).start()
         self.processes.append(cp)
         port = http_port or self.cp_http_port
         ready = f"{self.cp_scheme}://127.0.0.1:{port}/readyz"
         wait_until(lambda: httpx.get(ready, verify=self.verify).status_code == 200, what="control plane ready")
         return cp
 
-    def start_data_plane(self, wait_ready=True, extra=()):
+    def start_data_plane(self, wait_ready=True, extra=(), env=None):
         if getattr(self, "dp", None) is not None:
             self.dp.stop()
         defaults = {
@@ -173,7 +173,7 @@ class Gateway:
         }
         # A flag in `extra` replaces its default.
         args = [a for flag, value in defaults.items() if flag not in extra for a in (flag, value)] + list(extra)
-        dp = Process("data-plane", args, self.tmp).start()
+        dp = Process("data-plane", args, self.tmp, env=env).start()
         self.processes.append(dp)
         if wait_ready:
             wait_until(lambda: httpx.get(f"{self.dp_url}/readyz", verify=self.verify).status_code == 200,
@@ -255,6 +255,9 @@ class Gateway:
 
     def usage(self, **params):
         return self.admin("GET", "/usage", params=params, expect=200).json()
+
+    def usage_records(self, **params):
+        return self.admin("GET", "/usage/records", params=params, expect=200).json()["records"]
 
 
 class Redis:

@@ -132,8 +132,10 @@ def test_redis_over_tls_holds_the_shared_counters(gateway, tmp_path):
     try:
         key = gateway.setup_basic()
         limited = gateway.admin("POST", "/keys", {"name": "rpm-2", "limits": {"rpm": 2}}, expect=201).json()["key"]
-        gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca", ca.path,
-                                        "--rate-limits-on-redis-error", "closed"])
+        gateway.dp = gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca", ca.path,
+                                                     "--rate-limits-on-redis-error", "closed"])
+        # Redis is connected in the background; until then limits fail closed.
+        wait_until(lambda: "connected to Redis" in gateway.dp.logs(), what="the data plane connected to Redis")
         client = gateway.openai(limited)
         for _ in range(2):
             client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
@@ -156,12 +158,14 @@ def test_redis_with_an_untrusted_certificate_is_refused_clearly(gateway, tmp_pat
     try:
         gateway.setup_basic()
         limited = gateway.admin("POST", "/keys", {"name": "rpm-5", "limits": {"rpm": 5}}, expect=201).json()["key"]
-        gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca", Authority(tmp_path, "other").path,
-                                        "--rate-limits-on-redis-error", "closed"])
+        gateway.dp = gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca",
+                                                     Authority(tmp_path, "other").path,
+                                                     "--rate-limits-on-redis-error", "closed"])
         response = httpx.post(gateway.dp_url + "/v1/chat/completions", headers={"authorization": f"Bearer {limited}"},
                               json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}, timeout=20)
         assert response.status_code == 503, response.text
-        assert "certificate" in gateway.dp.logs().lower() or "tls" in gateway.dp.logs().lower()
+        wait_until(lambda: "Redis unreachable" in gateway.dp.logs(), what="the refusal logged")
+        assert "certificate" in gateway.dp.logs().lower(), gateway.dp.logs()[-2000:]
     finally:
         redis.proc.stop()
 

@@ -11,6 +11,7 @@ pod must become ready by its own readiness probe, and the chart's `helm test`
 pod must pass."""
 
 import base64
+import json
 import os
 import re
 import secrets as random
@@ -41,6 +42,7 @@ CP, DP = "sb-switchboard-control-plane", "sb-switchboard-data-plane"
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ["spec.selector.matchLabels", "spec.endpoints"],
     ("cert-manager.io/v1", "Certificate"): ["spec.secretName", "spec.dnsNames", "spec.issuerRef.name"],
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ["spec.groups"],
 }
 
 
@@ -309,13 +311,20 @@ def test_highly_available_values_run_three_control_planes_electing_a_leader_thro
         "controlPlane": {"replicas": 3},
         "dataPlane": {"replicas": 2, "autoscaling": {"enabled": True, "minReplicas": 2}},
         "networkPolicy": {"enabled": True},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                    "grafanaDashboard": {"enabled": True}},
         "ingress": {"enabled": True, "className": "nginx", "tls": [{"hosts": ["switchboard.example.com"],
                                                                        "secretName": "switchboard-ingress"}]},
     }
     docs, _ = render(values)
-    assert kinds(docs) == ["Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
-                           "Pod", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor"]
+    assert kinds(docs) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
+                           "Pod", "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount",
+                           "ServiceMonitor"]
+    rules = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"][0]["rules"]
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert rules == shipped["groups"][0]["rules"], "the chart ships deploy/prometheus/alerts.yaml"
+    dashboard = json.loads(by_kind(docs, "ConfigMap")[0]["data"]["switchboard.json"])
+    assert dashboard["uid"] == "switchboard"
     assert not by_kind(docs, "Secret"), "with existingSecret the chart creates none"
     cp = by_kind(docs, "Deployment", CP)[0]
     assert "strategy" not in cp["spec"], "PostgreSQL control planes roll one by one"

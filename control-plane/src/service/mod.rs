@@ -826,6 +826,7 @@ impl Admin {
             variant: filter.variant.filter(|v| !v.is_empty()),
             estimated: filter.estimated,
             request_id: filter.request_id.filter(|v| !v.is_empty()),
+            trace_id: filter.trace_id.filter(|v| !v.is_empty()),
         })
     }
 

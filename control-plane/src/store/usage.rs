@@ -21,6 +21,7 @@ pub struct UsageQuery {
     pub until_ms: Option<i64>,
     pub estimated: Option<bool>,
     pub request_id: Option<String>,
+    pub trace_id: Option<String>,
 }
 
 /// Each filter is either unset (NULL) or must match: one statement for all combinations.
@@ -28,7 +29,8 @@ const USAGE_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_
      ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
      ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND \
      ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8) AND \
-     ($9 IS NULL OR estimated = $9) AND ($10 IS NULL OR request_id = $10)";
+     ($9 IS NULL OR estimated = $9) AND ($10 IS NULL OR request_id = $10) AND \
+     ($11 IS NULL OR trace_id = $11)";
 
 const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
@@ -56,6 +58,7 @@ fn bind_filter<'q>(
         .bind(&q.variant)
         .bind(q.estimated.map(i64::from))
         .bind(&q.request_id)
+        .bind(&q.trace_id)
 }
 
 fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::Error> {
@@ -102,8 +105,8 @@ fn latency_percentiles(totals: &mut UsageTotals, latencies: &mut [i64]) {
     totals.latency_ms_p99 = percentile(latencies, 0.99);
 }
 
-const USAGE_COLUMNS: usize = 26;
-/// 500 rows are 13,000 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
+const USAGE_COLUMNS: usize = 27;
+/// 500 rows are 13,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
@@ -114,7 +117,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize, returning: bool) -> String 
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
-         cost_micros, currency, estimated, failed_attempts, request_id) VALUES ",
+         cost_micros, currency, estimated, failed_attempts, request_id, trace_id) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -182,7 +185,8 @@ impl Store {
                     .bind(r.currency.as_str())
                     .bind(i64::from(r.estimated))
                     .bind(attempts_json(&r.failed_attempts))
-                    .bind(r.request_id.as_deref());
+                    .bind(r.request_id.as_deref())
+                    .bind(r.trace_id.as_deref());
             }
             if !returning {
                 new_rows += query.execute(&mut *tx).await?.rows_affected();
@@ -228,7 +232,8 @@ impl Store {
             || q.provider.is_some()
             || q.variant.is_some()
             || q.estimated.is_some()
-            || q.request_id.is_some();
+            || q.request_id.is_some()
+            || q.trace_id.is_some();
         if !only_records {
             totals.refusals = self.refusal_totals(q).await?;
         }
@@ -291,8 +296,8 @@ impl Store {
         let sql = format!(
             "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
              status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
-             created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id \
-             FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
+             created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id, \
+             trace_id FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
             limit
         );
         let rows = bind_filter(sqlx::query(&sql), q)
@@ -327,6 +332,7 @@ impl Store {
                     .and_then(|json| serde_json::from_str(&json).ok())
                     .unwrap_or_default(),
                 request_id: row.try_get("request_id")?,
+                trace_id: row.try_get("trace_id")?,
             });
         }
         Ok(records)

@@ -4,6 +4,7 @@
 //! the caller, who may try again; a success has recorded it, or handed it to
 //! the stream that will.
 
+use super::trace::ClientTrace;
 use super::{anthropic, json_response, sse_response, Job};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
@@ -138,14 +139,15 @@ pub async fn one(
     job: &Job,
     slot: &mut Option<UsageDraft>,
     deadline: Option<Instant>,
+    trace: &ClientTrace,
 ) -> Result<Answered, GatewayError> {
     let provider = &target.provider;
     let model = &target.upstream_model;
     if let Some(draft) = slot.as_mut() {
         draft.record.provider.clone_from(&provider.name);
         draft.record.upstream_model.clone_from(model);
+        draft.meters = Some(target.meters.clone());
     }
-    tracing::Span::current().record("provider", provider.name.as_str());
     let started = Instant::now();
     let first_token = route
         .timeouts
@@ -163,11 +165,12 @@ pub async fn one(
             .map_err(|e| provider_error(&provider.name, e))?;
     }
     let call = write_call(target, job)?;
-    let (call_kind, call) = match call {
+    let (call_kind, mut call) = match call {
         Call::Passthrough { call, hide_usage } => (Some(hide_usage), call),
         Call::Chat(call) => (None, call),
         Call::Embeddings(call) => (None, call),
     };
+    trace.inject(&mut call.headers);
     let embeddings = matches!(
         job,
         Job::OpenAi {

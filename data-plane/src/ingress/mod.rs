@@ -16,6 +16,7 @@ mod keepalive;
 mod models;
 mod request;
 mod retry;
+mod trace;
 
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
@@ -35,6 +36,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
+use shared::telemetry::TRACE;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -194,15 +196,30 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+    use tracing::field::Empty;
     let started = Instant::now();
+    // On log lines and, when traces are exported, the trace's server span
+    // (OpenTelemetry's GenAI conventions name the attributes).
     let span = tracing::info_span!(
+        target: TRACE,
         "request",
+        otel.name = endpoint.gen_ai_operation(),
+        otel.kind = "server",
+        otel.status_code = Empty,
         endpoint = endpoint.as_str(),
-        model = tracing::field::Empty,
-        provider = tracing::field::Empty
+        gen_ai.operation.name = endpoint.gen_ai_operation(),
+        gen_ai.request.model = Empty,
+        gen_ai.system = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        provider = Empty,
+        http.response.status_code = Empty,
+        trace_id = Empty,
     );
-    let response = handle(state, endpoint, request, started)
-        .instrument(span)
+    let trace = trace::continue_trace(&span, request.headers());
+    let response = handle(state, endpoint, request, started, trace)
+        .instrument(span.clone())
         .await
         .unwrap_or_else(|error| {
             metrics::counter!("switchboard_request_errors_total", "code" => error.type_and_code().1).increment(1);
@@ -211,6 +228,14 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
                 _ => error.into_response(),
             }
         });
+    let status = response.status();
+    // i64: the OpenTelemetry layer reads unsigned fields as text.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    // An access log line at debug, with the request span's fields (its trace id among them).
+    span.in_scope(|| tracing::debug!(status = status.as_u16(), "answered"));
     response
 }
 
@@ -235,6 +260,14 @@ impl Job {
         match self {
             Job::OpenAi { request, .. } => request.stream,
             Job::Messages { chat, .. } => chat.stream,
+        }
+    }
+
+    /// `gen_ai.operation.name` of the request.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Job::OpenAi { endpoint, .. } => endpoint.gen_ai_operation(),
+            Job::Messages { .. } => Endpoint::Messages.gen_ai_operation(),
         }
     }
 
@@ -289,18 +322,16 @@ async fn handle(
     endpoint: Endpoint,
     request: Request,
     started: Instant,
+    trace: trace::ClientTrace,
 ) -> Result<Response, GatewayError> {
     // auth: against the snapshot, never the database; before the body is read,
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
-    let caller = state
-        .live
-        .load_full()
-        .ok_or(GatewayError::NotReady)
-        .and_then(|runtime| {
-            let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
-            Ok((runtime, caller))
-        });
+    let caller = tracing::debug_span!(target: TRACE, "auth").in_scope(|| {
+        let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
+        let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
+        Ok((runtime, caller))
+    });
     let (runtime, caller) = match caller {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -327,6 +358,9 @@ async fn handle(
         permit,
         prices,
         prompt: Some(job.clone()),
+        meters: None,
+        in_flight: Some(crate::meters::InFlight::start(stream)),
+        span: tracing::Span::current(),
         finished: false,
         record: UsageRecord {
             id: UsageRecordId::generate(),
@@ -353,11 +387,12 @@ async fn handle(
                 .get::<RequestId>()
                 .and_then(|id| id.0.to_str().ok())
                 .map(str::to_owned),
+            trace_id: trace.trace_id.clone(),
         },
     };
 
     // provider, with retries and fallbacks; usage is recorded on the way.
-    let work = retry::run(state.clone(), plan, job.clone(), draft).in_current_span();
+    let work = retry::run(state.clone(), plan, job.clone(), draft, trace).in_current_span();
     let mut response = if stream {
         keepalive::respond(work, state.routing.stream_keepalive, job).await?
     } else {
@@ -415,11 +450,17 @@ async fn admit(
     };
     let model = job.model();
     check_model_name(model)?;
-    tracing::Span::current().record("model", model);
+    let request_span = tracing::Span::current();
+    request_span.record("gen_ai.request.model", model);
+    if shared::telemetry::traces_enabled() {
+        let name = format!("{} {model}", endpoint.gen_ai_operation());
+        shared::telemetry::rename(&request_span, name);
+    }
 
     // router: the route (after an A/B split) and its fallbacks: what a
     // request may cost depends on where it may go.
-    let plan = router::plan(runtime.routes(), caller, model, caller.sticky_id())?;
+    let plan = tracing::debug_span!(target: TRACE, "route")
+        .in_scope(|| router::plan(runtime.routes(), caller, model, caller.sticky_id()))?;
 
     // limits: rate limits, quotas and budgets, reserved at the worst case.
     let mut permit = limits::admit(
@@ -431,6 +472,7 @@ async fn admit(
         job.max_tokens(),
         || job.prompt_tokens(),
     )
+    .instrument(tracing::debug_span!(target: TRACE, "limits"))
     .await?;
     let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
     if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {

@@ -6,10 +6,11 @@
 //! returns only after its first token, and from then on it is the answer.
 
 use super::attempt;
+use super::trace::ClientTrace;
 use super::{AppState, Job};
 use crate::error::{FailedAttempt, GatewayError, ProviderErrorKind};
 use crate::router::health::{parse_retry_after, Outcome};
-use crate::router::table::{RetryPolicy, Route};
+use crate::router::table::{RetryPolicy, Route, Target};
 use crate::router::{self, Plan};
 use crate::usage::UsageDraft;
 use axum::http::HeaderValue;
@@ -19,6 +20,31 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
+
+/// One try's span in a trace: the provider call, named as the GenAI
+/// conventions name a client span.
+fn upstream_span(target: &Target, attempt: u32, operation: &'static str) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::debug_span!(
+        target: shared::telemetry::TRACE,
+        "upstream",
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = operation,
+        gen_ai.system = target.provider.adapter.kind().gen_ai_system(),
+        gen_ai.request.model = target.upstream_model.as_str(),
+        provider = target.provider.name.as_str(),
+        switchboard.attempt = i64::from(attempt),
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    if !span.is_disabled() {
+        let name = format!("{operation} {}", target.upstream_model);
+        shared::telemetry::rename(&span, name);
+    }
+    span
+}
 
 /// Longest wait between two attempts, whatever the backoff or `retry-after` says.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -28,7 +54,9 @@ pub async fn run(
     plan: Plan,
     job: Arc<Job>,
     draft: UsageDraft,
+    trace: ClientTrace,
 ) -> Result<Response, GatewayError> {
+    let request_span = tracing::Span::current();
     let started = Instant::from_std(draft.started);
     let mut slot = Some(draft);
     let primary = plan.routes[0].clone();
@@ -68,7 +96,29 @@ pub async fn run(
             }
             attempts += 1;
             let tried = Instant::now();
-            let result = attempt::one(&state, &route, target, &job, &mut slot, deadline).await;
+            let kind = target.provider.adapter.kind();
+            request_span
+                .record("provider", target.provider.name.as_str())
+                .record("gen_ai.system", kind.gen_ai_system());
+            let upstream = upstream_span(target, attempts, job.operation());
+            let result = attempt::one(&state, &route, target, &job, &mut slot, deadline, &trace)
+                .instrument(upstream.clone())
+                .await;
+            match &result {
+                Ok(_) => {
+                    upstream.record("http.response.status_code", 200);
+                    request_span.record("gen_ai.response.model", target.upstream_model.as_str());
+                }
+                Err(error) => {
+                    upstream
+                        .record(
+                            "http.response.status_code",
+                            i64::from(error.status().as_u16()),
+                        )
+                        .record("error.type", error.type_and_code().1)
+                        .record("otel.status_code", "error");
+                }
+            }
             let outcome = match &result {
                 Ok(answered) => Outcome::Success {
                     latency: answered.latency,
@@ -77,7 +127,12 @@ pub async fn run(
                 Err(error) => Outcome::failure(error),
             };
             target.health.record(outcome, &state.routing.breaker);
-            metrics::counter!("switchboard_upstream_attempts_total", "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
+            target
+                .meters
+                .attempt(result.is_ok(), attempts > 1, tried.elapsed());
+            if result.is_ok() && job.stream() {
+                target.meters.first_token(started.elapsed());
+            }
             let error = match result {
                 Ok(answered) => {
                     return Ok(with_headers(

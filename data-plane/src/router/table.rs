@@ -7,6 +7,7 @@
 use super::budget::RetryBudget;
 use super::health::TargetState;
 use crate::error::{Entity, InvalidConfig};
+use crate::meters::TargetMeters;
 use crate::providers::{self, Adapter};
 use shared::limits::RateLimits;
 use shared::money::Prices;
@@ -156,6 +157,11 @@ impl RouteTable {
         self.routes.get(model)
     }
 
+    /// Every route's targets (a route with aliases is listed under each name).
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.routes.values().flat_map(|route| &route.targets)
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
     }
@@ -248,6 +254,8 @@ pub struct Target {
     pub price_rank: Option<i64>,
     /// Carried over from the previous runtime while the target exists.
     pub health: Arc<TargetState>,
+    /// Its metrics' handles, registered once (carried over like `health`).
+    pub meters: Arc<TargetMeters>,
 }
 
 impl Target {
@@ -318,14 +326,22 @@ fn build_route(
                 let reason = format!("names provider {:?}, which does not exist", t.provider);
                 Entity::Route.invalid(&r.model, reason)
             })?;
-            let health = old
-                .and_then(|old| {
-                    old.targets
-                        .iter()
-                        .find(|o| o.provider.name == t.provider && o.upstream_model == t.model)
-                })
-                .map(|o| o.health.clone())
-                .unwrap_or_default();
+            let old = old.and_then(|old| {
+                old.targets
+                    .iter()
+                    .find(|o| o.provider.name == t.provider && o.upstream_model == t.model)
+            });
+            let health = old.map(|o| o.health.clone()).unwrap_or_default();
+            let price = prices.get(&t.provider, &t.model);
+            let meters = match old {
+                Some(o) => o.meters.clone(),
+                None => Arc::new(TargetMeters::register(
+                    &r.model,
+                    &t.provider,
+                    &t.model,
+                    price.map_or("USD", |p| p.currency.as_str()),
+                )),
+            };
             Ok(Target {
                 provider: provider.clone(),
                 upstream_model: t.model.clone(),
@@ -333,10 +349,9 @@ fn build_route(
                 priority: t.priority,
                 rpm: (t.rpm > 0).then_some(t.rpm),
                 tpm: (t.tpm > 0).then_some(t.tpm),
-                price_rank: prices
-                    .get(&t.provider, &t.model)
-                    .map(|p| p.input.0.saturating_add(p.output.0)),
+                price_rank: price.map(|p| p.input.0.saturating_add(p.output.0)),
                 health,
+                meters,
             })
         })
         .collect::<Result<Vec<_>, InvalidConfig>>()?;

@@ -106,6 +106,13 @@ pub struct UsageDraft {
     pub prices: Arc<Prices>,
     /// The request's prompt, counted only if the provider reports no usage.
     pub prompt: Option<Arc<dyn PromptTokens>>,
+    /// The metrics of the target that answered (set with the provider).
+    pub meters: Option<Arc<crate::meters::TargetMeters>>,
+    /// Counts the request in flight until it is recorded.
+    pub in_flight: Option<crate::meters::InFlight>,
+    /// The request's span: its token counts are recorded there, and it
+    /// lasts (in a trace) until the usage is handed off.
+    pub span: tracing::Span,
     /// Recorded already: dropping it does nothing more.
     pub finished: bool,
 }
@@ -144,6 +151,7 @@ impl UsageDraft {
             estimated: false,
             failed_attempts: Vec::new(),
             request_id: None,
+            trace_id: None,
         };
         let draft = UsageDraft {
             sink,
@@ -152,6 +160,9 @@ impl UsageDraft {
             permit: None,
             prices: Arc::default(),
             prompt: None,
+            meters: None,
+            in_flight: None,
+            span: tracing::Span::none(),
             finished: false,
         };
         (draft, queue)
@@ -197,6 +208,17 @@ impl UsageDraft {
             self.record.cost = cost;
             self.record.currency = currency;
         }
+        self.span
+            .record("gen_ai.usage.input_tokens", tokens.prompt_tokens)
+            .record("gen_ai.usage.output_tokens", tokens.completion_tokens);
+        let _handoff =
+            tracing::debug_span!(target: shared::telemetry::TRACE, parent: &self.span, "usage")
+                .entered();
+        if let Some(meters) = &self.meters {
+            let micros = cost.map_or(0, |(cost, _)| cost.0);
+            meters.finished(status, &tokens, micros, self.started.elapsed());
+        }
+        self.in_flight.take();
         if let Some(permit) = self.permit.take() {
             permit.settle(tokens.total_tokens, cost, status < 400);
         }

@@ -47,6 +47,8 @@ struct Closed {
     path: Option<PathBuf>,
     /// None once only on disk.
     batch: Option<proto::UsageBatch>,
+    /// When this process first held it (for the spool's age).
+    queued: std::time::Instant,
 }
 
 enum Sent {
@@ -194,6 +196,7 @@ impl Journaler {
         let _ = self.closed.send(Closed {
             path,
             batch: Some(batch),
+            queued: std::time::Instant::now(),
         });
     }
 }
@@ -212,6 +215,7 @@ impl Sender {
             Ok(paths) => self.pending.extend(paths.into_iter().map(|path| Closed {
                 path: Some(path),
                 batch: None,
+                queued: std::time::Instant::now(),
             })),
             Err(error) => tracing::error!(%error, "usage spool unreadable"),
         }
@@ -352,6 +356,9 @@ impl Sender {
             }
         }
         metrics::gauge!("switchboard_usage_spool_batches").set(self.pending.len() as f64);
+        let oldest = self.pending.iter().map(|c| c.queued).min();
+        metrics::gauge!("switchboard_usage_spool_oldest_seconds")
+            .set(oldest.map_or(0.0, |at| at.elapsed().as_secs_f64()));
         outcome
     }
 }

@@ -381,6 +381,7 @@ impl From<pb::UsageQuery> for model::UsageFilter {
             estimated: q.estimated,
             limit: (q.limit > 0).then_some(q.limit),
             request_id: opt(q.request_id),
+            trace_id: opt(q.trace_id),
         }
     }
 }
@@ -441,6 +442,7 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     estimated: r.estimated,
                     failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
                     request_id: text(r.request_id),
+                    trace_id: text(r.trace_id),
                 })
                 .collect(),
         }

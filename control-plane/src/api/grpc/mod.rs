@@ -14,6 +14,7 @@ use shared::proto::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::Instrument;
 
 /// Snapshots of a million keys are large; the cap only guards against nonsense.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
@@ -145,7 +146,10 @@ where
                 .map(str::to_owned)
         };
         let (authorization, request_id) = (header("authorization"), header("x-request-id"));
-        Box::pin(async move {
+        let method = request.uri().path().trim_start_matches('/');
+        let span = shared::telemetry::admin_span(method, request.headers());
+        let traced = span.clone();
+        let call = async move {
             let principal = match admin
                 .authenticate(&bootstrap, authorization.as_deref())
                 .await
@@ -155,7 +159,24 @@ where
             };
             let context = crate::audit::AuditContext::new(principal, request_id.as_deref());
             crate::audit::scope(context, inner.call(request)).await
-        })
+        };
+        Box::pin(
+            async move {
+                let response = call.await;
+                // An error answers at once (trailers-only): its status is a header.
+                let status = response.as_ref().ok().and_then(|r| {
+                    r.headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+                });
+                traced.record("status", status.unwrap_or(0));
+                if status.is_some_and(|s| s != 0) {
+                    traced.record("otel.status_code", "error");
+                }
+                response
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct RestState {
@@ -72,7 +73,27 @@ async fn ready(State(state): State<RestState>) -> Response {
     }
 }
 
+/// Every admin call: a span (in the caller's trace, when traces are
+/// exported) named by its route, never by the ids in its path.
 async fn require_admin(State(state): State<RestState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |p| p.as_str());
+    let span =
+        shared::telemetry::admin_span(&format!("{} {route}", request.method()), request.headers());
+    let response = authorized(state, request, next)
+        .instrument(span.clone())
+        .await;
+    // i64: the OpenTelemetry layer reads unsigned fields as text.
+    span.record("status", i64::from(response.status().as_u16()));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    response
+}
+
+async fn authorized(state: RestState, request: Request, next: Next) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
