@@ -1,5 +1,6 @@
 //! The data plane's configuration: every option is a flag and a `SWITCHBOARD_*` env var.
 
+use crate::limits::redis::RedisMode;
 use crate::limits::FailMode;
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
@@ -190,6 +191,16 @@ pub struct Config {
     /// Unset: each data plane counts in process.
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// `standalone`, or `cluster` (a Redis Cluster: `--redis-url` lists
+    /// seed nodes, comma-separated).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_MODE",
+        value_enum,
+        default_value = "standalone"
+    )]
+    pub redis_mode: RedisMode,
 
     /// PEM CA certificate of a `rediss://` Redis's server certificate;
     /// without it, the system's trusted roots.

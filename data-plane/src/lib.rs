@@ -49,6 +49,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .map(|url| {
             limits::redis::RedisCounters::start(
                 url,
+                config.redis_mode,
                 config.redis_ca.as_deref(),
                 config.redis_timeout(),
                 tasks.token(),

@@ -45,6 +45,12 @@ pub fn join_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
     Some(id.to_string()).filter(|id| id.bytes().any(|b| b != b'0'))
 }
 
+/// Whether `span` is exported: traces on and its trace sampled. Spans of
+/// steps are created only then (an unsampled span still costs its making).
+pub fn is_sampled(span: &tracing::Span) -> bool {
+    traces_enabled() && !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
 /// Names `span` in its trace (a started span ignores `otel.name` recorded later).
 pub fn rename(span: &tracing::Span, name: String) {
     if traces_enabled() && !span.is_disabled() {

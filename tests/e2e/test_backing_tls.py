@@ -125,23 +125,29 @@ class TlsRedis:
                    what="redis (TLS) up")
 
 
+def a_limit_counted_in_redis(gateway, redis_flags):
+    """A data plane on that Redis, limits failing closed without it: a key allowed two requests a
+    minute (and tokens, a second counter of the same admission) gets two, then a 429."""
+    limited = gateway.admin("POST", "/keys", {"name": "rpm-2", "limits": {"rpm": 2, "tpm": 100000}},
+                            expect=201).json()["key"]
+    gateway.dp = gateway.start_data_plane(extra=[*redis_flags, "--rate-limits-on-redis-error", "closed"])
+    # Redis is connected in the background; until then limits fail closed.
+    wait_until(lambda: "connected to Redis" in gateway.dp.logs(), what="the data plane connected to Redis")
+    client = gateway.openai(limited)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(Exception) as refused:
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert getattr(refused.value, "status_code", None) == 429, refused.value
+
+
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_redis_over_tls_holds_the_shared_counters(gateway, tmp_path):
     ca = Authority(tmp_path, "redis-ca")
     redis = TlsRedis(tmp_path, ca)
     try:
         key = gateway.setup_basic()
-        limited = gateway.admin("POST", "/keys", {"name": "rpm-2", "limits": {"rpm": 2}}, expect=201).json()["key"]
-        gateway.dp = gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca", ca.path,
-                                                     "--rate-limits-on-redis-error", "closed"])
-        # Redis is connected in the background; until then limits fail closed.
-        wait_until(lambda: "connected to Redis" in gateway.dp.logs(), what="the data plane connected to Redis")
-        client = gateway.openai(limited)
-        for _ in range(2):
-            client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        with pytest.raises(Exception) as refused:
-            client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        assert getattr(refused.value, "status_code", None) == 429, refused.value
+        a_limit_counted_in_redis(gateway, ["--redis-url", redis.url, "--redis-ca", ca.path])
         # The counts are in that Redis (read over TLS), not in the data plane's memory.
         keys = subprocess.run(["redis-cli", "--tls", "--cacert", str(ca.path), "-p", str(redis.port), "--scan"],
                               capture_output=True, text=True, check=True).stdout.split()
@@ -225,3 +231,55 @@ def test_etcd_over_tls_with_a_client_certificate_and_a_password_elects_a_leader(
             cp.stop()
     finally:
         etcd.proc.stop()
+
+
+class RedisCluster:
+    """Three redis-server masters of the test's own, joined into one Redis Cluster."""
+
+    def __init__(self, tmp):
+        binary = shutil.which("redis-server")
+        if not binary:
+            if IN_CI:
+                raise AssertionError("redis-server is required")
+            pytest.skip("redis-server not installed")
+        self.ports = [free_port() for _ in range(3)]
+        self.procs = []
+        for port in self.ports:
+            directory = tmp / f"cluster-{port}"
+            directory.mkdir()
+            self.procs.append(Process(binary, [
+                "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-config-file", directory / "nodes.conf", "--dir", directory,
+                "--save", "", "--appendonly", "no",
+            ], tmp, absolute=True).start())
+        for port in self.ports:
+            wait_until(lambda: self.cli(port, "ping") == "PONG", what=f"redis {port} up")
+        created = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
+        assert created.returncode == 0, created.stdout + created.stderr
+        wait_until(lambda: all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.ports),
+                   what="the cluster ready")
+        self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.ports[:2])
+
+    def cli(self, port, *command):
+        return subprocess.run(["redis-cli", "-p", str(port), *command], capture_output=True, text=True).stdout.strip()
+
+    def keys(self):
+        return [k for p in self.ports for k in self.cli(p, "--scan").split()]
+
+    def stop(self):
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_redis_cluster_holds_the_shared_counters_in_one_slot(gateway, tmp_path):
+    cluster = RedisCluster(tmp_path)
+    try:
+        gateway.setup_basic()
+        a_limit_counted_in_redis(gateway, ["--redis-url", cluster.url, "--redis-mode", "cluster"])
+        # One admission checks several counters in one script: they share a hash tag, so one slot.
+        keys = cluster.keys()
+        assert len(keys) >= 2 and all(k.startswith("{switchboard}:") for k in keys), keys
+    finally:
+        cluster.stop()

@@ -327,11 +327,13 @@ async fn handle(
     // auth: against the snapshot, never the database; before the body is read,
     // so unauthenticated callers cost nothing.
     let (parts, body) = request.into_parts();
-    let caller = tracing::debug_span!(target: TRACE, "auth").in_scope(|| {
-        let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
-        let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
-        Ok((runtime, caller))
-    });
+    let caller = trace
+        .step(|| tracing::debug_span!(target: TRACE, "auth"))
+        .in_scope(|| {
+            let runtime = state.live.load_full().ok_or(GatewayError::NotReady)?;
+            let caller = auth::authenticate(runtime.directory(), &parts.headers)?;
+            Ok((runtime, caller))
+        });
     let (runtime, caller) = match caller {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -339,7 +341,7 @@ async fn handle(
             return Err(refused(&state, None, error));
         }
     };
-    let admitted = admit(&state, &runtime, &caller, endpoint, body)
+    let admitted = admit(&state, &runtime, &caller, endpoint, body, &trace)
         .await
         .map_err(|e| refused(&state, Some(&caller), e))?;
     let Admitted {
@@ -361,6 +363,7 @@ async fn handle(
         meters: None,
         in_flight: Some(crate::meters::InFlight::start(stream)),
         span: tracing::Span::current(),
+        traced: trace.sampled,
         finished: false,
         record: UsageRecord {
             id: UsageRecordId::generate(),
@@ -430,6 +433,7 @@ async fn admit(
     caller: &auth::Caller,
     endpoint: Endpoint,
     body: Body,
+    trace: &trace::ClientTrace,
 ) -> Result<Admitted, GatewayError> {
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
@@ -459,7 +463,8 @@ async fn admit(
 
     // router: the route (after an A/B split) and its fallbacks: what a
     // request may cost depends on where it may go.
-    let plan = tracing::debug_span!(target: TRACE, "route")
+    let plan = trace
+        .step(|| tracing::debug_span!(target: TRACE, "route"))
         .in_scope(|| router::plan(runtime.routes(), caller, model, caller.sticky_id()))?;
 
     // limits: rate limits, quotas and budgets, reserved at the worst case.
@@ -472,7 +477,7 @@ async fn admit(
         job.max_tokens(),
         || job.prompt_tokens(),
     )
-    .instrument(tracing::debug_span!(target: TRACE, "limits"))
+    .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "limits")))
     .await?;
     let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
     if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {

@@ -46,6 +46,28 @@ fn upstream_span(target: &Target, attempt: u32, operation: &'static str) -> trac
     span
 }
 
+/// An attempt's outcome on its span, and the answering model on the request's.
+fn traced_outcome(
+    upstream: &tracing::Span,
+    request: &tracing::Span,
+    target: &Target,
+    result: &Result<attempt::Answered, GatewayError>,
+) {
+    match result {
+        Ok(_) => {
+            upstream.record("http.response.status_code", 200);
+            request.record("gen_ai.response.model", target.upstream_model.as_str());
+        }
+        Err(error) => {
+            let status = i64::from(error.status().as_u16());
+            upstream
+                .record("http.response.status_code", status)
+                .record("error.type", error.type_and_code().1)
+                .record("otel.status_code", "error");
+        }
+    }
+}
+
 /// Longest wait between two attempts, whatever the backoff or `retry-after` says.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -100,25 +122,11 @@ pub async fn run(
             request_span
                 .record("provider", target.provider.name.as_str())
                 .record("gen_ai.system", kind.gen_ai_system());
-            let upstream = upstream_span(target, attempts, job.operation());
+            let upstream = trace.step(|| upstream_span(target, attempts, job.operation()));
             let result = attempt::one(&state, &route, target, &job, &mut slot, deadline, &trace)
                 .instrument(upstream.clone())
                 .await;
-            match &result {
-                Ok(_) => {
-                    upstream.record("http.response.status_code", 200);
-                    request_span.record("gen_ai.response.model", target.upstream_model.as_str());
-                }
-                Err(error) => {
-                    upstream
-                        .record(
-                            "http.response.status_code",
-                            i64::from(error.status().as_u16()),
-                        )
-                        .record("error.type", error.type_and_code().1)
-                        .record("otel.status_code", "error");
-                }
-            }
+            traced_outcome(&upstream, &request_span, target, &result);
             let outcome = match &result {
                 Ok(answered) => Outcome::Success {
                     latency: answered.latency,

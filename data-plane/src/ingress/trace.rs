@@ -17,6 +17,8 @@ pub struct ClientTrace {
     tracestate: Option<HeaderValue>,
     /// 32 lowercase hex digits, when the request is in a trace.
     pub trace_id: Option<String>,
+    /// Whether the request's trace is exported (sampled).
+    pub sampled: bool,
 }
 
 /// Joins `span` (the request's) to the client's trace, if it sent one, and
@@ -26,6 +28,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) -> ClientTrace 
         traceparent: headers.get(TRACEPARENT).cloned(),
         tracestate: headers.get(TRACESTATE).cloned(),
         trace_id: None,
+        sampled: false,
     };
     trace.trace_id = if traces_enabled() {
         shared::telemetry::join_trace(span, headers)
@@ -38,10 +41,21 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) -> ClientTrace 
     if let Some(id) = &trace.trace_id {
         span.record("trace_id", id.as_str());
     }
+    trace.sampled = shared::telemetry::is_sampled(span);
     trace
 }
 
 impl ClientTrace {
+    /// The span of one of the request's steps, made only when the request's
+    /// trace is exported.
+    pub fn step(&self, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        if self.sampled {
+            make()
+        } else {
+            tracing::Span::none()
+        }
+    }
+
     /// Headers for a call to a provider: the current span (the attempt's)
     /// as parent when traces are exported, else the client's own.
     pub fn inject(&self, headers: &mut HeaderMap) {

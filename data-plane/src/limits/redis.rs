@@ -5,13 +5,34 @@
 
 use super::{Check, Outcome, Verdict};
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const PREFIX: &str = "switchboard:";
+/// What `--redis-url` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One Redis (or a proxy in front of several).
+    Standalone,
+    /// A Redis Cluster: the URL lists seed nodes, comma-separated.
+    Cluster,
+}
+
+impl RedisMode {
+    /// Every key of one script must be in one slot of a cluster: all carry
+    /// one hash tag. (Standalone keeps its unchanged names.)
+    fn prefix(self) -> &'static str {
+        match self {
+            RedisMode::Standalone => "switchboard:",
+            RedisMode::Cluster => "{switchboard}:",
+        }
+    }
+}
 
 /// Per check, ARGV holds: window_ms (0 for a total), limit, cost, floor,
 /// expires_at_ms (0 for never). Answers the 1-based index of the first
@@ -91,10 +112,67 @@ return 1
 ";
 
 pub struct RedisCounters {
-    /// Empty until the first connection; the manager reconnects by itself after.
-    connection: ArcSwapOption<ConnectionManager>,
+    /// Empty until the first connection; it reconnects by itself after.
+    connection: ArcSwapOption<Connection>,
+    prefix: &'static str,
     admit: redis::Script,
     settle: redis::Script,
+}
+
+/// A connection to one Redis or to a cluster: both reconnect by themselves.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Standalone(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How to (re)connect.
+enum Connector {
+    Standalone(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Connector {
+    async fn connect(&self) -> RedisResult<Connection> {
+        match self {
+            Connector::Standalone(client, config) => {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Connection::Standalone)
+            }
+            Connector::Cluster(client) => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,51 +193,69 @@ impl RedisCounters {
     /// instead of the system's roots.
     pub fn start(
         url: &str,
+        mode: RedisMode,
         ca: Option<&Path>,
         timeout: Duration,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, String> {
-        if url.starts_with("rediss://") {
+        if url.contains("rediss://") {
             shared::tls::install_crypto_provider();
         }
-        let client = match ca {
-            None => redis::Client::open(url),
-            Some(_) if !url.starts_with("rediss://") => {
+        let certificates = match ca {
+            None => None,
+            Some(_) if !url.contains("rediss://") => {
                 return Err("redis_ca: only with a rediss:// redis_url".into())
             }
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("redis_ca: cannot read {}: {e}", path.display()))?;
-                redis::Client::build_with_tls(
-                    url,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path)
+                        .map_err(|e| format!("redis_ca: cannot read {}: {e}", path.display()))?,
+                ),
+            }),
+        };
+        let unusable = |e: redis::RedisError| format!("redis_url: not a usable Redis URL ({e})");
+        let connector = match mode {
+            RedisMode::Standalone => {
+                let client = match certificates {
+                    None => redis::Client::open(url),
+                    Some(certificates) => redis::Client::build_with_tls(url, certificates),
+                }
+                .map_err(unusable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout)
+                    .set_number_of_retries(1)
+                    .set_max_delay(1_000);
+                Connector::Standalone(client, config)
             }
-        }
-        .map_err(|e| format!("redis_url: not a usable Redis URL ({e})"))?;
+            RedisMode::Cluster => {
+                let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+                let mut builder = ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(1);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                Connector::Cluster(builder.build().map_err(unusable)?)
+            }
+        };
         let counters = Arc::new(RedisCounters {
             connection: ArcSwapOption::empty(),
+            prefix: mode.prefix(),
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
         });
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(1_000);
         let connecting = counters.clone();
         tokio::spawn(async move {
             loop {
-                let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    connected = attempt => match connected {
-                        Ok(manager) => {
+                    connected = connector.connect() => match connected {
+                        Ok(connection) => {
                             tracing::info!("connected to Redis for shared limits");
-                            connecting.connection.store(Some(Arc::new(manager)));
+                            connecting.connection.store(Some(Arc::new(connection)));
                             return;
                         }
                         Err(error) => {
@@ -173,7 +269,7 @@ impl RedisCounters {
         Ok(counters)
     }
 
-    fn connection(&self) -> Result<ConnectionManager, RedisUnavailable> {
+    fn connection(&self) -> Result<Connection, RedisUnavailable> {
         self.connection
             .load()
             .as_deref()
@@ -186,7 +282,7 @@ impl RedisCounters {
         let mut invocation = self.admit.prepare_invoke();
         for check in checks {
             invocation
-                .key(format!("{PREFIX}{}", check.key))
+                .key(format!("{}{}", self.prefix, check.key))
                 .arg(check.window_ms().unwrap_or(0))
                 .arg(check.limit)
                 .arg(check.cost)
@@ -218,7 +314,7 @@ impl RedisCounters {
         let mut invocation = self.settle.prepare_invoke();
         for (check, delta) in adjustments {
             invocation
-                .key(format!("{PREFIX}{}", check.key))
+                .key(format!("{}{}", self.prefix, check.key))
                 .arg(check.window_ms().unwrap_or(0))
                 .arg(check.limit)
                 .arg(*delta);

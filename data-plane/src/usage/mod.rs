@@ -113,6 +113,8 @@ pub struct UsageDraft {
     /// The request's span: its token counts are recorded there, and it
     /// lasts (in a trace) until the usage is handed off.
     pub span: tracing::Span,
+    /// Whether the request's trace is exported: the hand-off gets a span.
+    pub traced: bool,
     /// Recorded already: dropping it does nothing more.
     pub finished: bool,
 }
@@ -163,6 +165,7 @@ impl UsageDraft {
             meters: None,
             in_flight: None,
             span: tracing::Span::none(),
+            traced: false,
             finished: false,
         };
         (draft, queue)
@@ -211,9 +214,12 @@ impl UsageDraft {
         self.span
             .record("gen_ai.usage.input_tokens", tokens.prompt_tokens)
             .record("gen_ai.usage.output_tokens", tokens.completion_tokens);
-        let _handoff =
+        let handoff = if self.traced {
             tracing::debug_span!(target: shared::telemetry::TRACE, parent: &self.span, "usage")
-                .entered();
+        } else {
+            tracing::Span::none()
+        };
+        let _handoff = handoff.entered();
         if let Some(meters) = &self.meters {
             let micros = cost.map_or(0, |(cost, _)| cost.0);
             meters.finished(status, &tokens, micros, self.started.elapsed());
