@@ -147,7 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     tasks.spawn(
         "breaker-gauges",
-        meters::breakers(live.clone(), tasks.token()),
+        probe::breaker_gauges(live.clone(), tasks.token()),
     );
 
     let (sweeping, stop) = (limiter.clone(), tasks.token());

@@ -202,26 +202,6 @@ fn labels(
         .collect()
 }
 
-/// Keeps `switchboard_breaker_open` current for every target of the config
-/// applied (sampled: the request path only flips atomics).
-pub async fn breakers(live: crate::runtime::Live, stop: tokio_util::sync::CancellationToken) {
-    let mut every = tokio::time::interval(BREAKER_SAMPLE);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        if let Some(runtime) = live.load_full() {
-            for target in runtime.routes().targets() {
-                let open = if target.health.ejected() { 1.0 } else { 0.0 };
-                target.meters.breaker_open.set(open);
-            }
-        }
-    }
-}
-
-const BREAKER_SAMPLE: Duration = Duration::from_secs(2);
-
 /// Admitted requests in flight; one per request, dropped when it ends.
 pub struct InFlight {
     stream: bool,
