@@ -192,8 +192,9 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// `standalone`, or `cluster` (a Redis Cluster: `--redis-url` lists
-    /// seed nodes, comma-separated).
+    /// `standalone`, `cluster` (a Redis Cluster: `--redis-url` lists seed
+    /// nodes, comma-separated) or `sentinel` (`--redis-url` lists sentinels,
+    /// comma-separated, that name the master `--redis-sentinel-master`).
     #[arg(
         long,
         env = "SWITCHBOARD_REDIS_MODE",
@@ -201,6 +202,10 @@ pub struct Config {
         default_value = "standalone"
     )]
     pub redis_mode: RedisMode,
+
+    /// The master's name at the sentinels (with `--redis-mode sentinel`).
+    #[arg(long, env = "SWITCHBOARD_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
 
     /// PEM CA certificate of a `rediss://` Redis's server certificate;
     /// without it, the system's trusted roots.

@@ -47,13 +47,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .redis_url
         .as_deref()
         .map(|url| {
-            limits::redis::RedisCounters::start(
+            let options = limits::redis::RedisOptions {
                 url,
-                config.redis_mode,
-                config.redis_ca.as_deref(),
-                config.redis_timeout(),
-                tasks.token(),
-            )
+                mode: config.redis_mode,
+                sentinel_master: config.redis_sentinel_master.as_deref(),
+                ca: config.redis_ca.as_deref(),
+                timeout: config.redis_timeout(),
+            };
+            limits::redis::RedisCounters::start(options, tasks.token())
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;

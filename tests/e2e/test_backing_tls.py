@@ -103,15 +103,24 @@ def test_postgres_over_tls_with_verify_full_and_require_and_clear_refusals(tmp_p
         shutil.rmtree(postgres.root, ignore_errors=True)
 
 
+def redis_server():
+    binary = shutil.which("redis-server")
+    if not binary:
+        if IN_CI:
+            raise AssertionError("redis-server is required")
+        pytest.skip("redis-server not installed")
+    return binary
+
+
+def redis_cli(port, *command):
+    return subprocess.run(["redis-cli", "-p", str(port), *command], capture_output=True, text=True).stdout.strip()
+
+
 class TlsRedis:
     """A redis-server of the test's own speaking only TLS."""
 
     def __init__(self, tmp, ca):
-        binary = shutil.which("redis-server")
-        if not binary:
-            if IN_CI:
-                raise AssertionError("redis-server is required")
-            pytest.skip("redis-server not installed")
+        binary = redis_server()
         self.port = free_port()
         cert, key, _ = ca.issue("redis-server", "127.0.0.1", ips=["127.0.0.1"])
         self.proc = Process(binary, [
@@ -237,11 +246,7 @@ class RedisCluster:
     """Three redis-server masters of the test's own, joined into one Redis Cluster."""
 
     def __init__(self, tmp):
-        binary = shutil.which("redis-server")
-        if not binary:
-            if IN_CI:
-                raise AssertionError("redis-server is required")
-            pytest.skip("redis-server not installed")
+        binary = redis_server()
         self.ports = [free_port() for _ in range(3)]
         self.procs = []
         for port in self.ports:
@@ -253,19 +258,16 @@ class RedisCluster:
                 "--save", "", "--appendonly", "no",
             ], tmp, absolute=True).start())
         for port in self.ports:
-            wait_until(lambda: self.cli(port, "ping") == "PONG", what=f"redis {port} up")
+            wait_until(lambda: redis_cli(port, "ping") == "PONG", what=f"redis {port} up")
         created = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
                                   "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
         assert created.returncode == 0, created.stdout + created.stderr
-        wait_until(lambda: all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.ports),
+        wait_until(lambda: all("cluster_state:ok" in redis_cli(p, "cluster", "info") for p in self.ports),
                    what="the cluster ready")
         self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.ports[:2])
 
-    def cli(self, port, *command):
-        return subprocess.run(["redis-cli", "-p", str(port), *command], capture_output=True, text=True).stdout.strip()
-
     def keys(self):
-        return [k for p in self.ports for k in self.cli(p, "--scan").split()]
+        return [k for p in self.ports for k in redis_cli(p, "--scan").split()]
 
     def stop(self):
         for proc in self.procs:
@@ -283,3 +285,57 @@ def test_a_redis_cluster_holds_the_shared_counters_in_one_slot(gateway, tmp_path
         assert len(keys) >= 2 and all(k.startswith("{switchboard}:") for k in keys), keys
     finally:
         cluster.stop()
+
+
+class RedisSentinel:
+    """A master, its replica and one sentinel watching them (quorum 1, a second to declare the master down)."""
+
+    def __init__(self, tmp):
+        binary = redis_server()
+        self.master, self.replica, self.sentinel = free_port(), free_port(), free_port()
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.master_proc = Process(binary, ["--port", self.master, "--dir", tmp, *common], tmp, absolute=True).start()
+        self.replica_proc = Process(binary, ["--port", self.replica, "--dir", tmp, "--replicaof", "127.0.0.1",
+                                             self.master, *common], tmp, absolute=True).start()
+        config = tmp / "sentinel.conf"
+        config.write_text(f"port {self.sentinel}\nbind 127.0.0.1\ndir {tmp}\n"
+                          f"sentinel monitor sb 127.0.0.1 {self.master} 1\n"
+                          "sentinel down-after-milliseconds sb 1000\nsentinel failover-timeout sb 3000\n")
+        self.sentinel_proc = Process(binary, [config, "--sentinel"], tmp, absolute=True).start()
+        wait_until(lambda: "master_link_status:up" in redis_cli(self.replica, "info", "replication"),
+                   what="the replica in sync")
+        wait_until(lambda: self.named_master() == self.master, what="the sentinel watching the master")
+        # A failover needs a replica the sentinel knows of (it learns them from the master's INFO).
+        wait_until(lambda: str(self.replica) in redis_cli(self.sentinel, "sentinel", "replicas", "sb"), timeout=30,
+                   what="the sentinel knowing the replica")
+
+    def named_master(self):
+        answer = redis_cli(self.sentinel, "sentinel", "get-master-addr-by-name", "sb").split()
+        return int(answer[1]) if len(answer) == 2 else None
+
+    def stop(self):
+        for proc in (self.sentinel_proc, self.replica_proc, self.master_proc):
+            proc.stop()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_redis_sentinel_names_the_master_and_the_limits_follow_a_failover(gateway, tmp_path):
+    redis = RedisSentinel(tmp_path)
+    try:
+        gateway.setup_basic()
+        a_limit_counted_in_redis(gateway, ["--redis-url", f"redis://127.0.0.1:{redis.sentinel}",
+                                           "--redis-mode", "sentinel", "--redis-sentinel-master", "sb"])
+        assert redis_cli(redis.master, "--scan"), "the counters are on the master"
+        # The master dies; the sentinel promotes the replica; the data plane moves to it.
+        redis.master_proc.kill()
+        wait_until(lambda: redis.named_master() == redis.replica, timeout=30, what="the replica promoted")
+        wait_until(lambda: f"127.0.0.1:{redis.replica}" in gateway.dp.logs(), timeout=15,
+                   what="the data plane on the new master")
+        once = gateway.admin("POST", "/keys", {"name": "rpm-1", "limits": {"rpm": 1}}, expect=201).json()["key"]
+        gateway.wait_synced()
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": "after"}]}
+        statuses = [httpx.post(gateway.dp_url + "/v1/chat/completions", json=body, timeout=20,
+                               headers={"authorization": f"Bearer {once}"}).status_code for _ in range(2)]
+        assert statuses == [200, 429], "limits counted on the new master (closed, not open, on Redis errors)"
+    finally:
+        redis.stop()

@@ -389,6 +389,7 @@ def test_cert_manager_values_render_certificates_for_both_planes():
     ({"database": {"kind": "mysql"}}, "/database/kind"),
     ({"dataPlane": {"replica": 3}}, "replica"),
     ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "/tls/certManager/issuerRef/name"),
+    ({"redis": {"enabled": True, "mode": "sentinel"}}, "/redis/sentinelMaster"),
 ])
 def test_bad_values_are_refused_naming_the_field(values, named):
     with pytest.raises(helm.HelmError) as refused:

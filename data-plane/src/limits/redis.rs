@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,20 @@ pub enum RedisMode {
     Standalone,
     /// A Redis Cluster: the URL lists seed nodes, comma-separated.
     Cluster,
+    /// Redis Sentinel: the URL lists sentinels, comma-separated; they name
+    /// the master of `--redis-sentinel-master`, followed after a failover.
+    Sentinel,
+}
+
+/// Where the shared counters are.
+pub struct RedisOptions<'a> {
+    pub url: &'a str,
+    pub mode: RedisMode,
+    /// The master's name at the sentinels (sentinel mode).
+    pub sentinel_master: Option<&'a str>,
+    /// The PEM CA of a `rediss://` server's certificate.
+    pub ca: Option<&'a Path>,
+    pub timeout: Duration,
 }
 
 impl RedisMode {
@@ -28,10 +43,18 @@ impl RedisMode {
     /// one hash tag. (Standalone keeps its unchanged names.)
     fn prefix(self) -> &'static str {
         match self {
-            RedisMode::Standalone => "switchboard:",
+            RedisMode::Standalone | RedisMode::Sentinel => "switchboard:",
             RedisMode::Cluster => "{switchboard}:",
         }
     }
+}
+
+fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(1_000)
 }
 
 /// Per check, ARGV holds: window_ms (0 for a total), limit, cost, floor,
@@ -158,20 +181,38 @@ impl ConnectionLike for Connection {
 enum Connector {
     Standalone(redis::Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
+    Sentinel(tokio::sync::Mutex<SentinelClient>, ConnectionManagerConfig),
 }
 
 impl Connector {
-    async fn connect(&self) -> RedisResult<Connection> {
+    /// A connection, and (with sentinels) the master's address it goes to.
+    async fn connect(&self) -> RedisResult<(Connection, Option<String>)> {
         match self {
             Connector::Standalone(client, config) => {
-                ConnectionManager::new_with_config(client.clone(), config.clone())
-                    .await
-                    .map(Connection::Standalone)
+                let manager =
+                    ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+                Ok((Connection::Standalone(manager), None))
             }
-            Connector::Cluster(client) => {
-                client.get_async_connection().await.map(Connection::Cluster)
+            Connector::Cluster(client) => Ok((
+                Connection::Cluster(client.get_async_connection().await?),
+                None,
+            )),
+            Connector::Sentinel(sentinels, config) => {
+                let master = sentinels.lock().await.async_get_client().await?;
+                let address = master.get_connection_info().addr.to_string();
+                let manager = ConnectionManager::new_with_config(master, config.clone()).await?;
+                Ok((Connection::Standalone(manager), Some(address)))
             }
         }
+    }
+
+    /// The master the sentinels name now (sentinel mode only).
+    async fn master(&self) -> Option<RedisResult<String>> {
+        let Connector::Sentinel(sentinels, _) = self else {
+            return None;
+        };
+        let master = sentinels.lock().await.async_get_client().await;
+        Some(master.map(|m| m.get_connection_info().addr.to_string()))
     }
 }
 
@@ -191,13 +232,14 @@ impl RedisCounters {
     /// Connects in the background (limits use their failure modes until
     /// then). `ca`: the PEM CA that signs a `rediss://` server's certificate,
     /// instead of the system's roots.
-    pub fn start(
-        url: &str,
-        mode: RedisMode,
-        ca: Option<&Path>,
-        timeout: Duration,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, String> {
+    pub fn start(options: RedisOptions, shutdown: CancellationToken) -> Result<Arc<Self>, String> {
+        let RedisOptions {
+            url,
+            mode,
+            sentinel_master,
+            ca,
+            timeout,
+        } = options;
         if url.contains("rediss://") {
             shared::tls::install_crypto_provider();
         }
@@ -222,12 +264,7 @@ impl RedisCounters {
                     Some(certificates) => redis::Client::build_with_tls(url, certificates),
                 }
                 .map_err(unusable)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout)
-                    .set_number_of_retries(1)
-                    .set_max_delay(1_000);
-                Connector::Standalone(client, config)
+                Connector::Standalone(client, manager_config(timeout))
             }
             RedisMode::Cluster => {
                 let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
@@ -240,6 +277,27 @@ impl RedisCounters {
                 }
                 Connector::Cluster(builder.build().map_err(unusable)?)
             }
+            RedisMode::Sentinel => {
+                let master = sentinel_master.ok_or(
+                    "redis_sentinel_master: required with redis_mode sentinel (the master's name)",
+                )?;
+                let sentinels: Vec<&str> = url.split(',').map(str::trim).collect();
+                // The sentinels' user, password, database and TLS are the master's too.
+                let first = redis::IntoConnectionInfo::into_connection_info(sentinels[0])
+                    .map_err(unusable)?;
+                let node = SentinelNodeConnectionInfo {
+                    tls_mode: url.contains("rediss://").then_some(redis::TlsMode::Secure),
+                    redis_connection_info: Some(first.redis.clone()),
+                };
+                let client = SentinelClient::build(
+                    sentinels,
+                    master.to_owned(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(unusable)?;
+                Connector::Sentinel(tokio::sync::Mutex::new(client), manager_config(timeout))
+            }
         };
         let counters = Arc::new(RedisCounters {
             connection: ArcSwapOption::empty(),
@@ -247,26 +305,44 @@ impl RedisCounters {
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
         });
-        let connecting = counters.clone();
-        tokio::spawn(async move {
-            loop {
+        tokio::spawn(counters.clone().keep_connected(connector, shutdown));
+        Ok(counters)
+    }
+
+    /// Connects until connected; with sentinels, asks them every second
+    /// which master to use and moves to a new one after a failover.
+    async fn keep_connected(self: Arc<Self>, connector: Connector, shutdown: CancellationToken) {
+        let mut master: Option<Option<String>> = None;
+        loop {
+            let stale = match (&master, connector.master().await) {
+                (None, _) => true,
+                (Some(_), None) => return,
+                (Some(current), Some(Ok(named))) => current.as_deref() != Some(named.as_str()),
+                (Some(_), Some(Err(error))) => {
+                    tracing::warn!(%error, "Redis sentinels unreachable; keeping the master known");
+                    false
+                }
+            };
+            if stale {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     connected = connector.connect() => match connected {
-                        Ok(connection) => {
-                            tracing::info!("connected to Redis for shared limits");
-                            connecting.connection.store(Some(Arc::new(connection)));
-                            return;
+                        Ok((connection, address)) => {
+                            tracing::info!(master = ?address, "connected to Redis for shared limits");
+                            self.connection.store(Some(Arc::new(connection)));
+                            master = Some(address);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "Redis unreachable; limits use their failure modes");
                         }
                     }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        });
-        Ok(counters)
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     fn connection(&self) -> Result<Connection, RedisUnavailable> {
