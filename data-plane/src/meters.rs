@@ -9,14 +9,14 @@
 //! target's model. No key, user or team ids.
 
 use metrics::{counter, gauge, histogram, Unit};
-use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use shared::usage::TokenUsage;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Registers the help text of every metric the data plane exports.
 pub fn describe() {
     use Unit::{Bytes, Count, Seconds};
-    shared::metrics::describe_common();
     let counters = [
         ("switchboard_requests_total", Count, "HTTP answers of the public listener, by endpoint and status (refusals included)."),
         ("switchboard_request_errors_total", Count, "Requests answered with an error, by the gateway's error code."),
@@ -39,12 +39,7 @@ pub fn describe() {
         ("switchboard_usage_journal_failures_total", Count, "Usage batches kept in memory because the spool journal could not be written."),
         ("switchboard_usage_lost_total", Count, "Usage records lost (the queue was closed). Should stay 0."),
     ];
-    for (name, unit, help) in counters {
-        describe_counter!(name, unit, help);
-    }
-    // Counters of rare events exist from the start, at 0: an alert on their
-    // increase, or a panel, then has a series to read.
-    for name in [
+    let from_zero = [
         "switchboard_target_ejections_total",
         "switchboard_retry_budget_exhausted_total",
         "switchboard_limits_settle_failures_total",
@@ -54,9 +49,7 @@ pub fn describe() {
         "switchboard_usage_queue_full_total",
         "switchboard_usage_journal_failures_total",
         "switchboard_usage_lost_total",
-    ] {
-        counter!(name).increment(0);
-    }
+    ];
     for kind in ["snapshot", "delta"] {
         counter!("switchboard_config_rejected_total", "kind" => kind).increment(0);
     }
@@ -70,9 +63,6 @@ pub fn describe() {
         ("switchboard_usage_spool_batches", Count, "Usage batches in the spool waiting for the control plane."),
         ("switchboard_usage_spool_oldest_seconds", Seconds, "Age of the oldest usage batch waiting in the spool (0 when empty)."),
     ];
-    for (name, unit, help) in gauges {
-        describe_gauge!(name, unit, help);
-    }
     let histograms = [
         ("switchboard_request_duration_seconds", "Time to answer, by endpoint: to the last byte of a whole answer, to the start of a stream."),
         ("switchboard_model_request_duration_seconds", "Admitted requests from arrival to their last token (streams to their end), by route and provider."),
@@ -81,9 +71,7 @@ pub fn describe() {
         ("switchboard_config_apply_seconds", "Time to apply a config update, by kind."),
         ("switchboard_config_save_seconds", "Time to write the applied config to the state dir."),
     ];
-    for (name, help) in histograms {
-        describe_histogram!(name, Seconds, help);
-    }
+    shared::metrics::describe(&counters, &gauges, &histograms, &from_zero);
 }
 
 /// One route target's metrics, registered when the route is built.
@@ -207,11 +195,18 @@ pub struct InFlight {
     stream: bool,
 }
 
+/// Their handles, taken once (after the recorder is installed: at the
+/// first request), not looked up in the registry per request.
+static REQUESTS_IN_FLIGHT: LazyLock<Gauge> =
+    LazyLock::new(|| gauge!("switchboard_requests_in_flight"));
+static STREAMS_IN_FLIGHT: LazyLock<Gauge> =
+    LazyLock::new(|| gauge!("switchboard_streams_in_flight"));
+
 impl InFlight {
     pub fn start(stream: bool) -> Self {
-        gauge!("switchboard_requests_in_flight").increment(1.0);
+        REQUESTS_IN_FLIGHT.increment(1.0);
         if stream {
-            gauge!("switchboard_streams_in_flight").increment(1.0);
+            STREAMS_IN_FLIGHT.increment(1.0);
         }
         Self { stream }
     }
@@ -219,9 +214,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!("switchboard_requests_in_flight").decrement(1.0);
+        REQUESTS_IN_FLIGHT.decrement(1.0);
         if self.stream {
-            gauge!("switchboard_streams_in_flight").decrement(1.0);
+            STREAMS_IN_FLIGHT.decrement(1.0);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The Prometheus recorder both planes install, and where its `/metrics` is served.
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,13 +71,36 @@ const DURATION_BUCKETS: &[f64] = &[
     120.0, 300.0, 600.0,
 ];
 
-/// Help texts of the metrics both planes export.
-pub fn describe_common() {
-    metrics::describe_counter!(
+/// A metric's name, unit and help text.
+pub type Description = (&'static str, Unit, &'static str);
+
+/// A plane's catalogue: the help texts of its counters, gauges and
+/// histograms (durations, in seconds), with those both planes export.
+/// `from_zero`: label-less counters of rare events, registered at 0 so an
+/// alert on their increase, or a panel, has a series to read from the start.
+pub fn describe(
+    counters: &[Description],
+    gauges: &[Description],
+    histograms: &[(&'static str, &'static str)],
+    from_zero: &[&'static str],
+) {
+    let common = (
         "switchboard_tls_reloads_total",
-        metrics::Unit::Count,
-        "Reloads of a listener's certificate after its files changed, by result."
+        Unit::Count,
+        "Reloads of a listener's certificate after its files changed, by result.",
     );
+    for &(name, unit, help) in counters.iter().chain([&common]) {
+        metrics::describe_counter!(name, unit, help);
+    }
+    for &(name, unit, help) in gauges {
+        metrics::describe_gauge!(name, unit, help);
+    }
+    for &(name, help) in histograms {
+        metrics::describe_histogram!(name, Unit::Seconds, help);
+    }
+    for &name in from_zero {
+        metrics::counter!(name).increment(0);
+    }
 }
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -173,7 +173,7 @@ class Gateway:
         }
         # A flag in `extra` replaces its default.
         args = [a for flag, value in defaults.items() if flag not in extra for a in (flag, value)] + list(extra)
-        dp = Process("data-plane", args, self.tmp, env=env).start()
+        dp = self.dp = Process("data-plane", args, self.tmp, env=env).start()
         self.processes.append(dp)
         if wait_ready:
             wait_until(lambda: httpx.get(f"{self.dp_url}/readyz", verify=self.verify).status_code == 200,
@@ -306,6 +306,17 @@ class Etcd:
             "--initial-cluster", f"sb=http://127.0.0.1:{peer}",
         ], tmp, absolute=True).start()
         wait_until(lambda: httpx.get(self.url + "/health").json()["health"] == "true", what="etcd healthy")
+
+
+@pytest.fixture
+def etcd_and_postgres(tmp_path):
+    """etcd and a fresh PostgreSQL database of the test's own: (etcd, database URL). Requested before
+    what runs on them, they are stopped and dropped after it."""
+    etcd = Etcd(tmp_path)
+    name, url = postgres_database()
+    yield etcd, url
+    etcd.proc.stop()
+    drop_postgres_database(name)
 
 
 @pytest.fixture

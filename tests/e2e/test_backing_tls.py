@@ -139,7 +139,7 @@ def a_limit_counted_in_redis(gateway, redis_flags):
     minute (and tokens, a second counter of the same admission) gets two, then a 429."""
     limited = gateway.admin("POST", "/keys", {"name": "rpm-2", "limits": {"rpm": 2, "tpm": 100000}},
                             expect=201).json()["key"]
-    gateway.dp = gateway.start_data_plane(extra=[*redis_flags, "--rate-limits-on-redis-error", "closed"])
+    gateway.start_data_plane(extra=[*redis_flags, "--rate-limits-on-redis-error", "closed"])
     # Redis is connected in the background; until then limits fail closed.
     wait_until(lambda: "connected to Redis" in gateway.dp.logs(), what="the data plane connected to Redis")
     client = gateway.openai(limited)
@@ -173,9 +173,9 @@ def test_redis_with_an_untrusted_certificate_is_refused_clearly(gateway, tmp_pat
     try:
         gateway.setup_basic()
         limited = gateway.admin("POST", "/keys", {"name": "rpm-5", "limits": {"rpm": 5}}, expect=201).json()["key"]
-        gateway.dp = gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca",
-                                                     Authority(tmp_path, "other").path,
-                                                     "--rate-limits-on-redis-error", "closed"])
+        gateway.start_data_plane(extra=["--redis-url", redis.url, "--redis-ca",
+                                        Authority(tmp_path, "other").path,
+                                        "--rate-limits-on-redis-error", "closed"])
         response = httpx.post(gateway.dp_url + "/v1/chat/completions", headers={"authorization": f"Bearer {limited}"},
                               json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}, timeout=20)
         assert response.status_code == 503, response.text

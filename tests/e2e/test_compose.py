@@ -18,8 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import (BIN_DIR, ROOT, Etcd, Process, drop_postgres_database, postgres_database, secret,
-                      wait_until)
+from conftest import BIN_DIR, ROOT, Process, secret, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,17 +52,8 @@ def test_the_compose_file_starts_in_order_and_keeps_running():
     assert all(found[n]["environment"]["SWITCHBOARD_METRICS_ADDR"] == "0.0.0.0:9090" for n in planes)
 
 
-@pytest.fixture
-def backing(tmp_path):
-    etcd = Etcd(tmp_path)
-    name, url = postgres_database()
-    yield etcd, url
-    etcd.proc.stop()
-    drop_postgres_database(name)
-
-
-def test_the_compose_services_run_healthy_as_the_binaries(backing, tmp_path):
-    etcd, database_url = backing
+def test_the_compose_services_run_healthy_as_the_binaries(etcd_and_postgres, tmp_path):
+    etcd, database_url = etcd_and_postgres
     tokens = {"SWITCHBOARD_ADMIN_TOKEN": secret("admin-" + random.token_hex(16)),
               "SWITCHBOARD_CLUSTER_TOKEN": secret("cluster-" + random.token_hex(16)),
               "SWITCHBOARD_SECRET_KEY": secret(random.token_hex(32))}

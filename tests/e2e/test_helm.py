@@ -25,8 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import (BIN_DIR, ROOT, Etcd, Process, drop_postgres_database, postgres_database,
-                      secret, wait_until)
+from conftest import BIN_DIR, ROOT, Process, secret, wait_until
 from pki import Authority
 
 import helm_python as helm
@@ -281,19 +280,9 @@ def test_default_values_install_runs_and_passes_helm_test(run_chart):
     assert '"code":"invalid_api_key"' in output
 
 
-@pytest.fixture
-def backing_services(tmp_path):
-    """etcd and a PostgreSQL database of the test's own; set up before the pods, gone after them."""
-    etcd = Etcd(tmp_path)
-    name, url = postgres_database()
-    yield etcd, url
-    etcd.proc.stop()
-    drop_postgres_database(name)
-
-
-def test_highly_available_values_run_three_control_planes_electing_a_leader_through_etcd(backing_services,
+def test_highly_available_values_run_three_control_planes_electing_a_leader_through_etcd(etcd_and_postgres,
                                                                                           run_chart):
-    etcd, url = backing_services
+    etcd, url = etcd_and_postgres
     admin_token = secret("admin-" + random.token_hex(16))
     existing = {"switchboard-prod": {
         "admin-token": admin_token,

@@ -53,7 +53,7 @@ def queried(text):
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_the_catalogue_after_traffic(gateway):
     metrics_port = free_port()
-    gateway.dp = gateway.start_data_plane(extra=["--metrics-addr", f"127.0.0.1:{metrics_port}"])
+    gateway.start_data_plane(extra=["--metrics-addr", f"127.0.0.1:{metrics_port}"])
     key = gateway.setup_basic()
     client = gateway.openai(key)
     client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "one two three"}])

@@ -215,7 +215,7 @@ def test_rate_limits_answer_429_as_openai_does(gateway, idp):
     # copy must hold the count before the kill.
     time.sleep(1.5)
     gateway.dp.kill()
-    gateway.dp = gateway.start_data_plane()
+    gateway.start_data_plane()
     assert error_of(chat(gateway, quota["key"], "gpt-test"))["code"] == "insufficient_quota"
     # Raising the quota lets it call again.
     gateway.admin("PATCH", f"/keys/{quota['id']}", {"limits": {"max_requests": 3}}, expect=200)

@@ -36,7 +36,7 @@ def test_outage_restart_and_exact_usage(gateway):
     # from the snapshot in its state dir, and keeps its unsent usage on disk.
     assert gateway.dp.stop(signal.SIGTERM) == 0
     assert list((gateway.state_dir / "usage-spool").glob("*.batch")), "unsent usage was not spooled"
-    gateway.dp = gateway.start_data_plane()
+    gateway.start_data_plane()
     for i in range(5):
         chat(client, f"after restart {i}")
     assert stream(client, "still streaming") == "Echo: still streaming"
@@ -95,7 +95,7 @@ def test_a_data_plane_back_after_changes_receives_the_changes_not_everything(gat
     assert gateway.dp.stop(signal.SIGTERM) == 0
     created = [gateway.admin("POST", "/keys", {"name": f"while away {i}"}, expect=201).json()["key"]
                for i in range(20)]
-    gateway.dp = gateway.start_data_plane()
+    gateway.start_data_plane()
     gateway.wait_synced()
     for secret in created[:3] + created[-3:]:
         assert gateway.openai(secret).models.list().data
@@ -157,7 +157,7 @@ def test_sigterm_drains_readiness_first_then_in_flight_streams_finish(gateway):
     import time
 
     key = gateway.setup_basic()
-    gateway.dp = gateway.start_data_plane(extra=("--drain-delay-ms", "1500"))
+    gateway.start_data_plane(extra=("--drain-delay-ms", "1500"))
     client = gateway.openai(key)
     finished = []
 
@@ -183,7 +183,7 @@ def test_sigterm_drains_readiness_first_then_in_flight_streams_finish(gateway):
     assert sorted(finished) == [f"Echo: sleep-1200 stream {i}" for i in range(3)], finished
     assert gateway.dp.proc.wait(30) == 0
     # Every request of the drain was recorded and shipped before the exit.
-    gateway.dp = gateway.start_data_plane()
+    gateway.start_data_plane()
     wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == 4, what="usage of the drained requests")
 
 
@@ -194,7 +194,7 @@ def test_a_data_plane_killed_hard_loses_no_usage_of_answered_requests(gateway):
     import time
 
     key = gateway.setup_basic()
-    gateway.dp = gateway.start_data_plane(extra=("--usage-flush-ms", "60000"))
+    gateway.start_data_plane(extra=("--usage-flush-ms", "60000"))
     client = gateway.openai(key)
     total = 60
     for i in range(total):
@@ -202,7 +202,7 @@ def test_a_data_plane_killed_hard_loses_no_usage_of_answered_requests(gateway):
     time.sleep(0.15)
     gateway.dp.kill()
     assert gateway.usage(model="gpt-test")["requests"] == 0, "nothing was due to be sent yet"
-    gateway.dp = gateway.start_data_plane()
+    gateway.start_data_plane()
     wait_until(lambda: gateway.usage(model="gpt-test")["requests"] == total, what="journaled usage sent")
     time.sleep(1)
     assert gateway.usage(model="gpt-test")["requests"] == total, "none doubled"

@@ -39,8 +39,8 @@ def test_tls_listeners_and_mtls_between_the_planes(gateway, tmp_path):
     gateway.dp_scheme = "https"
     mtls = ("--control-plane-ca", str(ca.path), "--cluster-client-cert", str(client_cert),
             "--cluster-client-key", str(client_key))
-    gateway.dp = gateway.start_data_plane(extra=(*mtls, "--tls-cert", str(dp_cert), "--tls-key", str(dp_key),
-                                                 "--tls-reload-ms", "200"))
+    gateway.start_data_plane(extra=(*mtls, "--tls-cert", str(dp_cert), "--tls-key", str(dp_key),
+                                    "--tls-reload-ms", "200"))
 
     # The whole path over TLS: admin REST, the config stream, the public API with the official SDK.
     key = gateway.setup_basic()

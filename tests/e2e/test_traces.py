@@ -123,7 +123,7 @@ def test_a_request_and_an_admin_call_are_traced_over_otlp_grpc(gateway, collecto
            "SWITCHBOARD_LOG_FORMAT": "json"}
     gateway.cp.stop()
     gateway.cp = gateway.start_control_plane(env=env)
-    gateway.dp = gateway.start_data_plane(env=env)
+    gateway.start_data_plane(env=env)
     key = gateway.setup_basic()
 
     trace_id, parent_id, header = traceparent()
@@ -180,7 +180,7 @@ def test_a_request_and_an_admin_call_are_traced_over_otlp_grpc(gateway, collecto
 def test_http_export_starts_a_trace_for_a_request_without_one(gateway):
     collector = HttpCollector()
     try:
-        gateway.dp = gateway.start_data_plane(env=collector.env)
+        gateway.start_data_plane(env=collector.env)
         key = gateway.setup_basic()
         chat(gateway, key, {})
         wait_until(lambda: any(s.kind == SERVER for _, s in collector.spans), timeout=20, what="a server span")

@@ -456,7 +456,7 @@ async fn admit(
     check_model_name(model)?;
     let request_span = tracing::Span::current();
     request_span.record("gen_ai.request.model", model);
-    if shared::telemetry::traces_enabled() {
+    if trace.sampled {
         let name = format!("{} {model}", endpoint.gen_ai_operation());
         shared::telemetry::rename(&request_span, name);
     }
