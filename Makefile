@@ -11,7 +11,7 @@ build:
 
 ## The two binaries, and the mock provider that `make run` serves as the demo upstream.
 release:
-	$(CARGO) build --release --bin control-plane --bin data-plane --bin mock-provider
+	$(CARGO) build --release --bin control-plane --bin data-plane --bin switchboard --bin mock-provider
 
 ## Control plane + data plane on SQLite under ./.switchboard, with a demo upstream (offline):
 ## ports 8080 (API), 8081 (admin), 50051 (gRPC), 8090 (demo upstream). SWITCHBOARD_DEMO=0: no demo.
@@ -27,6 +27,7 @@ test: test-deps build test-rust test-e2e test-bench test-fuzz
 ## (Debian's packages; their services are not started: the tests run their own);
 ## curl (HTTP/2 test, and the chart's `helm test` command run locally);
 ## promtool (Debian's prometheus: the alert rules are checked and unit-tested);
+## chromium (Debian's: the console's browser test drives it through Playwright);
 ## wrk and oha for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
@@ -35,6 +36,7 @@ test-deps:
 	command -v promtool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
 	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
 	command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
+	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --quiet
 

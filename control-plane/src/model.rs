@@ -10,9 +10,11 @@ use shared::provider_kind::ProviderKind;
 use shared::routing::Strategy;
 use std::collections::BTreeMap;
 use std::fmt;
+use utoipa::{IntoParams, ToSchema};
 
 /// A credential given by an admin: write-only, never printed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, ToSchema)]
+#[schema(value_type = String, format = Password)]
 #[serde(transparent)]
 pub struct Credential(String);
 
@@ -31,7 +33,7 @@ impl fmt::Debug for Credential {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
     #[serde(default)]
@@ -48,7 +50,7 @@ pub struct ProviderSpec {
     pub secret_key: Option<Credential>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
@@ -64,7 +66,7 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTarget {
     pub provider: String,
@@ -81,7 +83,7 @@ pub struct RouteTarget {
     pub tpm: Option<u32>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     #[serde(default)]
@@ -109,7 +111,7 @@ pub struct Route {
     pub limits: RateLimits,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -118,7 +120,7 @@ pub struct RetryPolicy {
 }
 
 /// Absent fields (or 0) take the data plane's defaults.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
     #[serde(default)]
@@ -131,7 +133,7 @@ pub struct RouteTimeouts {
     pub total_ms: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitVariant {
     pub model: String,
@@ -139,7 +141,7 @@ pub struct SplitVariant {
     pub weight: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
     pub name: String,
@@ -152,7 +154,7 @@ pub struct NewTeam {
     pub budget: Option<Budget>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,
@@ -165,7 +167,7 @@ pub struct Team {
     pub spend: Option<Spend>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
@@ -185,7 +187,7 @@ pub struct NewUser {
     pub budget: Option<Budget>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct User {
     pub id: UserId,
     pub name: String,
@@ -201,7 +203,7 @@ pub struct User {
     pub spend: Option<Spend>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdmin {
     pub name: String,
@@ -212,7 +214,7 @@ pub struct NewAdmin {
 }
 
 /// An admin principal: who may call the admin APIs, with which role.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct AdminPrincipal {
     pub id: AdminId,
     pub name: String,
@@ -221,8 +223,18 @@ pub struct AdminPrincipal {
     pub created_at: String,
 }
 
+/// `GET /whoami`: the caller of the admin API.
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
+pub struct Whoami {
+    /// As the audit log names it.
+    pub actor: String,
+    pub role: Role,
+    /// A team admin's team.
+    pub team_id: Option<TeamId>,
+}
+
 /// A new admin principal with its token, shown only in this answer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CreatedAdmin {
     #[serde(flatten)]
     pub admin: AdminPrincipal,
@@ -230,7 +242,7 @@ pub struct CreatedAdmin {
 }
 
 /// Which claims name a token's user, team and models.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtClaims {
     /// Default `sub`; matched against users' `external_id`.
@@ -242,7 +254,7 @@ pub struct JwtClaims {
     pub models: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuerSpec {
     /// From the path on update.
@@ -263,7 +275,7 @@ pub struct JwtIssuerSpec {
     pub leeway_seconds: Option<u32>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct JwtIssuer {
     pub name: String,
     pub issuer: String,
@@ -283,7 +295,7 @@ pub struct JwtIssuer {
     pub updated_at: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,
@@ -302,7 +314,7 @@ pub struct NewKey {
     pub budget: Option<Budget>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct ApiKey {
     pub id: KeyId,
     pub name: String,
@@ -324,7 +336,7 @@ pub struct ApiKey {
 }
 
 /// What a key, user or team has used, as the control plane last counted it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct Spend {
     /// Of the budget, in the current period, in the budget's currency.
     pub spent: Micros,
@@ -341,13 +353,18 @@ pub struct Spend {
 
 /// `PATCH` of a key, user or team: absent fields keep what is there; a
 /// `null` budget removes it.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsUpdate {
     #[serde(default)]
     pub limits: Option<Limits>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Budget>)]
     pub budget: Option<Option<Budget>>,
+    /// A team's or user's public model names (empty: all); a key's are fixed
+    /// when it is created.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 impl LimitsUpdate {
@@ -368,7 +385,7 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// `PUT /prices/{model}`: per million tokens of the upstream model.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSpec {
     /// From the path.
@@ -386,7 +403,7 @@ pub struct PriceSpec {
     pub currency: Currency,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct PriceView {
     pub model: String,
     pub provider: Option<String>,
@@ -398,7 +415,7 @@ pub struct PriceView {
 }
 
 /// A rotation: a new secret now, the old one valid for `grace_seconds` more.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRotation {
     /// Default one hour; 0 ends the old secret at once.
@@ -407,7 +424,7 @@ pub struct KeyRotation {
 }
 
 /// The only place a key's secret appears: the answer to its creation or rotation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub key: ApiKey,
@@ -415,7 +432,8 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageFilter {
     pub key_id: Option<String>,
@@ -440,7 +458,7 @@ pub struct UsageFilter {
     pub trace_id: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UsageTotals {
     // Field order is the JSON's: counts, then money, then latency.
     pub requests: i64,
@@ -576,7 +594,7 @@ impl UsageGroup {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UsageRow {
     /// The grouped fields; `null` where records have none (no user, no variant).
     #[serde(flatten)]
@@ -586,7 +604,7 @@ pub struct UsageRow {
 }
 
 /// One request's usage record, as `GET /usage/records` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct UsageRecordView {
     pub id: String,
     pub created_at: String,
@@ -615,20 +633,20 @@ pub struct UsageRecordView {
     pub trace_id: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct UsageRecords {
     pub records: Vec<UsageRecordView>,
 }
 
 /// `GET /usage`: totals, or rows when grouped.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum UsageAnswer {
     Totals(UsageTotals),
     Report { rows: Vec<UsageRow> },
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct DataPlane {
     pub id: String,
     pub hostname: String,
@@ -642,7 +660,7 @@ pub struct DataPlane {
 }
 
 /// `GET /cluster`: who serves what, as the database has it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct Cluster {
     pub config_version: i64,
     pub leader: Option<ClusterLeader>,
@@ -650,13 +668,13 @@ pub struct Cluster {
     pub data_planes: Vec<DataPlane>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct ClusterLeader {
     pub id: String,
     pub since: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct ControlPlane {
     pub id: String,
     pub address: String,
@@ -665,14 +683,14 @@ pub struct ControlPlane {
     pub started_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct DataPlanes {
     pub current_version: i64,
     pub data_planes: Vec<DataPlane>,
 }
 
 /// One admin write, as `GET /audit` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub at: String,
@@ -687,7 +705,14 @@ pub struct AuditEntry {
     pub after: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `GET /audit`.
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
+pub struct AuditLog {
+    pub rows: Vec<AuditEntry>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     pub resource: Option<String>,

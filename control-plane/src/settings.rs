@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shared::limits::RateLimits;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// Limits over every caller of the cluster (all data planes together
@@ -33,7 +33,7 @@ impl Default for ClusterSettings {
 }
 
 /// A partial update: what is absent stays.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
     pub global_limits: Option<RateLimits>,

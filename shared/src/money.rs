@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 /// An amount in millionths of its currency's unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, example = "12.50"))]
 pub struct Micros(pub i64);
 
 /// Decimal places an amount or price may have.
@@ -81,6 +82,7 @@ impl<'de> serde::Deserialize<'de> for Micros {
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Currency {
     #[default]

@@ -80,6 +80,7 @@ pub struct UsageRecord {
 
 /// One failed try of a request on one target.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailedAttempt {
     pub provider: String,
     /// The upstream model asked.

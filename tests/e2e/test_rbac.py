@@ -2,7 +2,8 @@
 gRPC method: `admin` reaches everything, `viewer` reads everything and writes
 nothing, `team_admin` manages its own team's users, keys and usage and reads
 the routes on offer. A denial is 403 `permission_denied` (gRPC
-PERMISSION_DENIED); an allowed call must succeed."""
+PERMISSION_DENIED); an allowed call must succeed, and an allowed write is in
+the audit log under the caller's name and the request's id."""
 
 import re
 import secrets
@@ -148,6 +149,7 @@ def rest_rows(w):
         ("GET", "/settings", READERS, lambda: ("/settings", None)),
         ("PATCH", "/settings", ADMIN, lambda: ("/settings", {"spend_interval_ms": 400})),
         ("GET", "/audit", READERS, lambda: ("/audit", None)),
+        ("GET", "/whoami", EVERYONE, lambda: ("/whoami", None)),
         ("GET", "/jwt-issuers", READERS, lambda: ("/jwt-issuers", None)),
         ("POST", "/jwt-issuers", ADMIN, lambda: ("/jwt-issuers", {**w.issuer_body, "name": (n := fresh("idp")),
                                                                  "issuer": f"https://{n}.test/"})),
@@ -173,10 +175,19 @@ def documented_routes():
     return found
 
 
+def openapi_routes(gateway):
+    """Every operation of the OpenAPI document, paths relative to /api/v1."""
+    doc = httpx.get(f"{gateway.admin_url}/openapi.json").json()
+    return {(method.upper(), path.removeprefix("/api/v1")) for path, item in doc["paths"].items() for method in item}
+
+
 def test_every_rest_route_for_every_role(gateway):
     w = World(gateway)
     rows = rest_rows(w)
-    assert documented_routes() == {(m, p) for m, p, _, _ in rows}, "the walk must cover every documented route"
+    walked = {(m, p) for m, p, _, _ in rows}
+    assert documented_routes() == walked, "the walk must cover every route docs/api.md lists"
+    assert openapi_routes(gateway) == walked, "the walk must cover every operation of the OpenAPI document"
+    actor_of = {role: f"admin/{w.admin_ids[role]}" for role in ("viewer", "team_admin")}
     for method, documented, allowed, make in rows:
         for role in ROLES:
             path, body = make()
@@ -185,6 +196,14 @@ def test_every_rest_route_for_every_role(gateway):
             where = f"{role} {method} {path}: {response.status_code} {response.text[:200]}"
             if role in allowed:
                 assert response.status_code < 300, where
+                if method != "GET":
+                    # Every write is audited: by whom, and under the id its answer carried.
+                    request_id = response.headers["x-request-id"]
+                    rows_now = gateway.admin("GET", "/audit", params={"limit": 20}, expect=200).json()["rows"]
+                    entry = next((r for r in rows_now if r["request_id"] == request_id), None)
+                    assert entry is not None, f"{where}: not in the audit log"
+                    if role in actor_of:
+                        assert entry["actor"] == actor_of[role], where
             else:
                 assert response.status_code == 403, where
                 assert response.json()["error"]["code"] == "permission_denied", where

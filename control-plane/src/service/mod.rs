@@ -59,6 +59,16 @@ impl Admin {
         &self.store
     }
 
+    /// The caller, as its token made it known.
+    pub fn whoami(&self) -> Result<Whoami> {
+        let who = crate::audit::principal()?;
+        Ok(Whoami {
+            actor: who.actor,
+            role: who.role,
+            team_id: who.team_id,
+        })
+    }
+
     /// The caller of a listing of teams' records, which it filters with `sees`.
     fn team_lister(&self) -> Result<Principal> {
         let who = crate::audit::principal()?;

@@ -1,7 +1,7 @@
 //! Prices, and the limits and budgets of keys, users and teams: what the
 //! admin APIs accept, and what they show of spend.
 
-use super::{non_empty, Admin};
+use super::{non_empty, validate, Admin};
 use crate::access::Need;
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -213,11 +213,22 @@ impl Admin {
     pub async fn update_team(&self, id: &str, update: LimitsUpdate) -> Result<Team> {
         self.require(Need::ConfigWrite)?;
         let before = self.get_team(id).await?;
+        let models = update.models.clone();
         let (limits, budget) = update.applied_to(&before.limits, &before.budget);
-        self.check_allowance(&limits, budget.as_ref(), &before.models, &[])
+        if let Some(models) = &models {
+            validate::models(models)?;
+        }
+        let allowed = models.as_ref().unwrap_or(&before.models);
+        self.check_allowance(&limits, budget.as_ref(), allowed, &[])
             .await?;
-        self.set_allowance(HolderKind::Team, id, &limits, budget.as_ref())
-            .await?;
+        self.set_allowance(
+            HolderKind::Team,
+            id,
+            &limits,
+            budget.as_ref(),
+            models.as_deref(),
+        )
+        .await?;
         let after = self.get_team(id).await?;
         self.audit(
             "team.update",
@@ -232,13 +243,24 @@ impl Admin {
     pub async fn update_user(&self, id: &str, update: LimitsUpdate) -> Result<User> {
         let before = self.get_user(id).await?;
         self.require(Need::TeamWrite(before.team_id.as_ref()))?;
+        let models = update.models.clone();
         let (limits, budget) = update.applied_to(&before.limits, &before.budget);
+        if let Some(models) = &models {
+            validate::models(models)?;
+        }
+        let allowed = models.as_ref().unwrap_or(&before.models);
         let team = self.team_of(before.team_id.as_ref()).await?;
         let ceilings = ceilings(None, team.as_ref());
-        self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
+        self.check_allowance(&limits, budget.as_ref(), allowed, &ceilings)
             .await?;
-        self.set_allowance(HolderKind::User, id, &limits, budget.as_ref())
-            .await?;
+        self.set_allowance(
+            HolderKind::User,
+            id,
+            &limits,
+            budget.as_ref(),
+            models.as_deref(),
+        )
+        .await?;
         let after = self.get_user(id).await?;
         self.audit(
             "user.update",
@@ -256,6 +278,11 @@ impl Admin {
         if before.revoked {
             return Err(Error::Conflict(format!("key {id:?} is revoked")));
         }
+        if update.models.is_some() {
+            return Err(Error::invalid(
+                "models: a key's models are fixed when it is created; create a new key",
+            ));
+        }
         let (limits, budget) = update.applied_to(&before.limits, &before.budget);
         let user = match &before.user_id {
             Some(user) => self.store.get_user(user.as_str()).await?,
@@ -265,7 +292,7 @@ impl Admin {
         let ceilings = ceilings(user.as_ref(), team.as_ref());
         self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
             .await?;
-        self.set_allowance(HolderKind::Key, id, &limits, budget.as_ref())
+        self.set_allowance(HolderKind::Key, id, &limits, budget.as_ref(), None)
             .await?;
         let after = self.get_key(id).await?;
         self.audit(
@@ -291,8 +318,13 @@ impl Admin {
         id: &str,
         limits: &Limits,
         budget: Option<&Budget>,
+        models: Option<&[String]>,
     ) -> Result<()> {
-        if !self.store.set_allowance(kind, id, limits, budget).await? {
+        if !self
+            .store
+            .set_allowance(kind, id, limits, budget, models)
+            .await?
+        {
             return Err(Error::NotFound(format!("{} {id:?}", kind.as_str())));
         }
         self.refresher.refresh_now();

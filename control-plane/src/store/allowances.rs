@@ -78,6 +78,7 @@ impl Store {
         id: &str,
         limits: &Limits,
         budget: Option<&Budget>,
+        models: Option<&[String]>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let live = if kind == HolderKind::Key {
@@ -85,13 +86,15 @@ impl Store {
         } else {
             ""
         };
+        // Absent models stay as they are.
         let changed = sqlx::query(&format!(
-            "UPDATE {} SET limits = $2, budget = $3 WHERE id = $1{live}",
+            "UPDATE {} SET limits = $2, budget = $3, models = COALESCE($4, models) WHERE id = $1{live}",
             table(kind)
         ))
         .bind(id)
         .bind(limits_json(limits))
         .bind(budget_json(budget))
+        .bind(models.map(super::keys::string_list_json))
         .execute(&mut *tx)
         .await?
         .rows_affected()

@@ -209,6 +209,7 @@ impl TryFrom<pb::UpdateLimitsRequest> for model::LimitsUpdate {
             budget(u.budget)?.map(Some)
         };
         Ok(model::LimitsUpdate {
+            models: None,
             limits: u
                 .limits
                 .as_ref()

@@ -1,6 +1,7 @@
 //! The REST admin API under `/api/v1`, plus health and metrics.
 
 mod handlers;
+pub mod openapi;
 
 use crate::api::auth::BearerToken;
 use crate::audit::AuditContext;
@@ -45,7 +46,9 @@ pub fn router(state: RestState) -> Router {
                 }
             }),
         )
-        .nest("/api/v1", api)
+        .nest(openapi::PREFIX, api)
+        .merge(openapi::routes())
+        .merge(crate::api::console::routes())
         .with_state(state)
 }
 
@@ -54,7 +57,10 @@ async fn root() -> Json<serde_json::Value> {
     Json(json!({
         "service": "Switchboard control plane",
         "version": shared::SOFTWARE_VERSION,
-        "admin_api": "/api/v1 (Authorization: Bearer <admin token>); reference: docs/api.md",
+        "admin_api": "/api/v1 (Authorization: Bearer <admin token>)",
+        "openapi": "/api/v1/openapi.json",
+        "api_reference": "/api/docs",
+        "console": "/ui/",
         "cluster": "/api/v1/cluster",
         "health": "/healthz",
         "ready": "/readyz",

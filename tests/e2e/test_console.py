@@ -1,0 +1,154 @@
+"""The web console at /ui in headless Chromium (Debian's package, driven by
+Playwright): an admin signs in, creates a team and a key; the key is used
+through the `openai` SDK; the request shows in the live overview and on the
+cost page; a viewer cannot create a key. A screenshot of every page is kept in
+tests/e2e/artifacts/console/."""
+
+import re
+import shutil
+
+import pytest
+
+from conftest import ROOT, Gateway, secret, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts" / "console"
+PAGES = ["overview", "cost", "keys", "users", "teams", "providers", "routes", "prices", "jwt-issuers", "admins",
+         "audit"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium package is needed (make test-deps installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def gw(tmp_path):
+    gateway = Gateway(tmp_path, f"sqlite://{tmp_path}/control-plane.db")
+    yield gateway
+    gateway.close()
+
+
+def open_console(browser, gateway, token):
+    # A laptop screen.
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # No request may leave loopback: the console works without internet.
+    page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda route: (errors.append(route.request.url), route.abort()))
+    page.goto(gateway.admin_url.removesuffix("/api/v1") + "/ui")
+    page.get_by_label("Admin token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview", level=1).wait_for()
+    return page, errors
+
+
+def test_admin_creates_a_team_and_a_key_and_sees_the_request(browser, gw):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    gw.admin("POST", "/providers", {"name": "mock", "kind": "openai_compatible", "base_url": gw.mock_url + "/v1",
+                                    "api_key": "sk-mock-upstream"}, expect=201)
+    gw.admin("POST", "/routes", {"model": "gpt-test", "targets": [{"provider": "mock", "model": "gpt-4o-mini"}]},
+             expect=201)
+    page, errors = open_console(browser, gw, gw.admin_token)
+    assert "admin" in page.locator("#who").inner_text()
+
+    # A team, with a budget, from the Teams page.
+    page.get_by_role("link", name="Teams").click()
+    form = page.get_by_role("form", name="Create a team")
+    form.get_by_label("Name").fill("console-team")
+    form.get_by_label("Models").fill("gpt-test")
+    form.get_by_label("Budget (USD)").fill("20.00")
+    form.get_by_role("button", name="Create team").click()
+    page.get_by_role("cell", name="console-team").wait_for()
+
+    # A key in that team: its secret is shown once, in a dialog.
+    page.get_by_role("link", name="Keys").click()
+    form = page.get_by_role("form", name="Create a key")
+    form.get_by_label("Name", exact=True).fill("console-key")
+    form.get_by_label("Team", exact=True).select_option(label="console-team")
+    form.get_by_label("Requests per minute").fill("600")
+    form.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    key = secret(dialog.locator("#secret-value").inner_text().strip())
+    assert key.startswith("sk-")
+    page.screenshot(path=str(ARTIFACTS / "key-created.png"))
+    dialog.get_by_role("button", name="I have stored it").click()
+    row = page.get_by_role("row").filter(has_text="console-key")
+    row.wait_for()
+    assert "console-team" in row.inner_text() and key not in page.content()
+
+    # The key works through the official SDK.
+    gw.wait_synced()
+    answer = gw.openai(key).chat.completions.create(model="gpt-test",
+                                                    messages=[{"role": "user", "content": "hello console"}])
+    assert answer.choices[0].message.content
+    wait_until(lambda: gw.usage()["requests"] == 1, what="usage shipped")
+
+    # The overview shows it without a reload (it refreshes itself).
+    page.get_by_role("link", name="Overview").click()
+    health = page.get_by_role("table", name="Provider health over the last 5 minutes")
+    wait_until(lambda: "mock" in health.inner_text(), timeout=15, what="overview updated")
+    assert "healthy" in health.inner_text()
+    figures = page.locator(".figures").inner_text()
+    assert "Requests today\n1" in figures, figures
+    planes = page.get_by_role("table", name=re.compile("Config version"))
+    assert "yes" in planes.inner_text()  # the data plane is connected
+
+    # The cost page: by model, the team as top spender, its budget.
+    page.get_by_role("link", name="Cost").click()
+    page.get_by_label("Group by").select_option("model")
+    page.get_by_role("button", name="Show").click()
+    usage = page.get_by_role("table", name="Usage by model")
+    wait_until(lambda: "gpt-test" in usage.inner_text(), what="cost by model")
+    assert re.search(r"gpt-test\s+1\s", usage.inner_text()), usage.inner_text()
+    assert "console-team" in page.get_by_role("table", name="Top teams by cost").inner_text()
+    assert page.get_by_role("heading", name="team console-team").is_visible()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    csv_text = open(download.value.path()).read()
+    assert csv_text.startswith("model,requests,") and "gpt-test,1," in csv_text
+
+    # Every page renders; each is kept as a picture.
+    for name in PAGES:
+        page.goto(page.url.split("#")[0] + f"#/{name}")
+        page.locator("main h1").wait_for()
+        page.wait_for_load_state("networkidle")
+        assert not page.locator("main .error").count(), f"{name}: {page.locator('main .error').all_inner_texts()}"
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    audit = page.get_by_role("table", name="Admin writes, newest first").inner_text()
+    assert "key.create" in audit and "team.create" in audit
+    assert not errors, errors
+
+
+def test_a_viewer_sees_but_cannot_create_a_key(browser, gw):
+    token = gw.admin("POST", "/admins", {"name": "watcher", "role": "viewer"}, expect=201).json()["token"]
+    page, errors = open_console(browser, gw, token)
+    assert "viewer" in page.locator("#who").inner_text()
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_role("table", name="API keys").wait_for()
+    assert page.get_by_role("form", name="Create a key").count() == 0
+    assert "may read keys but not change them" in page.locator("main").inner_text()
+    assert page.get_by_role("button", name="Revoke").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "viewer-keys.png"))
+    # Even by hand, through the page's own session, the API refuses.
+    status = page.evaluate("""async (token) => (await fetch('/api/v1/keys', {method: 'POST',
+        headers: {authorization: 'Bearer ' + token, 'content-type': 'application/json'},
+        body: JSON.stringify({name: 'sneaky'})})).status""", token)
+    assert status == 403
+    assert not [k for k in gw.admin("GET", "/keys", expect=200).json() if k["name"] == "sneaky"]
+    # A token that stops working sends the console back to sign-in.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Admin token").fill("sbadm_wrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("That token is not accepted.").wait_for()
+    assert not errors, errors
