@@ -487,6 +487,9 @@ pub struct UsageTotals {
     pub costs: BTreeMap<String, Micros>,
     pub latency_ms_p50: i64,
     pub latency_ms_p99: i64,
+    /// Of the streamed requests: time to first token (`null` when none streamed).
+    pub ttft_ms_p50: Option<i64>,
+    pub ttft_ms_p99: Option<i64>,
 }
 
 impl UsageTotals {
@@ -631,6 +634,8 @@ pub struct UsageRecordView {
     pub request_id: Option<String>,
     /// The W3C trace id of the request's trace.
     pub trace_id: Option<String>,
+    /// A stream's time to first token, in ms from arrival.
+    pub ttft_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
@@ -657,6 +662,16 @@ pub struct DataPlane {
     pub connected: bool,
     /// The control-plane replica its config stream was last opened on.
     pub control_plane: String,
+    /// Upstream targets whose circuit breaker is open on it, as it last
+    /// reported (every 15 s, and on a change).
+    pub open_breakers: Vec<OpenBreaker>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, ToSchema)]
+pub struct OpenBreaker {
+    pub provider: String,
+    /// The upstream model.
+    pub model: String,
 }
 
 /// `GET /cluster`: who serves what, as the database has it.

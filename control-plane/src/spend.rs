@@ -212,6 +212,7 @@ mod tests {
             failed_attempts: Vec::new(),
             request_id: None,
             trace_id: None,
+            ttft_ms: None,
         }
     }
 

@@ -159,14 +159,6 @@ function failure(error) {
   return h("p", { class: "error", role: "alert" }, error.status === 403 ? `Not visible to your role: ${error.message}` : error.message);
 }
 
-async function section(load) {
-  try {
-    return await load();
-  } catch (error) {
-    return failure(error);
-  }
-}
-
 function isoDaysAgo(days) {
   const d = new Date(Date.now() - days * 86400000);
   return d.toISOString().slice(0, 10);
@@ -198,11 +190,14 @@ async function overview() {
   const refresh = async () => {
     const since = new Date(Date.now() - 300000).toISOString();
     try {
-      const [recent, today, providers] = await Promise.all([
+      const [recent, today, providers, dataplanes] = await Promise.all([
         get("/usage", { since }),
         get("/usage", { since: startOfTodayUtc() }),
         get("/usage", { since, group_by: "provider" }),
+        // A team admin may not see the data planes: the rest still shows.
+        get("/dataplanes").catch((error) => error),
       ]);
+      const openOn = breakersByProvider(dataplanes);
       const rate = recent.requests / 300;
       state.history = [...state.history.slice(-29), rate];
       const errorRate = recent.requests ? (100 * recent.errors) / recent.requests : 0;
@@ -211,7 +206,7 @@ async function overview() {
         figure("Requests/s", rate.toFixed(2), spark(state.history, "Requests per second")),
         figure("Error rate", `${errorRate.toFixed(1)} %`),
         figure("Latency P50 / P99", `${recent.latency_ms_p50} / ${recent.latency_ms_p99} ms`),
-        figure("Time to first token P50 / P99", recent.ttft_ms_p99 ? `${recent.ttft_ms_p50} / ${recent.ttft_ms_p99} ms` : "no streams"),
+        figure("Time to first token P50 / P99", recent.ttft_ms_p99 === null ? "no streams" : `${recent.ttft_ms_p50} / ${recent.ttft_ms_p99} ms`),
         figure("Tokens/min", Math.round(recent.total_tokens / 5).toLocaleString()),
         figure("Requests today", today.requests.toLocaleString()),
         figure("Cost today", money(today)),
@@ -224,27 +219,47 @@ async function overview() {
         ["latency_ms_p50", "P50 ms"],
         ["latency_ms_p99", "P99 ms"],
         ["health", "Health", (_, row) => healthBadge(row)],
+        ["breakers", "Open breakers", (_, row) => openOn[row.provider] || "none"],
       ]));
+      planes.replaceChildren(dataplanes instanceof Error ? failure(dataplanes) : dataPlanes(dataplanes));
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`;
     } catch (error) {
       figures.replaceChildren(failure(error));
     }
-    planes.replaceChildren(await section(async () => {
-      const answer = await get("/dataplanes");
-      return table(`Config version ${answer.current_version}`, answer.data_planes, [
-        ["id", "Data plane"],
-        ["hostname", "Host"],
-        ["applied_version", "Applied version"],
-        ["lag", "Lag", (_, row) => String(answer.current_version - row.applied_version)],
-        ["connected", "Connected", (v) => (v ? "yes" : "no")],
-        ["last_seen", "Last seen"],
-        ["control_plane", "Control plane"],
-        ["breakers_open", "Open breakers"],
-      ]);
-    }));
   };
   await refresh();
   state.timer = setInterval(refresh, REFRESH_MS);
+}
+
+function dataPlanes(answer) {
+  return table(`Config version ${answer.current_version}`, answer.data_planes, [
+    ["id", "Data plane"],
+    ["hostname", "Host"],
+    ["applied_version", "Applied version"],
+    ["lag", "Lag", (_, row) => String(answer.current_version - row.applied_version)],
+    ["connected", "Connected", (v) => (v ? "yes" : "no")],
+    ["last_seen", "Last seen"],
+    ["control_plane", "Control plane"],
+    ["open_breakers", "Open breakers", (open) => open.map((b) => `${b.provider}/${b.model}`).join(", ") || "none"],
+  ]);
+}
+
+// provider -> "model (on N data planes), ...", from the data planes' reports.
+function breakersByProvider(answer) {
+  if (answer instanceof Error) return {};
+  const count = {};
+  for (const plane of answer.data_planes.filter((p) => p.connected)) {
+    for (const b of plane.open_breakers) {
+      const key = `${b.provider}\u0000${b.model}`;
+      count[key] = (count[key] || 0) + 1;
+    }
+  }
+  const open = {};
+  for (const [key, planes] of Object.entries(count)) {
+    const [provider, model] = key.split("\u0000");
+    open[provider] = [...(open[provider] ? [open[provider]] : []), `${model} (on ${planes} data plane${planes > 1 ? "s" : ""})`].join(", ");
+  }
+  return open;
 }
 
 function healthBadge(row) {
@@ -281,7 +296,7 @@ async function cost() {
     ]);
     const names = { ...teamNames(teams), ...Object.fromEntries(keys.map((k) => [k.id, k.name])), ...Object.fromEntries(users.map((u) => [u.id, u.name])) };
     const field = { key: "key_id", user: "user_id", team: "team_id" }[group] || group;
-    const label = (row) => (row[field] === null ? "(none)" : names[row[field]] || row[field]);
+    const label = (row) => (row[field] === null ? "(none)" : group === "day" ? row.day.slice(0, 10) : names[row[field]] || row[field]);
     const rows = [...grouped.rows].sort((a, b) => Number(b.cost || 0) - Number(a.cost || 0));
     const csv = h("button", { type: "button", onclick: () => download(`switchboard-cost-by-${group}.csv`, toCsv(grouped.rows, field, label)) }, "Export CSV");
     results.replaceChildren(
@@ -554,13 +569,19 @@ async function route() {
     link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${name}`);
     if (link.hasAttribute("aria-current")) link.setAttribute("aria-current", "page");
   }
+  const main = document.getElementById("main");
+  main.setAttribute("aria-busy", "true");
+  delete main.dataset.ready;
   try {
     await render();
   } catch (error) {
     if (error.status === 401) return signOut("Your token is no longer accepted.");
     page("Error", failure(error));
   }
-  document.getElementById("main").focus({ preventScroll: true });
+  main.setAttribute("aria-busy", "false");
+  // The page is complete (tests wait for this).
+  main.dataset.ready = name;
+  main.focus({ preventScroll: true });
 }
 
 async function signIn(token) {

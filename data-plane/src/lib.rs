@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod breaker_report;
 pub mod chat;
 pub mod cluster_client;
 pub mod config;
@@ -147,8 +148,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     tasks.spawn(
-        "breaker-gauges",
-        probe::breaker_gauges(live.clone(), tasks.token()),
+        "breaker-report",
+        breaker_report::run(
+            live.clone(),
+            control_planes.clone(),
+            dataplane_id.clone(),
+            tasks.token(),
+        ),
     );
 
     let (sweeping, stop) = (limiter.clone(), tasks.token());

@@ -3,7 +3,7 @@
 //! model list) off the request path, and each result is recorded on every
 //! target that uses the provider, as a request's would be: failures eject
 //! targets before clients meet them, and a good probe closes a half-open
-//! breaker. Also the breaker-state gauges, sampled from the same targets.
+//! breaker.
 
 use crate::providers::{self, UpstreamClient};
 use crate::router::health::{BreakerConfig, Outcome};
@@ -80,23 +80,3 @@ pub async fn run(
         }
     }
 }
-
-/// Keeps `switchboard_breaker_open` current for every target of the config
-/// applied (sampled: the request path only flips atomics).
-pub async fn breaker_gauges(live: Live, stop: CancellationToken) {
-    let mut every = tokio::time::interval(BREAKER_SAMPLE);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        if let Some(runtime) = live.load_full() {
-            for target in runtime.routes().targets() {
-                let open = if target.health.ejected() { 1.0 } else { 0.0 };
-                target.meters.breaker_open.set(open);
-            }
-        }
-    }
-}
-
-const BREAKER_SAMPLE: Duration = Duration::from_secs(2);

@@ -76,6 +76,8 @@ pub struct UsageRecord {
     /// The W3C trace id of the request's trace (32 lowercase hex digits):
     /// the client's, or the gateway's own when it exports traces.
     pub trace_id: Option<String>,
+    /// A stream's time to first token, in ms from the request's arrival.
+    pub ttft_ms: Option<i64>,
 }
 
 /// One failed try of a request on one target.
@@ -186,6 +188,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
             request_id: r.request_id.unwrap_or_default(),
             trace_id: r.trace_id.unwrap_or_default(),
+            ttft_ms: r.ttft_ms,
         }
     }
 }
@@ -221,6 +224,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             r.reasoning_tokens,
             r.latency_ms,
             r.cost_micros,
+            r.ttft_ms.unwrap_or(0),
         ];
         if counts.iter().any(|n| *n < 0) {
             return Err(bad("counts must not be negative"));
@@ -278,6 +282,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             failed_attempts,
             request_id: present(r.request_id),
             trace_id: present(r.trace_id),
+            ttft_ms: r.ttft_ms,
         })
     }
 }
@@ -319,6 +324,7 @@ mod tests {
             }],
             request_id: Some("req-1".into()),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            ttft_ms: Some(40),
         }
     }
 

@@ -7,6 +7,7 @@ tests/e2e/artifacts/console/."""
 import re
 import shutil
 
+import httpx
 import pytest
 
 from conftest import ROOT, Gateway, secret, wait_until
@@ -92,7 +93,13 @@ def test_admin_creates_a_team_and_a_key_and_sees_the_request(browser, gw):
     answer = gw.openai(key).chat.completions.create(model="gpt-test",
                                                     messages=[{"role": "user", "content": "hello console"}])
     assert answer.choices[0].message.content
-    wait_until(lambda: gw.usage()["requests"] == 1, what="usage shipped")
+    stream = gw.openai(key).chat.completions.create(model="gpt-test", stream=True,
+                                                    messages=[{"role": "user", "content": "stream to the console"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    wait_until(lambda: gw.usage()["requests"] == 2, what="usage shipped")
+    streamed = [r for r in gw.usage_records() if r["streamed"]]
+    assert len(streamed) == 1 and 0 <= streamed[0]["ttft_ms"] <= streamed[0]["latency_ms"]
+    assert gw.usage()["ttft_ms_p50"] == streamed[0]["ttft_ms"]
 
     # The overview shows it without a reload (it refreshes itself).
     page.get_by_role("link", name="Overview").click()
@@ -100,7 +107,8 @@ def test_admin_creates_a_team_and_a_key_and_sees_the_request(browser, gw):
     wait_until(lambda: "mock" in health.inner_text(), timeout=15, what="overview updated")
     assert "healthy" in health.inner_text()
     figures = page.locator(".figures").inner_text()
-    assert "Requests today\n1" in figures, figures
+    assert "Requests today\n2" in figures, figures
+    assert f"Time to first token P50 / P99\n{streamed[0]['ttft_ms']} / {streamed[0]['ttft_ms']} ms" in figures
     planes = page.get_by_role("table", name=re.compile("Config version"))
     assert "yes" in planes.inner_text()  # the data plane is connected
 
@@ -110,23 +118,44 @@ def test_admin_creates_a_team_and_a_key_and_sees_the_request(browser, gw):
     page.get_by_role("button", name="Show").click()
     usage = page.get_by_role("table", name="Usage by model")
     wait_until(lambda: "gpt-test" in usage.inner_text(), what="cost by model")
-    assert re.search(r"gpt-test\s+1\s", usage.inner_text()), usage.inner_text()
+    assert re.search(r"gpt-test\s+2\s", usage.inner_text()), usage.inner_text()
     assert "console-team" in page.get_by_role("table", name="Top teams by cost").inner_text()
     assert page.get_by_role("heading", name="team console-team").is_visible()
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
     csv_text = open(download.value.path()).read()
-    assert csv_text.startswith("model,requests,") and "gpt-test,1," in csv_text
+    assert csv_text.startswith("model,requests,") and "gpt-test,2," in csv_text
 
     # Every page renders; each is kept as a picture.
     for name in PAGES:
         page.goto(page.url.split("#")[0] + f"#/{name}")
-        page.locator("main h1").wait_for()
-        page.wait_for_load_state("networkidle")
+        page.locator(f'main[data-ready="{name}"]').wait_for()
         assert not page.locator("main .error").count(), f"{name}: {page.locator('main .error').all_inner_texts()}"
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     audit = page.get_by_role("table", name="Admin writes, newest first").inner_text()
     assert "key.create" in audit and "team.create" in audit
+
+    # A target whose circuit breaker opens on a data plane shows on the overview.
+    gw.start_data_plane(extra=("--breaker-failures", "2", "--breaker-cooldown-ms", "60000",
+                               "--breaker-min-requests", "1000"))
+    gw.admin("POST", "/routes", {"model": "flaky", "targets": [{"provider": "mock", "model": "t-flaky"}],
+                                 "retry": {"max_attempts": 1}}, expect=201)
+    other = gw.admin("POST", "/keys", {"name": "any-model"}, expect=201).json()["key"]
+    gw.wait_synced()
+    outage = {"model": "t-flaky", "failure": "500"}
+    httpx.put(gw.mock_url + "/_mock/outage", json=outage)
+    for _ in range(3):
+        httpx.post(f"{gw.dp_url}/v1/chat/completions", headers={"authorization": f"Bearer {other}"},
+                   json={"model": "flaky", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+    planes_now = lambda: gw.admin("GET", "/dataplanes", expect=200).json()["data_planes"]
+    wait_until(lambda: any(p["open_breakers"] for p in planes_now() if p["connected"]), timeout=10,
+               what="the open breaker reported")
+    assert [p["open_breakers"] for p in planes_now() if p["connected"]] == [[{"provider": "mock", "model": "t-flaky"}]]
+    page.goto(page.url.split("#")[0] + "#/overview")
+    health = page.get_by_role("table", name="Provider health over the last 5 minutes")
+    wait_until(lambda: "t-flaky (on 1 data plane)" in health.inner_text(), timeout=15, what="breaker on the overview")
+    assert "mock/t-flaky" in page.get_by_role("table", name=re.compile("Config version")).inner_text()
+    page.screenshot(path=str(ARTIFACTS / "overview-breaker-open.png"), full_page=True)
     assert not errors, errors
 
 

@@ -858,6 +858,8 @@ impl Admin {
                 last_error: row.last_error,
                 last_seen: ms_to_rfc3339(row.last_seen),
                 control_plane: row.control_plane,
+                // Written by this control plane: a list it cannot read is shown as none.
+                open_breakers: serde_json::from_str(&row.open_breakers).unwrap_or_default(),
             })
             .collect();
         Ok(DataPlanes {

@@ -14,6 +14,8 @@ pub struct DataPlaneRow {
     pub last_seen: i64,
     /// The control-plane replica its stream was last opened on.
     pub control_plane: String,
+    /// JSON: the open breakers it last reported.
+    pub open_breakers: String,
 }
 
 impl Store {
@@ -84,10 +86,24 @@ impl Store {
             > 0)
     }
 
+    /// A health report: its open breakers (JSON), and that it is alive.
+    pub async fn dataplane_health(&self, id: &str, open_breakers: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE dataplanes SET open_breakers = $2, last_seen = $3 WHERE id = $1")
+                .bind(id)
+                .bind(open_breakers)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
     pub async fn list_dataplanes(&self) -> Result<Vec<DataPlaneRow>> {
         Ok(sqlx::query_as(
             "SELECT id, hostname, software_version, applied_version, last_error, connected_at, \
-             disconnected_at, last_seen, control_plane FROM dataplanes ORDER BY id",
+             disconnected_at, last_seen, control_plane, open_breakers FROM dataplanes ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?)

@@ -99,13 +99,37 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank - 1]
 }
 
-fn latency_percentiles(totals: &mut UsageTotals, latencies: &mut [i64]) {
-    latencies.sort_unstable();
-    totals.latency_ms_p50 = percentile(latencies, 0.50);
-    totals.latency_ms_p99 = percentile(latencies, 0.99);
+/// Latency and time-to-first-token percentiles of a group's records.
+#[derive(Default)]
+struct Timings {
+    latencies: Vec<i64>,
+    first_tokens: Vec<i64>,
 }
 
-const USAGE_COLUMNS: usize = 27;
+impl Timings {
+    /// A row of `SELECT ..., latency_ms, ttft_ms`, the two at `at` and `at + 1`.
+    fn add(&mut self, row: &sqlx::any::AnyRow, at: usize) -> Result<()> {
+        use sqlx::Row;
+        self.latencies.push(row.try_get::<i64, _>(at)?);
+        if let Some(ttft) = row.try_get::<Option<i64>, _>(at + 1)? {
+            self.first_tokens.push(ttft);
+        }
+        Ok(())
+    }
+
+    fn fill(mut self, totals: &mut UsageTotals) {
+        self.latencies.sort_unstable();
+        self.first_tokens.sort_unstable();
+        totals.latency_ms_p50 = percentile(&self.latencies, 0.50);
+        totals.latency_ms_p99 = percentile(&self.latencies, 0.99);
+        if !self.first_tokens.is_empty() {
+            totals.ttft_ms_p50 = Some(percentile(&self.first_tokens, 0.50));
+            totals.ttft_ms_p99 = Some(percentile(&self.first_tokens, 0.99));
+        }
+    }
+}
+
+const USAGE_COLUMNS: usize = 28;
 /// 500 rows are 13,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -117,7 +141,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize, returning: bool) -> String 
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
-         cost_micros, currency, estimated, failed_attempts, request_id, trace_id) VALUES ",
+         cost_micros, currency, estimated, failed_attempts, request_id, trace_id, ttft_ms) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -186,7 +210,8 @@ impl Store {
                     .bind(i64::from(r.estimated))
                     .bind(attempts_json(&r.failed_attempts))
                     .bind(r.request_id.as_deref())
-                    .bind(r.trace_id.as_deref());
+                    .bind(r.trace_id.as_deref())
+                    .bind(r.ttft_ms);
             }
             if !returning {
                 new_rows += query.execute(&mut *tx).await?.rows_affected();
@@ -211,7 +236,6 @@ impl Store {
 
     /// Totals, with the cost per currency.
     pub async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals> {
-        use sqlx::Row;
         let mut totals = UsageTotals::default();
         for (_, row) in self.usage_sums(q, &[]).await? {
             totals.add(&row.totals);
@@ -219,15 +243,15 @@ impl Store {
                 totals.costs.insert(currency, cost);
             }
         }
-        let sql = format!("SELECT latency_ms FROM usage_records WHERE {USAGE_FILTER}");
-        let mut latencies = Vec::new();
+        let sql = format!("SELECT latency_ms, ttft_ms FROM usage_records WHERE {USAGE_FILTER}");
+        let mut timings = Timings::default();
         for row in bind_filter(sqlx::query(&sql), q)
             .fetch_all(&self.pool)
             .await?
         {
-            latencies.push(row.try_get::<i64, _>(0)?);
+            timings.add(&row, 0)?;
         }
-        latency_percentiles(&mut totals, &mut latencies);
+        timings.fill(&mut totals);
         let only_records = q.model.is_some()
             || q.provider.is_some()
             || q.variant.is_some()
@@ -297,7 +321,7 @@ impl Store {
             "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
              status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
              created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id, \
-             trace_id FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
+             trace_id, ttft_ms FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
             limit
         );
         let rows = bind_filter(sqlx::query(&sql), q)
@@ -333,6 +357,7 @@ impl Store {
                     .unwrap_or_default(),
                 request_id: row.try_get("request_id")?,
                 trace_id: row.try_get("trace_id")?,
+                ttft_ms: row.try_get("ttft_ms")?,
             });
         }
         Ok(records)
@@ -344,7 +369,6 @@ impl Store {
         q: &UsageQuery,
         groups: &[UsageGroup],
     ) -> Result<Vec<UsageRow>> {
-        use sqlx::Row;
         let sums = self.usage_sums(q, groups).await?;
         let index: std::collections::HashMap<Vec<Option<String>>, usize> = sums
             .iter()
@@ -355,20 +379,20 @@ impl Store {
         // Percentiles from the latencies themselves.
         let expressions = group_expressions(groups);
         let sql = format!(
-            "SELECT {}, latency_ms FROM usage_records WHERE {USAGE_FILTER}",
+            "SELECT {}, latency_ms, ttft_ms FROM usage_records WHERE {USAGE_FILTER}",
             group_columns(&expressions)
         );
-        let mut latencies: Vec<Vec<i64>> = vec![Vec::new(); report.len()];
+        let mut timings: Vec<Timings> = (0..report.len()).map(|_| Timings::default()).collect();
         for row in bind_filter(sqlx::query(&sql), q)
             .fetch_all(&self.pool)
             .await?
         {
             if let Some(&i) = index.get(&group_of(&row, groups)?) {
-                latencies[i].push(row.try_get::<i64, _>(expressions.len())?);
+                timings[i].add(&row, expressions.len())?;
             }
         }
-        for (row, latencies) in report.iter_mut().zip(&mut latencies) {
-            latency_percentiles(&mut row.totals, latencies);
+        for (row, timings) in report.iter_mut().zip(timings) {
+            timings.fill(&mut row.totals);
         }
         Ok(report)
     }

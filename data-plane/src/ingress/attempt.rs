@@ -336,6 +336,7 @@ async fn first_token_then(
         return Err(error);
     }
     let latency = started.elapsed();
+    relay.first_token_sent();
     let body = futures_util::stream::iter(first).chain(relay);
     Ok(Answered {
         response: sse_response(Body::from_stream(body)),

@@ -391,6 +391,7 @@ async fn handle(
                 .and_then(|id| id.0.to_str().ok())
                 .map(str::to_owned),
             trace_id: trace.trace_id.clone(),
+            ttft_ms: None,
         },
     };
 

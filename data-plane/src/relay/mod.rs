@@ -137,6 +137,14 @@ impl<S> Relay<S> {
         self.early_failure.take()
     }
 
+    /// The stream's first token went out: its time since arrival is recorded.
+    pub fn first_token_sent(&mut self) {
+        if let Some(draft) = &mut self.draft {
+            let ms = draft.started.elapsed().as_millis();
+            draft.record.ttft_ms = Some(i64::try_from(ms).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The usage draft back, for another attempt (none is recorded then).
     pub fn take_draft(&mut self) -> Option<UsageDraft> {
         self.draft.take()

@@ -154,6 +154,7 @@ impl UsageDraft {
             failed_attempts: Vec::new(),
             request_id: None,
             trace_id: None,
+            ttft_ms: None,
         };
         let draft = UsageDraft {
             sink,

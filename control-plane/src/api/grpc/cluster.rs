@@ -235,6 +235,38 @@ impl ClusterService for ClusterGrpc {
         Ok(Response::new(pb::AckResponse {}))
     }
 
+    async fn report_health(
+        &self,
+        request: Request<pb::HealthReport>,
+    ) -> Result<Response<pb::HealthAck>, Status> {
+        let identity = certified_identity(&request);
+        let mut report = request.into_inner();
+        if let Some(identity) = identity {
+            report.dataplane_id = certified_id(&identity, &report.dataplane_id);
+        }
+        required("dataplane_id", &report.dataplane_id)?;
+        const MAX_REPORTED: usize = 10_000;
+        if report.open_breakers.len() > MAX_REPORTED {
+            return Err(Error::invalid(format!("open_breakers: at most {MAX_REPORTED}")).into());
+        }
+        let mut open: Vec<crate::model::OpenBreaker> = report
+            .open_breakers
+            .into_iter()
+            .map(|b| crate::model::OpenBreaker {
+                provider: b.provider,
+                model: b.model,
+            })
+            .collect();
+        open.sort();
+        open.dedup();
+        let json = serde_json::to_string(&open).map_err(|e| Error::Internal(e.to_string()))?;
+        self.admin
+            .store()
+            .dataplane_health(&report.dataplane_id, &json)
+            .await?;
+        Ok(Response::new(pb::HealthAck {}))
+    }
+
     async fn report_usage(
         &self,
         request: Request<pb::UsageBatch>,

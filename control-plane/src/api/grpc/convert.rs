@@ -407,6 +407,8 @@ impl From<model::UsageTotals> for pb::UsageTotals {
                 .collect(),
             latency_ms_p50: t.latency_ms_p50,
             latency_ms_p99: t.latency_ms_p99,
+            ttft_ms_p50: t.ttft_ms_p50.unwrap_or(0),
+            ttft_ms_p99: t.ttft_ms_p99.unwrap_or(0),
             estimated: t.estimated,
             retried: t.retried,
             refusals: t.refusals.into_iter().collect(),
@@ -444,6 +446,7 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     failed_attempts: r.failed_attempts.into_iter().map(Into::into).collect(),
                     request_id: text(r.request_id),
                     trace_id: text(r.trace_id),
+                    ttft_ms: r.ttft_ms,
                 })
                 .collect(),
         }
@@ -488,6 +491,11 @@ impl From<model::DataPlanes> for pb::ListDataPlanesResponse {
                     connected: p.connected,
                     software_version: p.software_version,
                     control_plane: p.control_plane,
+                    open_breakers: p
+                        .open_breakers
+                        .into_iter()
+                        .map(|b| format!("{}/{}", b.provider, b.model))
+                        .collect(),
                 })
                 .collect(),
         }
