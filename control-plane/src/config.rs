@@ -182,6 +182,54 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_NO_DEFAULT_PRICES")]
     pub no_default_prices: bool,
 
+    /// The identity provider admins sign in to the console with (OpenID
+    /// Connect; its discovery document is at `<issuer>/.well-known/openid-configuration`).
+    /// Unset: the console takes admin tokens only.
+    #[arg(long, env = "SWITCHBOARD_OIDC_ISSUER", requires_all = ["oidc_client_id", "oidc_redirect_url"])]
+    pub oidc_issuer: Option<String>,
+
+    /// The console's client id at the identity provider.
+    #[arg(long, env = "SWITCHBOARD_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// The client's secret, for providers that want one besides PKCE.
+    #[arg(long, env = "SWITCHBOARD_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+
+    /// Where the provider sends the browser back: this control plane's
+    /// `/ui/oidc/callback` as browsers reach it.
+    #[arg(long, env = "SWITCHBOARD_OIDC_REDIRECT_URL")]
+    pub oidc_redirect_url: Option<String>,
+
+    /// The ID token claim naming the console role: admin, team_admin or
+    /// viewer (or a list; the strongest counts). Without one, no sign-in.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OIDC_ROLE_CLAIM",
+        default_value = "switchboard_role"
+    )]
+    pub oidc_role_claim: String,
+
+    /// The claim naming a team admin's team (its id or name).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OIDC_TEAM_CLAIM",
+        default_value = "switchboard_team"
+    )]
+    pub oidc_team_claim: String,
+
+    /// Scopes asked for.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+
+    /// How long a console session lasts.
+    #[arg(long, env = "SWITCHBOARD_OIDC_SESSION_HOURS", default_value_t = 8)]
+    pub oidc_session_hours: u64,
+
     /// TLS of the HTTP listener (reloaded when the files change) and of the
     /// gRPC listener (loaded at start).
     #[command(flatten)]
@@ -195,6 +243,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Console sign-in through the identity provider, when configured.
+    pub fn oidc(&self) -> Option<crate::api::oidc::OidcSettings> {
+        Some(crate::api::oidc::OidcSettings {
+            issuer: self.oidc_issuer.clone()?,
+            client_id: self.oidc_client_id.clone()?,
+            client_secret: self.oidc_client_secret.clone(),
+            redirect_url: self.oidc_redirect_url.clone()?,
+            role_claim: self.oidc_role_claim.clone(),
+            team_claim: self.oidc_team_claim.clone(),
+            scopes: self.oidc_scopes.clone(),
+            session_hours: self.oidc_session_hours.clamp(1, 24 * 30),
+        })
+    }
+
     pub fn config_poll_interval(&self) -> Duration {
         Duration::from_millis(self.config_poll_ms.max(50))
     }

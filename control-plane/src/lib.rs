@@ -80,15 +80,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let counters = snapshot::CounterFeed::start(store.clone())
         .await
         .context("reading the spend counts")?;
-    let admin = service::Admin::new(store.clone(), cipher, feed.refresher())
+    let admin = service::Admin::new(store.clone(), cipher.clone(), feed.refresher())
         .allowing_link_local_upstreams(config.allow_link_local_upstreams);
+    let oidc = config
+        .oidc()
+        .map(|settings| Arc::new(api::oidc::Oidc::new(settings, admin.clone(), cipher)));
     if !config.no_default_prices {
-        let added = crate::audit::scope(
-            audit::AuditContext::new(access::Principal::system("system".into()), None),
-            admin.load_default_prices(),
-        )
-        .await
-        .context("loading the bundled prices")?;
+        let added = admin
+            .load_default_prices()
+            .await
+            .context("loading the bundled prices")?;
         if added > 0 {
             tracing::info!(added, "bundled default prices loaded");
         }
@@ -174,6 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         admin_token: secrets.admin_token,
         metrics: public_metrics,
         draining: draining.clone(),
+        oidc,
     });
     let token = tasks.token();
     match http_tls {

@@ -250,7 +250,10 @@ mod tests {
             }),
             spend: None,
         };
-        store.insert_team(&team, 0).await.expect("team");
+        store
+            .insert_team(&crate::service::write::grant::Grant::for_tests(), &team, 0)
+            .await
+            .expect("team");
         let records = [
             record(&team.id, at("2026-11-25T10:00:00Z"), 4_000_000),
             record(&team.id, at("2026-11-25T23:59:59.999Z"), 2_000_000),

@@ -619,5 +619,13 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
 document.getElementById("logout").addEventListener("click", () => signOut());
 window.addEventListener("hashchange", route);
 
-if (state.token) signIn(state.token).catch(() => signOut());
+// Back from the identity provider: a session token, or why there is none.
+// Both come in the fragment, which no server sees; it is cleared at once.
+const answer = new URLSearchParams(location.hash.startsWith("#session=") || location.hash.startsWith("#error=") ? location.hash.slice(1) : "");
+if (answer.has("session") || answer.has("error")) history.replaceState(null, "", location.pathname);
+fetch("/ui/oidc/config").then((r) => r.json()).then((c) => { document.getElementById("sso").hidden = !c.enabled; }).catch(() => {});
+
+if (answer.has("session")) signIn(answer.get("session")).catch(() => signOut("The session was not accepted."));
+else if (answer.has("error")) signOut(answer.get("error"));
+else if (state.token) signIn(state.token).catch(() => signOut());
 else signOut();

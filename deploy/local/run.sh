@@ -76,6 +76,7 @@ if [ "$DEMO" != 0 ]; then
 Switchboard is running, offline, with a demo upstream:
   OpenAI-compatible API   $GATEWAY_URL/v1   (also /healthz, /readyz, /metrics)
   admin REST API          $ADMIN_URL/api/v1   (admin token in $STATE/admin-token)
+  web console             $ADMIN_URL/ui/   (sign in with the admin token)
   admin gRPC              localhost:${GRPC_ADDR##*:}
   API key                 $KEY   (also in $STATE/demo-key)
 

@@ -247,6 +247,8 @@ fn tracer_provider(service: &'static str, env: &Env) -> Result<Option<SdkTracerP
             } else {
                 Protocol::HttpBinary
             };
+            // The exporter's HTTP client is built with rustls and no provider of its own.
+            crate::tls::install_crypto_provider();
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(protocol)

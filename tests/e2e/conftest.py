@@ -51,6 +51,7 @@ httpx.Client.send = _send_recording_errors
 
 
 def secret(value):
+    assert value, "an empty secret would match every output"
     SECRETS.add(value)
     return value
 

@@ -107,7 +107,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     auth = [("authorization", f"Bearer {gateway.cluster_token}")]
     records = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="k", model="m", prompt_tokens=3,
                                        completion_tokens=4, total_tokens=7, cached_tokens=2, reasoning_tokens=1,
-                                       status=200) for _ in range(3)]
+                                       status=200, streamed=True, ttft_ms=10 * i) for i in range(3)]
     batch = cluster_pb2.UsageBatch(dataplane_id="test", records=records)
     first = cluster.ReportUsage(batch, metadata=auth)
     again = cluster.ReportUsage(batch, metadata=auth)
@@ -115,7 +115,8 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (again.accepted, again.duplicates) == (0, 3)
     assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
                                          "cached_tokens": 6, "reasoning_tokens": 3, "errors": 0, "estimated": 0, "retried": 0,
-                                         "costs": {"USD": "0.00"}, "latency_ms_p50": 0, "latency_ms_p99": 0}
+                                         "costs": {"USD": "0.00"}, "latency_ms_p50": 0, "latency_ms_p99": 0,
+                                         "ttft_ms_p50": 10, "ttft_ms_p99": 20}
     # A batch larger than one INSERT statement (500 rows), with one duplicate in its last chunk.
     large = [cluster_pb2.UsageRecord(id=str(uuid.uuid4()), key_id="big", model="m", prompt_tokens=1,
                                      completion_tokens=2, total_tokens=3, status=200) for _ in range(1200)]
@@ -125,7 +126,8 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert gateway.usage(key_id="big") == {"requests": 1200, "prompt_tokens": 1200, "completion_tokens": 2400,
                                            "total_tokens": 3600, "cached_tokens": 0, "reasoning_tokens": 0, "errors": 0,
                                            "estimated": 0, "retried": 0, "costs": {"USD": "0.00"},
-                                           "latency_ms_p50": 0, "latency_ms_p99": 0}
+                                           "latency_ms_p50": 0, "latency_ms_p99": 0,
+                                           "ttft_ms_p50": None, "ttft_ms_p99": None}
     # Refusal counts are idempotent too; one that is not a count is refused.
     minute = int(time.time()) // 60 * 60_000
     refused = cluster_pb2.RefusalCount(id=str(uuid.uuid4()), key_id="big", kind="rate_limit_exceeded",
@@ -276,7 +278,9 @@ def test_every_admin_write_is_audited(gateway, grpc_stubs):
     entries = admin("GET", "/audit", expect=200).json()["rows"]
     assert [e["action"] for e in entries[:8]] == ["team.create", "route.delete", "key.revoke", "key.rotate",
                                                  "key.create", "route.create", "provider.update", "provider.create"]
-    assert all(e["actor"] == "admin" for e in entries)
+    seeded = [e for e in entries if e["action"] == "price.seed"]
+    assert [(e["actor"], e["resource"]) for e in seeded] == [("control-plane", "prices")], "bundled prices, once"
+    assert all(e["actor"] == "admin" for e in entries if e not in seeded)
     by_action = {e["action"]: e for e in entries}
     assert by_action["provider.create"]["request_id"] == request_id
     assert by_action["team.create"]["request_id"] == "grpc-request-7"

@@ -181,3 +181,62 @@ def test_a_viewer_sees_but_cannot_create_a_key(browser, gw):
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("That token is not accepted.").wait_for()
     assert not errors, errors
+
+
+def test_admins_sign_in_with_the_identity_provider(browser, gw):
+    """OIDC, authorization code + PKCE against a provider the test runs: the
+    role claim decides what the console may do; no role, no sign-in."""
+    from oidc_provider import Provider
+
+    idp = Provider(client_id="switchboard-console")
+    try:
+        root = gw.admin_url.removesuffix("/api/v1")
+        gw.cp.stop()
+        gw.cp = gw.start_control_plane(extra=(
+            "--oidc-issuer", idp.url, "--oidc-client-id", "switchboard-console",
+            "--oidc-redirect-url", f"{root}/ui/oidc/callback"))
+        team = gw.admin("POST", "/teams", {"name": "sso-team"}, expect=201).json()
+
+        def sign_in(claims):
+            idp.user = claims
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(root + "/ui/")
+            page.get_by_role("link", name="Sign in with your identity provider").click()
+            return page
+
+        # A viewer: signed in, sees keys, may not create one.
+        page = sign_in({"sub": "vera", "switchboard_role": "viewer"})
+        page.get_by_role("heading", name="Overview", level=1).wait_for()
+        assert page.locator("#who").inner_text() == "oidc/vera · viewer"
+        assert "session=" not in page.url, "the session token does not stay in the address bar"
+        page.get_by_role("link", name="Keys").click()
+        page.get_by_role("table", name="API keys").wait_for()
+        assert page.get_by_role("form", name="Create a key").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "sso-viewer.png"))
+        # The provider saw PKCE, and the browser never got the provider's tokens.
+        assert idp.exchanges[-1]["code_verifier"] and "at-" not in page.content()
+
+        # A team admin of the team its claim names (by name): creates a key there.
+        page = sign_in({"sub": "tom", "switchboard_role": ["viewer", "team_admin"], "switchboard_team": "sso-team"})
+        page.get_by_role("heading", name="Overview", level=1).wait_for()
+        assert page.locator("#who").inner_text() == "oidc/tom · team admin"
+        page.get_by_role("link", name="Keys").click()
+        form = page.get_by_role("form", name="Create a key")
+        form.get_by_label("Name", exact=True).fill("sso-key")
+        form.get_by_role("button", name="Create key").click()
+        page.get_by_role("dialog").wait_for()
+        assert secret(page.locator("#secret-value").inner_text().strip()).startswith("sk-sb-")
+        page.get_by_role("button", name="I have stored it").click()
+        key = next(k for k in gw.admin("GET", "/keys", expect=200).json() if k["name"] == "sso-key")
+        assert key["team_id"] == team["id"]
+        audit = gw.admin("GET", "/audit", params={"resource": f"key/{key['id']}"}, expect=200).json()["rows"]
+        assert audit[0]["actor"] == "oidc/tom"
+        sessions = gw.admin("GET", "/audit", params={"actor": "oidc/tom"}, expect=200).json()["rows"]
+        assert "session.create" in {row["action"] for row in sessions}
+
+        # No role claim: no session, and the sign-in page says why.
+        page = sign_in({"sub": "mallory"})
+        page.get_by_text("no console role").wait_for()
+        assert page.get_by_label("Admin token").is_visible()
+    finally:
+        idp.close()

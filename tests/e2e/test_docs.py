@@ -18,3 +18,19 @@ def test_every_flag_is_documented(binary):
     documented = set(re.findall(r"`--([a-z0-9-]+)`", section))
     assert flags - documented == set(), f"{binary} flags missing from docs/configuration.md"
     assert documented - flags == set(), f"docs/configuration.md names {binary} flags that do not exist"
+
+
+def test_every_cli_flag_is_documented():
+    """docs/admin.md names every flag of every `switchboard` command."""
+    cli = str(BIN_DIR / "switchboard")
+    top = subprocess.run([cli, "--help"], capture_output=True, text=True, check=True).stdout
+    commands = re.findall(r"^  ([a-z]+)  ", top.split("Commands:")[1].split("Options:")[0], re.M)
+    assert {"login", "apply", "diff", "export", "usage", "keys"} <= set(commands)
+    helps = [top] + [subprocess.run([cli, c, "--help"], capture_output=True, text=True, check=True).stdout
+                     for c in commands if c != "help"]
+    helps += [subprocess.run([cli, "keys", c, "--help"], capture_output=True, text=True, check=True).stdout
+              for c in ("create", "rotate", "revoke")]
+    flags = {f for text in helps for f in re.findall(r"--([a-z0-9-]+)", text)} - {"help", "version"}
+    docs = (ROOT / "docs" / "admin.md").read_text()
+    documented = set(re.findall(r"--([a-z0-9-]+)", docs))
+    assert flags - documented == set(), "switchboard flags missing from docs/admin.md"

@@ -76,18 +76,25 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
                 # Usage leaves the data plane in batches: the four requests above, once shipped.
                 wait_until(shipped, what="usage shipped")
             command = ["bash", "-euo", "pipefail", "-c", code] if kind == "sh" else [sys.executable, "-c", code]
-            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            # The CLI as `make run` built it.
+            path = f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}"
+            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "PATH": path})
             assert done.returncode == 0, f"{kind} block failed:\n{code}\n{done.stdout}\n{done.stderr}"
             outputs.append(done.stdout)
         first_answer = time.monotonic() - started
 
-        chat, sdk, anthropic, usage, swap = outputs[:5]
+        chat, sdk, anthropic, usage, swap, as_code = outputs[:6]
         assert json.loads(chat)["choices"][0]["message"]["content"] == "Echo: Hello"
         assert sdk.splitlines()[0] == "Echo: Hello" and "Echo: Stream, please" in sdk
         assert anthropic.strip() == "Echo: Hello"
         assert json.loads(usage)["requests"] == 4
         swapped = json.loads(swap)
         assert (swapped["name"], swapped["kind"], swapped["base_url"]) == ("demo", "openai", "https://api.openai.com/v1")
+        plan = as_code.split("Applied")[0]
+        assert "~ route gpt-4o-mini\n    retry: (none) -> " in plan and "+ team research" in plan, as_code
+        assert "Applied 2 change(s)." in as_code and "key: sk-sb-" in as_code and "gpt-4o-mini" in as_code
+        secret(as_code.split("key: ")[1].split()[0])
         print(f"README quickstart: start to the first answers in {first_answer:.1f} s (binaries built)")
     finally:
         run.send_signal(signal.SIGTERM)

@@ -4,4 +4,5 @@
 pub mod auth;
 pub mod console;
 pub mod grpc;
+pub mod oidc;
 pub mod rest;

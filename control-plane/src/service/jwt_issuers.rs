@@ -1,9 +1,9 @@
 //! JWT issuers: written by admins, their key sets fetched here, and the users
 //! first seen as token subjects created from usage reports.
 
+use super::write::Audited;
 use super::{non_empty, validate, Admin};
-use crate::access::{Need, Principal};
-use crate::audit::AuditContext;
+use crate::access::Need;
 use crate::error::{Error, Result};
 use crate::model::{JwtIssuer, JwtIssuerSpec, Limits, User};
 use crate::store::{string_list_json, JwtIssuerRow};
@@ -14,19 +14,20 @@ use std::collections::BTreeMap;
 
 impl Admin {
     pub async fn create_jwt_issuer(&self, spec: JwtIssuerSpec) -> Result<JwtIssuer> {
-        self.require(Need::ConfigWrite)?;
-        let row = self.issuer_row(spec, None).await?;
-        self.store.insert_jwt_issuer(&row).await?;
-        self.refresher.refresh_now();
-        let created = issuer_view(row);
-        self.audit(
-            "jwt_issuer.create",
-            format!("jwt_issuer/{}", created.name),
-            None,
-            Some(&created),
-        )
-        .await;
-        Ok(created)
+        self.write(Need::ConfigWrite, async |grant| {
+            let row = self.issuer_row(spec, None).await?;
+            self.store.insert_jwt_issuer(grant, &row).await?;
+            let created = issuer_view(row);
+            let resource = format!("jwt_issuer/{}", created.name);
+            Ok(Audited::new(
+                created.clone(),
+                "jwt_issuer.create",
+                resource,
+                None,
+                Some(&created),
+            ))
+        })
+        .await
     }
 
     pub async fn update_jwt_issuer(
@@ -34,28 +35,29 @@ impl Admin {
         name: &str,
         mut spec: JwtIssuerSpec,
     ) -> Result<JwtIssuer> {
-        self.require(Need::ConfigWrite)?;
-        spec.name = super::path_name(name, &spec.name, "name")?;
-        let before = self
-            .store
-            .get_jwt_issuer(name)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("JWT issuer {name:?}")))?;
-        let created_at = before.created_at;
-        let row = self.issuer_row(spec, Some(created_at)).await?;
-        if !self.store.update_jwt_issuer(&row).await? {
-            return Err(Error::NotFound(format!("JWT issuer {name:?}")));
-        }
-        self.refresher.refresh_now();
-        let (before, after) = (issuer_view(before), issuer_view(row));
-        self.audit(
-            "jwt_issuer.update",
-            format!("jwt_issuer/{name}"),
-            Some(&before),
-            Some(&after),
-        )
-        .await;
-        Ok(after)
+        self.write(Need::ConfigWrite, async |grant| {
+            spec.name = super::path_name(name, &spec.name, "name")?;
+            let before = self
+                .store
+                .get_jwt_issuer(name)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("JWT issuer {name:?}")))?;
+            let created_at = before.created_at;
+            let row = self.issuer_row(spec, Some(created_at)).await?;
+            if !self.store.update_jwt_issuer(grant, &row).await? {
+                return Err(Error::NotFound(format!("JWT issuer {name:?}")));
+            }
+            let (before, after) = (issuer_view(before), issuer_view(row));
+            let resource = format!("jwt_issuer/{name}");
+            Ok(Audited::new(
+                after.clone(),
+                "jwt_issuer.update",
+                resource,
+                Some(&before),
+                Some(&after),
+            ))
+        })
+        .await
     }
 
     pub async fn list_jwt_issuers(&self) -> Result<Vec<JwtIssuer>> {
@@ -74,20 +76,21 @@ impl Admin {
     }
 
     pub async fn delete_jwt_issuer(&self, name: &str) -> Result<()> {
-        self.require(Need::ConfigWrite)?;
-        let before = self.get_jwt_issuer(name).await?;
-        if !self.store.delete_jwt_issuer(name).await? {
-            return Err(Error::NotFound(format!("JWT issuer {name:?}")));
-        }
-        self.refresher.refresh_now();
-        self.audit::<JwtIssuer>(
-            "jwt_issuer.delete",
-            format!("jwt_issuer/{name}"),
-            Some(&before),
-            None,
-        )
-        .await;
-        Ok(())
+        self.write(Need::ConfigWrite, async |grant| {
+            let before = self.get_jwt_issuer(name).await?;
+            if !self.store.delete_jwt_issuer(grant, name).await? {
+                return Err(Error::NotFound(format!("JWT issuer {name:?}")));
+            }
+            let resource = format!("jwt_issuer/{name}");
+            Ok(Audited::new(
+                (),
+                "jwt_issuer.delete",
+                resource,
+                Some(&before),
+                None,
+            ))
+        })
+        .await
     }
 
     /// Validates, and fetches the key set now: an issuer whose keys cannot be
@@ -181,20 +184,18 @@ impl Admin {
                 continue;
             }
             // Another control plane may have created some meanwhile: only ours are recorded.
-            let created = self.store.insert_users_if_absent(&users, now).await?;
-            if created.is_empty() {
-                continue;
-            }
-            self.refresher.refresh_now();
-            let actor = Principal::system(format!("jwt_issuer/{issuer}"));
-            let context = AuditContext::new(actor, None);
-            crate::audit::scope(context, async {
-                for user in created {
-                    self.audit("user.create", format!("user/{}", user.id), None, Some(user))
-                        .await;
-                }
+            let actor = format!("jwt_issuer/{issuer}");
+            self.system_write(actor, async |grant| {
+                let created = self
+                    .store
+                    .insert_users_if_absent(grant, &users, now)
+                    .await?;
+                let entries = created
+                    .into_iter()
+                    .map(|user| (format!("user/{}", user.id), None, Some(user)));
+                Ok(Audited::each((), "user.create", entries))
             })
-            .await;
+            .await?;
         }
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! Prices, and the limits and budgets of keys, users and teams: what the
 //! admin APIs accept, and what they show of spend.
 
-use super::{non_empty, validate, Admin};
-use crate::access::Need;
+use super::write::grant::Grant;
+use super::Admin;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::SpendRow;
@@ -11,76 +11,7 @@ use shared::money::{Currency, Micros, Price, Prices};
 use shared::time::{ms_to_rfc3339, now_ms};
 use std::collections::HashMap;
 
-/// Prices shipped with the control plane, loaded where none is set
-/// (`--no-default-prices` turns this off). List prices as published by the
-/// providers; operators should check them against their own contracts.
-const DEFAULT_PRICES: &str = include_str!("../../prices/default.json");
-
 impl Admin {
-    // ---- prices
-
-    pub async fn put_price(&self, spec: PriceSpec) -> Result<PriceView> {
-        self.require(Need::ConfigWrite)?;
-        let price = price_of(spec)?;
-        let before = self
-            .find_price(&price.model, price.provider.as_deref())
-            .await?;
-        self.check_repricing(&price).await?;
-        self.store
-            .put_prices(std::slice::from_ref(&price), now_ms(), false)
-            .await?;
-        self.refresher.refresh_now();
-        let after = self
-            .find_price(&price.model, price.provider.as_deref())
-            .await?
-            .ok_or_else(|| Error::Internal("a price just written is missing".into()))?;
-        let resource = match &after.provider {
-            Some(provider) => format!("price/{}@{provider}", after.model),
-            None => format!("price/{}", after.model),
-        };
-        self.audit("price.put", resource, before.as_ref(), Some(&after))
-            .await;
-        Ok(after)
-    }
-
-    pub async fn list_prices(&self) -> Result<Vec<PriceView>> {
-        self.require(Need::Catalog)?;
-        self.store.list_prices().await
-    }
-
-    async fn find_price(&self, model: &str, provider: Option<&str>) -> Result<Option<PriceView>> {
-        Ok(self
-            .store
-            .list_prices()
-            .await?
-            .into_iter()
-            .find(|p| p.model == model && p.provider.as_deref() == provider))
-    }
-
-    /// The bundled prices, for models without one; answers how many were new.
-    pub async fn load_default_prices(&self) -> Result<usize> {
-        let specs: Vec<PriceSpec> = serde_json::from_str(DEFAULT_PRICES)
-            .map_err(|e| Error::Internal(format!("bundled prices: {e}")))?;
-        let known = self.store.list_prices().await?;
-        // One config version for all of them.
-        let mut fresh = Vec::new();
-        for spec in specs {
-            let price = price_of(spec)?;
-            if known
-                .iter()
-                .any(|p| p.model == price.model && p.provider == price.provider)
-            {
-                continue;
-            }
-            fresh.push(price);
-        }
-        let added = self.store.put_prices(&fresh, now_ms(), true).await?;
-        if added > 0 {
-            self.refresher.refresh_now();
-        }
-        Ok(added)
-    }
-
     // ---- limits and budgets
 
     /// Limits and a budget for a holder within `ceilings` (its user's and
@@ -180,154 +111,22 @@ impl Admin {
         Ok(())
     }
 
-    /// A price may not move a budgeted route's model out of its budget's currency.
-    async fn check_repricing(&self, price: &PriceView) -> Result<()> {
-        let holders = self.store.holders().await?;
-        let routes = self.store.list_routes().await?;
-        let mut prices: Vec<PriceView> = self
-            .store
-            .list_prices()
-            .await?
-            .into_iter()
-            .filter(|p| !(p.model == price.model && p.provider == price.provider))
-            .collect();
-        prices.push(price.clone());
-        let book = PriceBook::new(prices);
-        for holder in &holders {
-            let Some(budget) = &holder.budget else {
-                continue;
-            };
-            let repriced = |_: &Route, t: &RouteTarget| t.model == price.model;
-            if let Some(problem) = book.unpriced(&routes, &holder.models, budget.currency, repriced)
-            {
-                return Err(Error::invalid(format!(
-                    "currency: {} has a budget in {}, and {problem}",
-                    holder.name(),
-                    budget.currency
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn update_team(&self, id: &str, update: LimitsUpdate) -> Result<Team> {
-        self.require(Need::ConfigWrite)?;
-        let before = self.get_team(id).await?;
-        let models = update.models.clone();
-        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
-        if let Some(models) = &models {
-            validate::models(models)?;
-        }
-        let allowed = models.as_ref().unwrap_or(&before.models);
-        self.check_allowance(&limits, budget.as_ref(), allowed, &[])
-            .await?;
-        self.set_allowance(
-            HolderKind::Team,
-            id,
-            &limits,
-            budget.as_ref(),
-            models.as_deref(),
-        )
-        .await?;
-        let after = self.get_team(id).await?;
-        self.audit(
-            "team.update",
-            format!("team/{id}"),
-            Some(&before),
-            Some(&after),
-        )
-        .await;
-        Ok(after)
-    }
-
-    pub async fn update_user(&self, id: &str, update: LimitsUpdate) -> Result<User> {
-        let before = self.get_user(id).await?;
-        self.require(Need::TeamWrite(before.team_id.as_ref()))?;
-        let models = update.models.clone();
-        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
-        if let Some(models) = &models {
-            validate::models(models)?;
-        }
-        let allowed = models.as_ref().unwrap_or(&before.models);
-        let team = self.team_of(before.team_id.as_ref()).await?;
-        let ceilings = ceilings(None, team.as_ref());
-        self.check_allowance(&limits, budget.as_ref(), allowed, &ceilings)
-            .await?;
-        self.set_allowance(
-            HolderKind::User,
-            id,
-            &limits,
-            budget.as_ref(),
-            models.as_deref(),
-        )
-        .await?;
-        let after = self.get_user(id).await?;
-        self.audit(
-            "user.update",
-            format!("user/{id}"),
-            Some(&before),
-            Some(&after),
-        )
-        .await;
-        Ok(after)
-    }
-
-    pub async fn update_key(&self, id: &str, update: LimitsUpdate) -> Result<ApiKey> {
-        let before = self.get_key(id).await?;
-        self.require(Need::TeamWrite(before.team_id.as_ref()))?;
-        if before.revoked {
-            return Err(Error::Conflict(format!("key {id:?} is revoked")));
-        }
-        if update.models.is_some() {
-            return Err(Error::invalid(
-                "models: a key's models are fixed when it is created; create a new key",
-            ));
-        }
-        let (limits, budget) = update.applied_to(&before.limits, &before.budget);
-        let user = match &before.user_id {
-            Some(user) => self.store.get_user(user.as_str()).await?,
-            None => None,
-        };
-        let team = self.team_of(before.team_id.as_ref()).await?;
-        let ceilings = ceilings(user.as_ref(), team.as_ref());
-        self.check_allowance(&limits, budget.as_ref(), &before.models, &ceilings)
-            .await?;
-        self.set_allowance(HolderKind::Key, id, &limits, budget.as_ref(), None)
-            .await?;
-        let after = self.get_key(id).await?;
-        self.audit(
-            "key.update",
-            format!("key/{id}"),
-            Some(&before),
-            Some(&after),
-        )
-        .await;
-        Ok(after)
-    }
-
-    pub(super) async fn team_of(&self, id: Option<&shared::ids::TeamId>) -> Result<Option<Team>> {
-        match non_empty(id.map(|t| t.as_str())) {
-            Some(id) => self.store.get_team(id).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn set_allowance(
+    /// A holder's limits, budget and (for teams and users) models.
+    pub(super) async fn set_allowance(
         &self,
-        kind: HolderKind,
-        id: &str,
+        grant: &Grant,
+        (kind, id): (HolderKind, &str),
         limits: &Limits,
         budget: Option<&Budget>,
         models: Option<&[String]>,
     ) -> Result<()> {
         if !self
             .store
-            .set_allowance(kind, id, limits, budget, models)
+            .set_allowance(grant, kind, id, limits, budget, models)
             .await?
         {
             return Err(Error::NotFound(format!("{} {id:?}", kind.as_str())));
         }
-        self.refresher.refresh_now();
         Ok(())
     }
 
@@ -396,34 +195,6 @@ pub(super) fn ceilings<'a>(
     ceilings
 }
 
-fn price_of(spec: PriceSpec) -> Result<PriceView> {
-    // Upstream names are the providers' own (deployments, tags): any printable text.
-    let name = |field: &str, value: &str| {
-        if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
-            return Err(Error::invalid(format!(
-                "{field}: 1 to 256 printable characters"
-            )));
-        }
-        Ok(())
-    };
-    name("model", &spec.model)?;
-    let provider = non_empty(spec.provider);
-    if let Some(provider) = &provider {
-        super::validate::identifier("provider", provider)?;
-    }
-    Ok(PriceView {
-        model: spec.model,
-        provider,
-        cached_input_per_million: spec
-            .cached_input_per_million
-            .unwrap_or(spec.input_per_million),
-        input_per_million: spec.input_per_million,
-        output_per_million: spec.output_per_million,
-        currency: spec.currency,
-        updated_at: String::new(),
-    })
-}
-
 /// What a holder's budget and quotas have used, as last counted at `now_ms`.
 pub fn spend_view(
     limits: &Limits,
@@ -468,10 +239,10 @@ pub fn spend_view(
 }
 
 /// The prices, for checking what budgets and the cost strategy need of them.
-struct PriceBook(Prices);
+pub(super) struct PriceBook(Prices);
 
 impl PriceBook {
-    fn new(prices: Vec<PriceView>) -> Self {
+    pub(super) fn new(prices: Vec<PriceView>) -> Self {
         PriceBook(Prices::new(prices.into_iter().map(|p| {
             let price = Price {
                 input: p.input_per_million,
@@ -489,7 +260,7 @@ impl PriceBook {
 
     /// The first target a holder limited to `models` (empty: all) can reach
     /// without a price in `currency`, among the targets `relevant` keeps.
-    fn unpriced(
+    pub(super) fn unpriced(
         &self,
         routes: &[Route],
         models: &[String],

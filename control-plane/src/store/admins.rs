@@ -4,6 +4,7 @@ use super::Store;
 use crate::access::Role;
 use crate::error::{Error, Result};
 use crate::model::AdminPrincipal;
+use crate::service::write::grant::Grant;
 use shared::ids::TeamId;
 use shared::time::ms_to_rfc3339;
 
@@ -38,6 +39,7 @@ impl TryFrom<AdminRecord> for AdminPrincipal {
 impl Store {
     pub async fn insert_admin(
         &self,
+        _: &Grant,
         admin: &AdminPrincipal,
         token_hash_hex: &str,
         created_at: i64,
@@ -87,7 +89,7 @@ impl Store {
         row.map(AdminPrincipal::try_from).transpose()
     }
 
-    pub async fn delete_admin(&self, id: &str) -> Result<bool> {
+    pub async fn delete_admin(&self, _: &Grant, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM admins WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

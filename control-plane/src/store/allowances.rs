@@ -5,6 +5,7 @@ use super::changes::{Change, EntityKind};
 use super::Store;
 use crate::error::Result;
 use crate::model::{Budget, Limits, PriceView};
+use crate::service::write::grant::Grant;
 use shared::limits::HolderKind;
 use shared::money::{Currency, Micros};
 use shared::time::ms_to_rfc3339;
@@ -74,6 +75,7 @@ impl Store {
     /// `false` when there is no such holder (or a key is revoked).
     pub async fn set_allowance(
         &self,
+        _: &Grant,
         kind: HolderKind,
         id: &str,
         limits: &Limits,
@@ -94,7 +96,7 @@ impl Store {
         .bind(id)
         .bind(limits_json(limits))
         .bind(budget_json(budget))
-        .bind(models.map(super::keys::string_list_json))
+        .bind(models.map(super::sql::string_list_json))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -148,6 +150,7 @@ impl Store {
     /// existing ones alone. Answers how many were written.
     pub async fn put_prices(
         &self,
+        _: &Grant,
         prices: &[PriceView],
         at: i64,
         only_if_absent: bool,

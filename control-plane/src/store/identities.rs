@@ -3,10 +3,11 @@
 
 use super::allowances::{budget_json, budget_of, limits_json, limits_of};
 use super::changes::{Change, EntityKind};
-use super::keys::{string_list, string_list_json};
+use super::sql::{string_list, string_list_json};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
+use crate::service::write::grant::Grant;
 use shared::ids::{TeamId, UserId};
 use shared::limits::HolderKind;
 use shared::time::ms_to_rfc3339;
@@ -71,7 +72,7 @@ impl From<UserRecord> for User {
 }
 
 impl Store {
-    pub async fn insert_team(&self, team: &Team, created_at: i64) -> Result<()> {
+    pub async fn insert_team(&self, _: &Grant, team: &Team, created_at: i64) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
@@ -111,11 +112,11 @@ impl Store {
         Ok(row.map(Team::from))
     }
 
-    pub async fn delete_team(&self, id: &str) -> Result<bool> {
+    pub async fn delete_team(&self, _: &Grant, id: &str) -> Result<bool> {
         self.delete_referenced(HolderKind::Team, id).await
     }
 
-    pub async fn insert_user(&self, user: &User, created_at: i64) -> Result<()> {
+    pub async fn insert_user(&self, _: &Grant, user: &User, created_at: i64) -> Result<()> {
         let mut tx = self.begin().await?;
         Self::insert_user_in(&mut tx, user, created_at, false)
             .await
@@ -138,6 +139,7 @@ impl Store {
     /// records (or control planes) report them. Answers those that were new.
     pub async fn insert_users_if_absent<'u>(
         &self,
+        _: &Grant,
         users: &'u [User],
         created_at: i64,
     ) -> Result<Vec<&'u User>> {
@@ -203,7 +205,7 @@ impl Store {
         Ok(row.map(User::from))
     }
 
-    pub async fn delete_user(&self, id: &UserId) -> Result<bool> {
+    pub async fn delete_user(&self, _: &Grant, id: &UserId) -> Result<bool> {
         self.delete_referenced(HolderKind::User, id.as_str()).await
     }
 

@@ -1,10 +1,11 @@
 //! JWT issuers, and the key sets fetched for them.
 
 use super::changes::{Change, EntityKind};
-use super::keys::string_list;
+use super::sql::string_list;
 use super::Store;
 use crate::error::{already_exists, Result};
 use crate::model::JwtClaims;
+use crate::service::write::grant::Grant;
 
 /// One issuer as stored: lists and claims as JSON text.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -72,7 +73,7 @@ const COLUMNS: &str = "name, issuer, audiences, algorithms, jwks_url, public_key
      auto_create_users, leeway_seconds, jwks, jwks_fetched_at, jwks_error, created_at, updated_at";
 
 impl Store {
-    pub async fn insert_jwt_issuer(&self, row: &JwtIssuerRow) -> Result<()> {
+    pub async fn insert_jwt_issuer(&self, _: &Grant, row: &JwtIssuerRow) -> Result<()> {
         let mut tx = self.begin().await?;
         let sql = format!(
             "INSERT INTO jwt_issuers ({COLUMNS}) \
@@ -91,7 +92,7 @@ impl Store {
     }
 
     /// Replaces the row named `row.name`.
-    pub async fn update_jwt_issuer(&self, row: &JwtIssuerRow) -> Result<bool> {
+    pub async fn update_jwt_issuer(&self, _: &Grant, row: &JwtIssuerRow) -> Result<bool> {
         let mut tx = self.begin().await?;
         let sql = "UPDATE jwt_issuers SET issuer = $2, audiences = $3, algorithms = $4, \
              jwks_url = $5, public_keys_pem = $6, claims = $7, auto_create_users = $8, \
@@ -132,7 +133,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn delete_jwt_issuer(&self, name: &str) -> Result<bool> {
+    pub async fn delete_jwt_issuer(&self, _: &Grant, name: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM jwt_issuers WHERE name = $1")
             .bind(name)

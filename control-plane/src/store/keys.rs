@@ -1,7 +1,9 @@
 use super::changes::{Change, EntityKind};
+use super::sql::{string_list, string_list_json};
 use super::Store;
 use crate::error::Result;
 use crate::model::ApiKey;
+use crate::service::write::grant::Grant;
 use shared::ids::{TeamId, UserId};
 use shared::limits::HolderKind;
 use shared::time::{ms_to_rfc3339, now_ms};
@@ -45,16 +47,6 @@ impl From<KeyRecord> for ApiKey {
     }
 }
 
-/// A list as stored: a JSON array of strings.
-pub fn string_list_json(items: &[String]) -> String {
-    serde_json::Value::from(items).to_string()
-}
-
-/// A JSON array of strings as stored (models, audiences, ...).
-pub fn string_list(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
-}
-
 /// What is stored for a new key: its hash, never its secret.
 pub struct NewKeyRow<'a> {
     pub key: &'a ApiKey,
@@ -64,7 +56,7 @@ pub struct NewKeyRow<'a> {
 }
 
 impl Store {
-    pub async fn insert_key(&self, row: NewKeyRow<'_>) -> Result<()> {
+    pub async fn insert_key(&self, _: &Grant, row: NewKeyRow<'_>) -> Result<()> {
         let mut tx = self.begin().await?;
         let key = row.key;
         sqlx::query(&format!(
@@ -114,6 +106,7 @@ impl Store {
     /// no such key or it is revoked.
     pub async fn rotate_key(
         &self,
+        _: &Grant,
         id: &str,
         new_hash_hex: &str,
         new_prefix: &str,
@@ -137,7 +130,7 @@ impl Store {
     }
 
     /// Revoking twice is not an error; only the first revocation changes config.
-    pub async fn revoke_key(&self, id: &str) -> Result<Option<ApiKey>> {
+    pub async fn revoke_key(&self, _: &Grant, id: &str) -> Result<Option<ApiKey>> {
         let mut tx = self.begin().await?;
         let changed =
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")

@@ -1,6 +1,7 @@
 use super::changes::{Change, EntityKind};
 use super::Store;
 use crate::error::{already_exists, Error, Result};
+use crate::service::write::grant::Grant;
 use shared::time::now_ms;
 
 /// A provider as stored; the credential stays encrypted.
@@ -57,7 +58,7 @@ impl Store {
         Ok(resealed)
     }
 
-    pub async fn insert_provider(&self, p: &StoredProvider) -> Result<()> {
+    pub async fn insert_provider(&self, _: &Grant, p: &StoredProvider) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO providers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -79,7 +80,7 @@ impl Store {
     }
 
     /// Replaces kind, base URL and settings; each credential only when one is given.
-    pub async fn update_provider(&self, p: &StoredProvider) -> Result<bool> {
+    pub async fn update_provider(&self, _: &Grant, p: &StoredProvider) -> Result<bool> {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE providers SET kind = $2, base_url = $3, \
@@ -126,7 +127,7 @@ impl Store {
     }
 
     /// Refuses while a route still sends traffic to the provider.
-    pub async fn delete_provider(&self, name: &str) -> Result<bool> {
+    pub async fn delete_provider(&self, _: &Grant, name: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let users: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT route_model FROM route_targets WHERE provider = $1 ORDER BY route_model",

@@ -2,6 +2,7 @@ use super::changes::{Change, EntityKind};
 use super::{Store, Tx};
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Route, RouteTarget};
+use crate::service::write::grant::Grant;
 use shared::time::now_ms;
 use std::collections::BTreeMap;
 
@@ -48,7 +49,7 @@ fn route_of(record: RouteRecord, targets: Vec<RouteTarget>) -> Result<Route> {
 }
 
 impl Store {
-    pub async fn insert_route(&self, route: &Route) -> Result<()> {
+    pub async fn insert_route(&self, _: &Grant, route: &Route) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         sqlx::query(
@@ -66,7 +67,7 @@ impl Store {
             .map(drop)
     }
 
-    pub async fn replace_route(&self, route: &Route) -> Result<bool> {
+    pub async fn replace_route(&self, _: &Grant, route: &Route) -> Result<bool> {
         let mut tx = self.begin().await?;
         let found = sqlx::query("UPDATE routes SET updated_at = $2, policy = $3 WHERE model = $1")
             .bind(&route.model)
@@ -89,7 +90,7 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn delete_route(&self, model: &str) -> Result<bool> {
+    pub async fn delete_route(&self, _: &Grant, model: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM route_targets WHERE route_model = $1")
             .bind(model)

@@ -3,6 +3,7 @@
 use super::changes::Change;
 use super::Store;
 use crate::error::{Error, Result};
+use crate::service::write::grant::Grant;
 use crate::settings::ClusterSettings;
 use shared::time::now_ms;
 
@@ -34,7 +35,7 @@ impl Store {
         self.write_settings(tx, settings, true).await
     }
 
-    pub async fn put_settings(&self, settings: &ClusterSettings) -> Result<()> {
+    pub async fn put_settings(&self, _: &Grant, settings: &ClusterSettings) -> Result<()> {
         let tx = self.begin().await?;
         self.write_settings(tx, settings, false).await.map(drop)
     }

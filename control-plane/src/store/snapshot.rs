@@ -33,7 +33,7 @@ pub struct KeyRow {
 
 impl KeyRow {
     pub fn models(&self) -> Vec<String> {
-        super::keys::string_list(&self.models)
+        super::sql::string_list(&self.models)
     }
 }
 

@@ -1,4 +1,5 @@
-//! SQL text shared by the stores: parameter lists of bulk statements.
+//! SQL shared by the stores: parameter lists of bulk statements, and lists
+//! as they are stored.
 
 /// `$1, $2, ... $n`.
 pub(super) fn placeholders(n: usize) -> String {
@@ -21,6 +22,16 @@ pub(super) fn value_rows(rows: usize, columns: usize, shared: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A list as stored: a JSON array of strings.
+pub fn string_list_json(items: &[String]) -> String {
+    serde_json::Value::from(items).to_string()
+}
+
+/// A JSON array of strings as stored (models, audiences, ...).
+pub fn string_list(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct RestState {
     pub metrics: Option<PrometheusHandle>,
     /// Set on SIGTERM: `/readyz` answers 503 while the replica still serves.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Console sign-in through the identity provider, when configured.
+    pub oidc: Option<std::sync::Arc<crate::api::oidc::Oidc>>,
 }
 
 pub fn router(state: RestState) -> Router {
@@ -49,6 +51,7 @@ pub fn router(state: RestState) -> Router {
         .nest(openapi::PREFIX, api)
         .merge(openapi::routes())
         .merge(crate::api::console::routes())
+        .merge(crate::api::oidc::routes(state.oidc.clone()))
         .with_state(state)
 }
 

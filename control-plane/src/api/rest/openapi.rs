@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, ResponseBuilder};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -45,6 +45,9 @@ pub fn document() -> Document {
             .into(),
     );
     let components = doc.components.get_or_insert_with(Default::default);
+    let mut errors = vec![("ErrorBody".to_owned(), ErrorBody::schema())];
+    ErrorBody::schemas(&mut errors);
+    components.schemas.extend(errors);
     components.add_security_scheme(
         "admin_token",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -1,10 +1,10 @@
 //! The REST client: JSON in, JSON out, the API's errors as messages.
 
-use crate::session::Session;
 use anyhow::{bail, Context};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::Method;
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 pub struct Api {
@@ -23,11 +23,12 @@ pub fn segment(text: &str) -> String {
 }
 
 impl Api {
-    pub fn connect(session: Session) -> anyhow::Result<Api> {
+    /// `url`: the control plane's HTTP address; `ca_cert`: a PEM file to trust.
+    pub fn connect(url: &str, token: &str, ca_cert: Option<&Path>) -> anyhow::Result<Api> {
         let mut builder = Client::builder()
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("switchboard-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &session.ca_cert {
+        if let Some(path) = ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
             let certificate = reqwest::Certificate::from_pem(&pem)
                 .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
@@ -35,8 +36,8 @@ impl Api {
         }
         Ok(Api {
             client: builder.build()?,
-            base: format!("{}/api/v1", session.url.trim_end_matches('/')),
-            token: session.token,
+            base: format!("{}/api/v1", url.trim_end_matches('/')),
+            token: token.to_owned(),
         })
     }
 

@@ -140,7 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.as_deref(),
         );
     }
-    let api = Api::connect(session::resolve(cli.url, cli.token, cli.ca_cert)?)?;
+    let session = session::resolve(cli.url, cli.token, cli.ca_cert)?;
+    let api = Api::connect(&session.url, &session.token, session.ca_cert.as_deref())?;
     match cli.command {
         Command::Login { .. } => unreachable!("handled above"),
         Command::Get { resource, id } => {

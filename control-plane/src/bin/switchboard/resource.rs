@@ -109,18 +109,25 @@ impl Resource {
     }
 }
 
-/// A team's id, given its id or its name.
-pub fn team_id(api: &Api, id_or_name: &str) -> anyhow::Result<String> {
+/// A team, given its id or its name.
+pub fn team(api: &Api, id_or_name: &str) -> anyhow::Result<Value> {
     let teams = api.get("/teams")?;
     let teams = teams.as_array().map(Vec::as_slice).unwrap_or_default();
-    if let Some(team) = teams
+    match teams
         .iter()
         .find(|t| t["id"] == id_or_name)
         .or_else(|| teams.iter().find(|t| t["name"] == id_or_name))
     {
-        return Ok(team["id"].as_str().unwrap_or_default().to_owned());
+        Some(team) => Ok(team.clone()),
+        None => bail!("team {id_or_name:?} not found (by id or name)"),
     }
-    bail!("team {id_or_name:?} not found (by id or name)")
+}
+
+pub fn team_id(api: &Api, id_or_name: &str) -> anyhow::Result<String> {
+    Ok(team(api, id_or_name)?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 #[derive(clap::Args)]
@@ -132,7 +139,7 @@ pub struct NewKeyArgs {
     team: Option<String>,
     #[arg(long)]
     user: Option<String>,
-    /// Public model names the key may call, comma-separated (default: all its team allows).
+    /// Public model names the key may call, comma-separated (default: all its team may call).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// RFC 3339.
@@ -151,9 +158,14 @@ pub struct NewKeyArgs {
 
 impl NewKeyArgs {
     pub fn body(&self, api: &Api) -> anyhow::Result<Value> {
-        let team_id = match &self.team {
-            Some(team) => Some(team_id(api, team)?),
+        let team = match &self.team {
+            Some(name) => Some(team(api, name)?),
             None => None,
+        };
+        let team_id = team.as_ref().map(|t| t["id"].clone());
+        let models = match (&team, self.models.is_empty()) {
+            (Some(team), true) => team["models"].clone(),
+            _ => json!(self.models),
         };
         let mut limits = serde_json::Map::new();
         if let Some(rpm) = self.rpm {
@@ -170,7 +182,7 @@ impl NewKeyArgs {
             "name": self.name,
             "team_id": team_id,
             "user_id": self.user,
-            "models": self.models,
+            "models": models,
             "expires_at": self.expires_at,
             "limits": limits,
             "budget": budget,

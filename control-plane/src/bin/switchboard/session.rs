@@ -70,7 +70,7 @@ pub fn login(
         token: token.to_owned(),
         ca_cert: ca_cert.map(Path::to_path_buf),
     };
-    let api = crate::client::Api::connect(session.clone())?;
+    let api = crate::client::Api::connect(&session.url, &session.token, ca_cert)?;
     api.get("/routes")
         .context("the control plane refused the login")?;
     let path = match config {
