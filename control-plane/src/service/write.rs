@@ -58,7 +58,7 @@ impl<R> Audited<R> {
     }
 
     /// One more entry, for a write that changed several resources.
-    pub fn and<T: Serialize>(
+    fn and<T: Serialize>(
         mut self,
         action: &'static str,
         resource: String,

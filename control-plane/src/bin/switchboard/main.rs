@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// The commands that call the control plane with a session.
+#[derive(Subcommand)]
+enum AdminCommand {
     /// List resources, or show one.
     Get {
         resource: Resource,
@@ -131,42 +138,44 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     // reqwest is built without a default crypto provider; ring is the workspace's.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let format = cli.output;
-    if let Command::Login { config } = &cli.command {
-        return session::login(
-            cli.url.as_deref(),
-            cli.token.as_deref(),
-            cli.ca_cert.as_deref(),
-            config.as_deref(),
-        );
-    }
+    let command = match cli.command {
+        Command::Login { config } => {
+            return session::login(
+                cli.url.as_deref(),
+                cli.token.as_deref(),
+                cli.ca_cert.as_deref(),
+                config.as_deref(),
+            )
+        }
+        Command::Admin(command) => command,
+    };
     let session = session::resolve(cli.url, cli.token, cli.ca_cert)?;
     let api = Api::connect(&session.url, &session.token, session.ca_cert.as_deref())?;
-    match cli.command {
-        Command::Login { .. } => unreachable!("handled above"),
-        Command::Get { resource, id } => {
+    let format = cli.output;
+    match command {
+        AdminCommand::Get { resource, id } => {
             let value = match id {
                 Some(id) => api.get(&resource.item_path(&api, &id)?)?,
                 None => api.get(resource.path())?,
             };
             output::print(&value, format, resource.columns())
         }
-        Command::Describe { resource, id } => {
+        AdminCommand::Describe { resource, id } => {
             let value = api.get(&resource.item_path(&api, &id)?)?;
             output::print(&value, Format::Yaml, &[])
         }
-        Command::Create { resource, file } => {
+        AdminCommand::Create { resource, file } => {
             let body = gateway_file::read_body(&file)?;
             let created = api.post(resource.path(), &body)?;
             resource.warn_if_secret(&created);
             output::print(&created, format, resource.columns())
         }
-        Command::Delete { resource, id } => {
+        AdminCommand::Delete { resource, id } => {
             api.delete(&resource.item_path(&api, &id)?)?;
             eprintln!("{} {id} deleted", resource.singular());
             Ok(())
         }
-        Command::Keys { action } => match action {
+        AdminCommand::Keys { action } => match action {
             KeysCommand::Create(args) => {
                 let created = api.post("/keys", &args.body(&api)?)?;
                 Resource::Keys.warn_if_secret(&created);
@@ -183,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output::print(&revoked, format, Resource::Keys.columns())
             }
         },
-        Command::Apply {
+        AdminCommand::Apply {
             file,
             prune,
             with_credentials,
@@ -193,13 +202,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plan.print_to_stdout();
             plan.apply(&api)
         }
-        Command::Diff { file, prune } => {
+        AdminCommand::Diff { file, prune } => {
             let desired = gateway_file::load(&file)?;
             let plan = plan::Plan::make(&api, &desired, prune, false)?;
             plan.print_to_stdout();
             Ok(())
         }
-        Command::Export { file } => {
+        AdminCommand::Export { file } => {
             let text = gateway_file::export(&api)?;
             match file {
                 Some(path) => std::fs::write(&path, text)
@@ -210,8 +219,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Usage(args) => reports::usage(&api, &args, format),
-        Command::Dataplanes => reports::dataplanes(&api, format),
-        Command::Audit(args) => reports::audit(&api, &args, format),
+        AdminCommand::Usage(args) => reports::usage(&api, &args, format),
+        AdminCommand::Dataplanes => reports::dataplanes(&api, format),
+        AdminCommand::Audit(args) => reports::audit(&api, &args, format),
     }
 }
