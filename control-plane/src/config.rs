@@ -244,8 +244,8 @@ pub struct Config {
 
 impl Config {
     /// Console sign-in through the identity provider, when configured.
-    pub fn oidc(&self) -> Option<crate::api::oidc::OidcSettings> {
-        Some(crate::api::oidc::OidcSettings {
+    pub fn oidc(&self) -> Option<OidcSettings> {
+        Some(OidcSettings {
             issuer: self.oidc_issuer.clone()?,
             client_id: self.oidc_client_id.clone()?,
             client_secret: self.oidc_client_secret.clone(),
@@ -329,4 +329,17 @@ impl DatabaseKind {
             Err("database_url: expected a sqlite:// or postgres:// URL".to_owned())
         }
     }
+}
+
+/// Console sign-in through the identity provider: what `--oidc-*` configure.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub redirect_url: String,
+    pub role_claim: String,
+    pub team_claim: String,
+    pub scopes: String,
+    pub session_hours: u64,
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::snapshot::Refresher;
 use crate::store::{Fence, Store};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -31,25 +31,13 @@ impl JwksFetcher {
     /// can verify signatures. Redirects are not followed.
     pub async fn fetch(&self, url: &str) -> std::result::Result<String, String> {
         let uri: hyper::Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
-        let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
-            let response = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|e| format!("cannot reach it: {}", connect_error(&e)))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("it answered HTTP {}", status.as_u16()));
-            }
-            let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map_err(|_| format!("its answer is cut off or over {MAX_JWKS_BYTES} bytes"))?
-                .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| "its answer is not UTF-8".to_owned())
-        })
-        .await
-        .map_err(|_| format!("no answer within {} s", FETCH_TIMEOUT.as_secs()))??;
+        let request = hyper::Request::get(uri)
+            .body(Empty::new())
+            .map_err(|_| "not a URL".to_owned())?;
+        let body =
+            crate::outbound::fetch(&self.client, request, FETCH_TIMEOUT, MAX_JWKS_BYTES).await?;
+        let fetched =
+            String::from_utf8(body.to_vec()).map_err(|_| "its answer is not UTF-8".to_owned())?;
         let (keys, _) = shared::jwt::keys_from_jwks(&fetched)?;
         if keys.is_empty() {
             return Err("the key set holds no key that can verify signatures".into());
@@ -109,13 +97,4 @@ impl JwksFetcher {
         }
         Ok(changed)
     }
-}
-
-/// The innermost cause, which names what went wrong (refused, DNS, TLS).
-fn connect_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -5,6 +5,7 @@
 //! replica can finish a sign-in another began.
 
 use crate::access::{Principal, Role};
+use crate::config::OidcSettings;
 use crate::error::{Error, Result};
 use crate::outbound::Outbound;
 use crate::service::Admin;
@@ -15,7 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared::crypto::Cipher;
@@ -28,19 +29,6 @@ const COOKIE: &str = "switchboard_oidc";
 const FLOW_MS: i64 = 10 * 60 * 1000;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// What `--oidc-*` configure.
-#[derive(Clone, Debug)]
-pub struct OidcSettings {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Option<String>,
-    pub redirect_url: String,
-    pub role_claim: String,
-    pub team_claim: String,
-    pub scopes: String,
-    pub session_hours: u64,
-}
 
 pub struct Oidc {
     settings: OidcSettings,
@@ -112,27 +100,9 @@ impl Oidc {
             .header(header::ACCEPT, "application/json")
             .body(Full::new(form))
             .map_err(|e| Error::Internal(format!("{url}: {e}")))?;
-        let answered = tokio::time::timeout(CALL_TIMEOUT, async {
-            let response = self.client.request(request).await.map_err(|e| {
-                Error::Internal(format!("the identity provider is unreachable: {e}"))
-            })?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|_| Error::Internal("the identity provider's answer is too large".into()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(Error::Internal(format!(
-                    "the identity provider answered HTTP {}",
-                    status.as_u16()
-                )));
-            }
-            Ok(body)
-        })
-        .await;
-        answered
-            .map_err(|_| Error::Internal("the identity provider did not answer in time".into()))?
+        crate::outbound::fetch(&self.client, request, CALL_TIMEOUT, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| Error::Internal(format!("the identity provider at {url}: {e}")))
     }
 
     /// Sends the browser to the provider, with a fresh state, nonce and PKCE verifier.

@@ -202,15 +202,39 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))
 }
 
-/// The gateway's configuration as it is now, in the file's terms.
-pub fn current(api: &Api) -> anyhow::Result<GatewayFile> {
+/// The gateway's configuration as it is now: in the file's terms, and the
+/// API's providers, teams and users as answered, for what the file does not
+/// hold (ids, whether a credential is set), in the same order.
+pub struct Current {
+    pub file: GatewayFile,
+    pub providers: Vec<Value>,
+    pub teams: Vec<Value>,
+    pub users: Vec<Value>,
+}
+
+pub fn current(api: &Api) -> anyhow::Result<Current> {
     let providers: Vec<Value> = serde_json::from_value(api.get("/providers")?)?;
     let teams: Vec<Value> = serde_json::from_value(api.get("/teams")?)?;
+    let users: Vec<Value> = serde_json::from_value(api.get("/users")?)?;
+    let file = in_file_terms(api, &providers, &teams, &users)?;
+    Ok(Current {
+        file,
+        providers,
+        teams,
+        users,
+    })
+}
+
+fn in_file_terms(
+    api: &Api,
+    providers: &[Value],
+    teams: &[Value],
+    users: &[Value],
+) -> anyhow::Result<GatewayFile> {
     let team_names: BTreeMap<String, String> = teams
         .iter()
         .map(|t| (text(&t["id"]), text(&t["name"])))
         .collect();
-    let users: Vec<Value> = serde_json::from_value(api.get("/users")?)?;
     Ok(GatewayFile {
         providers: providers
             .iter()
@@ -273,7 +297,7 @@ pub fn current(api: &Api) -> anyhow::Result<GatewayFile> {
 
 /// `export`: the current configuration as a file `apply` takes back unchanged.
 pub fn export(api: &Api) -> anyhow::Result<String> {
-    let mut file = current(api)?;
+    let mut file = current(api)?.file;
     // Users the file cannot tell apart (same team and name, no email or
     // subject) cannot be managed as code: the first is kept, the rest named.
     let mut seen = std::collections::BTreeSet::new();

@@ -2,7 +2,9 @@
 //! resource, as an ordered list of API calls. `diff` prints it; `apply` runs it.
 
 use crate::client::{segment, Api};
-use crate::gateway_file::{current, GatewayFile, PriceEntry, ProviderEntry, TeamEntry, UserEntry};
+use crate::gateway_file::{
+    current, Current, GatewayFile, PriceEntry, ProviderEntry, TeamEntry, UserEntry,
+};
 use anyhow::{bail, Context};
 use control_plane::model::Route;
 use serde::Serialize;
@@ -65,10 +67,12 @@ impl Plan {
         prune: bool,
         with_credentials: bool,
     ) -> anyhow::Result<Plan> {
-        let now = current(api)?;
-        let raw_providers = api.get("/providers")?;
-        let raw_teams = api.get("/teams")?;
-        let raw_users = api.get("/users")?;
+        let Current {
+            file: now,
+            providers: raw_providers,
+            teams: raw_teams,
+            users: raw_users,
+        } = current(api)?;
         let mut plan = Plan {
             changes: vec![],
             notes: vec![],
@@ -88,7 +92,7 @@ impl Plan {
         &mut self,
         desired: &GatewayFile,
         now: &GatewayFile,
-        raw: &Value,
+        raw: &[Value],
         with_credentials: bool,
     ) -> anyhow::Result<()> {
         for want in &desired.providers {
@@ -100,9 +104,7 @@ impl Plan {
                     self.push(Action::Create, what, fields, Call::CreateProvider(want));
                 }
                 Some(have) => {
-                    let stored = raw
-                        .as_array()
-                        .and_then(|a| a.iter().find(|p| p["name"] == want.name.as_str()));
+                    let stored = raw.iter().find(|p| p["name"] == want.name.as_str());
                     let lacks = |field: &str| stored.is_some_and(|p| p[field] == false);
                     let mut fields = field_changes(&strip_env(have), &strip_env(&want));
                     // A stored credential cannot be read back: it is set when the
@@ -179,7 +181,7 @@ impl Plan {
         }
     }
 
-    fn teams(&mut self, desired: &GatewayFile, now: &GatewayFile, raw: &Value) {
+    fn teams(&mut self, desired: &GatewayFile, now: &GatewayFile, raw: &[Value]) {
         for want in &desired.teams {
             let what = format!("team {}", want.name);
             match now.teams.iter().find(|t| t.name == want.name) {
@@ -204,7 +206,7 @@ impl Plan {
         &mut self,
         desired: &GatewayFile,
         now: &GatewayFile,
-        raw: &Value,
+        raw: &[Value],
     ) -> anyhow::Result<()> {
         for (i, want) in desired.users.iter().enumerate() {
             let what = format!("user {}", want.identity());
@@ -241,7 +243,13 @@ impl Plan {
     }
 
     /// What the file no longer lists, dependents first.
-    fn prune(&mut self, desired: &GatewayFile, now: &GatewayFile, teams: &Value, users: &Value) {
+    fn prune(
+        &mut self,
+        desired: &GatewayFile,
+        now: &GatewayFile,
+        teams: &[Value],
+        users: &[Value],
+    ) {
         for (index, have) in now.users.iter().enumerate() {
             if !desired
                 .users
@@ -521,9 +529,9 @@ fn merge(body: &mut Value, extra: Value) {
     }
 }
 
-fn id_of(list: &Value, matches: impl Fn(&Value) -> bool) -> String {
-    list.as_array()
-        .and_then(|items| items.iter().find(|item| matches(item)))
+fn id_of(list: &[Value], matches: impl Fn(&Value) -> bool) -> String {
+    list.iter()
+        .find(|item| matches(item))
         .and_then(|item| item["id"].as_str())
         .unwrap_or_default()
         .to_owned()
