@@ -399,6 +399,9 @@ pub struct PriceSpec {
     /// Default: the input price.
     #[serde(default)]
     pub cached_input_per_million: Option<Micros>,
+    /// Prompt tokens written to the provider's cache. Default: the input price.
+    #[serde(default)]
+    pub cache_write_per_million: Option<Micros>,
     #[serde(default)]
     pub currency: Currency,
 }
@@ -410,6 +413,7 @@ pub struct PriceView {
     pub input_per_million: Micros,
     pub output_per_million: Micros,
     pub cached_input_per_million: Micros,
+    pub cache_write_per_million: Micros,
     pub currency: Currency,
     pub updated_at: String,
 }
@@ -466,6 +470,8 @@ pub struct UsageTotals {
     pub completion_tokens: i64,
     pub total_tokens: i64,
     pub cached_tokens: i64,
+    /// Of the prompt tokens, written to the provider's cache.
+    pub cache_write_tokens: i64,
     pub reasoning_tokens: i64,
     /// Requests answered with a status of 400 or more.
     pub errors: i64,
@@ -500,6 +506,7 @@ impl UsageTotals {
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
         self.cached_tokens += other.cached_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
         self.reasoning_tokens += other.reasoning_tokens;
         self.errors += other.errors;
         self.estimated += other.estimated;
@@ -636,6 +643,10 @@ pub struct UsageRecordView {
     pub trace_id: Option<String>,
     /// A stream's time to first token, in ms from arrival.
     pub ttft_ms: Option<i64>,
+    /// Of the prompt tokens, read from the provider's cache.
+    pub cached_tokens: i64,
+    /// Of the prompt tokens, written to the provider's cache.
+    pub cache_write_tokens: i64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]

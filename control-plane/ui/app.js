@@ -506,7 +506,8 @@ async function routes() {
 async function prices() {
   page("Prices", table("Prices per million tokens", await get("/prices"), [
     ["model", "Model"], ["provider", "Provider"], ["input_per_million", "Input"],
-    ["output_per_million", "Output"], ["cached_input_per_million", "Cached input"], ["currency", "Currency"],
+    ["output_per_million", "Output"], ["cached_input_per_million", "Cached input"],
+    ["cache_write_per_million", "Cache write"], ["currency", "Currency"],
   ]));
 }
 

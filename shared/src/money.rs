@@ -125,6 +125,8 @@ pub struct Price {
     pub input: Micros,
     pub output: Micros,
     pub cached_input: Micros,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_input: Micros,
     pub currency: Currency,
 }
 
@@ -132,10 +134,13 @@ impl Price {
     /// What `tokens` cost, rounded up to the micro-unit: a request is never
     /// counted as cheaper than it was.
     pub fn cost(&self, tokens: &TokenUsage) -> Micros {
-        let cached = tokens.cached_tokens.clamp(0, tokens.prompt_tokens.max(0));
-        let uncached = tokens.prompt_tokens.max(0) - cached;
+        let prompt = tokens.prompt_tokens.max(0);
+        let cached = tokens.cached_tokens.clamp(0, prompt);
+        let written = tokens.cache_write_tokens.clamp(0, prompt - cached);
+        let uncached = prompt - cached - written;
         let per_million = i128::from(uncached) * i128::from(self.input.0)
             + i128::from(cached) * i128::from(self.cached_input.0)
+            + i128::from(written) * i128::from(self.cache_write_input.0)
             + i128::from(tokens.completion_tokens.max(0)) * i128::from(self.output.0);
         let micros = (per_million + 999_999) / 1_000_000;
         Micros(i64::try_from(micros).unwrap_or(i64::MAX))
@@ -143,7 +148,12 @@ impl Price {
 
     /// The most `prompt` tokens in and `completion` tokens out can cost.
     pub fn worst_case(&self, prompt: i64, completion: i64) -> Micros {
-        let input = Micros(self.input.0.max(self.cached_input.0));
+        let input = Micros(
+            self.input
+                .0
+                .max(self.cached_input.0)
+                .max(self.cache_write_input.0),
+        );
         Price { input, ..*self }.cost(&TokenUsage::new(prompt, completion))
     }
 
@@ -152,6 +162,7 @@ impl Price {
             input: Micros(p.input_micros),
             output: Micros(p.output_micros),
             cached_input: Micros(p.cached_input_micros),
+            cache_write_input: Micros(p.cache_write_input_micros),
             currency: p.currency.parse()?,
         })
     }
@@ -219,6 +230,7 @@ mod tests {
             input: Micros(2_500_000),
             output: Micros(10_000_000),
             cached_input: Micros(1_250_000),
+            cache_write_input: Micros(3_125_000),
             currency: Currency::Usd,
         };
         // 1,000 in at $2.50/M and 500 out at $10/M: $0.0025 + $0.005.
@@ -228,6 +240,13 @@ mod tests {
             ..TokenUsage::new(1_000, 0)
         };
         assert_eq!(price.cost(&cached), Micros(1_500 + 500));
+        // Anthropic's prompt: 100 written to the cache, 300 read from it, 600 plain.
+        let anthropic = TokenUsage {
+            cached_tokens: 300,
+            cache_write_tokens: 100,
+            ..TokenUsage::new(1_000, 0)
+        };
+        assert_eq!(price.cost(&anthropic), Micros(1_500 + 375 + 313));
         // 7 tokens at $0.15/M is 1.05 micro-dollars: counted as 2.
         let cheap = Price {
             input: Micros(150_000),

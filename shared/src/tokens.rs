@@ -10,6 +10,9 @@ pub struct TokenUsage {
     pub total_tokens: i64,
     /// Of the prompt tokens, how many were read from the provider's cache.
     pub cached_tokens: i64,
+    /// Of the prompt tokens, how many were written to the provider's cache
+    /// (Anthropic prices them apart; OpenAI's usage has no field for them).
+    pub cache_write_tokens: i64,
     /// Of the completion tokens, how many were spent reasoning.
     pub reasoning_tokens: i64,
 }
@@ -60,6 +63,7 @@ impl From<OpenAiUsage> for TokenUsage {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
             cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_write_tokens: 0,
             reasoning_tokens: u
                 .completion_tokens_details
                 .map_or(0, |d| d.reasoning_tokens),

@@ -16,6 +16,8 @@ pub enum Endpoint {
     Responses,
     /// Anthropic's Messages API, as an ingress.
     Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -24,7 +26,10 @@ impl Endpoint {
         match self {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Completions => "text_completion",
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => "chat",
+            Endpoint::ChatCompletions
+            | Endpoint::Messages
+            | Endpoint::CountTokens
+            | Endpoint::Responses => "chat",
         }
     }
 
@@ -35,6 +40,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Responses => "responses",
             Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
         }
     }
 }
@@ -176,6 +182,7 @@ impl From<UsageRecord> for proto::UsageRecord {
             completion_tokens: r.tokens.completion_tokens,
             total_tokens: r.tokens.total_tokens,
             cached_tokens: r.tokens.cached_tokens,
+            cache_write_tokens: r.tokens.cache_write_tokens,
             reasoning_tokens: r.tokens.reasoning_tokens,
             variant: r.variant.unwrap_or_default(),
             latency_ms: r.latency_ms,
@@ -221,6 +228,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             r.completion_tokens,
             r.total_tokens,
             r.cached_tokens,
+            r.cache_write_tokens,
             r.reasoning_tokens,
             r.latency_ms,
             r.cost_micros,
@@ -269,6 +277,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
                 completion_tokens: r.completion_tokens,
                 total_tokens: r.total_tokens,
                 cached_tokens: r.cached_tokens,
+                cache_write_tokens: r.cache_write_tokens,
                 reasoning_tokens: r.reasoning_tokens,
             },
             latency_ms: r.latency_ms,

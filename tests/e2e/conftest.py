@@ -57,12 +57,14 @@ def secret(value):
 
 
 def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
+    """Waits for `predicate` to answer something true, and answers it."""
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
         try:
-            if predicate():
-                return
+            value = predicate()
+            if value:
+                return value
         except Exception as error:  # the service may not be up yet
             last_error = error
         time.sleep(interval)

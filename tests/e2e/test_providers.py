@@ -1,10 +1,12 @@
 """Every provider kind through the running gateway, driven by the official
 `openai` and `anthropic` SDKs, each against a mock that speaks the provider's
-own wire format (data-plane/src/providers/mocks): chat, streams, tools,
+own wire format (tests/src/mocks): chat, streams, tools,
 vision, embeddings, error mapping and usage accounting."""
 
 import base64
 import json
+import uuid
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 import anthropic
@@ -356,6 +358,152 @@ def test_anthropic_ingress_errors_in_anthropics_format(providers):
     # Anthropic clients list models in Anthropic's format.
     listed = [m.id for m in client.models.list()]
     assert "m-anthropic" in listed and "m-openai" in listed
+
+
+# Native Anthropic passthrough: /v1/messages to an Anthropic provider goes
+# as it came (apart from the model name and credentials), and comes back as
+# Anthropic sent it.
+
+MOCK_HEADERS = {"x-api-key": "sk-mock-upstream", "anthropic-version": "2023-06-01"}
+CLAUDE_CODE_BETA = "claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
+
+
+def claude_code_request(stream=True):
+    """Shaped as Claude Code sends it: system blocks with cache_control,
+    tools, thinking, metadata, a streamed answer."""
+    return {
+        "model": "m-anthropic", "max_tokens": 32000, "stream": stream, "top_k": 5,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "metadata": {"user_id": "user_abc_account_def_session_123"},
+        "system": [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+                   {"type": "text", "text": "You are an interactive CLI tool that helps users with software "
+                                            "engineering tasks, kept in the prompt cache.",
+                    "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "Bash", "description": "Executes a bash command",
+                   "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
+                                    "required": ["command"]}}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+            {"type": "text", "text": "list the files please", "cache_control": {"type": "ephemeral"}}]}],
+    }
+
+
+def record_of(gw, response):
+    request_id = response.headers["x-request-id"]
+    return wait_until(lambda: next(iter(gw.usage_records(request_id=request_id)), None),
+                      what="usage record of " + request_id)
+
+
+def test_anthropic_native_stream_is_relayed_byte_for_byte(providers):
+    """Extended thinking streamed: every event as the provider sent it,
+    thinking and signature deltas intact; the client's beta and version
+    headers and every field of its body reach Anthropic."""
+    body = claude_code_request()
+    body["messages"][0]["content"][1].pop("cache_control")
+    body["system"][1].pop("cache_control")
+    headers = {"authorization": f"Bearer {providers.key}", "anthropic-version": "2023-06-01",
+               "anthropic-beta": CLAUDE_CODE_BETA}
+    with httpx.stream("POST", providers.dp_url + "/v1/messages", json=body, headers=headers, timeout=10) as r:
+        assert r.status_code == 200, r.read()
+        through_gateway = r.read()
+    sent = last_request(providers, "anthropic")
+    assert sent["uri"] == "/v1/messages"
+    assert sent["body"] == {**body, "model": "up-anthropic"}
+    assert sent["headers"]["anthropic-beta"] == CLAUDE_CODE_BETA
+    assert sent["headers"]["x-api-key"] == "sk-mock-upstream" and "authorization" not in sent["headers"]
+    direct = httpx.post(providers.mock_urls["anthropic"] + "/v1/messages", json={**body, "model": "up-anthropic"},
+                        headers=MOCK_HEADERS, timeout=10)
+    assert through_gateway == direct.content
+    assert b'"type":"signature_delta"' in through_gateway and b'"type":"thinking_delta"' in through_gateway
+
+    client = anthropic.Anthropic(base_url=providers.dp_url, api_key=providers.key, max_retries=0)
+    with client.messages.stream(model="m-anthropic", max_tokens=4096, top_k=5,
+                                thinking={"type": "enabled", "budget_tokens": 1024},
+                                messages=[{"role": "user", "content": "why is the sky blue"}]) as s:
+        kinds = [e.delta.type for e in s if e.type == "content_block_delta"]
+        final = s.get_final_message()
+    assert "thinking_delta" in kinds and "signature_delta" in kinds
+    thinking, text = final.content
+    assert thinking.type == "thinking" and thinking.signature.startswith("EqQB") and thinking.thinking
+    assert text.text == "Echo: why is the sky blue"
+    assert final.usage.output_tokens == len(text.text.split()) + len(thinking.thinking.split())
+
+
+def test_anthropic_prompt_caching_is_counted_and_priced(providers):
+    providers.admin("PUT", "/prices/up-anthropic", {
+        "input_per_million": "3", "output_per_million": "15",
+        "cached_input_per_million": "0.3", "cache_write_per_million": "3.75"}, expect=200)
+    providers.wait_synced()
+    client = anthropic.Anthropic(base_url=providers.dp_url, api_key=providers.key, max_retries=0)
+    body = claude_code_request(stream=False)
+    body["messages"][0]["content"][1]["text"] = "cache this turn " + uuid.uuid4().hex
+    del body["model"], body["stream"]
+    body["max_tokens"] = 4096
+    first = client.messages.with_raw_response.create(model="m-anthropic", **body)
+    written = first.parse().usage
+    assert written.cache_creation_input_tokens > 0 and written.cache_read_input_tokens == 0
+    with client.messages.stream(model="m-anthropic", **body) as s:
+        read = s.get_final_message().usage
+        response = s.response
+    assert read.cache_read_input_tokens == written.cache_creation_input_tokens
+    assert read.cache_creation_input_tokens == 0
+
+    for usage, http in ((written, first.http_response), (read, response)):
+        record = record_of(providers, http)
+        prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, usage.output_tokens)
+        assert record["cached_tokens"] == usage.cache_read_input_tokens
+        assert record["cache_write_tokens"] == usage.cache_creation_input_tokens
+        micros = (usage.input_tokens * 3_000_000 + usage.cache_creation_input_tokens * 3_750_000
+                  + usage.cache_read_input_tokens * 300_000 + usage.output_tokens * 15_000_000)
+        assert Decimal(record["cost"]) == Decimal(-(-micros // 1_000_000)) / 1_000_000, record
+
+
+def test_anthropic_tool_use_streamed_natively(providers):
+    client = anthropic.Anthropic(base_url=providers.dp_url, api_key=providers.key, max_retries=0)
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"},
+              "cache_control": {"type": "ephemeral"}}]
+    with client.messages.stream(model="m-anthropic", max_tokens=100, tools=tools,
+                                messages=[{"role": "user", "content": "Weather in Paris?"}]) as s:
+        partial = [e.delta.partial_json for e in s if e.type == "content_block_delta"
+                   and e.delta.type == "input_json_delta"]
+        final = s.get_final_message()
+    assert len(partial) == 2 and json.loads("".join(partial)) == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+    assert last_request(providers, "anthropic")["body"]["tools"] == tools
+
+
+def test_anthropic_count_tokens(providers):
+    client = anthropic.Anthropic(base_url=providers.dp_url, api_key=providers.key, max_retries=0)
+    messages = [{"role": "user", "content": "count these five words"}]
+    counted = client.messages.with_raw_response.count_tokens(model="m-anthropic", system="Be terse.",
+                                                             messages=messages)
+    # Anthropic's count (the mock counts words), forwarded.
+    assert counted.parse().input_tokens == 6
+    assert last_request(providers, "anthropic")["uri"] == "/v1/messages/count_tokens"
+    record = record_of(providers, counted.http_response)
+    assert (record["endpoint"], record["status"], record["total_tokens"]) == ("messages.count_tokens", 200, 0)
+    # Other providers cannot count: the gateway's own tokenizer does.
+    assert client.messages.count_tokens(model="m-openai", messages=messages).input_tokens > 0
+
+
+def test_anthropic_fields_other_providers_cannot_honour_are_refused(providers):
+    client = anthropic.Anthropic(base_url=providers.dp_url, api_key=providers.key, max_retries=0)
+    hi = [{"role": "user", "content": "hi"}]
+    for model, extra, field_name, kind in [
+        ("m-openai", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking", "openai"),
+        ("m-gemini", {"top_k": 3}, "top_k", "gemini"),
+    ]:
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            client.messages.create(model=model, max_tokens=2000, messages=hi, **extra)
+        error = refused.value.body["error"]
+        assert error["type"] == "invalid_request_error"
+        assert f"'{field_name}'" in error["message"] and kind in error["message"], error
+    # Anthropic's own refusals come back as Anthropic worded them.
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="m-anthropic", max_tokens=100, messages=hi,
+                               thinking={"type": "enabled", "budget_tokens": 10})
+    assert "budget_tokens" in refused.value.body["error"]["message"]
 
 
 def test_translated_calls_time_out(providers):

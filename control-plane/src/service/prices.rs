@@ -141,6 +141,9 @@ fn price_of(spec: PriceSpec) -> Result<PriceView> {
         cached_input_per_million: spec
             .cached_input_per_million
             .unwrap_or(spec.input_per_million),
+        cache_write_per_million: spec
+            .cache_write_per_million
+            .unwrap_or(spec.input_per_million),
         input_per_million: spec.input_per_million,
         output_per_million: spec.output_per_million,
         currency: spec.currency,

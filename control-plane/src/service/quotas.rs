@@ -248,6 +248,7 @@ impl PriceBook {
                 input: p.input_per_million,
                 output: p.output_per_million,
                 cached_input: p.cached_input_per_million,
+                cache_write_input: p.cache_write_per_million,
                 currency: p.currency,
             };
             ((p.provider.unwrap_or_default(), p.model), price)

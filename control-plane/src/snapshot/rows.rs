@@ -103,6 +103,7 @@ pub fn price(p: PriceView) -> proto::SnapshotPrice {
         input_micros: p.input_per_million.0,
         output_micros: p.output_per_million.0,
         cached_input_micros: p.cached_input_per_million.0,
+        cache_write_input_micros: p.cache_write_per_million.0,
         currency: p.currency.to_string(),
     }
 }

@@ -42,6 +42,7 @@ struct PriceRecord {
     input_micros: i64,
     output_micros: i64,
     cached_input_micros: i64,
+    cache_write_input_micros: i64,
     currency: String,
     updated_at: i64,
 }
@@ -54,6 +55,7 @@ impl From<PriceRecord> for PriceView {
             input_per_million: Micros(r.input_micros),
             output_per_million: Micros(r.output_micros),
             cached_input_per_million: Micros(r.cached_input_micros),
+            cache_write_per_million: Micros(r.cache_write_input_micros),
             currency: r.currency.parse().unwrap_or_default(),
             updated_at: ms_to_rfc3339(r.updated_at),
         }
@@ -160,12 +162,13 @@ impl Store {
             "DO NOTHING"
         } else {
             "DO UPDATE SET input_micros = excluded.input_micros, output_micros = excluded.output_micros, \
-             cached_input_micros = excluded.cached_input_micros, currency = excluded.currency, \
+             cached_input_micros = excluded.cached_input_micros, \
+             cache_write_input_micros = excluded.cache_write_input_micros, currency = excluded.currency, \
              updated_at = excluded.updated_at"
         };
         let sql = format!(
-            "INSERT INTO prices (model, provider, input_micros, output_micros, cached_input_micros, currency, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model, provider) {conflict}"
+            "INSERT INTO prices (model, provider, input_micros, output_micros, cached_input_micros, currency, updated_at, cache_write_input_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (model, provider) {conflict}"
         );
         let mut changes = Vec::new();
         for price in prices {
@@ -177,6 +180,7 @@ impl Store {
                 .bind(price.cached_input_per_million.0)
                 .bind(price.currency.as_str())
                 .bind(at)
+                .bind(price.cache_write_per_million.0)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -199,7 +203,7 @@ impl Store {
         E: sqlx::Executor<'e, Database = sqlx::Any>,
     {
         let rows: Vec<PriceRecord> = sqlx::query_as(
-            "SELECT model, provider, input_micros, output_micros, cached_input_micros, currency, updated_at \
+            "SELECT model, provider, input_micros, output_micros, cached_input_micros, cache_write_input_micros, currency, updated_at \
              FROM prices ORDER BY model, provider",
         )
         .fetch_all(executor)

@@ -1,7 +1,8 @@
 //! `POST /v1/messages`: Anthropic's Messages API as an ingress, so the
-//! `anthropic` SDK and tools built on it can use any provider. Requests are
-//! translated to the OpenAI form every adapter takes; answers, streams and
-//! errors are translated back into Anthropic's.
+//! `anthropic` SDK and tools built on it can use any provider. To Anthropic
+//! a request goes as it came (see `attempt`); for any other provider it is
+//! translated to the OpenAI form every adapter takes, and answers, streams
+//! and errors are translated back into Anthropic's.
 
 use crate::chat::{
     ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, ImageUrl, Message,
@@ -14,7 +15,7 @@ use crate::providers::anthropic::{
     MessagesResponse,
 };
 use crate::relay::translate::Egress;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -25,19 +26,29 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest, GatewayError> {
         .map_err(|e| GatewayError::bad_request(format!("Invalid messages request: {e}"), None))
 }
 
-/// The Messages request as an OpenAI chat request.
-pub fn to_chat(request: MessagesRequest) -> Result<ChatRequest, GatewayError> {
+/// The client's headers that Anthropic reads (passed on to it, unread by others).
+pub fn client_headers(headers: &HeaderMap) -> HeaderMap {
+    wire::CLIENT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.clone();
+            Some((axum::http::HeaderName::from_static(name), value))
+        })
+        .collect()
+}
+
+/// The Messages request as an OpenAI chat request, for a provider of
+/// `provider_kind`: Anthropic's own fields it cannot honour are refused.
+pub fn to_chat(request: MessagesRequest, provider_kind: &str) -> Result<ChatRequest, GatewayError> {
+    let unsupported = |param: &str| GatewayError::Unsupported {
+        param: param.to_owned(),
+        provider_kind: provider_kind.to_owned(),
+    };
     if let Some(name) = request.extra.keys().next() {
-        return Err(GatewayError::Unsupported {
-            param: name.clone(),
-            provider_kind: "this gateway's /v1/messages".into(),
-        });
+        return Err(unsupported(name));
     }
     if request.top_k.is_some() {
-        return Err(GatewayError::Unsupported {
-            param: "top_k".into(),
-            provider_kind: "this gateway's /v1/messages".into(),
-        });
+        return Err(unsupported("top_k"));
     }
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
@@ -404,7 +415,8 @@ mod golden {
               {"role":"assistant","content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
               {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"20C"},{"type":"text","text":"And?"}]}],
             "tools":[{"name":"get_weather","input_schema":{"type":"object"}}],"tool_choice":{"type":"any","disable_parallel_tool_use":true},"stream":true}"#).expect("valid");
-        let chat = serde_json::to_value(to_chat(request).expect("translated")).expect("json");
+        let chat =
+            serde_json::to_value(to_chat(request, "openai").expect("translated")).expect("json");
         assert_eq!(
             chat,
             json!({"model": "claude", "max_tokens": 100, "stream": true, "stream_options": {"include_usage": true},

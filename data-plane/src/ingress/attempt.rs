@@ -9,9 +9,10 @@ use super::{anthropic, json_response, sse_response, Job};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::estimate;
+use crate::providers::anthropic::StreamUsage;
 use crate::providers::body::UpstreamBody;
 use crate::providers::{self, provider_error, UpstreamCall, UpstreamResponse};
-use crate::relay::passthrough::Passthrough;
+use crate::relay::passthrough::{Dialect, Passthrough};
 use crate::relay::translate::{replay, Translate};
 use crate::relay::{Relay, Stage};
 use crate::router::table::{Route, Target};
@@ -22,6 +23,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
+use shared::provider_kind::ProviderKind;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,17 +37,32 @@ pub struct Answered {
 
 /// What the request needs from this provider.
 enum Call {
+    /// The client's own format, spliced through.
     Passthrough {
         call: UpstreamCall,
-        hide_usage: bool,
+        native: Native,
     },
     Chat(UpstreamCall),
     Embeddings(UpstreamCall),
+    /// A token count no provider call gives: the gateway's own estimate.
+    Counted(i64),
+}
+
+/// Whose format a spliced request is in.
+#[derive(Clone, Copy)]
+enum Native {
+    /// OpenAI's, to an OpenAI-format provider; `hide_usage`: the stream's
+    /// usage chunk was asked for by us, not the client.
+    OpenAi { hide_usage: bool },
+    /// Anthropic's, to Anthropic.
+    Anthropic,
 }
 
 fn path(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => "/chat/completions",
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
+            "/chat/completions"
+        }
         Endpoint::Embeddings => "/embeddings",
         Endpoint::Completions => "/completions",
         Endpoint::Responses => "/responses",
@@ -64,15 +81,21 @@ fn parsed<T>(
         .ok_or_else(|| GatewayError::bad_request("The request could not be read.", None))
 }
 
-fn chat_of(job: &Job) -> Result<&ChatRequest, GatewayError> {
-    match job {
-        Job::OpenAi { request, chat, .. } => parsed(chat, || {
-            let mut chat = ChatRequest::parse(request.body())?;
-            chat.max_tokens = request.max_tokens_cap().or(chat.max_tokens);
-            Ok(chat)
-        }),
-        Job::Messages { chat, .. } => Ok(chat),
-    }
+/// The request in OpenAI's typed form, for a provider of `kind`.
+fn chat_of(job: &Job, kind: ProviderKind) -> Result<&ChatRequest, GatewayError> {
+    let (request, chat) = match job {
+        Job::OpenAi { request, chat, .. } | Job::Messages { request, chat, .. } => (request, chat),
+    };
+    parsed(chat, || {
+        let mut chat = match job {
+            Job::OpenAi { .. } => ChatRequest::parse(request.body())?,
+            Job::Messages { .. } => {
+                anthropic::to_chat(anthropic::parse(request.body())?, kind.as_str())?
+            }
+        };
+        chat.max_tokens = request.max_tokens_cap().or(chat.max_tokens);
+        Ok(chat)
+    })
 }
 
 fn embeddings_of(job: &Job) -> Result<&EmbeddingsRequest, GatewayError> {
@@ -119,16 +142,46 @@ fn write_call(target: &Target, job: &Job) -> Result<Call, GatewayError> {
                 let hide_usage = request.stream
                     && !request.client_wants_usage
                     && endpoint != Endpoint::Responses;
-                return Ok(Call::Passthrough { call, hide_usage });
+                return Ok(Call::Passthrough {
+                    call,
+                    native: Native::OpenAi { hide_usage },
+                });
             }
             if endpoint == Endpoint::Embeddings {
                 return Ok(Call::Embeddings(
                     adapter.embeddings_request(model, embeddings_of(job)?)?,
                 ));
             }
-            Ok(Call::Chat(adapter.chat_request(model, chat_of(job)?)?))
+            Ok(Call::Chat(
+                adapter.chat_request(model, chat_of(job, kind)?)?,
+            ))
         }
-        Job::Messages { chat, .. } => Ok(Call::Chat(adapter.chat_request(model, chat)?)),
+        Job::Messages {
+            endpoint,
+            request,
+            client_headers,
+            ..
+        } => {
+            let path = match endpoint {
+                Endpoint::CountTokens => "/messages/count_tokens",
+                _ => "/messages",
+            };
+            if let Some(call) =
+                adapter.native_messages(path, request.upstream_body(model), client_headers)
+            {
+                return Ok(Call::Passthrough {
+                    call,
+                    native: Native::Anthropic,
+                });
+            }
+            if *endpoint == Endpoint::CountTokens {
+                use crate::usage::PromptTokens;
+                return Ok(Call::Counted(job.prompt_tokens()));
+            }
+            Ok(Call::Chat(
+                adapter.chat_request(model, chat_of(job, kind)?)?,
+            ))
+        }
     }
 }
 
@@ -164,11 +217,15 @@ pub async fn one(
             .await
             .map_err(|e| provider_error(&provider.name, e))?;
     }
-    let call = write_call(target, job)?;
-    let (call_kind, mut call) = match call {
-        Call::Passthrough { call, hide_usage } => (Some(hide_usage), call),
-        Call::Chat(call) => (None, call),
-        Call::Embeddings(call) => (None, call),
+    let (native, mut call) = match write_call(target, job)? {
+        Call::Passthrough { call, native } => (Some(native), call),
+        Call::Chat(call) | Call::Embeddings(call) => (None, call),
+        Call::Counted(input_tokens) => {
+            // Counting is free: the record shows the request, not tokens.
+            let usage = finish(slot, Some(TokenUsage::default()), String::new);
+            let body = serde_json::json!({ "input_tokens": input_tokens }).to_string();
+            return Ok(answered(json_response(body), started, usage));
+        }
     };
     trace.inject(&mut call.headers);
     let embeddings = matches!(
@@ -198,8 +255,16 @@ pub async fn one(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let stage: Option<Box<dyn Stage>> = match call_kind {
-        Some(hide_usage) if stream => Some(Box::new(Passthrough::new(hide_usage))),
+    let stage: Option<Box<dyn Stage>> = match native {
+        Some(native) if stream => {
+            let dialect = match native {
+                Native::OpenAi { hide_usage } => Dialect::OpenAi {
+                    hide_usage_chunk: hide_usage,
+                },
+                Native::Anthropic => Dialect::Anthropic(StreamUsage::default()),
+            };
+            Some(Box::new(Passthrough::new(dialect, job.egress())))
+        }
         None if stream && !embeddings && !is_json => {
             let decoder = provider.adapter.stream_decoder(model);
             let egress = job.egress();
@@ -217,11 +282,16 @@ pub async fn one(
         let relay = Relay::new(body, stage, name, take(slot)?, Some(in_flight));
         return first_token_then(relay, first_deadline, slot, started, &provider.name).await;
     }
-    if call_kind.is_some() {
+    if let Some(native) = native {
         let body = read_answer(upstream, body_deadline, &provider.name).await?;
-        let usage = finish(slot, super::request::usage_of(&body), || {
-            estimate::answer_text(&body)
-        });
+        let reported = match native {
+            Native::OpenAi { .. } => super::request::usage_of(&body),
+            Native::Anthropic if job.endpoint() == Endpoint::CountTokens => {
+                Some(TokenUsage::default())
+            }
+            Native::Anthropic => providers::anthropic::usage_of(&body),
+        };
+        let usage = finish(slot, reported, || estimate::answer_text(&body));
         return Ok(answered(json_response(body), started, usage));
     }
     if embeddings {
@@ -260,7 +330,9 @@ pub async fn one(
         ));
     }
     let body = match job {
-        Job::Messages { model, .. } => serde_json::to_vec(&anthropic::render(completion, model)),
+        Job::Messages { request, .. } => {
+            serde_json::to_vec(&anthropic::render(completion, &request.model))
+        }
         Job::OpenAi { .. } => serde_json::to_vec(&completion),
     }
     .map_err(|_| GatewayError::UpstreamInvalid(provider.name.clone()))?;

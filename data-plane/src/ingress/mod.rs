@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", endpoint(Endpoint::Completions))
         .route("/v1/responses", endpoint(Endpoint::Responses))
         .route("/v1/messages", endpoint(Endpoint::Messages))
+        .route("/v1/messages/count_tokens", endpoint(Endpoint::CountTokens))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/healthz", get(|| async { "ok" }))
@@ -157,6 +158,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/completions" => Endpoint::Completions.as_str(),
         "/v1/responses" => Endpoint::Responses.as_str(),
         "/v1/messages" => Endpoint::Messages.as_str(),
+        "/v1/messages/count_tokens" => Endpoint::CountTokens.as_str(),
         "/v1/models" => "models",
         _ if path.starts_with("/v1/models/") => "models",
         "/healthz" => "healthz",
@@ -224,7 +226,7 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
         .unwrap_or_else(|error| {
             metrics::counter!("switchboard_request_errors_total", "code" => error.type_and_code().1).increment(1);
             match endpoint {
-                Endpoint::Messages => anthropic::error_response(error),
+                Endpoint::Messages | Endpoint::CountTokens => anthropic::error_response(error),
                 _ => error.into_response(),
             }
         });
@@ -251,52 +253,61 @@ pub enum Job {
         chat: OnceLock<ChatRequest>,
         embeddings: OnceLock<EmbeddingsRequest>,
     },
-    /// An Anthropic Messages request, already in OpenAI's typed form.
-    Messages { chat: ChatRequest, model: String },
+    /// An Anthropic Messages (or count_tokens) request: sent as it is to
+    /// Anthropic, read into OpenAI's typed form (once, when first needed)
+    /// for the others.
+    Messages {
+        endpoint: Endpoint,
+        request: ProxyRequest,
+        chat: OnceLock<ChatRequest>,
+        /// The client's `anthropic-version` and `anthropic-beta`.
+        client_headers: axum::http::HeaderMap,
+    },
 }
 
 impl Job {
-    pub fn stream(&self) -> bool {
+    fn request(&self) -> &ProxyRequest {
         match self {
-            Job::OpenAi { request, .. } => request.stream,
-            Job::Messages { chat, .. } => chat.stream,
+            Job::OpenAi { request, .. } | Job::Messages { request, .. } => request,
         }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Job::OpenAi { endpoint, .. } | Job::Messages { endpoint, .. } => *endpoint,
+        }
+    }
+
+    pub fn stream(&self) -> bool {
+        self.request().stream
     }
 
     /// `gen_ai.operation.name` of the request.
     pub fn operation(&self) -> &'static str {
-        match self {
-            Job::OpenAi { endpoint, .. } => endpoint.gen_ai_operation(),
-            Job::Messages { .. } => Endpoint::Messages.gen_ai_operation(),
-        }
+        self.endpoint().gen_ai_operation()
     }
 
     /// The model the client asked for.
     fn model(&self) -> &str {
-        match self {
-            Job::OpenAi { request, .. } => &request.model,
-            Job::Messages { model, .. } => model,
-        }
+        &self.request().model
     }
 
     /// How a translated answer is written back.
     pub fn egress(&self) -> Box<dyn Egress> {
         match self {
             Job::OpenAi { request, .. } => Box::new(OpenAiEgress::new(request.client_wants_usage)),
-            Job::Messages { model, .. } => Box::new(anthropic::AnthropicEgress::new(model.clone())),
+            Job::Messages { request, .. } => {
+                Box::new(anthropic::AnthropicEgress::new(request.model.clone()))
+            }
         }
     }
 
     /// The most tokens the answer may have, if the request says
-    /// (embeddings have no answer text).
+    /// (embeddings and token counts have no answer text).
     fn max_tokens(&self) -> Option<u32> {
-        match self {
-            Job::OpenAi {
-                endpoint: Endpoint::Embeddings,
-                ..
-            } => Some(0),
-            Job::OpenAi { request, .. } => request.max_tokens,
-            Job::Messages { chat, .. } => chat.max_output_tokens(),
+        match self.endpoint() {
+            Endpoint::Embeddings | Endpoint::CountTokens => Some(0),
+            _ => self.request().max_tokens,
         }
     }
 
@@ -304,8 +315,9 @@ impl Job {
     /// a quota or budget has room for fewer than the usual reservation.
     fn cap_max_tokens(&mut self, cap: u32) {
         match self {
-            Job::OpenAi { request, .. } => request.cap_max_tokens(cap),
-            Job::Messages { chat, .. } => chat.max_tokens = Some(cap),
+            Job::OpenAi { request, .. } | Job::Messages { request, .. } => {
+                request.cap_max_tokens(cap)
+            }
         }
     }
 
@@ -341,9 +353,17 @@ async fn handle(
             return Err(refused(&state, None, error));
         }
     };
-    let admitted = admit(&state, &runtime, &caller, endpoint, body, &trace)
-        .await
-        .map_err(|e| refused(&state, Some(&caller), e))?;
+    let admitted = admit(
+        &state,
+        &runtime,
+        &caller,
+        endpoint,
+        &parts.headers,
+        body,
+        &trace,
+    )
+    .await
+    .map_err(|e| refused(&state, Some(&caller), e))?;
     let Admitted {
         job,
         plan,
@@ -433,19 +453,19 @@ async fn admit(
     runtime: &Runtime,
     caller: &auth::Caller,
     endpoint: Endpoint,
+    headers: &axum::http::HeaderMap,
     body: Body,
     trace: &trace::ClientTrace,
 ) -> Result<Admitted, GatewayError> {
     // ingress: a bounded body, parsed just enough to route it.
     let body = request::read_body(body, state.max_body_bytes).await?;
     let mut job = match endpoint {
-        Endpoint::Messages => {
-            let chat = anthropic::to_chat(anthropic::parse(&body)?)?;
-            Job::Messages {
-                model: chat.model.clone(),
-                chat,
-            }
-        }
+        Endpoint::Messages | Endpoint::CountTokens => Job::Messages {
+            endpoint,
+            request: ProxyRequest::parse(endpoint, body)?,
+            chat: OnceLock::new(),
+            client_headers: anthropic::client_headers(headers),
+        },
         _ => Job::OpenAi {
             endpoint,
             request: ProxyRequest::parse(endpoint, body)?,
@@ -497,11 +517,8 @@ async fn admit(
 
 impl PromptTokens for Job {
     fn prompt_tokens(&self) -> i64 {
-        let request = match self {
-            Job::OpenAi { request, .. } => serde_json::from_slice(request.body()),
-            Job::Messages { chat, .. } => serde_json::to_value(chat),
-        };
-        request.map_or(0, |r| limits::estimate::prompt_tokens(&r))
+        serde_json::from_slice(self.request().body())
+            .map_or(0, |r| limits::estimate::prompt_tokens(&r))
     }
 }
 
@@ -527,7 +544,7 @@ pub fn fuzz_parse(endpoint: Endpoint, body: bytes::Bytes) -> Result<ProxyRequest
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_messages(body: &[u8]) -> Result<crate::chat::ChatRequest, GatewayError> {
-    anthropic::to_chat(anthropic::parse(body)?)
+    anthropic::to_chat(anthropic::parse(body)?, "fuzz")
 }
 
 pub fn sse_response(body: Body) -> Response {

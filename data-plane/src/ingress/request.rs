@@ -172,35 +172,31 @@ impl ProxyRequest {
             }
         };
         match endpoint {
-            Endpoint::ChatCompletions => match fields.messages.map(json_kind) {
-                Some(JsonKind::Array { empty: false }) => {}
-                Some(JsonKind::Array { empty: true }) => {
-                    return Err(GatewayError::bad_request(
-                        "'messages' must not be empty.",
-                        Some("messages"),
-                    ))
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
+                match fields.messages.map(json_kind) {
+                    Some(JsonKind::Array { empty: false }) => {}
+                    Some(JsonKind::Array { empty: true }) => {
+                        return Err(GatewayError::bad_request(
+                            "'messages' must not be empty.",
+                            Some("messages"),
+                        ))
+                    }
+                    Some(_) => {
+                        return Err(GatewayError::bad_request(
+                            "'messages' must be an array.",
+                            Some("messages"),
+                        ))
+                    }
+                    None => {
+                        return Err(GatewayError::bad_request(
+                            "Missing required parameter: 'messages'.",
+                            Some("messages"),
+                        ))
+                    }
                 }
-                Some(_) => {
-                    return Err(GatewayError::bad_request(
-                        "'messages' must be an array.",
-                        Some("messages"),
-                    ))
-                }
-                None => {
-                    return Err(GatewayError::bad_request(
-                        "Missing required parameter: 'messages'.",
-                        Some("messages"),
-                    ))
-                }
-            },
+            }
             Endpoint::Completions => required_text_or_array(fields.prompt, "prompt")?,
             Endpoint::Responses => required_text_or_array(fields.input, "input")?,
-            Endpoint::Messages => {
-                return Err(GatewayError::bad_request(
-                    "Anthropic messages are not an OpenAI request.",
-                    None,
-                ))
-            }
             Endpoint::Embeddings => {
                 if stream {
                     return Err(GatewayError::bad_request(
@@ -247,8 +243,8 @@ impl ProxyRequest {
         let model_span = span_in(&body, raw_model);
         let stream_options_span = fields.stream_options.map(|raw| span_in(&body, raw));
         Ok(Self {
-            // The Responses API reports usage in its final event unasked.
-            ask_stream_usage: endpoint != Endpoint::Responses,
+            // The Responses API and Anthropic report usage in their streams unasked.
+            ask_stream_usage: matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions),
             max_tokens_cap: None,
             max_tokens_field: match endpoint {
                 Endpoint::Responses => "max_output_tokens",

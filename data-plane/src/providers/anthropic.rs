@@ -22,6 +22,8 @@ use shared::usage::TokenUsage;
 use std::collections::HashMap;
 
 const DEFAULT_VERSION: &str = "2023-06-01";
+/// The headers of a client of Anthropic's API passed on to Anthropic.
+pub const CLIENT_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 /// Anthropic requires max_tokens; OpenAI clients often leave it out.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -181,18 +183,20 @@ impl AnthropicUsage {
     /// OpenAI's prompt tokens include them.
     pub fn to_openai(&self) -> TokenUsage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens + self.cache_creation_input_tokens.unwrap_or(0) + cached;
+        let written = self.cache_creation_input_tokens.unwrap_or(0);
         TokenUsage {
             cached_tokens: cached,
-            ..TokenUsage::new(prompt, self.output_tokens)
+            cache_write_tokens: written,
+            ..TokenUsage::new(self.input_tokens + written + cached, self.output_tokens)
         }
     }
 
     pub fn from_openai(usage: &TokenUsage) -> Self {
         AnthropicUsage {
-            input_tokens: usage.prompt_tokens - usage.cached_tokens,
+            input_tokens: usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens,
             output_tokens: usage.completion_tokens,
-            cache_creation_input_tokens: None,
+            cache_creation_input_tokens: (usage.cache_write_tokens > 0)
+                .then_some(usage.cache_write_tokens),
             cache_read_input_tokens: (usage.cached_tokens > 0).then_some(usage.cached_tokens),
         }
     }
@@ -444,6 +448,24 @@ impl Adapter for Anthropic {
         )
     }
 
+    fn native_messages(
+        &self,
+        path: &str,
+        body: Bytes,
+        client_headers: &HeaderMap,
+    ) -> Option<UpstreamCall> {
+        let mut call = UpstreamCall::json(format!("{}/v1{path}", self.base_url), body)
+            .header("x-api-key", self.api_key.clone())
+            .header("anthropic-version", self.version.clone());
+        // The client's version and beta features win: they shape the answer it reads.
+        for name in CLIENT_HEADERS {
+            if let Some(value) = client_headers.get(name) {
+                call.headers.insert(name, value.clone());
+            }
+        }
+        Some(call)
+    }
+
     fn chat_response(&self, _model: &str, body: &[u8]) -> Result<ChatCompletion, ProviderError> {
         let response: MessagesResponse = json_body(body)?;
         let mut text = String::new();
@@ -476,8 +498,7 @@ impl Adapter for Anthropic {
         Box::new(AnthropicStream {
             progress: Progress::new(model),
             tool_index: HashMap::new(),
-            input: AnthropicUsage::default(),
-            output_tokens: None,
+            tokens: StreamUsage::default(),
         })
     }
 
@@ -512,15 +533,81 @@ fn read_error(status: StatusCode, value: &Value) -> ProviderError {
     ProviderError::new(kind, message)
 }
 
-/// Anthropic's named events, read as running totals: input from
-/// `message_start`, cumulative output from the last `message_delta`.
+/// The usage of a whole answer (`None` when it has none).
+pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
+    #[derive(Deserialize)]
+    struct Answer {
+        usage: Option<AnthropicUsage>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()?
+        .usage
+        .map(|u| u.to_openai())
+}
+
+/// A stream's usage, read as running totals: input (and cache reads and
+/// writes) from `message_start`, cumulative output from the last
+/// `message_delta`, which may repeat the input counts.
+#[derive(Default)]
+pub struct StreamUsage {
+    input: AnthropicUsage,
+    output_tokens: Option<i64>,
+}
+
+impl StreamUsage {
+    pub fn start(&mut self, usage: AnthropicUsage) {
+        self.input = usage;
+    }
+
+    pub fn delta(&mut self, usage: AnthropicUsage) {
+        // Cumulative: replaces, never adds to, what came before.
+        self.output_tokens = Some(usage.output_tokens);
+        if usage.input_tokens > 0 {
+            self.input.input_tokens = usage.input_tokens;
+        }
+        if usage.cache_creation_input_tokens.is_some() {
+            self.input.cache_creation_input_tokens = usage.cache_creation_input_tokens;
+        }
+        if usage.cache_read_input_tokens.is_some() {
+            self.input.cache_read_input_tokens = usage.cache_read_input_tokens;
+        }
+    }
+
+    pub fn total(&self) -> TokenUsage {
+        let mut usage = self.input.clone();
+        usage.output_tokens = self.output_tokens.unwrap_or(self.input.output_tokens);
+        usage.to_openai()
+    }
+}
+
+/// An event of a stream, as far as usage is concerned.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UsageEvent {
+    MessageStart {
+        message: UsageOf,
+    },
+    MessageDelta {
+        #[serde(default)]
+        usage: Option<AnthropicUsage>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+pub struct UsageOf {
+    #[serde(default)]
+    pub usage: AnthropicUsage,
+}
+
+/// Anthropic's named events as OpenAI chunks.
 struct AnthropicStream {
-    /// Its usage stays unset: `usage()` computes it from the two parts below.
+    /// Its usage stays unset: `usage()` reads `tokens`.
     progress: Progress,
     /// Content-block index -> OpenAI tool-call index.
     tool_index: HashMap<u64, u32>,
-    input: AnthropicUsage,
-    output_tokens: Option<i64>,
+    tokens: StreamUsage,
 }
 
 #[derive(Deserialize)]
@@ -587,7 +674,7 @@ impl StreamDecoder for AnthropicStream {
         match event {
             Event::MessageStart { message } => {
                 self.progress.start(Some(&message.id), out);
-                self.input = message.usage;
+                self.tokens.start(message.usage);
             }
             Event::ContentBlockStart {
                 index,
@@ -620,11 +707,7 @@ impl StreamDecoder for AnthropicStream {
             },
             Event::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
-                    // Cumulative: replaces, never adds to, what came before.
-                    self.output_tokens = Some(usage.output_tokens);
-                    if usage.input_tokens > 0 {
-                        self.input.input_tokens = usage.input_tokens;
-                    }
+                    self.tokens.delta(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
                     out.push(self.progress.builder.finish(finish_reason(&reason)));
@@ -640,9 +723,7 @@ impl StreamDecoder for AnthropicStream {
     }
 
     fn usage(&self) -> Option<TokenUsage> {
-        let mut usage = self.input.clone();
-        usage.output_tokens = self.output_tokens.unwrap_or(self.input.output_tokens);
-        Some(usage.to_openai())
+        Some(self.tokens.total())
     }
 
     fn progress(&self) -> &Progress {

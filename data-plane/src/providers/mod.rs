@@ -79,6 +79,18 @@ pub trait Adapter: Send + Sync {
         None
     }
 
+    /// For Anthropic's API: the request for `path` (`/messages`,
+    /// `/messages/count_tokens`) carrying the client's own Anthropic body and
+    /// its `anthropic-*` headers, untranslated.
+    fn native_messages(
+        &self,
+        _path: &str,
+        _body: Bytes,
+        _client_headers: &HeaderMap,
+    ) -> Option<UpstreamCall> {
+        None
+    }
+
     /// Fetches what a call needs beforehand (Baidu v1's access token).
     fn prepare<'a>(
         &'a self,

@@ -1,36 +1,50 @@
-//! OpenAI's own events, passed on as they are: whole events as soon as they
-//! are complete, the usage read from the stream's usage chunk (and that
-//! chunk hidden when only we asked for it).
+//! A provider's events in the client's own format, passed on as they are:
+//! whole events as soon as they are complete, the usage read on the way.
+//! OpenAI's usage comes in one chunk (hidden when only we asked for it);
+//! Anthropic's as running totals in `message_start` and `message_delta`.
 
-use super::sse_data;
+use super::translate::Egress;
 use super::{Out, Stage};
 use crate::error::GatewayError;
+use crate::providers::anthropic::{StreamUsage, UsageEvent};
 use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
+/// Whose events pass.
+pub enum Dialect {
+    /// `hide_usage_chunk`: the client did not ask for usage; we did, for
+    /// accounting, so its chunk is ours to drop.
+    OpenAi {
+        hide_usage_chunk: bool,
+    },
+    Anthropic(StreamUsage),
+}
+
 pub struct Passthrough {
     pending: BytesMut,
-    /// The client did not ask for usage; we did, for accounting, so its chunk is ours to drop.
-    hide_usage_chunk: bool,
+    dialect: Dialect,
     usage: Option<TokenUsage>,
     began: bool,
     /// What was relayed, while no usage has been seen: what a tokenizer
     /// counts if the stream ends without it (bounded).
     relayed: BytesMut,
+    /// Writes the error event that ends a stream in the client's format.
+    errors: Box<dyn Egress>,
 }
 
 /// Most answer text kept for counting a stream that ends without usage.
 const MAX_RELAYED: usize = 1 << 20;
 
 impl Passthrough {
-    pub fn new(hide_usage_chunk: bool) -> Self {
+    pub fn new(dialect: Dialect, errors: Box<dyn Egress>) -> Self {
         Passthrough {
             pending: BytesMut::new(),
-            hide_usage_chunk,
+            dialect,
             usage: None,
             began: false,
             relayed: BytesMut::new(),
+            errors,
         }
     }
 
@@ -38,16 +52,43 @@ impl Passthrough {
     fn complete_events(&mut self, out: &mut Out) {
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end);
-            if let Some(seen) = usage_in(&event) {
-                self.usage = Some(seen.usage);
-                if self.hide_usage_chunk && seen.usage_only {
-                    continue;
+            match &mut self.dialect {
+                Dialect::OpenAi { hide_usage_chunk } => {
+                    if let Some(seen) = usage_in(&event) {
+                        self.usage = Some(seen.usage);
+                        if *hide_usage_chunk && seen.usage_only {
+                            continue;
+                        }
+                    }
+                    self.began = true;
+                }
+                Dialect::Anthropic(tokens) => {
+                    if has_usage_object(&event) {
+                        match data_of(&event).and_then(|d| serde_json::from_slice(d).ok()) {
+                            Some(UsageEvent::MessageStart { message }) => {
+                                tokens.start(message.usage)
+                            }
+                            Some(UsageEvent::MessageDelta { usage: Some(usage) }) => {
+                                tokens.delta(usage)
+                            }
+                            _ => {}
+                        }
+                        self.usage = Some(tokens.total());
+                    }
+                    // Until content begins (after `message_start` and pings),
+                    // a failure may still be answered as an HTTP error.
+                    self.began |= !is_anthropic_preamble(&event);
                 }
             }
             out.buffer().extend_from_slice(&event);
-            self.began = true;
         }
     }
+}
+
+fn is_anthropic_preamble(event: &[u8]) -> bool {
+    [&b"event: message_start"[..], b"event: ping"]
+        .iter()
+        .any(|name| event.starts_with(name))
 }
 
 impl Stage for Passthrough {
@@ -56,7 +97,12 @@ impl Stage for Passthrough {
             self.relayed.extend_from_slice(&chunk);
         }
         // Usually a chunk is whole events without usage: passed on as it is.
-        if self.pending.is_empty() && chunk.ends_with(b"\n\n") && !has_usage_object(&chunk) {
+        let dialect_knows = self.began || matches!(self.dialect, Dialect::OpenAi { .. });
+        if dialect_knows
+            && self.pending.is_empty()
+            && chunk.ends_with(b"\n\n")
+            && !has_usage_object(&chunk)
+        {
             self.began = true;
             out.pass(chunk);
             return Ok(());
@@ -74,8 +120,7 @@ impl Stage for Passthrough {
     }
 
     fn error_event(&mut self, error: &GatewayError, out: &mut BytesMut) {
-        // Clients see an OpenAI-style error event and no [DONE].
-        sse_data(out, &error.to_json());
+        self.errors.error(error, out);
     }
 
     fn began(&self) -> bool {
@@ -134,15 +179,20 @@ fn has_usage_object(bytes: &[u8]) -> bool {
     })
 }
 
+/// The JSON of an event's (first) `data:` line.
+fn data_of(event: &[u8]) -> Option<&[u8]> {
+    event
+        .split(|b| *b == b'\n')
+        .find_map(|line| line.strip_prefix(b"data:"))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Parses an event only when it carries a usage object, which is at most once a stream.
 fn usage_in(event: &[u8]) -> Option<SeenUsage> {
     if !has_usage_object(event) {
         return None;
     }
-    let data = event
-        .split(|b| *b == b'\n')
-        .find_map(|line| line.strip_prefix(b"data:"))?;
-    let chunk: ChunkUsage = serde_json::from_slice(data.trim_ascii()).ok()?;
+    let chunk: ChunkUsage = serde_json::from_slice(data_of(event)?).ok()?;
     let usage_only = chunk.choices.is_empty() && chunk.response.is_none();
     Some(SeenUsage {
         usage: chunk.usage.or(chunk.response.and_then(|r| r.usage))?,
@@ -171,7 +221,12 @@ mod tests {
         );
         let relay = Relay::new(
             upstream,
-            Box::new(Passthrough::new(true)),
+            Box::new(Passthrough::new(
+                Dialect::OpenAi {
+                    hide_usage_chunk: true,
+                },
+                Box::new(crate::relay::translate::OpenAiEgress::new(false)),
+            )),
             "p".into(),
             draft,
             None,
@@ -202,6 +257,43 @@ mod tests {
         drop(relay);
         let record = queue.receiver.recv().await.expect("usage recorded");
         assert_eq!((record.status, record.tokens.total_tokens), (200, 5));
+    }
+
+    #[tokio::test]
+    async fn relays_anthropic_events_reading_cache_usage_as_running_totals() {
+        let (draft, mut queue) = UsageDraft::for_test();
+        let events: Vec<&'static [u8]> = vec![
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":4,\"output_tokens\":1,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":20}}}\n\n",
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQB\"}}\n\n",
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":7}}\n\n",
+        ];
+        let upstream = futures_util::stream::iter(
+            events
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        let stage = Passthrough::new(
+            Dialect::Anthropic(StreamUsage::default()),
+            Box::new(crate::relay::translate::OpenAiEgress::new(false)),
+        );
+        let mut relay = Relay::new(upstream, Box::new(stage), "p".into(), draft, None);
+        let mut relayed = Vec::new();
+        while let Some(chunk) = relay.next().await {
+            relayed.extend_from_slice(&chunk.expect("ok"));
+        }
+        assert_eq!(relayed, events.concat(), "every event, byte for byte");
+        drop(relay);
+        let record = queue.receiver.recv().await.expect("usage recorded");
+        let tokens = record.tokens;
+        assert_eq!(
+            (
+                tokens.prompt_tokens,
+                tokens.cached_tokens,
+                tokens.cache_write_tokens
+            ),
+            (34, 20, 10)
+        );
+        assert_eq!((tokens.completion_tokens, tokens.total_tokens), (7, 41));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Stats {
     pub tokens: Mutex<Vec<String>>,
     /// Upstream models failing until told otherwise (`/_mock/outage`).
     outages: Mutex<std::collections::HashMap<String, String>>,
+    /// Prompt prefixes cached (Anthropic's prompt caching), by hash.
+    pub prompt_cache: Mutex<std::collections::HashSet<u64>>,
 }
 
 pub struct Mock {

@@ -232,6 +232,9 @@ impl TryFrom<pb::PriceSpec> for model::PriceSpec {
             cached_input_per_million: opt(p.cached_input_per_million)
                 .map(|c| money(&c, "cached_input_per_million"))
                 .transpose()?,
+            cache_write_per_million: opt(p.cache_write_per_million)
+                .map(|c| money(&c, "cache_write_per_million"))
+                .transpose()?,
             currency: p.currency.parse().map_err(Error::invalid)?,
             model: p.model,
             provider: opt(p.provider),
@@ -247,6 +250,7 @@ impl From<model::PriceView> for pb::Price {
             input_per_million: p.input_per_million.to_string(),
             output_per_million: p.output_per_million.to_string(),
             cached_input_per_million: p.cached_input_per_million.to_string(),
+            cache_write_per_million: p.cache_write_per_million.to_string(),
             currency: p.currency.to_string(),
             updated_at: p.updated_at,
         }
@@ -395,6 +399,7 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             completion_tokens: t.completion_tokens,
             total_tokens: t.total_tokens,
             cached_tokens: t.cached_tokens,
+            cache_write_tokens: t.cache_write_tokens,
             reasoning_tokens: t.reasoning_tokens,
             errors: t.errors,
             rows: Vec::new(),
@@ -447,6 +452,8 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     request_id: text(r.request_id),
                     trace_id: text(r.trace_id),
                     ttft_ms: r.ttft_ms,
+                    cached_tokens: r.cached_tokens,
+                    cache_write_tokens: r.cache_write_tokens,
                 })
                 .collect(),
         }

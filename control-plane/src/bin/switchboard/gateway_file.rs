@@ -53,6 +53,8 @@ pub struct PriceEntry {
     pub output_per_million: Micros,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input_per_million: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_million: Option<Micros>,
     #[serde(default)]
     pub currency: Currency,
 }
@@ -110,9 +112,11 @@ impl PriceEntry {
         }
     }
 
-    /// An absent cached-input price is the input price.
+    /// An absent cache price is the input price.
     pub fn normalised(mut self) -> Self {
         self.cached_input_per_million
+            .get_or_insert(self.input_per_million);
+        self.cache_write_per_million
             .get_or_insert(self.input_per_million);
         self
     }

@@ -92,6 +92,7 @@ impl Resource {
                 "input_per_million",
                 "output_per_million",
                 "cached_input_per_million",
+                "cache_write_per_million",
                 "currency",
             ],
             Resource::JwtIssuers => &["name", "issuer", "audiences", "algorithms", "jwks_error"],
