@@ -109,6 +109,9 @@ pub struct Route {
     /// Limits on this model over every caller of the cluster.
     #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
     pub limits: RateLimits,
+    /// The response cache (docs/caching.md); absent: nothing is cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<shared::cache::RouteCache>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -472,6 +475,8 @@ pub struct UsageTotals {
     pub cached_tokens: i64,
     /// Of the prompt tokens, written to the provider's cache.
     pub cache_write_tokens: i64,
+    /// Requests answered from the gateway's response cache.
+    pub cache_hits: i64,
     pub reasoning_tokens: i64,
     /// Requests answered with a status of 400 or more.
     pub errors: i64,
@@ -507,6 +512,7 @@ impl UsageTotals {
         self.total_tokens += other.total_tokens;
         self.cached_tokens += other.cached_tokens;
         self.cache_write_tokens += other.cache_write_tokens;
+        self.cache_hits += other.cache_hits;
         self.reasoning_tokens += other.reasoning_tokens;
         self.errors += other.errors;
         self.estimated += other.estimated;
@@ -647,6 +653,10 @@ pub struct UsageRecordView {
     pub cached_tokens: i64,
     /// Of the prompt tokens, written to the provider's cache.
     pub cache_write_tokens: i64,
+    /// Answered from the response cache (tokens are the cached answer's).
+    pub cache_hit: bool,
+    /// Of a cache hit: what its tokens cost when the provider answered.
+    pub cost_saved: Micros,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]

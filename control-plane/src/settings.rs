@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use shared::cache::CachePurges;
 use shared::limits::RateLimits;
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub struct ClusterSettings {
     /// How long the config change log is kept: a data plane further behind
     /// than this gets a full snapshot instead of a delta.
     pub config_history_hours: u64,
+    /// Response-cache purge generations: moved on by `POST /cache/purge`,
+    /// never set directly.
+    pub cache_purges: CachePurges,
 }
 
 impl Default for ClusterSettings {
@@ -28,6 +32,7 @@ impl Default for ClusterSettings {
             global_limits: RateLimits::default(),
             spend_interval_ms: 250,
             config_history_hours: 168,
+            cache_purges: CachePurges::default(),
         }
     }
 }
@@ -68,6 +73,7 @@ impl ClusterSettings {
             config_history_hours: update
                 .config_history_hours
                 .unwrap_or(self.config_history_hours),
+            cache_purges: self.cache_purges.clone(),
         }
     }
 
@@ -83,6 +89,7 @@ impl ClusterSettings {
     pub fn to_proto(&self) -> shared::proto::ClusterSettings {
         shared::proto::ClusterSettings {
             global_limits: Some(self.global_limits.to_proto()),
+            cache_purges: Some(self.cache_purges.to_proto()),
         }
     }
 }

@@ -213,6 +213,8 @@ mod tests {
             request_id: None,
             trace_id: None,
             ttft_ms: None,
+            cache_hit: false,
+            cost_saved: Micros::ZERO,
         }
     }
 

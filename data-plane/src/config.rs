@@ -256,6 +256,26 @@ pub struct Config {
     )]
     pub completion_floor_tokens: u32,
 
+    /// Where the response cache keeps answers of routes that cache
+    /// (docs/caching.md): `memory` (this data plane's) or `redis` (the
+    /// Redis of `--redis-url`, shared by every data plane).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CACHE_BACKEND",
+        value_enum,
+        default_value = "memory"
+    )]
+    pub cache_backend: crate::cache::CacheBackend,
+
+    /// The most bytes of answers the in-memory cache holds; the least
+    /// recently used go first.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CACHE_MEMORY_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub cache_memory_bytes: u64,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -295,6 +315,9 @@ impl Config {
                     "control_plane: expected http:// or https:// URLs, not {url:?}"
                 ));
             }
+        }
+        if self.cache_backend == crate::cache::CacheBackend::Redis && self.redis_url.is_none() {
+            return Err("cache_backend: redis needs --redis-url".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes: must be positive".into());

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod breaker_report;
+pub mod cache;
 pub mod chat;
 pub mod cluster_client;
 pub mod config;
@@ -59,6 +60,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let cache = Arc::new(match (config.cache_backend, &redis) {
+        (cache::CacheBackend::Redis, Some(redis)) => cache::ResponseCache::in_redis(redis.clone()),
+        _ => cache::ResponseCache::in_memory(config.cache_memory_bytes),
+    });
     let mut limiter = limits::Limiter::new(redis);
     limiter.rates_on_redis_error = config.rate_limits_on_redis_error;
     limiter.quotas_on_redis_error = config.quotas_on_redis_error;
@@ -208,6 +213,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
         usage: usage.clone(),
         limiter: limiter.clone(),
+        cache: cache.clone(),
         metrics: public_metrics.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: config.upstream_timeout(),

@@ -38,6 +38,9 @@ pub fn describe() {
         ("switchboard_usage_queue_full_total", Count, "Usage records that waited for room in the in-memory queue."),
         ("switchboard_usage_journal_failures_total", Count, "Usage batches kept in memory because the spool journal could not be written."),
         ("switchboard_usage_lost_total", Count, "Usage records lost (the queue was closed). Should stay 0."),
+        ("switchboard_cache_requests_total", Count, "Requests to routes that cache, by result: hit, miss (answered by the provider and stored), bypass (neither read nor stored)."),
+        ("switchboard_cache_stored_bytes_total", Bytes, "Bytes of answers stored in the response cache."),
+        ("switchboard_cache_errors_total", Count, "Response-cache calls to Redis that failed, by operation (get, set); a failed get is a miss."),
     ];
     let from_zero = [
         "switchboard_target_ejections_total",
@@ -62,6 +65,7 @@ pub fn describe() {
         ("switchboard_config_keys", Count, "API keys in the config applied."),
         ("switchboard_usage_spool_batches", Count, "Usage batches in the spool waiting for the control plane."),
         ("switchboard_usage_spool_oldest_seconds", Seconds, "Age of the oldest usage batch waiting in the spool (0 when empty)."),
+        ("switchboard_cache_memory_bytes", Bytes, "Bytes the in-memory response cache holds (about; with the memory backend)."),
     ];
     let histograms = [
         ("switchboard_request_duration_seconds", "Time to answer, by endpoint: to the last byte of a whole answer, to the start of a stream."),

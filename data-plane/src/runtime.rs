@@ -76,6 +76,7 @@ impl Runtime {
                 .map(|p| ((p.model.clone(), p.provider.clone()), p))
                 .collect(),
             global_limits: snapshot.global_limits,
+            cache_purges: snapshot.cache_purges,
         };
         let routes = RouteTable::build(sources, previous.map(|p| &*p.routes))?;
         let directory = Directory::build(DirectoryChanges {
@@ -154,6 +155,7 @@ impl Runtime {
             teams: self.directory.snapshot_teams(),
             prices: sources.prices.values().cloned().collect(),
             global_limits: sources.global_limits,
+            cache_purges: sources.cache_purges.clone(),
             spend,
         };
         let mut bytes = BytesMut::with_capacity(head.encoded_len() + self.key_count() * 128);

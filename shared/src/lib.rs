@@ -1,6 +1,7 @@
 //! Code shared by the control plane and the data plane.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod crypto;
 pub mod ids;
 pub mod jwt;

@@ -84,6 +84,10 @@ pub struct UsageRecord {
     pub trace_id: Option<String>,
     /// A stream's time to first token, in ms from the request's arrival.
     pub ttft_ms: Option<i64>,
+    /// Answered from the response cache: `tokens` are the cached answer's.
+    pub cache_hit: bool,
+    /// Of a cache hit: what its tokens cost when the provider answered.
+    pub cost_saved: Micros,
 }
 
 /// One failed try of a request on one target.
@@ -196,6 +200,8 @@ impl From<UsageRecord> for proto::UsageRecord {
             request_id: r.request_id.unwrap_or_default(),
             trace_id: r.trace_id.unwrap_or_default(),
             ttft_ms: r.ttft_ms,
+            cache_hit: r.cache_hit,
+            cost_saved_micros: r.cost_saved.0,
         }
     }
 }
@@ -232,6 +238,7 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             r.reasoning_tokens,
             r.latency_ms,
             r.cost_micros,
+            r.cost_saved_micros,
             r.ttft_ms.unwrap_or(0),
         ];
         if counts.iter().any(|n| *n < 0) {
@@ -292,6 +299,8 @@ impl TryFrom<proto::UsageRecord> for UsageRecord {
             request_id: present(r.request_id),
             trace_id: present(r.trace_id),
             ttft_ms: r.ttft_ms,
+            cache_hit: r.cache_hit,
+            cost_saved: Micros(r.cost_saved_micros),
         })
     }
 }
@@ -334,6 +343,8 @@ mod tests {
             request_id: Some("req-1".into()),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             ttft_ms: Some(40),
+            cache_hit: true,
+            cost_saved: Micros(12),
         }
     }
 

@@ -29,6 +29,7 @@ from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib 
 from loopback import drop_postgres_database, postgres_database  # noqa: E402
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
+UNIQUE_LUA = ROOT / "tests" / "bench" / "chat_unique.lua"
 CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
 
 
@@ -70,11 +71,11 @@ def need(tool, install):
         sys.exit(f"{tool} is needed and could not be installed")
 
 
-def wrk(url, key, model, connections, seconds):
+def wrk(url, key, model, connections, seconds, script=CHAT_LUA):
     env = {**os.environ, "BENCH_KEY": key, "BENCH_MODEL": model}
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", CHAT_LUA, f"{url}/chat/completions"],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", script, f"{url}/chat/completions"],
         env=env, check=True, capture_output=True, text=True,
     ).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT"))
@@ -346,6 +347,39 @@ class Bench:
                         us(plain["p50_us"]), us(capped["p50_us"]), added(capped["p50_us"], plain["p50_us"]), "")
         self.check_errors("9", plain, capped)
 
+    def cache(self):
+        """The response cache: hits against the provider they replace (the 50 ms mock) and against the
+        mock that answers at once (what a hit itself costs), and what a miss (a lookup that finds
+        nothing, then the answer stored) adds over a route without a cache."""
+        st = self.stack
+        # wrk's body sets no temperature: the routes cache sampled answers too.
+        cache = {"ttl_seconds": 3600, "nondeterministic": True}
+        for model, provider in (("cached-slow", "slow"), ("cached-fast", "fast"), ("missing", "fast")):
+            st.admin("POST", "routes", {"model": model, "targets": [{"provider": provider, "model": "load"}],
+                                        "cache": cache})
+        st.wait_model(self.dp, self.key, "missing")
+        for model, mock, what in (("cached-slow", self.mock_slow, "50 ms provider"),
+                                  ("cached-fast", self.mock_fast, "instant mock")):
+            wrk(self.dp.url, self.key, model, 1, 1)  # the one miss that fills the entry
+            for connections in (32, 1):
+                d = wrk(mock, "direct", "load", connections, self.s.seconds)
+                g = wrk(self.dp.url, self.key, model, connections, self.s.seconds)
+                scenario = f"14. cache hits vs the {what}, concurrency {connections}"
+                target = "a hit beats the provider" if mock == self.mock_slow else ""
+                self.report.row(scenario, "requests/s", f"{d['rps']:,.0f}", f"{g['rps']:,.0f}",
+                                f"ratio {g['rps'] / d['rps']:.2f}", target)
+                self.report.row(scenario, "P50", us(d["p50_us"]), us(g["p50_us"]), added(g["p50_us"], d["p50_us"]), "")
+                self.check_errors("14", d, g)
+        for connections in (32, 1):
+            plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, UNIQUE_LUA)
+            miss = wrk(self.dp.url, self.key, "missing", connections, self.s.seconds, UNIQUE_LUA)
+            scenario = f"14b. cache misses, concurrency {connections}"
+            self.report.row(scenario, "requests/s, no cache vs every request a miss", f"{plain['rps']:,.0f}",
+                            f"{miss['rps']:,.0f}", f"ratio {miss['rps'] / plain['rps']:.2f}", "")
+            self.report.row(scenario, "P50, no cache vs every request a miss", us(plain["p50_us"]), us(miss["p50_us"]),
+                            added(miss["p50_us"], plain["p50_us"]), "")
+            self.check_errors("14b", plain, miss)
+
     def propagation(self):
         planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]
         conns = [http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10) for dp in planes]
@@ -562,7 +596,7 @@ class Bench:
         self.setup()
         try:
             for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "streams", "cpu", "limits",
-                         "sustained", "propagation", "tracing"]:
+                         "cache", "sustained", "propagation", "tracing"]:
                 if not only or name in only:
                     print(f"== {name}", flush=True)
                     getattr(self, name)()

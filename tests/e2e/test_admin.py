@@ -114,7 +114,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     assert (first.accepted, first.duplicates) == (3, 0)
     assert (again.accepted, again.duplicates) == (0, 3)
     assert gateway.usage(key_id="k") == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
-                                         "cached_tokens": 6, "cache_write_tokens": 3, "reasoning_tokens": 3, "errors": 0, "estimated": 0, "retried": 0,
+                                         "cached_tokens": 6, "cache_write_tokens": 3, "cache_hits": 0, "reasoning_tokens": 3, "errors": 0, "estimated": 0, "retried": 0,
                                          "costs": {"USD": "0.00"}, "latency_ms_p50": 0, "latency_ms_p99": 0,
                                          "ttft_ms_p50": 10, "ttft_ms_p99": 20}
     # A batch larger than one INSERT statement (500 rows), with one duplicate in its last chunk.
@@ -124,7 +124,7 @@ def test_usage_ingestion_is_idempotent(gateway, grpc_stubs):
     answer = cluster.ReportUsage(cluster_pb2.UsageBatch(dataplane_id="test", records=large), metadata=auth)
     assert (answer.accepted, answer.duplicates) == (1200, 1)
     assert gateway.usage(key_id="big") == {"requests": 1200, "prompt_tokens": 1200, "completion_tokens": 2400,
-                                           "total_tokens": 3600, "cached_tokens": 0, "cache_write_tokens": 0,
+                                           "total_tokens": 3600, "cached_tokens": 0, "cache_write_tokens": 0, "cache_hits": 0,
                                            "reasoning_tokens": 0, "errors": 0,
                                            "estimated": 0, "retried": 0, "costs": {"USD": "0.00"},
                                            "latency_ms_p50": 0, "latency_ms_p99": 0,

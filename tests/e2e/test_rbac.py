@@ -148,6 +148,7 @@ def rest_rows(w):
         ("PATCH", "/routes/{model}", ADMIN, lambda: (f"/routes/{w.new_route()}", {"strategy": "priority"})),
         ("GET", "/settings", READERS, lambda: ("/settings", None)),
         ("PATCH", "/settings", ADMIN, lambda: ("/settings", {"spend_interval_ms": 400})),
+        ("POST", "/cache/purge", ADMIN, lambda: ("/cache/purge", {"route": "gpt-test"})),
         ("GET", "/audit", READERS, lambda: ("/audit", None)),
         ("GET", "/whoami", EVERYONE, lambda: ("/whoami", None)),
         ("GET", "/jwt-issuers", READERS, lambda: ("/jwt-issuers", None)),
@@ -311,6 +312,7 @@ GRPC_ROWS = {
     "GetSettings": (READERS, lambda pb, rpb, w: pb.GetSettingsRequest()),
     "UpdateSettings": (ADMIN, lambda pb, rpb, w: pb.UpdateSettingsRequest(spend_interval_ms=400)),
     "ListAudit": (READERS, lambda pb, rpb, w: pb.AuditQuery()),
+    "PurgeCache": (ADMIN, lambda pb, rpb, w: pb.PurgeCacheRequest(everything=True)),
 }
 
 

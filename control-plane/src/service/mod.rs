@@ -4,6 +4,7 @@
 //! is recorded in the audit log; data planes are told at once.
 
 mod admins;
+mod cache;
 mod cluster;
 mod jwt_issuers;
 mod keys;
@@ -18,6 +19,7 @@ mod users;
 mod validate;
 pub mod write;
 
+pub use cache::PurgeCache;
 pub use patch::{merge_patch, replace_fields, Edit};
 pub use quotas::spend_view;
 

@@ -303,6 +303,9 @@ pub fn route(route: &Route) -> Result<()> {
             )));
         }
     }
+    if let Some(cache) = &route.cache {
+        cache.validate().map_err(Error::invalid)?;
+    }
     for (field, name) in route_references(route) {
         identifier(&field, &name)?;
         if name == route.model {

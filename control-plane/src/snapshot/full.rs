@@ -32,6 +32,7 @@ pub async fn build(store: &Store, cipher: &Cipher) -> Result<EncodedSnapshot> {
         .into_iter()
         .map(|p| rows::provider(p, cipher))
         .collect::<Result<Vec<_>>>()?;
+    let settings = reader.settings().await?.to_proto();
     let head = proto::Snapshot {
         version,
         providers,
@@ -67,7 +68,8 @@ pub async fn build(store: &Store, cipher: &Cipher) -> Result<EncodedSnapshot> {
             .into_iter()
             .map(rows::price)
             .collect(),
-        global_limits: reader.settings().await?.to_proto().global_limits,
+        global_limits: settings.global_limits,
+        cache_purges: settings.cache_purges,
         spend: Vec::new(),
     };
     let mut bytes = BytesMut::with_capacity(head.encoded_len() + 4096);

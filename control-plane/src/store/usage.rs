@@ -38,6 +38,7 @@ const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, \
      CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
      CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+     CAST(COALESCE(SUM(cache_hit), 0) AS BIGINT) AS cache_hits, \
      CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
      CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
      CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated, \
@@ -71,6 +72,7 @@ fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::
         total_tokens: row.try_get("total_tokens")?,
         cached_tokens: row.try_get("cached_tokens")?,
         cache_write_tokens: row.try_get("cache_write_tokens")?,
+        cache_hits: row.try_get("cache_hits")?,
         reasoning_tokens: row.try_get("reasoning_tokens")?,
         errors: row.try_get("errors")?,
         estimated: row.try_get("estimated")?,
@@ -131,7 +133,7 @@ impl Timings {
     }
 }
 
-const USAGE_COLUMNS: usize = 29;
+const USAGE_COLUMNS: usize = 31;
 /// 500 rows are 13,500 parameters: within SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -143,7 +145,7 @@ fn insert_usage_sql(kind: DatabaseKind, rows: usize, returning: bool) -> String 
         "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
-         cost_micros, currency, estimated, failed_attempts, request_id, trace_id, ttft_ms, cache_write_tokens) VALUES ",
+         cost_micros, currency, estimated, failed_attempts, request_id, trace_id, ttft_ms, cache_write_tokens, cache_hit, cost_saved_micros) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -214,7 +216,9 @@ impl Store {
                     .bind(r.request_id.as_deref())
                     .bind(r.trace_id.as_deref())
                     .bind(r.ttft_ms)
-                    .bind(r.tokens.cache_write_tokens);
+                    .bind(r.tokens.cache_write_tokens)
+                    .bind(i64::from(r.cache_hit))
+                    .bind(r.cost_saved.0);
             }
             if !returning {
                 new_rows += query.execute(&mut *tx).await?.rows_affected();
@@ -324,7 +328,8 @@ impl Store {
             "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
              status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
              created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id, \
-             trace_id, ttft_ms, cached_tokens, cache_write_tokens FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
+             trace_id, ttft_ms, cached_tokens, cache_write_tokens, cache_hit, cost_saved_micros \
+             FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
             limit
         );
         let rows = bind_filter(sqlx::query(&sql), q)
@@ -363,6 +368,8 @@ impl Store {
                 ttft_ms: row.try_get("ttft_ms")?,
                 cached_tokens: row.try_get("cached_tokens")?,
                 cache_write_tokens: row.try_get("cache_write_tokens")?,
+                cache_hit: row.try_get::<i64, _>("cache_hit")? != 0,
+                cost_saved: Micros(row.try_get("cost_saved_micros")?),
             });
         }
         Ok(records)

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 /// An authenticated caller and everything that narrows what it may call.
 #[derive(Debug)]
+#[cfg_attr(test, derive(Default))]
 pub struct Caller {
     pub key_id: Option<KeyId>,
     pub jwt: Option<JwtCaller>,

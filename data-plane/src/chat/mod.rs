@@ -3,6 +3,7 @@
 //! providers bypass it (their bytes are spliced, not re-encoded); it is used
 //! whenever a request or an answer must change format.
 
+pub mod assemble;
 pub mod framing;
 
 use crate::error::GatewayError;

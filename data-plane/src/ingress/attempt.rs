@@ -6,6 +6,7 @@
 
 use super::trace::ClientTrace;
 use super::{anthropic, json_response, sse_response, Job};
+use crate::cache::Fill;
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::estimate;
@@ -291,7 +292,9 @@ pub async fn one(
             }
             Native::Anthropic => providers::anthropic::usage_of(&body),
         };
+        let fill = take_fill(slot);
         let usage = finish(slot, reported, || estimate::answer_text(&body));
+        store(fill, &body, usage, target);
         return Ok(answered(json_response(body), started, usage));
     }
     if embeddings {
@@ -300,10 +303,12 @@ pub async fn one(
             .adapter
             .embeddings_response(&body)
             .map_err(|e| provider_error(&provider.name, e))?;
+        let fill = take_fill(slot);
         // No answer text to count: an estimate is of the input alone.
         let usage = finish(slot, usage, String::new);
-        let answer = embeddings_of(job)?.answer(vectors, usage);
-        return Ok(answered(json_response(answer.to_string()), started, usage));
+        let answer = embeddings_of(job)?.answer(vectors, usage).to_string();
+        store(fill, answer.as_bytes(), usage, target);
+        return Ok(answered(json_response(answer), started, usage));
     }
     // A whole answer; also how Baidu and Tencent answer a stream request that failed.
     let body = read_answer(upstream, body_deadline, &provider.name).await?;
@@ -311,11 +316,19 @@ pub async fn one(
         .adapter
         .chat_response(model, &body)
         .map_err(|e| provider_error(&provider.name, e))?;
+    let fill = take_fill(slot);
     let usage = finish(slot, completion.usage, || {
         serde_json::to_vec(&completion)
             .map(|answer| estimate::answer_text(&answer))
             .unwrap_or_default()
     });
+    if let (Some(fill), Job::OpenAi { .. }) = (fill, job) {
+        let mut whole = completion.clone();
+        whole.usage = Some(usage);
+        if let Ok(json) = serde_json::to_vec(&whole) {
+            store(Some(fill), &json, usage, target);
+        }
+    }
     if stream {
         let mut egress = job.egress();
         let mut out = BytesMut::new();
@@ -350,6 +363,23 @@ fn answered(response: Response, started: Instant, usage: TokenUsage) -> Answered
 fn take(slot: &mut Option<UsageDraft>) -> Result<UsageDraft, GatewayError> {
     slot.take()
         .ok_or_else(|| GatewayError::UpstreamInvalid("usage draft already taken".into()))
+}
+
+/// The response cache's fill of a miss, taken before its draft is finished.
+fn take_fill(slot: &mut Option<UsageDraft>) -> Option<Fill> {
+    slot.as_mut()?.take_fill()
+}
+
+/// Stores a successful whole answer for the cache, when it asked for it.
+fn store(fill: Option<Fill>, body: &[u8], usage: TokenUsage, target: &Target) {
+    if let Some(fill) = fill {
+        fill.store(
+            Some(body),
+            usage,
+            &target.provider.name,
+            &target.upstream_model,
+        );
+    }
 }
 
 /// Records an answer's usage: as reported, or counted from `answer` (its

@@ -12,20 +12,22 @@
 
 mod anthropic;
 mod attempt;
+mod cached;
 mod keepalive;
 mod models;
 mod request;
 mod retry;
 mod trace;
 
+use crate::cache::{KeyParts, Lookup, Verdict, CACHE_HEADER};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
 use crate::limits::{self, Limiter};
 use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::router::RoutingConfig;
 use crate::runtime::{Live, Runtime};
+use crate::usage::{CacheUse, PromptTokens, Refused};
 use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
-use crate::usage::{PromptTokens, Refused};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -48,6 +50,7 @@ pub struct AppState {
     pub http: providers::UpstreamClient,
     pub usage: UsageSink,
     pub limiter: Arc<Limiter>,
+    pub cache: Arc<crate::cache::ResponseCache>,
     /// `None` when `/metrics` has its own listener.
     pub metrics: Option<PrometheusHandle>,
     pub max_body_bytes: usize,
@@ -368,13 +371,17 @@ async fn handle(
         job,
         plan,
         permit,
-        rate_headers,
+        mut rate_headers,
     } = admitted;
+    // cache: consulted after limits (a hit is a request like any other).
+    let cached = consult_cache(&state, &runtime, &plan, &caller, &job, &parts.headers)
+        .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "cache")))
+        .await;
     let prices = runtime.routes().prices.clone();
     drop(runtime);
     let stream = job.stream();
     let model = job.model().to_owned();
-    let draft = UsageDraft {
+    let mut draft = UsageDraft {
         sink: state.usage.clone(),
         started,
         permit,
@@ -412,8 +419,32 @@ async fn handle(
                 .map(str::to_owned),
             trace_id: trace.trace_id.clone(),
             ttft_ms: None,
+            cache_hit: false,
+            cost_saved: shared::money::Micros::ZERO,
         },
+        cache: CacheUse::None,
     };
+    if let Some((verdict, route)) = cached {
+        rate_headers
+            .get_or_insert_with(Default::default)
+            .insert(CACHE_HEADER, verdict.header());
+        match verdict {
+            Verdict::Hit(entry) => {
+                let include_usage = match job.as_ref() {
+                    Job::OpenAi { request, .. } => request.client_wants_usage,
+                    Job::Messages { .. } => false,
+                };
+                let mut response =
+                    cached::answer(&entry, stream, include_usage, draft, route.bill_hits)?;
+                response
+                    .headers_mut()
+                    .extend(rate_headers.unwrap_or_default());
+                return Ok(response);
+            }
+            Verdict::Miss(fill) => draft.cache = CacheUse::Fill(fill),
+            Verdict::Bypass => {}
+        }
+    }
 
     // provider, with retries and fallbacks; usage is recorded on the way.
     let work = retry::run(state.clone(), plan, job.clone(), draft, trace).in_current_span();
@@ -426,6 +457,42 @@ async fn handle(
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+/// The cache's verdict on a request whose route caches answers of its endpoint.
+async fn consult_cache(
+    state: &AppState,
+    runtime: &Runtime,
+    plan: &router::Plan,
+    caller: &auth::Caller,
+    job: &Job,
+    headers: &axum::http::HeaderMap,
+) -> Option<(Verdict, shared::cache::RouteCache)> {
+    let route = &plan.routes[0];
+    let settings = route.cache.clone()?;
+    let Job::OpenAi {
+        endpoint, request, ..
+    } = job
+    else {
+        return None;
+    };
+    if !crate::cache::serves(*endpoint) {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(request.body()).ok()?;
+    let lookup = Lookup {
+        key: KeyParts {
+            route: &route.model,
+            endpoint: *endpoint,
+            scope: settings.scope,
+            caller,
+            purges: &runtime.routes().cache_purges,
+            request: &body,
+        },
+        stream: request.stream,
+        headers,
+    };
+    Some((state.cache.consult(&settings, lookup).await, settings))
 }
 
 /// Refusals before admission are counted per caller and kind, not recorded.
@@ -589,6 +656,7 @@ mod tests {
             http: providers::UpstreamClient::new(Duration::from_secs(1), 1, false),
             usage,
             limiter: Arc::new(Limiter::new(None)),
+            cache: Arc::new(crate::cache::ResponseCache::in_memory(1 << 20)),
             metrics: Some(
                 metrics_exporter_prometheus::PrometheusBuilder::new()
                     .build_recorder()

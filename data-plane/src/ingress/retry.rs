@@ -260,8 +260,13 @@ fn finish_failed(
     }
 }
 
-/// Which target served, after how many attempts.
-fn with_headers(mut response: Response, provider: &str, model: &str, attempts: u32) -> Response {
+/// Which target served, after how many attempts (0: the response cache did).
+pub(super) fn with_headers(
+    mut response: Response,
+    provider: &str,
+    model: &str,
+    attempts: u32,
+) -> Response {
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::try_from(value) {

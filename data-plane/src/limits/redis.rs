@@ -143,8 +143,9 @@ pub struct RedisCounters {
 }
 
 /// A connection to one Redis or to a cluster: both reconnect by themselves.
+/// The response cache's Redis backend shares it.
 #[derive(Clone)]
-enum Connection {
+pub enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -345,7 +346,7 @@ impl RedisCounters {
         }
     }
 
-    fn connection(&self) -> Result<Connection, RedisUnavailable> {
+    pub fn connection(&self) -> Result<Connection, RedisUnavailable> {
         self.connection
             .load()
             .as_deref()

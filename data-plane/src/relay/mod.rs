@@ -14,7 +14,7 @@ pub mod translate;
 use crate::error::GatewayError;
 use crate::providers::body::StreamFailure;
 use crate::router::health::InFlight;
-use crate::usage::{TokenUsage, UsageDraft, CLIENT_CLOSED};
+use crate::usage::{CacheUse, TokenUsage, UsageDraft, CLIENT_CLOSED};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use std::pin::Pin;
@@ -203,6 +203,9 @@ where
             };
             if !bytes.is_empty() {
                 this.sent_any = true;
+                if let Some(CacheUse::Fill(fill)) = this.draft.as_mut().map(|d| &mut d.cache) {
+                    fill.record(&bytes);
+                }
                 return Poll::Ready(Some(Ok(bytes)));
             }
         }
@@ -211,9 +214,11 @@ where
 
 impl<S> Drop for Relay<S> {
     fn drop(&mut self) {
-        let Some(draft) = self.draft.take() else {
+        let Some(mut draft) = self.draft.take() else {
             return;
         };
+        let fill = draft.take_fill();
+        let upstream_model = draft.record.upstream_model.clone();
         let status = match self.state {
             State::Ended { status } => status,
             State::Streaming => CLIENT_CLOSED,
@@ -222,7 +227,11 @@ impl<S> Drop for Relay<S> {
         // A stream cut before its usage is counted from what was sent.
         let output = (usage.is_none() && (self.sent_any || self.stage.began()))
             .then(|| self.stage.streamed_text());
-        draft.finish(status, usage, output.as_deref());
+        let tokens = draft.finish(status, usage, output.as_deref());
+        // Only a whole, successful answer is stored.
+        if let (200, Some(fill)) = (status, fill) {
+            fill.store(None, tokens, &self.provider, &upstream_model);
+        }
     }
 }
 

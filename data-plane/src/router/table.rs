@@ -9,6 +9,7 @@ use super::health::TargetState;
 use crate::error::{Entity, InvalidConfig};
 use crate::meters::TargetMeters;
 use crate::providers::{self, Adapter};
+use shared::cache::{CachePurges, RouteCache};
 use shared::limits::RateLimits;
 use shared::money::Prices;
 use shared::proto;
@@ -26,6 +27,7 @@ pub struct Sources {
     pub routes: BTreeMap<String, proto::Route>,
     pub prices: BTreeMap<(String, String), proto::SnapshotPrice>,
     pub global_limits: Option<proto::RateLimits>,
+    pub cache_purges: Option<proto::CachePurges>,
 }
 
 /// What a delta changes in the table.
@@ -59,6 +61,8 @@ pub struct RouteTable {
     providers: HashMap<String, Arc<Provider>>,
     /// The cluster's rate limits.
     pub global_limits: RateLimits,
+    /// The response cache's purge generations.
+    pub cache_purges: CachePurges,
     pub prices: Arc<Prices>,
     pub sources: Sources,
 }
@@ -68,6 +72,7 @@ impl RouteTable {
     pub fn build(sources: Sources, previous: Option<&RouteTable>) -> Result<Self, InvalidConfig> {
         let prices: Vec<proto::SnapshotPrice> = sources.prices.values().cloned().collect();
         let global_limits = RateLimits::from_proto(sources.global_limits.as_ref());
+        let cache_purges = CachePurges::from_proto(sources.cache_purges.as_ref());
         let prices = Arc::new(Prices::from_proto(&prices).map_err(InvalidConfig::Prices)?);
         let mut providers = HashMap::with_capacity(sources.providers.len());
         for (name, p) in &sources.providers {
@@ -119,6 +124,7 @@ impl RouteTable {
             routes,
             providers,
             global_limits,
+            cache_purges,
             prices,
             sources,
         })
@@ -149,6 +155,7 @@ impl RouteTable {
         }
         if let Some(settings) = changes.settings {
             sources.global_limits = settings.global_limits;
+            sources.cache_purges = settings.cache_purges;
         }
         RouteTable::build(sources, Some(self))
     }
@@ -280,6 +287,8 @@ pub struct Route {
     pub content_fallback: Option<String>,
     /// Limits on the model over every caller.
     pub limits: RateLimits,
+    /// The response cache; `None`: answers are not cached.
+    pub cache: Option<RouteCache>,
     /// Smooth weighted round robin: target indexes in serving order.
     pub rotation: Vec<usize>,
     /// Carried over from the previous runtime while the route exists.
@@ -390,6 +399,12 @@ fn build_route(
         context_fallback: present(&r.context_fallback),
         content_fallback: present(&r.content_fallback),
         limits: RateLimits::from_proto(r.limits.as_ref()),
+        cache: r
+            .cache
+            .as_ref()
+            .map(RouteCache::from_proto)
+            .transpose()
+            .map_err(|e| Entity::Route.invalid(&r.model, e))?,
         rotation,
         state: old.map(|o| o.state.clone()).unwrap_or_default(),
     })

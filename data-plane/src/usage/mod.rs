@@ -13,7 +13,7 @@ pub use shipper::Shipper;
 pub use spool::Spool;
 
 use crate::limits::Permit;
-use shared::money::Prices;
+use shared::money::{Micros, Prices};
 pub use shared::usage::{Endpoint, TokenUsage, UsageRecord};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
@@ -117,6 +117,20 @@ pub struct UsageDraft {
     pub traced: bool,
     /// Recorded already: dropping it does nothing more.
     pub finished: bool,
+    pub cache: CacheUse,
+}
+
+/// The response cache's part in a request.
+#[derive(Default)]
+pub enum CacheUse {
+    #[default]
+    None,
+    /// A miss: the answer is stored once it is complete and successful.
+    Fill(crate::cache::Fill),
+    /// Answered from the cache. `billed`: its tokens and cost count against
+    /// limits and budgets as if the provider had answered; otherwise only
+    /// the request does.
+    Hit { billed: bool },
 }
 
 /// What an abandoned request is recorded with: nginx's "client closed request".
@@ -155,6 +169,8 @@ impl UsageDraft {
             request_id: None,
             trace_id: None,
             ttft_ms: None,
+            cache_hit: false,
+            cost_saved: shared::money::Micros::ZERO,
         };
         let draft = UsageDraft {
             sink,
@@ -168,8 +184,20 @@ impl UsageDraft {
             span: tracing::Span::none(),
             traced: false,
             finished: false,
+            cache: CacheUse::None,
         };
         (draft, queue)
+    }
+
+    /// The response cache's fill of a miss, for whoever has the whole answer.
+    pub fn take_fill(&mut self) -> Option<crate::cache::Fill> {
+        match std::mem::take(&mut self.cache) {
+            CacheUse::Fill(fill) => Some(fill),
+            other => {
+                self.cache = other;
+                None
+            }
+        }
     }
 
     /// Completes the record with the provider's usage. Without one, an
@@ -207,7 +235,16 @@ impl UsageDraft {
         let price = self
             .prices
             .get(&self.record.provider, &self.record.upstream_model);
-        let cost = price.map(|price| (price.cost(&tokens), price.currency));
+        let mut cost = price.map(|price| (price.cost(&tokens), price.currency));
+        let mut charged_tokens = tokens.total_tokens;
+        if let CacheUse::Hit { billed } = self.cache {
+            self.record.cache_hit = true;
+            self.record.cost_saved = cost.map_or(Micros::ZERO, |(cost, _)| cost);
+            if !billed {
+                cost = cost.map(|(_, currency)| (Micros::ZERO, currency));
+                charged_tokens = 0;
+            }
+        }
         if let Some((cost, currency)) = cost {
             self.record.cost = cost;
             self.record.currency = currency;
@@ -227,7 +264,7 @@ impl UsageDraft {
         }
         self.in_flight.take();
         if let Some(permit) = self.permit.take() {
-            permit.settle(tokens.total_tokens, cost, status < 400);
+            permit.settle(charged_tokens, cost, status < 400);
         }
         self.sink.record(std::mem::take(&mut self.record));
         tokens

@@ -338,6 +338,20 @@ impl AdminService for AdminGrpc {
             .update_settings(request.into_inner().into())
             .await?)
     }
+
+    async fn purge_cache(&self, request: Request<pb::PurgeCacheRequest>) -> Reply<pb::CachePurges> {
+        let r = request.into_inner();
+        let present = |s: String| (!s.is_empty()).then_some(s);
+        let purged = self
+            .admin
+            .purge_cache(crate::service::PurgeCache {
+                route: present(r.route),
+                team_id: present(r.team_id),
+                everything: r.everything,
+            })
+            .await?;
+        ok(purged.to_proto())
+    }
 }
 
 /// What PatchProvider and PatchRoute may name in their update masks.
@@ -353,6 +367,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "context_fallback",
     "content_fallback",
     "limits",
+    "cache",
 ];
 
 fn mask(mask: Option<prost_types::FieldMask>) -> Vec<String> {

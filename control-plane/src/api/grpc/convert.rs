@@ -87,6 +87,12 @@ impl TryFrom<pb::Route> for model::Route {
             context_fallback: present(r.context_fallback),
             content_fallback: present(r.content_fallback),
             limits: model::RateLimits::from_proto(r.limits.as_ref()),
+            cache: r
+                .cache
+                .as_ref()
+                .map(shared::cache::RouteCache::from_proto)
+                .transpose()
+                .map_err(Error::invalid)?,
         })
     }
 }
@@ -132,6 +138,7 @@ impl From<model::Route> for pb::Route {
             context_fallback: r.context_fallback.unwrap_or_default(),
             content_fallback: r.content_fallback.unwrap_or_default(),
             limits: (!r.limits.is_empty()).then(|| r.limits.to_proto()),
+            cache: r.cache.as_ref().map(shared::cache::RouteCache::to_proto),
         }
     }
 }
@@ -400,6 +407,7 @@ impl From<model::UsageTotals> for pb::UsageTotals {
             total_tokens: t.total_tokens,
             cached_tokens: t.cached_tokens,
             cache_write_tokens: t.cache_write_tokens,
+            cache_hits: t.cache_hits,
             reasoning_tokens: t.reasoning_tokens,
             errors: t.errors,
             rows: Vec::new(),
@@ -454,6 +462,8 @@ impl From<model::UsageRecords> for pb::UsageRecordList {
                     ttft_ms: r.ttft_ms,
                     cached_tokens: r.cached_tokens,
                     cache_write_tokens: r.cache_write_tokens,
+                    cache_hit: r.cache_hit,
+                    cost_saved: r.cost_saved.to_string(),
                 })
                 .collect(),
         }
@@ -543,6 +553,7 @@ impl From<ClusterSettings> for pb::Settings {
             global_limits: Some(s.global_limits.to_proto()),
             spend_interval_ms: s.spend_interval_ms,
             config_history_hours: s.config_history_hours,
+            cache_purges: Some(s.cache_purges.to_proto()),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::{Body, Params, RestState};
 use crate::error::Result;
 use crate::model::*;
-use crate::service::merge_patch;
+use crate::service::{merge_patch, PurgeCache};
 use crate::settings::{ClusterSettings, SettingsUpdate};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -62,6 +62,7 @@ fn created<T>(value: T) -> Created<T> {
     cluster,
     settings,
     update_settings,
+    purge_cache,
     update_team,
     update_user,
     update_key,
@@ -123,6 +124,7 @@ pub fn routes() -> Router<RestState> {
         .route("/dataplanes", get(dataplanes))
         .route("/cluster", get(cluster))
         .route("/settings", get(settings).patch(update_settings))
+        .route("/cache/purge", axum::routing::post(purge_cache))
         .route("/audit", get(audit))
         .route("/whoami", get(whoami))
 }
@@ -705,6 +707,24 @@ async fn update_settings(
     Body(update): Body<SettingsUpdate>,
 ) -> Result<Json<ClusterSettings>> {
     Ok(Json(s.admin.update_settings(update).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/cache/purge",
+    tag = "settings",
+    summary = "Forget cached answers of a route, of a team, or all of them",
+    request_body = PurgeCache,
+    responses(
+        (status = 200, body = shared::cache::CachePurges, description = "The purge generations after this one"),
+        (status = 404, body = super::openapi::ErrorBody, description = "not_found: no such route or team")
+    )
+)]
+async fn purge_cache(
+    State(s): State<RestState>,
+    Body(request): Body<PurgeCache>,
+) -> Result<Json<shared::cache::CachePurges>> {
+    Ok(Json(s.admin.purge_cache(request).await?))
 }
 
 #[utoipa::path(

@@ -1,0 +1,22 @@
+-- A non-streaming chat completion whose message differs on every request
+-- (so a response cache misses each time); key and model from the environment.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+local model = os.getenv("BENCH_MODEL")
+local counter = 0
+local thread_id = tostring(math.random(1, 1000000000))
+
+request = function()
+  counter = counter + 1
+  local body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"benchmark me please '
+    .. thread_id .. '-' .. counter .. '"}]}'
+  return wrk.format(nil, nil, nil, body)
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.1f requests=%d p50_us=%d p99_us=%d p9999_us=%d max_us=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), summary.requests, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.99), latency.max,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
