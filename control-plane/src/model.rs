@@ -112,6 +112,9 @@ pub struct Route {
     /// The response cache (docs/caching.md); absent: nothing is cached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<shared::cache::RouteCache>,
+    /// Checks of requests and answers (docs/guardrails.md); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<shared::guardrails::Guardrails>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]

@@ -45,6 +45,12 @@ pub enum GatewayError {
         /// Seconds until the first target is back, as `retry-after`.
         retry_after: Option<HeaderValue>,
     },
+    /// A route's guardrail refused the request (or its answer).
+    #[error("{0}")]
+    GuardrailRefused(String),
+    /// The route's moderation service could not be asked, and it fails closed.
+    #[error("The moderation service of this route did not answer; try again shortly.")]
+    GuardrailUnavailable,
     #[error("The parameter '{param}' is not supported by provider kind {provider_kind}.")]
     Unsupported {
         param: String,
@@ -318,6 +324,18 @@ impl GatewayError {
                 S::BAD_REQUEST,
                 "invalid_request_error",
                 "unsupported_parameter",
+                false,
+            ),
+            E::GuardrailRefused(_) => spec(
+                S::BAD_REQUEST,
+                "invalid_request_error",
+                "guardrail_refused",
+                false,
+            ),
+            E::GuardrailUnavailable => spec(
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                "guardrail_unavailable",
                 false,
             ),
             // As OpenAI answers: the type names what ran out.

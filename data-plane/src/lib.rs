@@ -12,6 +12,7 @@ pub mod cow_map;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod guardrails;
 pub mod ingress;
 pub mod limits;
 pub mod meters;

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod crypto;
+pub mod guardrails;
 pub mod ids;
 pub mod jwt;
 pub mod keys;

@@ -380,6 +380,23 @@ class Bench:
                             added(miss["p50_us"], plain["p50_us"]), "")
             self.check_errors("14b", plain, miss)
 
+    def guardrails(self):
+        """What guardrails cost on the request path: PII detection (every kind; the benchmark's prompt
+        holds none, so it is scanned, not rewritten) and a deny-list, against the plain route."""
+        st = self.stack
+        st.admin("POST", "routes", {"model": "guarded", "targets": [{"provider": "fast", "model": "load"}],
+                                    "guardrails": {"pii": {}, "deny": {"words": ["nightingale"]}}})
+        st.wait_model(self.dp, self.key, "guarded")
+        for connections in (32, 1):
+            plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds)
+            guarded = wrk(self.dp.url, self.key, "guarded", connections, self.s.seconds)
+            scenario = f"15. guardrails (PII, deny-list), concurrency {connections}"
+            self.report.row(scenario, "requests/s, plain route vs guarded", f"{plain['rps']:,.0f}",
+                            f"{guarded['rps']:,.0f}", f"ratio {guarded['rps'] / plain['rps']:.2f}", "")
+            self.report.row(scenario, "P50, plain route vs guarded", us(plain["p50_us"]), us(guarded["p50_us"]),
+                            added(guarded["p50_us"], plain["p50_us"]), "")
+            self.check_errors("15", plain, guarded)
+
     def propagation(self):
         planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]
         conns = [http.client.HTTPConnection("127.0.0.1", dp.port, timeout=10) for dp in planes]
@@ -596,7 +613,7 @@ class Bench:
         self.setup()
         try:
             for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "streams", "cpu", "limits",
-                         "cache", "sustained", "propagation", "tracing"]:
+                         "cache", "guardrails", "sustained", "propagation", "tracing"]:
                 if not only or name in only:
                     print(f"== {name}", flush=True)
                     getattr(self, name)()

@@ -2,6 +2,7 @@
 (SQLite file or a fresh PostgreSQL database), a mock OpenAI-compatible upstream, and
 the official clients."""
 
+import json
 import os
 import secrets
 import shutil
@@ -10,7 +11,9 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -261,6 +264,31 @@ class Gateway:
 
     def usage_records(self, **params):
         return self.admin("GET", "/usage/records", params=params, expect=200).json()["records"]
+
+
+def json_server(answer):
+    """An HTTP server on loopback for a test's webhooks and key sets: `answer(method, body)` (the request's
+    JSON, or None) gives (status, JSON value or None). Answers (server, base URL)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self):
+            length = int(self.headers.get("content-length") or 0)
+            status, value = answer(self.command, json.loads(self.rfile.read(length)) if length else None)
+            body = b"" if value is None else json.dumps(value).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 class Redis:

@@ -7,9 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import jwt
@@ -18,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import secret, wait_until
+from conftest import json_server, secret, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,27 +33,13 @@ class IdentityProvider:
         self.failing = False
         self.add_key("rsa-1", rsa.generate_private_key(public_exponent=65537, key_size=2048))
         self.add_key("ec-1", ec.generate_private_key(ec.SECP256R1()))
-        provider = self
+        self.server, url = json_server(self.key_set)
+        self.url = url + "/.well-known/jwks.json"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if provider.failing:
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                body = json.dumps({"keys": [provider.jwk(kid) for kid in provider.published]}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+    def key_set(self, _method, _body):
+        if self.failing:
+            return 500, None
+        return 200, {"keys": [self.jwk(kid) for kid in self.published]}
 
     def add_key(self, kid, key):
         self.keys[kid] = key

@@ -7,16 +7,14 @@ import concurrent.futures
 import json
 import shutil
 import subprocess
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
 import pytest
 
-from conftest import MOCK_KEY, Gateway, Process, free_port, wait_until
+from conftest import MOCK_KEY, Gateway, Process, free_port, json_server, wait_until
 from test_jwt import AUDIENCE, idp  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(240)
@@ -228,21 +226,8 @@ class Webhook:
 
     def __init__(self):
         self.alerts = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers["content-length"])
-                hook.alerts.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.server, url = json_server(lambda _method, alert: (204, self.alerts.append(alert)))
+        self.url = url + "/alerts"
 
     def of(self, holder):
         return [a for a in self.alerts if a["holder"] == holder]

@@ -306,6 +306,15 @@ pub fn route(route: &Route) -> Result<()> {
     if let Some(cache) = &route.cache {
         cache.validate().map_err(Error::invalid)?;
     }
+    if let Some(guardrails) = &route.guardrails {
+        guardrails
+            .validate(|pattern| {
+                regex::Regex::new(pattern)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(Error::invalid)?;
+    }
     for (field, name) in route_references(route) {
         identifier(&field, &name)?;
         if name == route.model {

@@ -22,6 +22,7 @@ mod trace;
 use crate::cache::{KeyParts, Lookup, Verdict, CACHE_HEADER};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
+use crate::guardrails::{RouteGuardrails, Stage};
 use crate::limits::{self, Limiter};
 use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::router::RoutingConfig;
@@ -434,8 +435,10 @@ async fn handle(
                     Job::OpenAi { request, .. } => request.client_wants_usage,
                     Job::Messages { .. } => false,
                 };
-                let mut response =
+                let response =
                     cached::answer(&entry, stream, include_usage, draft, route.bill_hits)?;
+                let check = answers_moderated(&plan).filter(|_| !stream);
+                let mut response = moderated(&state, check, &job, response).await?;
                 response
                     .headers_mut()
                     .extend(rate_headers.unwrap_or_default());
@@ -447,16 +450,72 @@ async fn handle(
     }
 
     // provider, with retries and fallbacks; usage is recorded on the way.
+    let post_check = answers_moderated(&plan);
     let work = retry::run(state.clone(), plan, job.clone(), draft, trace).in_current_span();
     let mut response = if stream {
         keepalive::respond(work, state.routing.stream_keepalive, job).await?
     } else {
-        work.await?
+        let response = work.await?;
+        moderated(&state, post_check, &job, response).await?
     };
     if let Some(headers) = rate_headers {
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+/// A route's guardrails on a request: its prompt checked (and personal data
+/// masked in what is sent on), and its moderation service asked.
+async fn guard(
+    state: &AppState,
+    guardrails: &RouteGuardrails,
+    route: &str,
+    job: &mut Job,
+) -> Result<(), GatewayError> {
+    let endpoint = job.endpoint();
+    let request = match job {
+        Job::OpenAi { request, .. } | Job::Messages { request, .. } => request,
+    };
+    if let Some(masked) = guardrails.inspect(request.body())? {
+        *request = ProxyRequest::parse(endpoint, masked.into())?;
+    }
+    let stage = Stage::Request {
+        route,
+        request: request.body(),
+    };
+    guardrails.moderate(&state.http, stage).await
+}
+
+/// The guardrails of a route whose moderation service sees whole answers.
+fn answers_moderated(plan: &router::Plan) -> Option<(Arc<RouteGuardrails>, String)> {
+    let route = &plan.routes[0];
+    let guardrails = route.guardrails.clone()?;
+    let post = guardrails.webhook.as_ref().is_some_and(|hook| hook.post);
+    post.then(|| (guardrails, route.model.clone()))
+}
+
+/// A whole answer, once the route's moderation service (if it asks to)
+/// allowed it. Its usage is already recorded: the provider answered.
+async fn moderated(
+    state: &AppState,
+    check: Option<(Arc<RouteGuardrails>, String)>,
+    job: &Job,
+    response: Response,
+) -> Result<Response, GatewayError> {
+    let Some((guardrails, route)) = check else {
+        return Ok(response);
+    };
+    let (parts, body) = response.into_parts();
+    let answer = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| GatewayError::UpstreamInvalid(route.clone()))?;
+    let stage = Stage::Answer {
+        route: &route,
+        request: job.request().body(),
+        answer: &answer,
+    };
+    guardrails.moderate(&state.http, stage).await?;
+    Ok(Response::from_parts(parts, Body::from(answer)))
 }
 
 /// The cache's verdict on a request whose route caches answers of its endpoint.
@@ -567,6 +626,13 @@ async fn admit(
     )
     .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "limits")))
     .await?;
+
+    // guardrails: on what the provider would be sent, before the cache sees it.
+    if let Some(guardrails) = &plan.routes[0].guardrails {
+        guard(state, guardrails, &plan.routes[0].model, &mut job)
+            .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "guardrails")))
+            .await?;
+    }
     let mut rate_headers = permit.as_mut().map(limits::Permit::take_headers);
     if let Some(cap) = permit.as_ref().and_then(|p| p.capped_max_tokens) {
         job.cap_max_tokens(cap);

@@ -368,6 +368,7 @@ const ROUTE_FIELDS: &[&str] = &[
     "content_fallback",
     "limits",
     "cache",
+    "guardrails",
 ];
 
 fn mask(mask: Option<prost_types::FieldMask>) -> Vec<String> {

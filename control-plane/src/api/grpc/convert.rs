@@ -93,6 +93,12 @@ impl TryFrom<pb::Route> for model::Route {
                 .map(shared::cache::RouteCache::from_proto)
                 .transpose()
                 .map_err(Error::invalid)?,
+            guardrails: r
+                .guardrails
+                .as_ref()
+                .map(shared::guardrails::Guardrails::from_proto)
+                .transpose()
+                .map_err(Error::invalid)?,
         })
     }
 }
@@ -139,6 +145,10 @@ impl From<model::Route> for pb::Route {
             content_fallback: r.content_fallback.unwrap_or_default(),
             limits: (!r.limits.is_empty()).then(|| r.limits.to_proto()),
             cache: r.cache.as_ref().map(shared::cache::RouteCache::to_proto),
+            guardrails: r
+                .guardrails
+                .as_ref()
+                .map(shared::guardrails::Guardrails::to_proto),
         }
     }
 }
