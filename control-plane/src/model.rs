@@ -158,6 +158,9 @@ pub struct NewTeam {
     pub limits: Limits,
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// Checks of the team's requests on every route (docs/guardrails.md).
+    #[serde(default)]
+    pub guardrails: Option<shared::guardrails::Guardrails>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
@@ -168,6 +171,8 @@ pub struct Team {
     pub created_at: String,
     pub limits: Limits,
     pub budget: Option<Budget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<shared::guardrails::Guardrails>,
     /// What the budget and quotas have used, as last counted; `null` when
     /// there is neither.
     pub spend: Option<Spend>,
@@ -371,9 +376,23 @@ pub struct LimitsUpdate {
     /// when it is created.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// A team's only: its guardrails (`null` removes them).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<shared::guardrails::Guardrails>)]
+    pub guardrails: Option<Option<shared::guardrails::Guardrails>>,
 }
 
 impl LimitsUpdate {
+    /// For users and keys: guardrails are set on routes and teams.
+    pub fn refuse_guardrails(&self) -> crate::error::Result<()> {
+        match self.guardrails {
+            Some(_) => Err(crate::error::Error::invalid(
+                "guardrails: only routes and teams have guardrails",
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The limits and budget left after this update of `limits` and `budget`.
     pub fn applied_to(self, limits: &Limits, budget: &Option<Budget>) -> (Limits, Option<Budget>) {
         (

@@ -244,6 +244,7 @@ mod tests {
             models: Vec::new(),
             created_at: String::new(),
             limits: Limits::default(),
+            guardrails: None,
             budget: Some(Budget {
                 amount: Micros(10_000_000),
                 currency: Currency::Usd,

@@ -137,3 +137,27 @@ def test_guardrails_are_validated_by_field(gw):
         response = gw.admin("POST", "/routes", {"model": "bad", "targets": [{"provider": "mock", "model": "x"}],
                                                 "guardrails": guardrails}, expect=400)
         assert field in response.json()["error"]["message"], response.text
+
+
+def test_a_teams_guardrails_apply_on_every_route_after_the_routes_own(gw):
+    team = gw.admin("POST", "/teams", {"name": "careful", "guardrails": {
+        "deny": {"words": ["teamsecret"]}, "pii": {"kinds": ["phone"]}}}, expect=201).json()
+    assert team["guardrails"]["deny"]["words"] == ["teamsecret"]
+    key = gw.admin("POST", "/keys", {"name": "careful", "team_id": team["id"]}, expect=201).json()["key"]
+    gw.wait_synced()
+    client = gw.openai(key)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "the teamsecret is"}])
+    answer = client.chat.completions.create(model="masked", messages=[
+        {"role": "user", "content": "ada@example.com at 555-123-4567"}])
+    assert answer.choices[0].message.content == "Echo: [EMAIL] at [PHONE]", "the route's, then the team's"
+    assert ask(gw, "gpt-test", "the teamsecret is").choices[0].message.content.endswith("teamsecret is"), \
+        "another team's key is not held to them"
+
+    gw.admin("PATCH", f"/teams/{team['id']}", {"guardrails": None}, expect=200)
+    gw.wait_synced()
+    assert client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "the teamsecret is"}]).choices[0].message.content
+    refused = gw.admin("PATCH", f"/keys/{gw.admin('GET', '/keys', expect=200).json()[0]['id']}",
+                       {"guardrails": {}}, expect=400)
+    assert "only routes and teams" in refused.json()["error"]["message"]

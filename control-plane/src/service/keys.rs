@@ -116,6 +116,7 @@ impl Admin {
             if before.revoked {
                 return Err(Error::Conflict(format!("key {id:?} is revoked")));
             }
+            update.refuse_guardrails()?;
             if update.models.is_some() {
                 return Err(Error::invalid(
                     "models: a key's models are fixed when it is created; create a new key",

@@ -15,6 +15,9 @@ impl Admin {
         self.write(Need::ConfigWrite, async |grant| {
             validate::display_name("name", &new.name)?;
             validate::models(&new.models)?;
+            if let Some(guardrails) = &new.guardrails {
+                validate::guardrails(guardrails)?;
+            }
             self.check_allowance(&new.limits, new.budget.as_ref(), &new.models, &[])
                 .await?;
             let now = now_ms();
@@ -26,6 +29,7 @@ impl Admin {
                 spend: spend_view(&new.limits, new.budget.as_ref(), None, now),
                 limits: new.limits,
                 budget: new.budget,
+                guardrails: new.guardrails,
             };
             self.store.insert_team(grant, &team, now).await?;
             let resource = format!("team/{}", team.id);
@@ -45,6 +49,10 @@ impl Admin {
         self.write(Need::ConfigWrite, async |grant| {
             let before = self.get_team(id).await?;
             let models = update.models.clone();
+            if let Some(Some(guardrails)) = &update.guardrails {
+                validate::guardrails(guardrails)?;
+            }
+            let guardrails = update.guardrails.clone();
             let (limits, budget) = update.applied_to(&before.limits, &before.budget);
             if let Some(models) = &models {
                 validate::models(models)?;
@@ -55,6 +63,11 @@ impl Admin {
             let holder = (HolderKind::Team, id);
             self.set_allowance(grant, holder, &limits, budget.as_ref(), models.as_deref())
                 .await?;
+            if let Some(guardrails) = guardrails {
+                self.store
+                    .set_team_guardrails(grant, id, guardrails.as_ref())
+                    .await?;
+            }
             let after = self.get_team(id).await?;
             let resource = format!("team/{id}");
             Ok(Audited::new(

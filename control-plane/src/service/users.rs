@@ -67,6 +67,7 @@ impl Admin {
     pub async fn update_user(&self, id: &str, update: LimitsUpdate) -> Result<User> {
         let before = self.get_user(id).await?;
         self.write(Need::TeamWrite(before.team_id.as_ref()), async |grant| {
+            update.refuse_guardrails()?;
             let models = update.models.clone();
             let (limits, budget) = update.applied_to(&before.limits, &before.budget);
             if let Some(models) = &models {

@@ -270,6 +270,16 @@ const MAX_ATTEMPTS: u32 = 10;
 const MAX_BACKOFF_MS: u32 = 60_000;
 const MAX_TIMEOUT_MS: u32 = 3_600_000;
 
+pub fn guardrails(guardrails: &shared::guardrails::Guardrails) -> Result<()> {
+    guardrails
+        .validate(|pattern| {
+            regex::Regex::new(pattern)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(Error::invalid)
+}
+
 pub fn route(route: &Route) -> Result<()> {
     identifier("model", &route.model)?;
     if route.targets.is_empty() {
@@ -306,14 +316,8 @@ pub fn route(route: &Route) -> Result<()> {
     if let Some(cache) = &route.cache {
         cache.validate().map_err(Error::invalid)?;
     }
-    if let Some(guardrails) = &route.guardrails {
-        guardrails
-            .validate(|pattern| {
-                regex::Regex::new(pattern)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(Error::invalid)?;
+    if let Some(g) = &route.guardrails {
+        guardrails(g)?;
     }
     for (field, name) in route_references(route) {
         identifier(&field, &name)?;

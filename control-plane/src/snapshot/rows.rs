@@ -91,6 +91,7 @@ pub fn team(t: TeamRow) -> proto::SnapshotTeam {
         models: string_list(&t.models),
         limits: Some(limits_of(&t.limits).to_proto()),
         budget: budget(t.budget.as_deref()),
+        guardrails: crate::store::guardrails_of(t.guardrails.as_deref()).map(|g| g.to_proto()),
         id: t.id,
         name: t.name,
     }

@@ -8,6 +8,7 @@ use super::Store;
 use crate::error::{already_exists, Error, Result};
 use crate::model::{Team, User};
 use crate::service::write::grant::Grant;
+use shared::guardrails::Guardrails;
 use shared::ids::{TeamId, UserId};
 use shared::limits::HolderKind;
 use shared::time::ms_to_rfc3339;
@@ -20,9 +21,10 @@ struct TeamRecord {
     created_at: i64,
     limits: String,
     budget: Option<String>,
+    guardrails: Option<String>,
 }
 
-const TEAM_COLUMNS: &str = "id, name, models, created_at, limits, budget";
+const TEAM_COLUMNS: &str = "id, name, models, created_at, limits, budget, guardrails";
 
 impl From<TeamRecord> for Team {
     fn from(r: TeamRecord) -> Self {
@@ -33,9 +35,19 @@ impl From<TeamRecord> for Team {
             created_at: ms_to_rfc3339(r.created_at),
             limits: limits_of(&r.limits),
             budget: budget_of(r.budget.as_deref()),
+            guardrails: guardrails_of(r.guardrails.as_deref()),
             spend: None,
         }
     }
+}
+
+/// Written by this store: guardrails it cannot read are shown as none.
+pub fn guardrails_of(json: Option<&str>) -> Option<Guardrails> {
+    json.and_then(|json| serde_json::from_str(json).ok())
+}
+
+fn guardrails_json(guardrails: Option<&Guardrails>) -> Option<String> {
+    guardrails.and_then(|g| serde_json::to_string(g).ok())
 }
 
 #[derive(sqlx::FromRow)]
@@ -75,7 +87,7 @@ impl Store {
     pub async fn insert_team(&self, _: &Grant, team: &Team, created_at: i64) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
         .bind(team.id.as_str())
         .bind(&team.name)
@@ -83,6 +95,7 @@ impl Store {
         .bind(created_at)
         .bind(limits_json(&team.limits))
         .bind(budget_json(team.budget.as_ref()))
+        .bind(guardrails_json(team.guardrails.as_ref()))
         .execute(&mut *tx)
         .await
         .map_err(already_exists(format!("team {:?}", team.name)))?;
@@ -90,6 +103,27 @@ impl Store {
             Self::mark_spend_dirty(&mut tx, &[HolderKind::Team.holder(team.id.as_str())]).await?;
         }
         self.commit_config_change(tx, &[Change::new(EntityKind::Team, team.id.as_str())])
+            .await
+            .map(drop)
+    }
+
+    /// Replaces a team's guardrails (`None` removes them).
+    pub async fn set_team_guardrails(
+        &self,
+        _: &Grant,
+        id: &str,
+        guardrails: Option<&Guardrails>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query("UPDATE teams SET guardrails = $2 WHERE id = $1")
+            .bind(id)
+            .bind(guardrails_json(guardrails))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let change = Change::new(EntityKind::Team, id);
+        self.commit_config_change_if(tx, changed, &[change])
             .await
             .map(drop)
     }

@@ -27,6 +27,7 @@ pub use audit::NewAuditEntry;
 pub use changes::{price_of_entity, Change, EntityKind, CONFIG_CHANNEL};
 pub use cluster::{ControlPlaneRow, Fence, LeadershipRow};
 pub use dataplanes::DataPlaneRow;
+pub use identities::guardrails_of;
 pub use jwt_issuers::JwtIssuerRow;
 pub use keys::NewKeyRow;
 pub use snapshot::{ConfigReader, KeyRow, ProviderRow, TeamRow, UserRow, VersionInfo};

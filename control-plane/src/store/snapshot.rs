@@ -54,6 +54,7 @@ pub struct TeamRow {
     pub models: String,
     pub limits: String,
     pub budget: Option<String>,
+    pub guardrails: Option<String>,
 }
 
 macro_rules! key_columns {
@@ -76,7 +77,7 @@ const USER_COLUMNS: &str = "id, external_id, team_id, models, limits, budget";
 /// or a budget (a user without any of these narrows nothing).
 const NEEDED_USERS: &str =
     "(external_id IS NOT NULL OR models <> '[]' OR limits <> '{}' OR budget IS NOT NULL)";
-const TEAM_COLUMNS: &str = "id, name, models, limits, budget";
+const TEAM_COLUMNS: &str = "id, name, models, limits, budget, guardrails";
 /// Ids per `IN (...)` list.
 const IDS_PER_QUERY: usize = 500;
 

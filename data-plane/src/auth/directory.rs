@@ -52,6 +52,7 @@ pub struct TeamEntry {
     pub name: String,
     pub models: Option<ModelScope>,
     pub allowance: Option<Arc<Allowance>>,
+    pub guardrails: Option<Arc<crate::guardrails::Compiled>>,
 }
 
 /// What a delta changes in the directory (or, into an empty one, a snapshot
@@ -220,6 +221,13 @@ impl Directory {
             models: scope(t.models),
             allowance: Allowance::of(t.limits.as_ref(), t.budget.as_ref())
                 .map_err(|e| Entity::Team.invalid(id.as_str(), e))?,
+            guardrails: t
+                .guardrails
+                .as_ref()
+                .map(crate::guardrails::Compiled::from_proto)
+                .transpose()
+                .map_err(|e| Entity::Team.invalid(id.as_str(), e))?
+                .map(Arc::new),
             id: id.clone(),
             name: t.name,
         };
@@ -320,6 +328,7 @@ impl Directory {
                     models: scope_list(t.models.as_ref()),
                     limits,
                     budget,
+                    guardrails: t.guardrails.as_ref().map(|g| g.source.to_proto()),
                 }
             })
             .collect()

@@ -32,6 +32,8 @@ pub struct Caller {
     /// Its key, user and team that have limits or a budget: a token's
     /// caller meets the same limiters as a key's.
     pub holders: Vec<Holder>,
+    /// Its team's guardrails, applied on every route after the route's own.
+    pub team_guardrails: Option<Arc<crate::guardrails::Compiled>>,
 }
 
 impl Caller {
@@ -68,6 +70,7 @@ impl Caller {
             team_id: key.team_id.clone(),
             scopes: scopes.into_iter().flatten().cloned().collect(),
             holders: holders.into_iter().flatten().collect(),
+            team_guardrails: team.and_then(|t| t.guardrails.clone()),
         }
     }
 
@@ -80,6 +83,7 @@ impl Caller {
             team_id: None,
             scopes: Vec::new(),
             holders: Vec::new(),
+            team_guardrails: None,
         }
     }
 }
@@ -149,6 +153,7 @@ fn caller_of_token(directory: &Directory, token: &str) -> Result<Caller, TokenRe
         }),
         user_id: Some(user_id),
         team_id: team.map(|t| t.id.clone()),
+        team_guardrails: team.and_then(|t| t.guardrails.clone()),
         scopes,
         holders,
     })

@@ -18,9 +18,12 @@ use regex::{Regex, RegexSet};
 use serde_json::Value;
 use shared::guardrails::{GuardrailWebhook, Guardrails, PiiAction, PiiGuard};
 
-/// A route's guardrails with their patterns compiled, once per config version.
+/// A route's or team's guardrails with their patterns compiled, once per
+/// config version.
 #[derive(Debug)]
-pub struct RouteGuardrails {
+pub struct Compiled {
+    /// As configured, for the copy of the config on disk.
+    pub source: Guardrails,
     pii: Option<PiiGuard>,
     denied_words: Option<Regex>,
     denied_patterns: Option<RegexSet>,
@@ -28,9 +31,10 @@ pub struct RouteGuardrails {
     pub webhook: Option<GuardrailWebhook>,
 }
 
-impl RouteGuardrails {
+impl Compiled {
     pub fn compile(guardrails: Guardrails) -> Result<Self, String> {
         guardrails.validate(|pattern| Regex::new(pattern).map(drop).map_err(|e| e.to_string()))?;
+        let source = guardrails.clone();
         let deny = guardrails.deny.unwrap_or_default();
         let denied_words = (!deny.words.is_empty())
             .then(|| {
@@ -44,13 +48,18 @@ impl RouteGuardrails {
             .then(|| RegexSet::new(&deny.patterns))
             .transpose()
             .map_err(|e| format!("guardrails.deny.patterns: {e}"))?;
-        Ok(RouteGuardrails {
+        Ok(Compiled {
+            source,
             pii: guardrails.pii,
             denied_words,
             denied_patterns,
             max_prompt_tokens: guardrails.max_prompt_tokens,
             webhook: guardrails.webhook,
         })
+    }
+
+    pub fn from_proto(guardrails: &shared::proto::Guardrails) -> Result<Self, String> {
+        Guardrails::from_proto(guardrails).and_then(Self::compile)
     }
 
     /// Checks a request body (a JSON object). Answers the body to send in its
@@ -194,12 +203,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn guardrails(json: Value) -> RouteGuardrails {
-        RouteGuardrails::compile(serde_json::from_value(json).expect("guardrails"))
-            .expect("compiles")
+    fn guardrails(json: Value) -> Compiled {
+        Compiled::compile(serde_json::from_value(json).expect("guardrails")).expect("compiles")
     }
 
-    fn inspect(g: &RouteGuardrails, request: Value) -> Result<Option<Value>, GatewayError> {
+    fn inspect(g: &Compiled, request: Value) -> Result<Option<Value>, GatewayError> {
         g.inspect(&serde_json::to_vec(&request).expect("json"))
             .map(|b| b.map(|b| serde_json::from_slice(&b).expect("json")))
     }

@@ -22,7 +22,7 @@ mod trace;
 use crate::cache::{KeyParts, Lookup, Verdict, CACHE_HEADER};
 use crate::chat::{ChatRequest, EmbeddingsRequest};
 use crate::error::GatewayError;
-use crate::guardrails::{RouteGuardrails, Stage};
+use crate::guardrails::{Compiled, Stage};
 use crate::limits::{self, Limiter};
 use crate::relay::translate::{Egress, OpenAiEgress};
 use crate::router::RoutingConfig;
@@ -374,6 +374,7 @@ async fn handle(
         permit,
         mut rate_headers,
     } = admitted;
+    let moderation = answers_moderated(&plan, caller.team_guardrails.as_ref());
     // cache: consulted after limits (a hit is a request like any other).
     let cached = consult_cache(&state, &runtime, &plan, &caller, &job, &parts.headers)
         .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "cache")))
@@ -437,7 +438,11 @@ async fn handle(
                 };
                 let response =
                     cached::answer(&entry, stream, include_usage, draft, route.bill_hits)?;
-                let check = answers_moderated(&plan).filter(|_| !stream);
+                let check = if stream {
+                    Moderation::default()
+                } else {
+                    moderation
+                };
                 let mut response = moderated(&state, check, &job, response).await?;
                 response
                     .headers_mut()
@@ -450,13 +455,12 @@ async fn handle(
     }
 
     // provider, with retries and fallbacks; usage is recorded on the way.
-    let post_check = answers_moderated(&plan);
     let work = retry::run(state.clone(), plan, job.clone(), draft, trace).in_current_span();
     let mut response = if stream {
         keepalive::respond(work, state.routing.stream_keepalive, job).await?
     } else {
         let response = work.await?;
-        moderated(&state, post_check, &job, response).await?
+        moderated(&state, moderation, &job, response).await?
     };
     if let Some(headers) = rate_headers {
         response.headers_mut().extend(headers);
@@ -468,7 +472,7 @@ async fn handle(
 /// masked in what is sent on), and its moderation service asked.
 async fn guard(
     state: &AppState,
-    guardrails: &RouteGuardrails,
+    guardrails: &Compiled,
     route: &str,
     job: &mut Job,
 ) -> Result<(), GatewayError> {
@@ -486,35 +490,50 @@ async fn guard(
     guardrails.moderate(&state.http, stage).await
 }
 
-/// The guardrails of a route whose moderation service sees whole answers.
-fn answers_moderated(plan: &router::Plan) -> Option<(Arc<RouteGuardrails>, String)> {
-    let route = &plan.routes[0];
-    let guardrails = route.guardrails.clone()?;
-    let post = guardrails.webhook.as_ref().is_some_and(|hook| hook.post);
-    post.then(|| (guardrails, route.model.clone()))
+/// The moderation services (the route's, the team's) that see whole answers.
+#[derive(Default)]
+struct Moderation {
+    route: String,
+    services: Vec<Arc<Compiled>>,
 }
 
-/// A whole answer, once the route's moderation service (if it asks to)
-/// allowed it. Its usage is already recorded: the provider answered.
+fn answers_moderated(plan: &router::Plan, team: Option<&Arc<Compiled>>) -> Moderation {
+    let route = &plan.routes[0];
+    let services = [route.guardrails.as_ref(), team]
+        .into_iter()
+        .flatten()
+        .filter(|g| g.webhook.as_ref().is_some_and(|hook| hook.post))
+        .cloned()
+        .collect();
+    Moderation {
+        route: route.model.clone(),
+        services,
+    }
+}
+
+/// A whole answer, once the moderation services that see answers allowed
+/// it. Its usage is already recorded: the provider answered.
 async fn moderated(
     state: &AppState,
-    check: Option<(Arc<RouteGuardrails>, String)>,
+    moderation: Moderation,
     job: &Job,
     response: Response,
 ) -> Result<Response, GatewayError> {
-    let Some((guardrails, route)) = check else {
+    if moderation.services.is_empty() {
         return Ok(response);
-    };
+    }
     let (parts, body) = response.into_parts();
     let answer = axum::body::to_bytes(body, usize::MAX)
         .await
-        .map_err(|_| GatewayError::UpstreamInvalid(route.clone()))?;
-    let stage = Stage::Answer {
-        route: &route,
-        request: job.request().body(),
-        answer: &answer,
-    };
-    guardrails.moderate(&state.http, stage).await?;
+        .map_err(|_| GatewayError::UpstreamInvalid(moderation.route.clone()))?;
+    for guardrails in &moderation.services {
+        let stage = Stage::Answer {
+            route: &moderation.route,
+            request: job.request().body(),
+            answer: &answer,
+        };
+        guardrails.moderate(&state.http, stage).await?;
+    }
     Ok(Response::from_parts(parts, Body::from(answer)))
 }
 
@@ -627,9 +646,14 @@ async fn admit(
     .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "limits")))
     .await?;
 
-    // guardrails: on what the provider would be sent, before the cache sees it.
-    if let Some(guardrails) = &plan.routes[0].guardrails {
-        guard(state, guardrails, &plan.routes[0].model, &mut job)
+    // guardrails, the route's then the team's: on what the provider would be
+    // sent, before the cache sees it.
+    let route = &plan.routes[0];
+    for guardrails in [&route.guardrails, &caller.team_guardrails]
+        .into_iter()
+        .flatten()
+    {
+        guard(state, guardrails, &route.model, &mut job)
             .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "guardrails")))
             .await?;
     }

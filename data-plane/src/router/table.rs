@@ -7,11 +7,10 @@
 use super::budget::RetryBudget;
 use super::health::TargetState;
 use crate::error::{Entity, InvalidConfig};
-use crate::guardrails::RouteGuardrails;
+use crate::guardrails::Compiled;
 use crate::meters::TargetMeters;
 use crate::providers::{self, Adapter};
 use shared::cache::{CachePurges, RouteCache};
-use shared::guardrails::Guardrails;
 use shared::limits::RateLimits;
 use shared::money::Prices;
 use shared::proto;
@@ -291,7 +290,7 @@ pub struct Route {
     pub limits: RateLimits,
     /// The response cache; `None`: answers are not cached.
     pub cache: Option<RouteCache>,
-    pub guardrails: Option<Arc<RouteGuardrails>>,
+    pub guardrails: Option<Arc<Compiled>>,
     /// Smooth weighted round robin: target indexes in serving order.
     pub rotation: Vec<usize>,
     /// Carried over from the previous runtime while the route exists.
@@ -411,7 +410,7 @@ fn build_route(
         guardrails: r
             .guardrails
             .as_ref()
-            .map(|g| Guardrails::from_proto(g).and_then(RouteGuardrails::compile))
+            .map(Compiled::from_proto)
             .transpose()
             .map_err(|e| Entity::Route.invalid(&r.model, e))?
             .map(Arc::new),

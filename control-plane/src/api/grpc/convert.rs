@@ -182,6 +182,12 @@ impl TryFrom<pb::CreateTeamRequest> for model::NewTeam {
             models: t.models,
             limits: model::Limits::from_proto(t.limits.as_ref()),
             budget: budget(t.budget)?,
+            guardrails: t
+                .guardrails
+                .as_ref()
+                .map(shared::guardrails::Guardrails::from_proto)
+                .transpose()
+                .map_err(Error::invalid)?,
         })
     }
 }
@@ -196,6 +202,10 @@ impl From<model::Team> for pb::Team {
             limits: Some(t.limits.to_proto()),
             budget: t.budget.as_ref().map(model::Budget::to_proto),
             spend: t.spend.map(spend),
+            guardrails: t
+                .guardrails
+                .as_ref()
+                .map(shared::guardrails::Guardrails::to_proto),
         }
     }
 }
@@ -225,7 +235,18 @@ impl TryFrom<pb::UpdateLimitsRequest> for model::LimitsUpdate {
         } else {
             budget(u.budget)?.map(Some)
         };
+        let guardrails = if u.clear_guardrails {
+            Some(None)
+        } else {
+            u.guardrails
+                .as_ref()
+                .map(shared::guardrails::Guardrails::from_proto)
+                .transpose()
+                .map_err(Error::invalid)?
+                .map(Some)
+        };
         Ok(model::LimitsUpdate {
+            guardrails,
             models: None,
             limits: u
                 .limits

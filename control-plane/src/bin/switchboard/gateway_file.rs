@@ -69,6 +69,8 @@ pub struct TeamEntry {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<shared::guardrails::Guardrails>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,6 +279,7 @@ fn in_file_terms(
                     models: serde_json::from_value(t["models"].clone())?,
                     limits: serde_json::from_value(t["limits"].clone())?,
                     budget: serde_json::from_value(t["budget"].clone())?,
+                    guardrails: serde_json::from_value(t["guardrails"].clone())?,
                 })
             })
             .collect::<anyhow::Result<_>>()?,

@@ -413,12 +413,12 @@ fn run(api: &Api, call: Call) -> anyhow::Result<()> {
             api.put(&path, &body).map(drop)
         }
         Call::CreateTeam(team) => api.post("/teams", &serde_json::to_value(&team)?).map(drop),
-        Call::UpdateTeam(id, team) => api
-            .patch(
-                &format!("/teams/{}", segment(&id)),
-                &allowance(&team.models, &team.limits, &team.budget),
-            )
-            .map(drop),
+        Call::UpdateTeam(id, team) => {
+            let mut update = allowance(&team.models, &team.limits, &team.budget);
+            update["guardrails"] = serde_json::to_value(&team.guardrails)?;
+            api.patch(&format!("/teams/{}", segment(&id)), &update)
+                .map(drop)
+        }
         Call::DeleteTeam(id) => api.delete(&format!("/teams/{}", segment(&id))).map(drop),
         Call::CreateUser(user) => {
             let team_id = match &user.team {
