@@ -1,16 +1,25 @@
--- A non-streaming chat completion whose message differs on every request
--- (so a response cache misses each time); key and model from the environment.
+-- A non-streaming chat completion whose message differs on every request of
+-- every run (so a response cache misses each time); key and model from the
+-- environment. Each thread's Lua state is its own: `setup` numbers them, and
+-- the run's start time tells runs apart.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
 local model = os.getenv("BENCH_MODEL")
+local threads = 0
+
+setup = function(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+
 local counter = 0
-local thread_id = tostring(math.random(1, 1000000000))
+local run = tostring(os.time())
 
 request = function()
   counter = counter + 1
   local body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"benchmark me please '
-    .. thread_id .. '-' .. counter .. '"}]}'
+    .. run .. '-' .. tostring(thread_id) .. '-' .. counter .. '"}]}'
   return wrk.format(nil, nil, nil, body)
 end
 

@@ -52,6 +52,7 @@ routes:
     fallbacks: [cheap]
   - model: cheap
     targets: [{{provider: upstream, model: gpt-4o-mini, weight: 2}}]
+    cache: {{ttl_seconds: 600, scope: key}}
 prices:
   - model: gpt-4o
     input_per_million: "2.50"
@@ -61,6 +62,7 @@ teams:
     models: [smart, cheap]
     limits: {{rpm: 100}}
     budget: {{amount: "50", period: monthly}}
+    guardrails: {{pii: {{kinds: [email]}}, deny: {{words: [nightingale]}}}}
 users:
   - name: Alice
     email: alice@example.com
@@ -196,3 +198,10 @@ def test_keys_resources_and_reports(sb, tmp_path):
     assert {"key.create", "key.rotate", "key.revoke", "team.create"} <= {row["action"] for row in audit}
     assert cli.run("audit", "--since", "yesterday-ish", env=env, ok=False).stderr.startswith("error: --since")
     cli.run("delete", "team", "analytics", env=env, ok=False)  # its key still names it: refused, said why
+
+    purged = json.loads(cli.run("cache", "purge", "--team", "analytics", "-o", "json", env=env).stdout)
+    assert purged["teams"] == {team["id"]: 1}
+    assert json.loads(cli.run("cache", "purge", "--all", "-o", "json", env=env).stdout)["everything"] == 1
+    assert "required" in cli.run("cache", "purge", env=env, ok=False).stderr
+    assert ("cache.purge", f"cache/teams/{team['id']}") in {
+        (row["action"], row["resource"]) for row in sb.admin("GET", "/audit", expect=200).json()["rows"]}

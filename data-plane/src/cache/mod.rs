@@ -199,8 +199,15 @@ impl ResponseCache {
     pub async fn consult(self: &Arc<Self>, route: &RouteCache, lookup: Lookup<'_>) -> Verdict {
         let directives = cache_control(lookup.headers);
         let endpoint = lookup.key.endpoint;
-        // Legacy completions stream in their own format, which is not replayed.
-        let replayable = !(lookup.stream && endpoint == Endpoint::Completions);
+        // Legacy completions stream in their own format, and a stream of
+        // several choices interleaves them: neither is replayed.
+        let choices = lookup
+            .key
+            .request
+            .get("n")
+            .and_then(serde_json::Value::as_u64);
+        let replayable = !(lookup.stream
+            && (endpoint == Endpoint::Completions || choices.is_some_and(|n| n > 1)));
         if directives.no_store || !replayable || !deterministic(route, lookup.key.request, endpoint)
         {
             return Verdict::Bypass.counted();

@@ -102,12 +102,34 @@ enum AdminCommand {
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+    /// The response cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
     /// Usage and cost, grouped.
     Usage(reports::UsageArgs),
     /// Data planes and the config version each applied.
     Dataplanes,
     /// The audit log of admin writes.
     Audit(reports::AuditArgs),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Forget cached answers: of a route, of a team, or all of them (one of the three).
+    #[command(group(clap::ArgGroup::new("purged").required(true).args(["route", "team", "all"])))]
+    Purge {
+        /// A route's public model name.
+        #[arg(long)]
+        route: Option<String>,
+        /// A team, by name or id.
+        #[arg(long)]
+        team: Option<String>,
+        /// Every cached answer.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +240,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        AdminCommand::Cache {
+            action: CacheCommand::Purge { route, team, all },
+        } => {
+            let team_id = team.map(|t| resource::team_id(&api, &t)).transpose()?;
+            let body = serde_json::json!({ "route": route, "team_id": team_id, "everything": all });
+            let generations = api.post("/cache/purge", &body)?;
+            eprintln!("cache purged");
+            output::print(&generations, format, &[])
         }
         AdminCommand::Usage(args) => reports::usage(&api, &args, format),
         AdminCommand::Dataplanes => reports::dataplanes(&api, format),
