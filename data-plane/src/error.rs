@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// A route's guardrail refused the request (or its answer).
     #[error("{0}")]
     GuardrailRefused(String),
+    /// A plugin failed (trap, fuel, memory, a bad verdict) and fails closed.
+    #[error("The plugin '{0}' of this route or team failed.")]
+    PluginFailed(String),
     /// The route's moderation service could not be asked, and it fails closed.
     #[error("The moderation service of this route did not answer; try again shortly.")]
     GuardrailUnavailable,
@@ -330,6 +333,12 @@ impl GatewayError {
                 S::BAD_REQUEST,
                 "invalid_request_error",
                 "guardrail_refused",
+                false,
+            ),
+            E::PluginFailed(_) => spec(
+                S::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "plugin_failed",
                 false,
             ),
             E::GuardrailUnavailable => spec(

@@ -115,6 +115,72 @@ fn default_timeout_ms() -> u32 {
     1_000
 }
 
+/// An operator's WebAssembly module on the guardrails' hook points
+/// (docs/plugins.md): run in a sandbox with no imports (no files, network
+/// or host calls), a fuel budget per call and a memory ceiling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    /// Names it in metrics and errors: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// The module (binary WebAssembly), base64.
+    pub wasm_base64: String,
+    /// When it traps, runs out of fuel or memory, or answers nonsense: the
+    /// hook is skipped (`true`) or the request fails with 500 (`false`).
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Fuel per call (about one unit per instruction); default 10,000,000.
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Its memory's ceiling; default 16 MiB, at most 256 MiB.
+    #[serde(default = "default_plugin_memory")]
+    pub max_memory_bytes: u64,
+}
+
+fn default_fuel() -> u64 {
+    10_000_000
+}
+
+fn default_plugin_memory() -> u64 {
+    16 << 20
+}
+
+const MAX_MODULE_BYTES: usize = 8 << 20;
+
+impl Plugin {
+    /// The module's bytes.
+    pub fn module(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(self.wasm_base64.trim())
+            .map_err(|e| format!("wasm_base64: not base64 ({e})"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !name_ok {
+            return Err("name: 1 to 64 letters, digits, '.', '_' or '-'".into());
+        }
+        let module = self.module()?;
+        if module.len() > MAX_MODULE_BYTES {
+            return Err(format!("wasm_base64: at most {MAX_MODULE_BYTES} bytes"));
+        }
+        if !(1_000..=10_000_000_000).contains(&self.fuel) {
+            return Err("fuel: between 1000 and 10000000000".into());
+        }
+        if !((64 << 10)..=(256 << 20)).contains(&self.max_memory_bytes) {
+            return Err("max_memory_bytes: between 65536 and 268435456".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -128,6 +194,9 @@ pub struct Guardrails {
     pub max_prompt_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<GuardrailWebhook>,
+    /// Run in order, after the built-in checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
 }
 
 const MAX_DENIED: usize = 1_000;
@@ -135,8 +204,17 @@ const MAX_WEBHOOK_TIMEOUT_MS: u32 = 30_000;
 
 impl Guardrails {
     /// Checks every field; patterns are compiled by `compile` (regex is the
-    /// data plane's, and the control plane's when it validates).
+    /// data plane's, and the control plane's when it validates). Plugin
+    /// modules are checked by their compilers.
     pub fn validate(&self, compile: impl Fn(&str) -> Result<(), String>) -> Result<(), String> {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            plugin
+                .validate()
+                .map_err(|e| format!("guardrails.plugins[{i}].{e}"))?;
+            if self.plugins[..i].iter().any(|p| p.name == plugin.name) {
+                return Err(format!("guardrails.plugins[{i}].name: named twice"));
+            }
+        }
         if let Some(pii) = &self.pii {
             if pii.kinds.is_empty() {
                 return Err("guardrails.pii.kinds: name at least one kind".into());
@@ -216,6 +294,24 @@ impl Guardrails {
                 fail_open: w.fail_open,
                 post: w.post,
             }),
+            plugins: p
+                .plugins
+                .iter()
+                .map(|p| {
+                    use base64::Engine;
+                    Plugin {
+                        name: p.name.clone(),
+                        wasm_base64: base64::engine::general_purpose::STANDARD.encode(&p.wasm),
+                        fail_open: p.fail_open,
+                        fuel: if p.fuel == 0 { default_fuel() } else { p.fuel },
+                        max_memory_bytes: if p.max_memory_bytes == 0 {
+                            default_plugin_memory()
+                        } else {
+                            p.max_memory_bytes
+                        },
+                    }
+                })
+                .collect(),
         })
     }
 
@@ -240,6 +336,18 @@ impl Guardrails {
                 fail_open: w.fail_open,
                 post: w.post,
             }),
+            plugins: self
+                .plugins
+                .iter()
+                .map(|p| proto::GuardrailPlugin {
+                    name: p.name.clone(),
+                    // Checked on write: a module that does not decode is never stored.
+                    wasm: p.module().unwrap_or_default(),
+                    fail_open: p.fail_open,
+                    fuel: p.fuel,
+                    max_memory_bytes: p.max_memory_bytes,
+                })
+                .collect(),
         }
     }
 }

@@ -9,6 +9,7 @@ oha (open loop at a fixed rate, with latency correction); tests/src/bench_probe.
 for what neither measures (stream timing, idle connections, streams in flight)."""
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -31,6 +32,10 @@ from loopback import drop_postgres_database, postgres_database  # noqa: E402
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
 UNIQUE_LUA = ROOT / "tests" / "bench" / "chat_unique.lua"
 CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
+# A plugin that does nothing (docs/plugins.md): what the sandbox itself costs.
+EMPTY_PLUGIN = """(module (memory (export "memory") 1)
+  (func (export "sb_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "sb_on_request") (param i32 i32) (result i64) (i64.const 0)))"""
 
 
 class Settings:
@@ -383,20 +388,27 @@ class Bench:
 
     def guardrails(self):
         """What guardrails cost on the request path: PII detection (every kind; the benchmark's prompt
-        holds none, so it is scanned, not rewritten) and a deny-list, against the plain route."""
+        holds none, so it is scanned, not rewritten) and a deny-list; and a plugin that does nothing
+        (its module instantiated, given the body, answering `continue`), against the plain route."""
         st = self.stack
-        st.admin("POST", "routes", {"model": "guarded", "targets": [{"provider": "fast", "model": "load"}],
-                                    "guardrails": {"pii": {}, "deny": {"words": ["nightingale"]}}})
-        st.wait_model(self.dp, self.key, "guarded")
-        for connections in (32, 1):
-            plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds)
-            guarded = wrk(self.dp.url, self.key, "guarded", connections, self.s.seconds)
-            scenario = f"15. guardrails (PII, deny-list), concurrency {connections}"
-            self.report.row(scenario, "requests/s, plain route vs guarded", f"{plain['rps']:,.0f}",
-                            f"{guarded['rps']:,.0f}", f"ratio {guarded['rps'] / plain['rps']:.2f}", "")
-            self.report.row(scenario, "P50, plain route vs guarded", us(plain["p50_us"]), us(guarded["p50_us"]),
-                            added(guarded["p50_us"], plain["p50_us"]), "")
-            self.check_errors("15", plain, guarded)
+        empty = subprocess.run([self.bin_dir / "wat2wasm", "-"], input=EMPTY_PLUGIN.encode(), capture_output=True,
+                               check=True).stdout
+        for model, guardrails in (("guarded", {"pii": {}, "deny": {"words": ["nightingale"]}}),
+                                  ("plugged", {"plugins": [{"name": "empty",
+                                                            "wasm_base64": base64.b64encode(empty).decode()}]})):
+            st.admin("POST", "routes", {"model": model, "targets": [{"provider": "fast", "model": "load"}],
+                                        "guardrails": guardrails})
+        st.wait_model(self.dp, self.key, "plugged")
+        for model, what in (("guarded", "15. guardrails (PII, deny-list)"), ("plugged", "15b. an empty plugin")):
+            for connections in (32, 1):
+                plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds)
+                guarded = wrk(self.dp.url, self.key, model, connections, self.s.seconds)
+                scenario = f"{what}, concurrency {connections}"
+                self.report.row(scenario, "requests/s, plain route vs guarded", f"{plain['rps']:,.0f}",
+                                f"{guarded['rps']:,.0f}", f"ratio {guarded['rps'] / plain['rps']:.2f}", "")
+                self.report.row(scenario, "P50, plain route vs guarded", us(plain["p50_us"]), us(guarded["p50_us"]),
+                                added(guarded["p50_us"], plain["p50_us"]), "")
+                self.check_errors(what.split(".")[0], plain, guarded)
 
     def propagation(self):
         planes = [self.dp, self.stack.data_plane(), self.stack.data_plane()]

@@ -47,9 +47,10 @@ http {{
   upstream dataplanes {{
 {servers}
     keepalive 32;
-    # Below the data planes' drain delay (1 s): an idle pooled connection is
-    # closed by nginx before a draining data plane stops listening, so nginx
-    # never sends a POST down a connection at the instant it is closed.
+    # Well below the data planes' drain delay (2 s): an idle pooled connection
+    # is closed by nginx before a draining data plane stops listening, so nginx
+    # never sends a POST down a connection at the instant it is closed (with
+    # a margin for a loaded machine's timers).
     keepalive_timeout 500ms;
   }}
   server {{
@@ -152,7 +153,7 @@ class Cluster:
         return dp
 
     def start_data_plane(self, dp):
-        dp["process"] = self.spawn("data-plane", dp["args"], env={"SWITCHBOARD_DRAIN_DELAY_MS": "1000"})
+        dp["process"] = self.spawn("data-plane", dp["args"], env={"SWITCHBOARD_DRAIN_DELAY_MS": "2000"})
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{dp['port']}/readyz").status_code == 200,
                    what="data plane ready")
 

@@ -277,7 +277,46 @@ pub fn guardrails(guardrails: &shared::guardrails::Guardrails) -> Result<()> {
                 .map(drop)
                 .map_err(|e| e.to_string())
         })
-        .map_err(Error::invalid)
+        .map_err(Error::invalid)?;
+    for (i, plugin) in guardrails.plugins.iter().enumerate() {
+        let module = plugin.module().map_err(Error::invalid)?;
+        plugin_module(&module)
+            .map_err(|e| Error::invalid(format!("guardrails.plugins[{i}].wasm_base64: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A plugin's module as the ABI (docs/plugins.md) wants it: valid, importing
+/// nothing, exporting `memory`, `sb_alloc` and at least one hook. Checked
+/// here so that data planes are never sent one they would refuse.
+fn plugin_module(module: &[u8]) -> std::result::Result<(), String> {
+    use wasmparser::{ExternalKind, Parser, Payload, Validator};
+    Validator::new()
+        .validate_all(module)
+        .map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+    let mut exports = Vec::new();
+    for payload in Parser::new(0).parse_all(module) {
+        match payload.map_err(|e| e.to_string())? {
+            Payload::ImportSection(imports) if imports.count() > 0 => {
+                return Err("the module imports; plugins may import nothing".into())
+            }
+            Payload::ExportSection(section) => {
+                for export in section {
+                    let export = export.map_err(|e| e.to_string())?;
+                    exports.push((export.name.to_owned(), export.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    let has = |name: &str, kind: ExternalKind| exports.iter().any(|(n, k)| n == name && *k == kind);
+    if !has("memory", ExternalKind::Memory) || !has("sb_alloc", ExternalKind::Func) {
+        return Err("must export `memory` and `sb_alloc`".into());
+    }
+    if !has("sb_on_request", ExternalKind::Func) && !has("sb_on_response", ExternalKind::Func) {
+        return Err("exports no hook (sb_on_request, sb_on_response)".into());
+    }
+    Ok(())
 }
 
 pub fn route(route: &Route) -> Result<()> {

@@ -8,9 +8,12 @@
 //! image data.
 
 mod pii;
+mod plugin;
 mod webhook;
 
 pub use webhook::Stage;
+
+use plugin::{Hook, Outcome, Plugin};
 
 use crate::error::GatewayError;
 use crate::providers::UpstreamClient;
@@ -29,6 +32,7 @@ pub struct Compiled {
     denied_patterns: Option<RegexSet>,
     max_prompt_tokens: Option<u32>,
     pub webhook: Option<GuardrailWebhook>,
+    plugins: Vec<Plugin>,
 }
 
 impl Compiled {
@@ -48,7 +52,13 @@ impl Compiled {
             .then(|| RegexSet::new(&deny.patterns))
             .transpose()
             .map_err(|e| format!("guardrails.deny.patterns: {e}"))?;
+        let plugins = guardrails
+            .plugins
+            .iter()
+            .map(Plugin::compile)
+            .collect::<Result<_, _>>()?;
         Ok(Compiled {
+            plugins,
             source,
             pii: guardrails.pii,
             denied_words,
@@ -62,9 +72,47 @@ impl Compiled {
         Guardrails::from_proto(guardrails).and_then(Self::compile)
     }
 
-    /// Checks a request body (a JSON object). Answers the body to send in its
-    /// place when personal data was masked; `None` to send it as it came.
+    /// Checks a request body (a JSON object): the built-in checks, then the
+    /// plugins' request hooks in order. Answers the body to send in its
+    /// place when one was rewritten; `None` to send it as it came.
     pub fn inspect(&self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        let masked = self.built_in(body)?;
+        self.hooked(Hook::Request, body, masked)
+    }
+
+    /// Whether whole answers are checked: by a plugin or the moderation service.
+    pub fn checks_answers(&self) -> bool {
+        self.webhook.as_ref().is_some_and(|hook| hook.post)
+            || self.plugins.iter().any(|p| p.on_response)
+    }
+
+    /// A whole answer through the plugins' response hooks; `None`: as it came.
+    pub fn inspect_answer(&self, answer: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        self.hooked(Hook::Response, answer, None)
+    }
+
+    fn hooked(
+        &self,
+        hook: Hook,
+        original: &[u8],
+        mut rewritten: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, GatewayError> {
+        let hooked = self.plugins.iter().filter(|p| match hook {
+            Hook::Request => p.on_request,
+            Hook::Response => p.on_response,
+        });
+        for plugin in hooked {
+            let current = rewritten.as_deref().unwrap_or(original);
+            match plugin.run(hook, current)? {
+                Outcome::Continue => {}
+                Outcome::Replace(body) => rewritten = Some(body),
+                Outcome::Reject(message) => return Err(refused("plugin", message)),
+            }
+        }
+        Ok(rewritten)
+    }
+
+    fn built_in(&self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
         let mut request: Value = serde_json::from_slice(body)
             .map_err(|_| GatewayError::bad_request("The request body is not valid JSON.", None))?;
         if let Some(max) = self.max_prompt_tokens {

@@ -490,7 +490,7 @@ async fn guard(
     guardrails.moderate(&state.http, stage).await
 }
 
-/// The moderation services (the route's, the team's) that see whole answers.
+/// The guardrails (the route's, the team's) that see whole answers.
 #[derive(Default)]
 struct Moderation {
     route: String,
@@ -502,7 +502,7 @@ fn answers_moderated(plan: &router::Plan, team: Option<&Arc<Compiled>>) -> Moder
     let services = [route.guardrails.as_ref(), team]
         .into_iter()
         .flatten()
-        .filter(|g| g.webhook.as_ref().is_some_and(|hook| hook.post))
+        .filter(|g| g.checks_answers())
         .cloned()
         .collect();
     Moderation {
@@ -511,8 +511,9 @@ fn answers_moderated(plan: &router::Plan, team: Option<&Arc<Compiled>>) -> Moder
     }
 }
 
-/// A whole answer, once the moderation services that see answers allowed
-/// it. Its usage is already recorded: the provider answered.
+/// A whole answer, once the plugins that see answers (which may rewrite it)
+/// and the moderation services allowed it. Its usage is already recorded:
+/// the provider answered.
 async fn moderated(
     state: &AppState,
     moderation: Moderation,
@@ -522,11 +523,15 @@ async fn moderated(
     if moderation.services.is_empty() {
         return Ok(response);
     }
-    let (parts, body) = response.into_parts();
-    let answer = axum::body::to_bytes(body, usize::MAX)
+    let (mut parts, body) = response.into_parts();
+    let mut answer = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|_| GatewayError::UpstreamInvalid(moderation.route.clone()))?;
     for guardrails in &moderation.services {
+        if let Some(rewritten) = guardrails.inspect_answer(&answer)? {
+            answer = rewritten.into();
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        }
         let stage = Stage::Answer {
             route: &moderation.route,
             request: job.request().body(),
