@@ -31,6 +31,7 @@ from loopback import drop_postgres_database, postgres_database  # noqa: E402
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
 UNIQUE_LUA = ROOT / "tests" / "bench" / "chat_unique.lua"
+PII_LUA = ROOT / "tests" / "bench" / "chat_pii.lua"
 CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
 # A plugin that does nothing (docs/plugins.md): what the sandbox itself costs.
 EMPTY_PLUGIN = """(module (memory (export "memory") 1)
@@ -399,10 +400,12 @@ class Bench:
             st.admin("POST", "routes", {"model": model, "targets": [{"provider": "fast", "model": "load"}],
                                         "guardrails": guardrails})
         st.wait_model(self.dp, self.key, "plugged")
-        for model, what in (("guarded", "15. guardrails (PII, deny-list)"), ("plugged", "15b. an empty plugin")):
+        for model, what, script in (("guarded", "15. guardrails (PII, deny-list), nothing to mask", CHAT_LUA),
+                                    ("guarded", "15. guardrails (PII, deny-list), 3 items masked", PII_LUA),
+                                    ("plugged", "15b. an empty plugin", CHAT_LUA)):
             for connections in (32, 1):
-                plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds)
-                guarded = wrk(self.dp.url, self.key, model, connections, self.s.seconds)
+                plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, script)
+                guarded = wrk(self.dp.url, self.key, model, connections, self.s.seconds, script)
                 scenario = f"{what}, concurrency {connections}"
                 self.report.row(scenario, "requests/s, plain route vs guarded", f"{plain['rps']:,.0f}",
                                 f"{guarded['rps']:,.0f}", f"ratio {guarded['rps'] / plain['rps']:.2f}", "")
