@@ -30,8 +30,8 @@ from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib 
 from loopback import drop_postgres_database, postgres_database  # noqa: E402
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
-UNIQUE_LUA = ROOT / "tests" / "bench" / "chat_unique.lua"
-PII_LUA = ROOT / "tests" / "bench" / "chat_pii.lua"
+# Messages for chat.lua (BENCH_CONTENT): one with personal data to mask.
+PII = "mail me at ada@example.com or call +1 415-555-0100, card 4111 1111 1111 1111"
 CHAT_BODY = '{"model":"%s","messages":[{"role":"user","content":"benchmark me please"}]}'
 # A plugin that does nothing (docs/plugins.md): what the sandbox itself costs.
 EMPTY_PLUGIN = """(module (memory (export "memory") 1)
@@ -77,11 +77,16 @@ def need(tool, install):
         sys.exit(f"{tool} is needed and could not be installed")
 
 
-def wrk(url, key, model, connections, seconds, script=CHAT_LUA):
+def wrk(url, key, model, connections, seconds, content=None, unique=False):
+    """chat.lua's request; `content`: its message; `unique`: a different message every request."""
     env = {**os.environ, "BENCH_KEY": key, "BENCH_MODEL": model}
+    if content:
+        env["BENCH_CONTENT"] = content
+    if unique:
+        env["BENCH_UNIQUE"] = "1"
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", script, f"{url}/chat/completions"],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", CHAT_LUA, f"{url}/chat/completions"],
         env=env, check=True, capture_output=True, text=True,
     ).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT"))
@@ -377,9 +382,9 @@ class Bench:
                 self.report.row(scenario, "P50", us(d["p50_us"]), us(g["p50_us"]), added(g["p50_us"], d["p50_us"]), "")
                 self.check_errors("14", d, g)
         for connections in (32, 1):
-            plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, UNIQUE_LUA)
+            plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, unique=True)
             time.sleep(1)  # a new second: the next run's bodies differ from this one's
-            miss = wrk(self.dp.url, self.key, "missing", connections, self.s.seconds, UNIQUE_LUA)
+            miss = wrk(self.dp.url, self.key, "missing", connections, self.s.seconds, unique=True)
             scenario = f"14b. cache misses, concurrency {connections}"
             self.report.row(scenario, "requests/s, no cache vs every request a miss", f"{plain['rps']:,.0f}",
                             f"{miss['rps']:,.0f}", f"ratio {miss['rps'] / plain['rps']:.2f}", "")
@@ -400,12 +405,12 @@ class Bench:
             st.admin("POST", "routes", {"model": model, "targets": [{"provider": "fast", "model": "load"}],
                                         "guardrails": guardrails})
         st.wait_model(self.dp, self.key, "plugged")
-        for model, what, script in (("guarded", "15. guardrails (PII, deny-list), nothing to mask", CHAT_LUA),
-                                    ("guarded", "15. guardrails (PII, deny-list), 3 items masked", PII_LUA),
-                                    ("plugged", "15b. an empty plugin", CHAT_LUA)):
+        for model, what, content in (("guarded", "15. guardrails (PII, deny-list), nothing to mask", None),
+                                     ("guarded", "15. guardrails (PII, deny-list), 3 items masked", PII),
+                                     ("plugged", "15b. an empty plugin", None)):
             for connections in (32, 1):
-                plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, script)
-                guarded = wrk(self.dp.url, self.key, model, connections, self.s.seconds, script)
+                plain = wrk(self.dp.url, self.key, "fast", connections, self.s.seconds, content)
+                guarded = wrk(self.dp.url, self.key, model, connections, self.s.seconds, content)
                 scenario = f"{what}, concurrency {connections}"
                 self.report.row(scenario, "requests/s, plain route vs guarded", f"{plain['rps']:,.0f}",
                                 f"{guarded['rps']:,.0f}", f"ratio {guarded['rps'] / plain['rps']:.2f}", "")

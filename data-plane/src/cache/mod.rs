@@ -159,21 +159,21 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn header(&self) -> HeaderValue {
-        HeaderValue::from_static(match self {
+    fn as_str(&self) -> &'static str {
+        match self {
             Verdict::Hit(_) => "hit",
             Verdict::Miss(_) => "miss",
             Verdict::Bypass => "bypass",
-        })
+        }
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
     }
 
     fn counted(self) -> Self {
-        let result = match &self {
-            Verdict::Hit(_) => "hit",
-            Verdict::Miss(_) => "miss",
-            Verdict::Bypass => "bypass",
-        };
-        metrics::counter!("switchboard_cache_requests_total", "result" => result).increment(1);
+        metrics::counter!("switchboard_cache_requests_total", "result" => self.as_str())
+            .increment(1);
         self
     }
 }

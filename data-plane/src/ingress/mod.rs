@@ -499,12 +499,15 @@ struct Moderation {
 
 fn answers_moderated(plan: &router::Plan, team: Option<&Arc<Compiled>>) -> Moderation {
     let route = &plan.routes[0];
-    let services = [route.guardrails.as_ref(), team]
+    let services: Vec<_> = [route.guardrails.as_ref(), team]
         .into_iter()
         .flatten()
         .filter(|g| g.checks_answers())
         .cloned()
         .collect();
+    if services.is_empty() {
+        return Moderation::default();
+    }
     Moderation {
         route: route.model.clone(),
         services,

@@ -717,7 +717,8 @@ async fn update_settings(
     request_body = PurgeCache,
     responses(
         (status = 200, body = shared::cache::CachePurges, description = "The purge generations after this one"),
-        (status = 404, body = super::openapi::ErrorBody, description = "not_found: no such route or team")
+        // It names a route or team in its body: the error body is added with the others.
+        (status = 404, description = "not_found")
     )
 )]
 async fn purge_cache(

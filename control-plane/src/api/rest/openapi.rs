@@ -78,8 +78,11 @@ pub fn document() -> Document {
 
 /// The errors an operation can answer, from its shape: any call can be
 /// unauthenticated, refused or fail inside; input can be invalid; a named
-/// resource can be missing; a write can conflict with other configuration.
+/// resource (in the path, or in the body where the handler lists a 404) can
+/// be missing; a write can conflict with other configuration. Each is
+/// answered with the one error body.
 fn add_errors(operation: &mut Operation, method: HttpMethod, has_param: bool) {
+    let names_resource = has_param || operation.responses.responses.contains_key("404");
     let reads_input = has_param
         || operation.request_body.is_some()
         || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
@@ -88,7 +91,7 @@ fn add_errors(operation: &mut Operation, method: HttpMethod, has_param: bool) {
         (ErrorKind::InvalidArgument, reads_input),
         (ErrorKind::Unauthenticated, true),
         (ErrorKind::PermissionDenied, true),
-        (ErrorKind::NotFound, has_param),
+        (ErrorKind::NotFound, names_resource),
         (ErrorKind::Conflict, writes),
         (ErrorKind::Internal, true),
     ];
@@ -105,8 +108,7 @@ fn add_errors(operation: &mut Operation, method: HttpMethod, has_param: bool) {
             operation
                 .responses
                 .responses
-                .entry(status.as_u16().to_string())
-                .or_insert(response.into());
+                .insert(status.as_u16().to_string(), response.into());
         }
     }
 }
