@@ -129,7 +129,14 @@ impl Store {
         )
     }
 
+    /// A transaction that writes (most read first): see `begin_write`.
     async fn begin(&self) -> Result<Tx> {
+        self.begin_write().await
+    }
+
+    /// A transaction that only reads: a consistent snapshot that holds no
+    /// write lock.
+    async fn begin_read(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
     }
 

@@ -95,7 +95,7 @@ pub struct VersionInfo {
 
 impl Store {
     pub async fn config_reader(&self) -> Result<ConfigReader> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         if self.kind == DatabaseKind::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)
