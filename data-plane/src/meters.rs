@@ -40,7 +40,7 @@ pub fn describe() {
         ("switchboard_usage_lost_total", Count, "Usage records lost (the queue was closed). Should stay 0."),
         ("switchboard_cache_requests_total", Count, "Requests to routes that cache, by result: hit, miss (answered by the provider and stored), bypass (neither read nor stored)."),
         ("switchboard_cache_stored_bytes_total", Bytes, "Bytes of answers stored in the response cache."),
-        ("switchboard_plugin_calls_total", Count, "Plugin hook calls, by plugin, hook (request, response) and result: continue, rewrite, reject, or a failure (out_of_fuel, trap, memory, abi, error)."),
+        ("switchboard_plugin_calls_total", Count, "Plugin hook calls, by plugin, hook (request, response, chunk) and result: continue, rewrite, reject, or a failure (out_of_fuel, trap, memory, abi, error)."),
         ("switchboard_guardrail_actions_total", Count, "What guardrails did, by guardrail (pii, deny, max_prompt_tokens, webhook) and action (mask, refuse, allow, fail_open, fail_closed)."),
         ("switchboard_cache_errors_total", Count, "Response-cache calls to Redis that failed, by operation (get, set); a failed get is a miss."),
     ];

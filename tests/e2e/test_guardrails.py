@@ -117,10 +117,17 @@ def test_the_moderation_service_sees_requests_and_answers(gw):
     error = refusal(gw, "moderated", "tell me the classified plan")
     assert error.body["message"] == "moderation: classified content"
     wait_until(lambda: gw.usage(model="moderated")["requests"] == 2, what="both answered requests recorded")
-    # Streams are checked before the provider, not after.
-    stream = gw.openai(gw.key).chat.completions.create(
-        model="moderated", stream=True, messages=[{"role": "user", "content": "classified stream"}])
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Echo: classified stream"
+    # A streamed answer is held back until the service has seen it whole.
+    def stream(text):
+        return gw.openai(gw.key).chat.completions.create(
+            model="moderated", stream=True, messages=[{"role": "user", "content": text}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream("calm stream") if c.choices) == "Echo: calm stream"
+    assert asked[-1]["answer"]["choices"][0]["message"]["content"] == "Echo: calm stream"
+    received = []
+    with pytest.raises(openai.APIError) as refused:
+        for chunk in stream("classified stream"):
+            received.extend(c.delta.content for c in chunk.choices if c.delta.content)
+    assert refused.value.message == "moderation: classified content" and received == []
 
 
 def test_a_silent_moderation_service_fails_closed_unless_told_to_fail_open(gw):

@@ -3,16 +3,18 @@ SDK: the example plugin (data-plane/plugins/examples/redact.wat) refusing
 and rewriting requests, a response hook, plugins that spin, hog memory,
 trap or answer nonsense (failing the request cleanly, or skipped when they
 fail open, the data plane serving on), a plugin swapped without a restart,
-and modules the control plane refuses."""
+modules the control plane refuses, and streamed answers through response
+hooks: held and checked whole, or event by event, as the plugin declares."""
 
 import base64
 import subprocess
 
+import anthropic
 import httpx
 import openai
 import pytest
 
-from conftest import BIN_DIR, ROOT, Gateway
+from conftest import BIN_DIR, ROOT, Gateway, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -87,6 +89,61 @@ def test_a_response_hook_sees_the_whole_answer(gw):
         ask(gw, "withheld", "hello")
     assert refused.value.body["message"] == "answers withheld by policy"
     assert httpx.get(gw.mock_url + "/_mock/stats").json()["requests"] == before + 1, "the provider answered"
+
+
+def stream_text(gw, model, text):
+    stream = gw.openai(gw.key).chat.completions.create(
+        model=model, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": text}])
+    chunks = list(stream)
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content], chunks[-1].usage
+
+
+# The example's masking as a response hook only: the provider sees the word, the client never does.
+ANSWERS_ONLY = EXAMPLE.replace('(export "sb_on_request")', "")
+
+
+def test_a_streamed_answer_is_held_and_checked_whole_by_a_response_hook(gw):
+    route(gw, "held", {"name": "mask-answers", "wasm_base64": module(ANSWERS_ONLY)})
+    pieces, usage = stream_text(gw, "held", "my password is hunter2")
+    assert sent_upstream(gw) == "my password is hunter2"
+    assert "".join(pieces) == "Echo: my ******** is hunter2"
+    assert usage.completion_tokens == 5, "the usage chunk the client asked for survives the rewrite"
+    # Anthropic's events, assembled into the message the hook sees, and told again.
+    client = anthropic.Anthropic(base_url=gw.dp_url, api_key=gw.key, max_retries=0)
+    with client.messages.stream(model="held", max_tokens=50,
+                                messages=[{"role": "user", "content": "the password"}]) as stream:
+        assert "".join(stream.text_stream) == "Echo: the ********"
+        assert stream.get_final_message().stop_reason == "end_turn"
+    # Refused whole: not a word of the answer reaches the client before the refusal.
+    route(gw, "held-refused", {"name": "withhold", "wasm_base64": module(hook(verdict(16, 27), "sb_on_response"))})
+    received = []
+    with pytest.raises(openai.APIError) as refused:
+        for chunk in gw.openai(gw.key).chat.completions.create(
+                model="held-refused", stream=True, messages=[{"role": "user", "content": "hello"}]):
+            received.extend(c.delta.content for c in chunk.choices if c.delta.content)
+    assert refused.value.message == "answers withheld by policy" and received == []
+
+
+def test_a_plugin_that_sees_chunks_checks_a_stream_event_by_event(gw):
+    per_event = ANSWERS_ONLY.replace('"sb_on_response"', '"sb_on_chunk"')
+    route(gw, "per-event", {"name": "mask-events", "wasm_base64": module(per_event)})
+    pieces, usage = stream_text(gw, "per-event", "my password is hunter2")
+    assert pieces == ["Echo:", " my", " ********", " is", " hunter2"], "passed on event by event"
+    assert usage.completion_tokens == 5
+    # The answer to a whole request still goes through the plugin's response hook: it has none.
+    assert ask(gw, "per-event", "password").choices[0].message.content == "Echo: password"
+
+    # Refused at an event: the stream ends with the plugin's message, recorded as refused.
+    route(gw, "cut", {"name": "cut", "wasm_base64": module(hook(verdict(16, 27), "sb_on_chunk"))})
+    with pytest.raises(openai.APIError) as refused:
+        list(gw.openai(gw.key).chat.completions.create(
+            model="cut", stream=True, messages=[{"role": "user", "content": "hello"}]))
+    assert refused.value.message == "answers withheld by policy"
+    record = wait_until(lambda: gw.usage_records(model="cut"), what="the cut stream recorded")[0]
+    assert record["status"] == 400 and record["streamed"]
+    metrics = httpx.get(gw.dp_url + "/metrics").text
+    assert 'switchboard_plugin_calls_total{plugin="cut",hook="chunk",result="reject"}' in metrics
 
 
 FAILING = {

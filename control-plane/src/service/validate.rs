@@ -313,8 +313,9 @@ fn plugin_module(module: &[u8]) -> std::result::Result<(), String> {
     if !has("memory", ExternalKind::Memory) || !has("sb_alloc", ExternalKind::Func) {
         return Err("must export `memory` and `sb_alloc`".into());
     }
-    if !has("sb_on_request", ExternalKind::Func) && !has("sb_on_response", ExternalKind::Func) {
-        return Err("exports no hook (sb_on_request, sb_on_response)".into());
+    let hooks = ["sb_on_request", "sb_on_response", "sb_on_chunk"];
+    if !hooks.iter().any(|hook| has(hook, ExternalKind::Func)) {
+        return Err("exports no hook (sb_on_request, sb_on_response, sb_on_chunk)".into());
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 ;; An example Switchboard plugin (docs/plugins.md): refuses requests that
 ;; ask for a "jailbreak", and masks the word "password" as "********" in
-;; requests and in whole answers. Build it with any WebAssembly text
-;; assembler, e.g. from the repository:
+;; requests and in answers (streamed ones whole, at their end: it exports
+;; no sb_on_chunk). Build it with any WebAssembly text assembler, e.g. from
+;; the repository:
 ;;   cargo run -q -p switchboard-tests --bin wat2wasm -- data-plane/plugins/examples/redact.wat > redact.wasm
 ;; (or `wat2wasm redact.wat`, `wasm-tools parse redact.wat -o redact.wasm`).
 (module

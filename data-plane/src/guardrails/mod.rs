@@ -21,6 +21,14 @@ use regex::{Regex, RegexSet};
 use serde_json::Value;
 use shared::guardrails::{GuardrailWebhook, Guardrails, PiiAction, PiiGuard};
 
+/// How a streamed answer is checked: each event as it passes, and the
+/// whole answer at its end (the stream held back until then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamChecks {
+    pub per_event: bool,
+    pub at_end: bool,
+}
+
 /// A route's or team's guardrails with their patterns compiled, once per
 /// config version.
 #[derive(Debug)]
@@ -77,31 +85,49 @@ impl Compiled {
     /// place when one was rewritten; `None` to send it as it came.
     pub fn inspect(&self, body: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
         let masked = self.built_in(body)?;
-        self.hooked(Hook::Request, body, masked)
+        self.hooked(Hook::Request, |p| p.on_request, body, masked)
     }
 
-    /// Whether whole answers are checked: by a plugin or the moderation service.
+    /// Whether answers are checked: by a plugin or the moderation service.
     pub fn checks_answers(&self) -> bool {
         self.webhook.as_ref().is_some_and(|hook| hook.post)
-            || self.plugins.iter().any(|p| p.on_response)
+            || self.plugins.iter().any(|p| p.on_response || p.on_chunk)
     }
 
-    /// A whole answer through the plugins' response hooks; `None`: as it came.
-    pub fn inspect_answer(&self, answer: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
-        self.hooked(Hook::Response, answer, None)
+    /// How a streamed answer is checked.
+    pub fn stream_checks(&self) -> StreamChecks {
+        StreamChecks {
+            per_event: self.plugins.iter().any(|p| p.on_chunk),
+            at_end: self.webhook.as_ref().is_some_and(|hook| hook.post)
+                || self.plugins.iter().any(|p| p.on_response && !p.on_chunk),
+        }
+    }
+
+    /// A whole answer through the plugins' response hooks (for a streamed
+    /// answer, those of plugins that do not see it event by event);
+    /// `None`: as it came.
+    pub fn inspect_answer(
+        &self,
+        answer: &[u8],
+        streamed: bool,
+    ) -> Result<Option<Vec<u8>>, GatewayError> {
+        let sees = |p: &Plugin| p.on_response && !(streamed && p.on_chunk);
+        self.hooked(Hook::Response, sees, answer, None)
+    }
+
+    /// One event's data of a streamed answer through the plugins' chunk hooks.
+    pub fn inspect_event(&self, data: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+        self.hooked(Hook::Chunk, |p| p.on_chunk, data, None)
     }
 
     fn hooked(
         &self,
         hook: Hook,
+        sees: impl Fn(&Plugin) -> bool,
         original: &[u8],
         mut rewritten: Option<Vec<u8>>,
     ) -> Result<Option<Vec<u8>>, GatewayError> {
-        let hooked = self.plugins.iter().filter(|p| match hook {
-            Hook::Request => p.on_request,
-            Hook::Response => p.on_response,
-        });
-        for plugin in hooked {
+        for plugin in self.plugins.iter().filter(|p| sees(p)) {
             let current = rewritten.as_deref().unwrap_or(original);
             match plugin.run(hook, current)? {
                 Outcome::Continue => {}

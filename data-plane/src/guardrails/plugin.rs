@@ -23,10 +23,12 @@ static ENGINE: LazyLock<Result<Engine, String>> = LazyLock::new(|| {
 const ALLOC: &str = "sb_alloc";
 const MEMORY: &str = "memory";
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Request,
     Response,
+    /// One event of a streamed answer.
+    Chunk,
 }
 
 impl Hook {
@@ -34,6 +36,7 @@ impl Hook {
         match self {
             Hook::Request => "sb_on_request",
             Hook::Response => "sb_on_response",
+            Hook::Chunk => "sb_on_chunk",
         }
     }
 
@@ -41,6 +44,7 @@ impl Hook {
         match self {
             Hook::Request => "request",
             Hook::Response => "response",
+            Hook::Chunk => "chunk",
         }
     }
 }
@@ -63,6 +67,9 @@ pub struct Plugin {
     max_memory: usize,
     pub on_request: bool,
     pub on_response: bool,
+    /// Sees a streamed answer event by event; without it, a plugin with a
+    /// response hook sees a streamed answer whole, at its end.
+    pub on_chunk: bool,
 }
 
 impl Plugin {
@@ -89,10 +96,11 @@ impl Plugin {
             ));
         }
         let hook = |hook: Hook| matches!(export(hook.export()), Some(ExternType::Func(_)));
-        let (on_request, on_response) = (hook(Hook::Request), hook(Hook::Response));
-        if !on_request && !on_response {
+        let (on_request, on_response, on_chunk) =
+            (hook(Hook::Request), hook(Hook::Response), hook(Hook::Chunk));
+        if !on_request && !on_response && !on_chunk {
             return Err(format!(
-                "plugin {:?}: exports no hook (sb_on_request, sb_on_response)",
+                "plugin {:?}: exports no hook (sb_on_request, sb_on_response, sb_on_chunk)",
                 spec.name
             ));
         }
@@ -107,6 +115,7 @@ impl Plugin {
             max_memory: usize::try_from(spec.max_memory_bytes).unwrap_or(usize::MAX),
             on_request,
             on_response,
+            on_chunk,
         })
     }
 

@@ -15,6 +15,7 @@ mod attempt;
 mod cached;
 mod keepalive;
 mod models;
+mod moderation;
 mod request;
 mod retry;
 mod trace;
@@ -37,6 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use moderation::Moderation;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
 use shared::telemetry::TRACE;
@@ -374,7 +376,7 @@ async fn handle(
         permit,
         mut rate_headers,
     } = admitted;
-    let moderation = answers_moderated(&plan, caller.team_guardrails.as_ref());
+    let moderation = Moderation::new(&plan, caller.team_guardrails.as_ref());
     // cache: consulted after limits (a hit is a request like any other).
     let cached = consult_cache(&state, &runtime, &plan, &caller, &job, &parts.headers)
         .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "cache")))
@@ -425,6 +427,7 @@ async fn handle(
             cost_saved: shared::money::Micros::ZERO,
         },
         cache: CacheUse::None,
+        cut_short: moderation.cut_short(stream),
     };
     if let Some((verdict, route)) = cached {
         rate_headers
@@ -438,12 +441,10 @@ async fn handle(
                 };
                 let response =
                     cached::answer(&entry, stream, include_usage, draft, route.bill_hits)?;
-                let check = if stream {
-                    Moderation::default()
-                } else {
-                    moderation
+                let mut response = match stream {
+                    true => moderation.stream(&state, job, None, response),
+                    false => moderation.whole(&state, &job, response).await?,
                 };
-                let mut response = moderated(&state, check, &job, response).await?;
                 response
                     .headers_mut()
                     .extend(rate_headers.unwrap_or_default());
@@ -455,12 +456,15 @@ async fn handle(
     }
 
     // provider, with retries and fallbacks; usage is recorded on the way.
+    let cut_short = draft.cut_short.clone();
     let work = retry::run(state.clone(), plan, job.clone(), draft, trace).in_current_span();
     let mut response = if stream {
-        keepalive::respond(work, state.routing.stream_keepalive, job).await?
+        let response =
+            keepalive::respond(work, state.routing.stream_keepalive, job.clone()).await?;
+        moderation.stream(&state, job, cut_short, response)
     } else {
         let response = work.await?;
-        moderated(&state, moderation, &job, response).await?
+        moderation.whole(&state, &job, response).await?
     };
     if let Some(headers) = rate_headers {
         response.headers_mut().extend(headers);
@@ -488,61 +492,6 @@ async fn guard(
         request: request.body(),
     };
     guardrails.moderate(&state.http, stage).await
-}
-
-/// The guardrails (the route's, the team's) that see whole answers.
-#[derive(Default)]
-struct Moderation {
-    route: String,
-    services: Vec<Arc<Compiled>>,
-}
-
-fn answers_moderated(plan: &router::Plan, team: Option<&Arc<Compiled>>) -> Moderation {
-    let route = &plan.routes[0];
-    let services: Vec<_> = [route.guardrails.as_ref(), team]
-        .into_iter()
-        .flatten()
-        .filter(|g| g.checks_answers())
-        .cloned()
-        .collect();
-    if services.is_empty() {
-        return Moderation::default();
-    }
-    Moderation {
-        route: route.model.clone(),
-        services,
-    }
-}
-
-/// A whole answer, once the plugins that see answers (which may rewrite it)
-/// and the moderation services allowed it. Its usage is already recorded:
-/// the provider answered.
-async fn moderated(
-    state: &AppState,
-    moderation: Moderation,
-    job: &Job,
-    response: Response,
-) -> Result<Response, GatewayError> {
-    if moderation.services.is_empty() {
-        return Ok(response);
-    }
-    let (mut parts, body) = response.into_parts();
-    let mut answer = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|_| GatewayError::UpstreamInvalid(moderation.route.clone()))?;
-    for guardrails in &moderation.services {
-        if let Some(rewritten) = guardrails.inspect_answer(&answer)? {
-            answer = rewritten.into();
-            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-        }
-        let stage = Stage::Answer {
-            route: &moderation.route,
-            request: job.request().body(),
-            answer: &answer,
-        };
-        guardrails.moderate(&state.http, stage).await?;
-    }
-    Ok(Response::from_parts(parts, Body::from(answer)))
 }
 
 /// The cache's verdict on a request whose route caches answers of its endpoint.

@@ -10,11 +10,12 @@
 
 pub mod passthrough;
 pub mod translate;
+pub mod whole;
 
 use crate::error::GatewayError;
 use crate::providers::body::StreamFailure;
 use crate::router::health::InFlight;
-use crate::usage::{CacheUse, TokenUsage, UsageDraft, CLIENT_CLOSED};
+use crate::usage::{CacheUse, CutShort, TokenUsage, UsageDraft, CLIENT_CLOSED};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use std::pin::Pin;
@@ -221,7 +222,11 @@ impl<S> Drop for Relay<S> {
         let upstream_model = draft.record.upstream_model.clone();
         let status = match self.state {
             State::Ended { status } => status,
-            State::Streaming => CLIENT_CLOSED,
+            State::Streaming => draft
+                .cut_short
+                .as_ref()
+                .and_then(CutShort::status)
+                .unwrap_or(CLIENT_CLOSED),
         };
         let usage = self.stage.usage();
         // A stream cut before its usage is counted from what was sent.

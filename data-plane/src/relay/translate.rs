@@ -161,6 +161,7 @@ pub fn replay(completion: &ChatCompletion) -> Vec<ChatChunk> {
     for choice in &completion.choices {
         let mut delta = Delta {
             content: choice.message.content.clone(),
+            reasoning_content: choice.message.reasoning_content.clone(),
             ..Delta::default()
         };
         if let Some(calls) = &choice.message.tool_calls {

@@ -118,6 +118,27 @@ pub struct UsageDraft {
     /// Recorded already: dropping it does nothing more.
     pub finished: bool,
     pub cache: CacheUse,
+    /// Set when the stream may be ended by a check after its relay.
+    pub cut_short: Option<CutShort>,
+}
+
+/// The status a stream is recorded with when something after its relay
+/// (a guardrail refusing one of its events) ended it: not the 499 of a
+/// client that left.
+#[derive(Clone, Debug, Default)]
+pub struct CutShort(Arc<std::sync::atomic::AtomicU16>);
+
+impl CutShort {
+    pub fn set(&self, status: u16) {
+        self.0.store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
+    }
 }
 
 /// The response cache's part in a request.
@@ -185,6 +206,7 @@ impl UsageDraft {
             traced: false,
             finished: false,
             cache: CacheUse::None,
+            cut_short: None,
         };
         (draft, queue)
     }
