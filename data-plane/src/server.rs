@@ -11,16 +11,27 @@
 //! which is the least busy one.
 
 use crate::ingress::{self, AppState};
-use axum::serve::ListenerExt;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use futures_util::FutureExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const BACKLOG: u32 = 4096;
+/// hyper's per-connection buffer limit; request heads are capped below it.
+const MAX_BUFFER_BYTES: usize = 128 * 1024;
+/// After a failed accept (out of file descriptors): at most ten warnings a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At shutdown, how long a connection may take to bring in a request its
+/// client already sent, before an idle one is closed.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Binds the listening socket, and answers one handle on it per worker.
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
@@ -79,33 +90,92 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if let Some(tls) = tls {
-        let result = runtime.block_on(serve_tls(listener, state, tls, shutdown, grace));
-        runtime.shutdown_timeout(Duration::from_millis(100));
-        return result;
-    }
-    let result = runtime.block_on(async move {
-        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
-        // client's delayed ACK (up to 40 ms) arrives.
-        let listener = TcpListener::from_std(listener)?.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-        });
-        let stopping = shutdown.clone();
-        let server = axum::serve(listener, ingress::router(state))
-            .with_graceful_shutdown(async move { stopping.cancelled().await });
-        tokio::select! {
-            served = server => served,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
-                Ok(())
-            }
-        }
-    });
+    let result = match tls {
+        Some(tls) => runtime.block_on(serve_tls(listener, state, tls, shutdown, grace)),
+        None => runtime.block_on(serve_http1(listener, state, shutdown, grace)),
+    };
     // Drops the connections still open, and with them their usage sinks.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// Plain HTTP: HTTP/1.1 only, straight on hyper. Clients and load balancers
+/// speak HTTP/1.1 to a cleartext port; without the HTTP/1-or-h2c detection
+/// layer a connection costs less memory and each request a little less work
+/// (docs/benchmarks.md).
+///
+/// Stopping must not reset a request a client has already sent: one still
+/// in the listen queue (accepted and served before the socket closes) or
+/// one in a connection's socket that hyper has not read yet (each connection
+/// gets `LINGER` to bring it in before idle ones are closed). While the data
+/// plane drains, answers say `Connection: close`, so clients do not send
+/// another.
+async fn serve_http1(
+    listener: std::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let service = TowerToHyperService::new(ingress::router(state));
+    // No header read timeout: hyper arms its timer for every request head,
+    // which costs each request a wake-up of the thread's own event loop.
+    let mut http = http1::Builder::new();
+    http.max_buf_size(MAX_BUFFER_BYTES);
+    let linger = grace.min(LINGER);
+    let connections = TaskTracker::new();
+    let serve = |tcp: TcpStream| {
+        // Without TCP_NODELAY, Nagle holds each small SSE chunk until the
+        // client's delayed ACK (up to 40 ms) arrives.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+        let connection = http.serve_connection(TokioIo::new(tcp), service.clone());
+        let stopping = shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopping.cancelled() => {}
+            }
+            if tokio::time::timeout(linger, connection.as_mut())
+                .await
+                .is_err()
+            {
+                // Idle connections close now; busy ones after their answer.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        });
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => serve(tcp),
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was
+                    // taken: keep serving the open ones and try again shortly.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    // Closing the socket would reset the connections still queued on it.
+    while let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
+        serve(tcp);
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests outlived the shutdown grace period; closing them");
+    }
+    Ok(())
 }
 
 /// HTTPS: the same service behind a TLS handshake, its certificate reloaded

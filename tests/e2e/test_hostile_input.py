@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import MOCK_KEY
+from pki import Authority
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -204,14 +205,28 @@ def test_grpc_refuses_bad_input_with_status_and_message(gateway, grpc_stubs):
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-def test_a_request_refused_before_its_body_is_read_ends_cleanly_over_http2(gateway):
+def test_a_request_refused_before_its_body_is_read_ends_cleanly_over_http2(gateway, tmp_path):
     """Refused at auth, the body is never needed, but over HTTP/2 the stream must
     not be reset while the client uploads it: curl, like other clients, would
-    report the 401 it received as a transport failure."""
+    report the 401 it received as a transport failure. HTTP/2 is served over
+    TLS (ALPN); the plain listener speaks HTTP/1.1 only."""
+    ca = Authority(tmp_path, "ca")
+    cert, key, _ = ca.issue("dp", "data-plane", ips=["127.0.0.1"])
+    gateway.dp.stop()
+    gateway.dp_scheme, gateway.ca = "https", ca.path
+    gateway.start_data_plane(extra=("--tls-cert", str(cert), "--tls-key", str(key)))
     body = json.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
     # A race (the reset had to beat the client's last DATA frame): one in 10-20 attempts lost it.
     for attempt in range(100):
-        done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
-                               "-H", "content-type: application/json", "--data-binary", body,
-                               gateway.dp_url + "/v1/chat/completions"], capture_output=True, text=True, timeout=20)
-        assert (done.returncode, done.stdout) == (0, "401"), f"attempt {attempt}: {done.stderr}"
+        done = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(ca.path), "-o", "/dev/null",
+                               "-w", "%{http_code} %{http_version}", "-H", "content-type: application/json",
+                               "--data-binary", body, gateway.dp_url + "/v1/chat/completions"],
+                              capture_output=True, text=True, timeout=20)
+        assert (done.returncode, done.stdout) == (0, "401 2"), f"attempt {attempt}: {done.stderr}"
+    # Plain HTTP/2 (h2c) is not spoken: the client gets a clear failure, not a hang.
+    gateway.dp.stop()
+    gateway.dp_scheme, gateway.ca = "http", None
+    gateway.start_data_plane()
+    done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-m", "10", gateway.dp_url + "/healthz"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode != 0 and done.returncode != 28, (done.returncode, done.stderr)

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-const COMMENT: &[u8] = b": keepalive\n\n";
+pub(super) const COMMENT: &[u8] = b": keepalive\n\n";
 
 type Work = Pin<Box<dyn Future<Output = Result<Response, GatewayError>> + Send>>;
 

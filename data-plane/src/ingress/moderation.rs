@@ -147,8 +147,6 @@ fn form(job: &Job) -> Form {
     }
 }
 
-const KEEPALIVE: &[u8] = b": keepalive\n\n";
-
 struct Checking {
     /// The stream from the relay; dropped (the provider's stream cancelled)
     /// when a check ends the stream early.
@@ -173,7 +171,7 @@ impl Checking {
             let body = self.body.as_mut()?;
             let mut frames = Vec::new();
             let ended = match tokio::time::timeout(self.every, body.next()).await {
-                Err(_idle) => return Some(Ok(Bytes::from_static(KEEPALIVE))),
+                Err(_idle) => return Some(Ok(Bytes::from_static(super::keepalive::COMMENT))),
                 Ok(Some(Err(error))) => return Some(Err(error)),
                 Ok(Some(Ok(chunk))) => {
                     self.frames.push(&chunk, &mut frames);
