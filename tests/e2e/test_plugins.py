@@ -115,6 +115,14 @@ def test_a_streamed_answer_is_held_and_checked_whole_by_a_response_hook(gw):
                                 messages=[{"role": "user", "content": "the password"}]) as stream:
         assert "".join(stream.text_stream) == "Echo: the ********"
         assert stream.get_final_message().stop_reason == "end_turn"
+    # A stream served from the cache is checked again: the cache keeps the provider's answer.
+    gw.admin("PATCH", "/routes/held", {"cache": {"ttl_seconds": 60}}, expect=200)
+    gw.wait_synced()
+    for expected in ("miss", "hit"):
+        raw = gw.openai(gw.key).chat.completions.with_raw_response.create(
+            model="held", stream=True, temperature=0, messages=[{"role": "user", "content": "cached password"}])
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        assert (raw.headers["x-switchboard-cache"], text) == (expected, "Echo: cached ********")
     # Refused whole: not a word of the answer reaches the client before the refusal.
     route(gw, "held-refused", {"name": "withhold", "wasm_base64": module(hook(verdict(16, 27), "sb_on_response"))})
     received = []
