@@ -147,6 +147,8 @@ fn default_plugin_memory() -> u64 {
 }
 
 const MAX_MODULE_BYTES: usize = 8 << 20;
+/// The most memory any plugin may have (its `max_memory_bytes`).
+pub const PLUGIN_MEMORY_CEILING: u64 = 256 << 20;
 
 impl Plugin {
     /// The module's bytes.
@@ -174,8 +176,10 @@ impl Plugin {
         if !(1_000..=10_000_000_000).contains(&self.fuel) {
             return Err("fuel: between 1000 and 10000000000".into());
         }
-        if !((64 << 10)..=(256 << 20)).contains(&self.max_memory_bytes) {
-            return Err("max_memory_bytes: between 65536 and 268435456".into());
+        if !((64 << 10)..=PLUGIN_MEMORY_CEILING).contains(&self.max_memory_bytes) {
+            return Err(format!(
+                "max_memory_bytes: between 65536 and {PLUGIN_MEMORY_CEILING}"
+            ));
         }
         Ok(())
     }
