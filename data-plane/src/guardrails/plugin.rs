@@ -24,7 +24,7 @@ static ENGINE: LazyLock<Result<Engine, String>> = LazyLock::new(|| {
     // A call runs start to finish on its worker thread, so a few slots per
     // core are plenty.
     let slots = std::thread::available_parallelism()
-        .map_or(16, |cores| {
+        .map_or(0, |cores| {
             u32::try_from(cores.get() * 4).unwrap_or(u32::MAX)
         })
         .max(64);

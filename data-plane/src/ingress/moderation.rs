@@ -11,6 +11,7 @@ use super::{AppState, Job};
 use crate::chat::framing::{Frame, FrameDecoder, Framing};
 use crate::error::GatewayError;
 use crate::guardrails::{Compiled, Stage, StreamChecks};
+use crate::providers::UpstreamClient;
 use crate::relay::whole::{self, Form};
 use crate::router;
 use crate::usage::{CutShort, Endpoint};
@@ -46,10 +47,18 @@ impl Moderation {
         }
     }
 
+    /// How a stream is checked, by all the guardrails together.
+    fn stream_checks(&self) -> StreamChecks {
+        let each = self.services.iter().map(|g| g.stream_checks());
+        StreamChecks {
+            per_event: each.clone().any(|checks| checks.per_event),
+            at_end: each.clone().any(|checks| checks.at_end),
+        }
+    }
+
     /// A stream that may be ended by a check: how its usage learns why.
     pub fn cut_short(&self, stream: bool) -> Option<CutShort> {
-        let per_event = self.services.iter().any(|g| g.stream_checks().per_event);
-        (stream && per_event).then(CutShort::default)
+        (stream && self.stream_checks().per_event).then(CutShort::default)
     }
 
     /// A whole answer, once the plugins that see answers (which may rewrite
@@ -67,7 +76,7 @@ impl Moderation {
         let mut answer = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|_| GatewayError::UpstreamInvalid(self.route.clone()))?;
-        if let Some(rewritten) = self.checked(state, job, &answer, false).await? {
+        if let Some(rewritten) = self.checked(&state.http, job, &answer, false).await? {
             answer = rewritten.into();
             parts.headers.remove(axum::http::header::CONTENT_LENGTH);
         }
@@ -82,13 +91,7 @@ impl Moderation {
         cut_short: Option<CutShort>,
         response: Response,
     ) -> Response {
-        let checks = self.services.iter().map(|g| g.stream_checks()).fold(
-            StreamChecks::default(),
-            |all, one| StreamChecks {
-                per_event: all.per_event || one.per_event,
-                at_end: all.at_end || one.at_end,
-            },
-        );
+        let checks = self.stream_checks();
         if checks == StreamChecks::default() {
             return response;
         }
@@ -100,7 +103,7 @@ impl Moderation {
             held: checks.at_end.then(Vec::new),
             form: form(&job),
             job,
-            state: state.clone(),
+            http: state.http.clone(),
             moderation: self,
             cut_short,
             every: state.routing.stream_keepalive,
@@ -116,7 +119,7 @@ impl Moderation {
     /// service; the answer to send in its place when one was rewritten.
     async fn checked(
         &self,
-        state: &AppState,
+        http: &UpstreamClient,
         job: &Job,
         answer: &[u8],
         streamed: bool,
@@ -132,7 +135,7 @@ impl Moderation {
                 request: job.request().body(),
                 answer: rewritten.as_deref().unwrap_or(answer),
             };
-            guardrails.moderate(&state.http, stage).await?;
+            guardrails.moderate(http, stage).await?;
         }
         Ok(rewritten)
     }
@@ -157,7 +160,7 @@ struct Checking {
     held: Option<Vec<Frame>>,
     form: Form,
     job: Arc<Job>,
-    state: AppState,
+    http: UpstreamClient,
     moderation: Moderation,
     cut_short: Option<CutShort>,
     /// While nothing is sent (a held answer), a comment this often keeps
@@ -233,7 +236,7 @@ impl Checking {
         let rewritten = match whole::assemble(self.form, &held) {
             Some(answer) => {
                 self.moderation
-                    .checked(&self.state, &self.job, &answer, true)
+                    .checked(&self.http, &self.job, &answer, true)
                     .await?
             }
             None => None,

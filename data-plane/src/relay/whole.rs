@@ -6,8 +6,9 @@
 use crate::chat::framing::Frame;
 use crate::chat::{assemble, ChatChunk, ChatCompletion};
 use crate::error::GatewayError;
+use crate::relay::sse_data;
 use crate::relay::translate::{replay as replay_chunks, Egress, OpenAiEgress};
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -29,15 +30,14 @@ pub fn assemble(form: Form, frames: &[Frame]) -> Option<Vec<u8>> {
     let data = frames
         .iter()
         .filter_map(|frame| serde_json::from_str::<Value>(&frame.data).ok());
-    let whole = match form {
+    match form {
         Form::Chat => {
             let chunks = data.filter_map(|event| serde_json::from_value::<ChatChunk>(event).ok());
-            serde_json::to_value(assemble::assemble(chunks)?).ok()?
+            serde_json::to_vec(&assemble::assemble(chunks)?).ok()
         }
-        Form::Messages => message(data)?,
-        Form::Events { .. } => Value::Array(data.collect()),
-    };
-    serde_json::to_vec(&whole).ok()
+        Form::Messages => serde_json::to_vec(&message(data)?).ok(),
+        Form::Events { .. } => serde_json::to_vec(&data.collect::<Vec<_>>()).ok(),
+    }
 }
 
 /// A whole answer (as `assemble` gives it, possibly rewritten) as the
@@ -75,16 +75,13 @@ pub fn replay(form: Form, answer: &[u8]) -> Result<BytesMut, GatewayError> {
 
 /// One event as SSE: named by its `type` when it has one (as Anthropic's
 /// and the Responses API's events are).
-pub fn event_out(out: &mut BytesMut, event: &Value) {
+fn event_out(out: &mut BytesMut, event: &Value) {
     if let Some(name) = event.get("type").and_then(Value::as_str) {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\n");
     }
-    out.extend_from_slice(b"data: ");
-    // Serialising a JSON value into memory cannot fail.
-    let _ = serde_json::to_writer((&mut *out).writer(), event);
-    out.extend_from_slice(b"\n\n");
+    sse_data(out, event);
 }
 
 /// The message Anthropic's events describe.
