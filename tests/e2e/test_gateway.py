@@ -300,3 +300,10 @@ def test_every_answer_carries_a_request_id(gateway):
     assert mine.headers["x-request-id"] == "trace-7f3a:9"
     spaced = httpx.post(url, json=body, headers={"x-request-id": "has spaces"})
     assert spaced.status_code == 401 and spaced.headers["x-request-id"] != "has spaces"
+    # Either kind of id finds its request's usage record: the gateway's own (which is the record's id)
+    # and the client's (which is not).
+    for answer in (answers[3], mine):
+        request_id = answer.headers["x-request-id"]
+        found = wait_until(lambda: gateway.usage_records(request_id=request_id), what="record of " + request_id)
+        assert [r["request_id"] for r in found] == [request_id]
+        assert (found[0]["id"] == request_id) == (answer is not mine)

@@ -237,9 +237,13 @@ async fn follow(
     Ok(())
 }
 
+/// A record as a data plane sends it for a request that came without an
+/// `x-request-id`: the request's id is the record's.
 fn record(key_id: &str) -> proto::UsageRecord {
+    let id = uuid::Uuid::now_v7().to_string();
     proto::UsageRecord {
-        id: uuid::Uuid::now_v7().to_string(),
+        request_id: id.clone(),
+        id,
         key_id: key_id.to_owned(),
         model: "load".into(),
         provider: "fast".into(),

@@ -9,6 +9,7 @@ mod changes;
 mod cluster;
 mod dataplanes;
 mod identities;
+mod ingest;
 mod jwt_issuers;
 mod keys;
 mod providers;
@@ -28,6 +29,7 @@ pub use changes::{price_of_entity, Change, EntityKind, CONFIG_CHANNEL};
 pub use cluster::{ControlPlaneRow, Fence, LeadershipRow};
 pub use dataplanes::DataPlaneRow;
 pub use identities::guardrails_of;
+pub use ingest::UsageReport;
 pub use jwt_issuers::JwtIssuerRow;
 pub use keys::NewKeyRow;
 pub use snapshot::{ConfigReader, KeyRow, ProviderRow, TeamRow, UserRow, VersionInfo};
@@ -45,6 +47,8 @@ use std::path::PathBuf;
 pub struct Store {
     pool: AnyPool,
     kind: DatabaseKind,
+    /// SQLite: usage reports go through it to be written in groups.
+    group_writer: Option<ingest::GroupWriter>,
     /// SQLite: held while this control plane runs, so a second one on the
     /// same file refuses to start instead of running every job twice.
     _sqlite_lock: Option<std::sync::Arc<std::fs::File>>,
@@ -65,42 +69,29 @@ impl Store {
             DatabaseKind::Sqlite => prepare_sqlite_url(url)?,
             DatabaseKind::Postgres => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if kind == DatabaseKind::Sqlite {
-                        // WAL lets readers (snapshot builds) run beside a writer.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000")
-                            .execute(&mut *conn)
-                            .await?;
-                        // A multi-row insert keeps a statement journal (to undo
-                        // itself halfway); in a temporary file it doubled the
-                        // page writes of usage ingestion (docs/benchmarks.md).
-                        sqlx::query("PRAGMA temp_store = MEMORY")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
+        let pool = open_pool(kind, &url, max_connections, &[]).await?;
         match kind {
             DatabaseKind::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             DatabaseKind::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        Ok(Self {
+        let mut store = Self {
             pool,
             kind,
+            group_writer: None,
             _sqlite_lock: sqlite_lock,
-        })
+        };
+        if kind == DatabaseKind::Sqlite {
+            // Its own connection (to the same file: an in-memory database
+            // would be another one): SQLite drops a connection's page cache
+            // whenever another one wrote, so the hot index pages stay cached
+            // only on a connection that does the writing.
+            let mut writer = store.clone();
+            if sqlite_file(&url).is_some() {
+                writer.pool = open_pool(kind, &url, 1, USAGE_WRITER).await?;
+            }
+            store.group_writer = Some(ingest::GroupWriter::start(writer));
+        }
+        Ok(store)
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -150,6 +141,54 @@ impl Store {
             DatabaseKind::Postgres => self.pool.begin().await?,
         })
     }
+}
+
+/// SQLite: the connection writing usage. A group of reports dirties more
+/// pages than the default 2 MiB cache holds (they spilled to the WAL before
+/// the commit), and a checkpoint every 1,000 WAL pages (the default) copied
+/// the same hot index pages into the database after every few groups.
+const USAGE_WRITER: &[&str] = &[
+    "PRAGMA cache_size = -32768",
+    "PRAGMA wal_autocheckpoint = 10000",
+];
+
+/// `pragmas`: SQLite settings of these connections beyond the common ones.
+async fn open_pool(
+    kind: DatabaseKind,
+    url: &str,
+    max_connections: u32,
+    pragmas: &'static [&'static str],
+) -> anyhow::Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if kind == DatabaseKind::Sqlite {
+                    // WAL lets readers (snapshot builds) run beside a writer.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    // A multi-row insert keeps a statement journal (to undo
+                    // itself halfway); in a temporary file it doubled the
+                    // page writes of usage ingestion (docs/benchmarks.md).
+                    sqlx::query("PRAGMA temp_store = MEMORY")
+                        .execute(&mut *conn)
+                        .await?;
+                    for pragma in pragmas {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 /// The path of the SQLite file named by `url`, if it names one.

@@ -1,5 +1,5 @@
-use super::sql::value_rows;
-use super::{DatabaseKind, Store};
+use super::sql::{value_rows, Conditions};
+use super::{DatabaseKind, Store, Tx};
 use crate::error::Result;
 use crate::model::{UsageGroup, UsageRecordView, UsageRow, UsageTotals};
 use shared::ids::{KeyId, TeamId, UserId};
@@ -24,13 +24,38 @@ pub struct UsageQuery {
     pub trace_id: Option<String>,
 }
 
-/// Each filter is either unset (NULL) or must match: one statement for all combinations.
-const USAGE_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
-     ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR model = $4) AND \
-     ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND \
-     ($7 IS NULL OR provider = $7) AND ($8 IS NULL OR variant = $8) AND \
-     ($9 IS NULL OR estimated = $9) AND ($10 IS NULL OR request_id = $10) AND \
-     ($11 IS NULL OR trace_id = $11)";
+impl UsageQuery {
+    /// The records matching the filter. A request id is stored once more
+    /// only when it is not the record's own id (a client's `x-request-id`):
+    /// only those are in `usage_records_request`.
+    fn conditions(&self) -> Conditions<'_> {
+        Conditions::default()
+            .text("key_id = {}", self.key_id.as_deref())
+            .text("user_id = {}", self.user_id.as_deref())
+            .text("team_id = {}", self.team_id.as_deref())
+            .text("model = {}", self.model.as_deref())
+            .int("created_at >= {}", self.since_ms)
+            .int("created_at < {}", self.until_ms)
+            .text("provider = {}", self.provider.as_deref())
+            .text("variant = {}", self.variant.as_deref())
+            .int("estimated = {}", self.estimated.map(i64::from))
+            .text(
+                "((id = {} AND request_id = id) OR (request_id = {} AND request_id <> id))",
+                self.request_id.as_deref(),
+            )
+            .text("trace_id = {}", self.trace_id.as_deref())
+    }
+
+    /// The refusals of the filter's callers and time (they have no model, request or trace).
+    fn refusal_conditions(&self) -> Conditions<'_> {
+        Conditions::default()
+            .text("key_id = {}", self.key_id.as_deref())
+            .text("user_id = {}", self.user_id.as_deref())
+            .text("team_id = {}", self.team_id.as_deref())
+            .int("minute >= {}", self.since_ms)
+            .int("minute < {}", self.until_ms)
+    }
+}
 
 const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
@@ -44,24 +69,6 @@ const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(estimated), 0) AS BIGINT) AS estimated, \
      CAST(COALESCE(SUM(CASE WHEN failed_attempts IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS retried, \
      CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
-
-fn bind_filter<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    q: &'q UsageQuery,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    query
-        .bind(&q.key_id)
-        .bind(&q.user_id)
-        .bind(&q.team_id)
-        .bind(&q.model)
-        .bind(q.since_ms)
-        .bind(q.until_ms)
-        .bind(&q.provider)
-        .bind(&q.variant)
-        .bind(q.estimated.map(i64::from))
-        .bind(&q.request_id)
-        .bind(&q.trace_id)
-}
 
 fn totals_of(row: &sqlx::any::AnyRow) -> std::result::Result<UsageTotals, sqlx::Error> {
     use sqlx::Row;
@@ -91,9 +98,6 @@ fn attempts_json(attempts: &[FailedAttempt]) -> Option<String> {
 
 /// Refusals are filtered by caller and time only: they have no model,
 /// provider or tokens.
-const REFUSAL_FILTER: &str = "($1 IS NULL OR key_id = $1) AND ($2 IS NULL OR user_id = $2) AND \
-     ($3 IS NULL OR team_id = $3) AND ($4 IS NULL OR minute >= $4) AND ($5 IS NULL OR minute < $5)";
-
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
@@ -176,9 +180,16 @@ impl Store {
     /// new. Many rows per statement: a statement per row costs a round trip
     /// each. Which ids were new is asked only when a record has a counted
     /// holder: streaming the ids back cost a tenth of ingestion's throughput.
-    pub async fn insert_usage(&self, dataplane_id: &str, records: &[UsageRecord]) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let counted = self.counted_holders(&mut tx, records).await?;
+    pub(super) async fn insert_usage_in(
+        &self,
+        tx: &mut Tx,
+        dataplane_id: &str,
+        records: &[UsageRecord],
+    ) -> Result<u64> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let counted = self.counted_holders(tx, records).await?;
         let returning = records.iter().any(|r| Self::is_counted(r, &counted));
         let received_at = now_ms();
         let mut inserted: HashSet<String> = HashSet::new();
@@ -221,10 +232,10 @@ impl Store {
                     .bind(r.cost_saved.0);
             }
             if !returning {
-                new_rows += query.execute(&mut *tx).await?.rows_affected();
+                new_rows += query.execute(&mut **tx).await?.rows_affected();
                 continue;
             }
-            for row in query.fetch_all(&mut *tx).await? {
+            for row in query.fetch_all(&mut **tx).await? {
                 use sqlx::Row;
                 inserted.insert(row.try_get::<String, _>(0)?);
             }
@@ -234,10 +245,9 @@ impl Store {
                 .iter()
                 .filter(|r| inserted.contains(r.id.as_str()))
                 .collect();
-            Self::add_to_totals(&mut tx, &new, &counted).await?;
+            Self::add_to_totals(tx, &new, &counted).await?;
             new_rows = new.len() as u64;
         }
-        tx.commit().await?;
         Ok(new_rows)
     }
 
@@ -250,12 +260,13 @@ impl Store {
                 totals.costs.insert(currency, cost);
             }
         }
-        let sql = format!("SELECT latency_ms, ttft_ms FROM usage_records WHERE {USAGE_FILTER}");
+        let filter = q.conditions();
+        let sql = format!(
+            "SELECT latency_ms, ttft_ms FROM usage_records WHERE {}",
+            filter.sql()
+        );
         let mut timings = Timings::default();
-        for row in bind_filter(sqlx::query(&sql), q)
-            .fetch_all(&self.pool)
-            .await?
-        {
+        for row in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
             timings.add(&row, 0)?;
         }
         timings.fill(&mut totals);
@@ -273,17 +284,12 @@ impl Store {
 
     async fn refusal_totals(&self, q: &UsageQuery) -> Result<BTreeMap<String, i64>> {
         use sqlx::Row;
+        let filter = q.refusal_conditions();
         let sql = format!(
-            "SELECT kind, CAST(SUM(count) AS BIGINT) FROM refusals WHERE {REFUSAL_FILTER} GROUP BY kind"
+            "SELECT kind, CAST(SUM(count) AS BIGINT) FROM refusals WHERE {} GROUP BY kind",
+            filter.sql()
         );
-        let rows = sqlx::query(&sql)
-            .bind(&q.key_id)
-            .bind(&q.user_id)
-            .bind(&q.team_id)
-            .bind(q.since_ms)
-            .bind(q.until_ms)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         let mut totals = BTreeMap::new();
         for row in rows {
             totals.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
@@ -292,10 +298,13 @@ impl Store {
     }
 
     /// Counts of refused requests; those whose ids are known are left out.
-    pub async fn insert_refusals(&self, dataplane_id: &str, counts: &[RefusalCount]) -> Result<()> {
+    pub(super) async fn insert_refusals_in(
+        tx: &mut Tx,
+        dataplane_id: &str,
+        counts: &[RefusalCount],
+    ) -> Result<()> {
         const COLUMNS: usize = 9;
         let received_at = now_ms();
-        let mut tx = self.begin().await?;
         for chunk in counts.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO refusals (id, dataplane_id, key_id, user_id, team_id, kind, minute, \
@@ -315,26 +324,25 @@ impl Store {
                     .bind(i64::try_from(c.count).unwrap_or(i64::MAX))
                     .bind(received_at);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
     /// The newest records matching the filter, newest first.
     pub async fn usage_records(&self, q: &UsageQuery, limit: u32) -> Result<Vec<UsageRecordView>> {
         use sqlx::Row;
+        let filter = q.conditions();
         let sql = format!(
             "SELECT id, key_id, user_id, team_id, model, provider, upstream_model, endpoint, \
              status, prompt_tokens, completion_tokens, total_tokens, latency_ms, streamed, \
              created_at, variant, cost_micros, currency, estimated, failed_attempts, request_id, \
              trace_id, ttft_ms, cached_tokens, cache_write_tokens, cache_hit, cost_saved_micros \
-             FROM usage_records WHERE {USAGE_FILTER} ORDER BY created_at DESC, id DESC LIMIT {}",
+             FROM usage_records WHERE {} ORDER BY created_at DESC, id DESC LIMIT {}",
+            filter.sql(),
             limit
         );
-        let rows = bind_filter(sqlx::query(&sql), q)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let key_id: String = row.try_get("key_id")?;
@@ -390,15 +398,14 @@ impl Store {
         let mut report: Vec<UsageRow> = sums.into_iter().map(|(_, row)| row).collect();
         // Percentiles from the latencies themselves.
         let expressions = group_expressions(groups);
+        let filter = q.conditions();
         let sql = format!(
-            "SELECT {}, latency_ms, ttft_ms FROM usage_records WHERE {USAGE_FILTER}",
-            group_columns(&expressions)
+            "SELECT {}, latency_ms, ttft_ms FROM usage_records WHERE {}",
+            group_columns(&expressions),
+            filter.sql()
         );
         let mut timings: Vec<Timings> = (0..report.len()).map(|_| Timings::default()).collect();
-        for row in bind_filter(sqlx::query(&sql), q)
-            .fetch_all(&self.pool)
-            .await?
-        {
+        for row in filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
             if let Some(&i) = index.get(&group_of(&row, groups)?) {
                 timings[i].add(&row, expressions.len())?;
             }
@@ -418,15 +425,15 @@ impl Store {
         use sqlx::Row;
         let expressions = group_expressions(groups);
         let keys: Vec<String> = (0..expressions.len()).map(|i| format!("g{i}")).collect();
+        let filter = q.conditions();
         let sql = format!(
-            "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {USAGE_FILTER} GROUP BY {} ORDER BY {}",
+            "SELECT {}, {USAGE_SUMS} FROM usage_records WHERE {} GROUP BY {} ORDER BY {}",
             group_columns(&expressions),
+            filter.sql(),
             expressions.join(", "),
             keys.join(", ")
         );
-        let rows = bind_filter(sqlx::query(&sql), q)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = filter.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         let mut sums = Vec::with_capacity(rows.len());
         for row in &rows {
             let values = group_of(row, groups)?;
@@ -555,6 +562,41 @@ mod tests {
             let found = store.usage_records(&by_id, 10).await.expect("by id");
             assert_eq!(found.len(), 1);
             assert_eq!(found[0].request_id.as_deref(), Some("req-2"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_id_finds_its_record_whether_or_not_it_is_the_records_id() {
+        for store in super::super::testing::stores().await {
+            let mut records = [record("a", 1_000, 0), record("a", 2_000, 0)];
+            // The gateway's own request id is the record's; a client's is not.
+            records[0].request_id = Some(records[0].id.as_str().to_owned());
+            records[1].request_id = Some("client-7".into());
+            store.insert_usage("dp", &records).await.expect("insert");
+            let find = |request_id: &str| UsageQuery {
+                request_id: Some(request_id.to_owned()),
+                ..UsageQuery::default()
+            };
+            for (request_id, record) in [
+                (records[0].id.as_str(), &records[0]),
+                ("client-7", &records[1]),
+            ] {
+                let found = store
+                    .usage_records(&find(request_id), 10)
+                    .await
+                    .expect("by request id");
+                assert_eq!(found.len(), 1, "{request_id} in {:?}", store.kind());
+                assert_eq!(found[0].id, record.id.as_str());
+                assert_eq!(found[0].request_id.as_deref(), Some(request_id));
+                let totals = store.usage_totals(&find(request_id)).await.expect("totals");
+                assert_eq!(totals.requests, 1);
+            }
+            // A record's id is not its request id when the client named the request.
+            let by_record_id = store
+                .usage_records(&find(records[1].id.as_str()), 10)
+                .await
+                .expect("none");
+            assert!(by_record_id.is_empty(), "{:?}", store.kind());
         }
     }
 

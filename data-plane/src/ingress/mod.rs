@@ -113,21 +113,22 @@ async fn every_answer(
 ) -> Response {
     let started = Instant::now();
     let endpoint = endpoint_label(request.uri().path());
-    let request_id = request
+    let request_id = match request
         .headers()
         .get(REQUEST_ID)
         .filter(|v| usable_request_id(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::try_from(uuid::Uuid::now_v7().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown"))
-        });
-    let span = tracing::info_span!("answer", request_id = ?request_id);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    {
+        Some(theirs) => RequestId {
+            header: theirs.clone(),
+            record: UsageRecordId::generate(),
+        },
+        None => RequestId::generate(),
+    };
+    let span = tracing::info_span!("answer", request_id = ?request_id.header);
+    let answered_as = request_id.header.clone();
+    request.extensions_mut().insert(request_id);
     let mut response = next.run(request).instrument(span).await;
-    response.headers_mut().insert(REQUEST_ID, request_id);
+    response.headers_mut().insert(REQUEST_ID, answered_as);
     if draining.load(Ordering::Relaxed) {
         response
             .headers_mut()
@@ -146,9 +147,25 @@ async fn every_answer(
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// The request's id, as its answer will carry it, for its usage record.
+/// The request's id, as its answer will carry it, and its usage record's id:
+/// the same when the client sent none, so the control plane stores and
+/// indexes it once.
 #[derive(Clone)]
-struct RequestId(HeaderValue);
+struct RequestId {
+    header: HeaderValue,
+    record: UsageRecordId,
+}
+
+impl RequestId {
+    fn generate() -> Self {
+        let record = UsageRecordId::generate();
+        // A UUID is always a valid header value.
+        let header =
+            HeaderValue::try_from(record.as_str()).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { header, record }
+    }
+}
+
 /// On an answer whose request set no max_tokens and was sent with this many.
 const MAX_TOKENS_CAPPED: &str = "x-switchboard-max-tokens-capped";
 
@@ -385,6 +402,11 @@ async fn handle(
     drop(runtime);
     let stream = job.stream();
     let model = job.model().to_owned();
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate);
     let mut draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -397,7 +419,7 @@ async fn handle(
         traced: trace.sampled,
         finished: false,
         record: UsageRecord {
-            id: UsageRecordId::generate(),
+            id: request_id.record,
             key_id: caller.key_id,
             jwt: caller.jwt,
             user_id: caller.user_id,
@@ -416,11 +438,7 @@ async fn handle(
             currency: shared::money::Currency::default(),
             estimated: false,
             failed_attempts: Vec::new(),
-            request_id: parts
-                .extensions
-                .get::<RequestId>()
-                .and_then(|id| id.0.to_str().ok())
-                .map(str::to_owned),
+            request_id: request_id.header.to_str().ok().map(str::to_owned),
             trace_id: trace.trace_id.clone(),
             ttft_ms: None,
             cache_hit: false,

@@ -4,7 +4,7 @@
 use crate::error::Error;
 use crate::service::Admin;
 use crate::snapshot::{ConfigFeed, CounterFeed, Update};
-use crate::store::Store;
+use crate::store::{Store, UsageReport};
 use rand::Rng;
 use shared::proto as pb;
 use shared::proto::cluster_service_server::ClusterService;
@@ -294,12 +294,17 @@ impl ClusterService for ClusterGrpc {
             .map(|c| RefusalCount::try_from(c).map_err(|e| Error::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         self.admin.create_token_users(&records).await?;
-        let store = self.admin.store();
-        let accepted = store.insert_usage(&batch.dataplane_id, &records).await?;
-        store
-            .insert_refusals(&batch.dataplane_id, &refusals)
+        let sent = records.len() as u64;
+        let accepted = self
+            .admin
+            .store()
+            .ingest(UsageReport {
+                dataplane_id: batch.dataplane_id,
+                records,
+                refusals,
+            })
             .await?;
-        let duplicates = records.len() as u64 - accepted;
+        let duplicates = sent - accepted;
         metrics::counter!("switchboard_usage_records_ingested_total").increment(accepted);
         metrics::counter!("switchboard_usage_records_duplicate_total").increment(duplicates);
         Ok(Response::new(pb::UsageAck {
