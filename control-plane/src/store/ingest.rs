@@ -135,20 +135,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::ids::{KeyId, UsageRecordId};
+    use crate::store::usage::tests::record as stored;
 
     fn record() -> UsageRecord {
-        UsageRecord {
-            id: UsageRecordId::generate(),
-            key_id: Some(KeyId::from("k".to_owned())),
-            model: "m".into(),
-            provider: "p".into(),
-            upstream_model: "u".into(),
-            endpoint: "chat.completions".into(),
-            status: 200,
-            created_at_ms: 1_000,
-            ..UsageRecord::default()
-        }
+        stored("k", 1_000, 0)
     }
 
     /// Reports sent at once are written in groups, each answered with its own count.

@@ -143,6 +143,17 @@ impl Store {
     }
 }
 
+/// Every SQLite connection. WAL lets readers (snapshot builds) run beside a
+/// writer. A multi-row insert keeps a statement journal (to undo itself
+/// halfway); in a temporary file it doubled the page writes of usage
+/// ingestion (docs/benchmarks.md).
+const SQLITE: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA temp_store = MEMORY",
+];
+
 /// SQLite: the connection writing usage. A group of reports dirties more
 /// pages than the default 2 MiB cache holds (they spilled to the WAL before
 /// the commit), and a checkpoint every 1,000 WAL pages (the default) copied
@@ -164,23 +175,7 @@ async fn open_pool(
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if kind == DatabaseKind::Sqlite {
-                    // WAL lets readers (snapshot builds) run beside a writer.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA foreign_keys = ON")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000")
-                        .execute(&mut *conn)
-                        .await?;
-                    // A multi-row insert keeps a statement journal (to undo
-                    // itself halfway); in a temporary file it doubled the
-                    // page writes of usage ingestion (docs/benchmarks.md).
-                    sqlx::query("PRAGMA temp_store = MEMORY")
-                        .execute(&mut *conn)
-                        .await?;
-                    for pragma in pragmas {
+                    for pragma in SQLITE.iter().chain(pragmas) {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
                 }

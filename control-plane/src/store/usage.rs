@@ -96,8 +96,6 @@ fn attempts_json(attempts: &[FailedAttempt]) -> Option<String> {
     serde_json::to_string(attempts).ok()
 }
 
-/// Refusals are filtered by caller and time only: they have no model,
-/// provider or tokens.
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
@@ -487,13 +485,13 @@ fn group_of(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use shared::ids::UsageRecordId;
     use shared::money::Currency;
     use shared::tokens::TokenUsage;
 
-    fn record(key: &str, created_at_ms: i64, failed: usize) -> UsageRecord {
+    pub(in crate::store) fn record(key: &str, created_at_ms: i64, failed: usize) -> UsageRecord {
         UsageRecord {
             id: UsageRecordId::generate(),
             key_id: Some(KeyId::from(key.to_owned())),
