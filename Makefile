@@ -28,7 +28,7 @@ test: test-deps build test-rust test-e2e test-bench test-fuzz
 ## curl (HTTP/2 test, and the chart's `helm test` command run locally);
 ## promtool (Debian's prometheus: the alert rules are checked and unit-tested);
 ## chromium (Debian's: the console's browser test drives it through Playwright);
-## wrk and oha for the benchmark suite.
+## wrk, oha and valgrind (instructions per request, callgrind) for the benchmark suite.
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
@@ -37,6 +37,7 @@ test-deps:
 	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
 	command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
 	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+	command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
 	command -v oha >/dev/null || $(CARGO) install oha --locked --quiet
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --quiet
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib  # noqa: E402
+from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib, tree_cpu_seconds  # noqa: E402
 from loopback import drop_postgres_database, postgres_database  # noqa: E402
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
@@ -143,6 +143,7 @@ class Bench:
         # The reference: a plain reverse proxy with as many workers as the data plane has threads.
         need("nginx", ["apt-get", "install", "-y", "-q", "nginx"])
         self.nginx_fast = st.nginx(self.mock_fast, os.cpu_count() or 1)
+        self.nginx_pid = st.procs[-1].pid
         for name, url in [("fast", self.mock_fast), ("slow", self.mock_slow), ("stream", self.mock_stream), ("paced", self.mock_paced)]:
             st.provider(name, url)
             st.route(name, name)
@@ -331,15 +332,63 @@ class Bench:
         before = cpu_seconds(mock_pid)
         d = oha(self.mock_fast, "direct", "load", rate, seconds)
         mock_cost = (cpu_seconds(mock_pid) - before) / max(d["ok"], 1) * 1e6
+        before = tree_cpu_seconds(self.nginx_pid)
+        n = oha(self.nginx_fast, "direct", "load", rate, seconds)
+        nginx_cost = (tree_cpu_seconds(self.nginx_pid) - before) / max(n["ok"], 1) * 1e6
         before, cp_before = cpu_seconds(self.dp.proc.pid), cpu_seconds(self.stack.cp.pid)
         g = oha(self.dp.url, self.key, "fast", rate, seconds)
         time.sleep(1.5)  # the last usage batch reaches the control plane
         gateway_cost = (cpu_seconds(self.dp.proc.pid) - before) / max(g["ok"], 1) * 1e6
         cp_cost = (cpu_seconds(self.stack.cp.pid) - cp_before) / max(g["ok"], 1) * 1e6
+        self.report.row(f"6r. nginx reverse proxy, CPU per request at {rate:,} req/s", "process CPU (user+system)",
+                        f"{mock_cost:.1f} us (mock)", f"{nginx_cost:.1f} us", f"{nginx_cost / mock_cost:.1f}x the mock",
+                        "reference")
         self.report.row(f"6. CPU per request at {rate:,} req/s", "process CPU (user+system)", f"{mock_cost:.1f} us (mock)",
-                        f"{gateway_cost:.1f} us", f"{gateway_cost / mock_cost:.1f}x the mock", "report")
+                        f"{gateway_cost:.1f} us", f"{gateway_cost / mock_cost:.1f}x the mock; {gateway_cost / nginx_cost:.1f}x nginx",
+                        "report")
         self.report.row(f"6. CPU per request at {rate:,} req/s", "control plane, ingesting the usage", "",
                         f"{cp_cost:.1f} us", "", "")
+
+    def instructions(self):
+        """Instructions per request, counted by callgrind on a data plane of its own: repeatable whatever
+        else the machine is doing, so a change to the request path can be judged by a few hundred
+        instructions where the timed scenarios move by tens of percent."""
+        need("valgrind", ["apt-get", "install", "-y", "-q", "valgrind"])
+        requests = 200 if self.s.smoke else 2_000
+        counts = self.stack.work / "callgrind.out"
+        dp = self.stack.data_plane(wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}"])
+        self.stack.wait_model(dp, self.key, "fast")
+
+        def load(n):
+            subprocess.run(["oha", "-n", str(n), "-c", "4", "--no-tui", "-m", "POST",
+                            "-H", f"authorization: Bearer {self.key}", "-H", "content-type: application/json",
+                            "-d", CHAT_BODY % "fast", f"{dp.url}/chat/completions"], check=True, capture_output=True)
+
+        def dump():  # each dump holds what was counted since the one before
+            subprocess.run(["callgrind_control", "--dump", str(dp.proc.pid)], check=True, capture_output=True)
+
+        load(requests // 4)  # warm: connections, pools, first-use allocations
+        dump()
+        load(requests)
+        dump()
+        self.stack.stop(dp)
+        measured = sorted(self.stack.work.glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))[1]
+        listing = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(measured)],
+                                 check=True, capture_output=True, text=True).stdout
+
+        def instructions(matches):
+            return sum(int(line.split()[0].replace(",", "")) for line in listing.splitlines()
+                       if line.strip() and line.split()[0].replace(",", "").isdigit() and matches(line))
+
+        total = instructions(lambda line: "PROGRAM TOTALS" in line)
+        # Valgrind counts every iteration of the `rep movsb` glibc's memcpy uses for large copies as an
+        # instruction, i.e. one per byte moved: shown apart, not mixed into the count that tracks the code.
+        copies = instructions(lambda line: "memmove" in line or "memcpy" in line)
+        malloc = instructions(lambda line: "/malloc/" in line)
+        rest = total - copies
+        self.report.row(f"16. instructions per request (callgrind, {requests:,} requests, concurrency 4)",
+                        "data plane, all threads, memcpy aside", "", f"{rest / requests:,.0f}",
+                        f"of which malloc/free {malloc / rest:.0%}; memcpy adds {copies / requests:,.0f}", "report")
 
     def limits(self):
         """What the limits step costs: the same load through a key under rate limits, a quota and a
@@ -635,8 +684,8 @@ class Bench:
     def run(self, only):
         self.setup()
         try:
-            for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "streams", "cpu", "limits",
-                         "cache", "guardrails", "sustained", "propagation", "tracing"]:
+            for name in ["throughput", "latency_c1", "fixed_rate", "streaming", "memory", "streams", "cpu", "instructions",
+                         "limits", "cache", "guardrails", "sustained", "propagation", "tracing"]:
                 if not only or name in only:
                     print(f"== {name}", flush=True)
                     getattr(self, name)()

@@ -44,6 +44,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its direct children (nginx's master and workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(cpu_seconds(int(child)) for child in children)
+
+
 class Stack:
     """Everything the benchmarks talk to; `bin_dir` holds the built binaries."""
 
@@ -53,10 +59,11 @@ class Stack:
         self.procs = []
         self.data_planes = []
 
-    def spawn(self, name, *args, log=None, env=None):
+    def spawn(self, name, *args, log=None, env=None, wrap=()):
+        """`wrap`: a command to run the binary under (valgrind, say)."""
         out = open(self.work / (log or f"{name}.log"), "ab")
         proc = subprocess.Popen(
-            [str(self.bin_dir / name), *map(str, args)],
+            [*wrap, str(self.bin_dir / name), *map(str, args)],
             stdout=subprocess.PIPE if name.startswith("mock") else out,
             stderr=out,
             env={**os.environ, "SWITCHBOARD_DRAIN_DELAY_MS": "0", **(env or {})},
@@ -140,7 +147,7 @@ http {{
         )
         wait_until(lambda: self.get(self.admin_port, "/readyz")[0] == 200, what="control plane")
 
-    def data_plane(self, *extra, port=None, index=None, env=None) -> "DataPlane":
+    def data_plane(self, *extra, port=None, index=None, env=None, wrap=()) -> "DataPlane":
         """A new data plane; with `port` and `index` of a stopped one, that
         one again (same state dir: it starts from its copy on disk)."""
         port = port or free_port()
@@ -155,6 +162,7 @@ http {{
             *extra,
             log=f"dp{index}.log",
             env=env,
+            wrap=wrap,
         )
         dp = DataPlane(proc, port, index)
         wait_until(lambda: self.get(port, "/readyz")[0] == 200, what="data plane")

@@ -275,7 +275,7 @@ pub(super) fn with_headers(
     };
     set("x-switchboard-provider", provider);
     set("x-switchboard-model", model);
-    set("x-switchboard-attempts", &attempts.to_string());
+    headers.insert("x-switchboard-attempts", HeaderValue::from(attempts));
     response
 }
 

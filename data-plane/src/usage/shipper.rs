@@ -305,8 +305,14 @@ impl Sender {
         };
         let count = batch.records.len() as u64;
         batch.dataplane_id.clone_from(&self.dataplane_id);
+        // A batch in the journal is sent as it is and read back if it must be
+        // sent again; only one the journal could not hold is copied to keep.
+        let (sending, kept) = match front.path {
+            Some(_) => (batch, None),
+            None => (batch.clone(), Some(batch)),
+        };
         let mut client = self.control_planes.client();
-        let sent = tokio::time::timeout(timeout, client.report_usage(batch.clone())).await;
+        let sent = tokio::time::timeout(timeout, client.report_usage(sending)).await;
         let delivered = matches!(sent, Ok(Ok(_)));
         let outcome = match sent {
             Ok(Ok(_)) => {
@@ -352,7 +358,7 @@ impl Sender {
             }
             Sent::Retry => {
                 metrics::counter!("switchboard_usage_send_failures_total").increment(1);
-                front.batch = Some(batch);
+                front.batch = kept;
             }
         }
         metrics::gauge!("switchboard_usage_spool_batches").set(self.pending.len() as f64);
