@@ -376,15 +376,15 @@ class Bench:
         listing = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(measured)],
                                  check=True, capture_output=True, text=True).stdout
 
-        def instructions(matches):
+        def counted(matches):
             return sum(int(line.split()[0].replace(",", "")) for line in listing.splitlines()
                        if line.strip() and line.split()[0].replace(",", "").isdigit() and matches(line))
 
-        total = instructions(lambda line: "PROGRAM TOTALS" in line)
+        total = counted(lambda line: "PROGRAM TOTALS" in line)
         # Valgrind counts every iteration of the `rep movsb` glibc's memcpy uses for large copies as an
         # instruction, i.e. one per byte moved: shown apart, not mixed into the count that tracks the code.
-        copies = instructions(lambda line: "memmove" in line or "memcpy" in line)
-        malloc = instructions(lambda line: "/malloc/" in line)
+        copies = counted(lambda line: "memmove" in line or "memcpy" in line)
+        malloc = counted(lambda line: "/malloc/" in line)
         rest = total - copies
         self.report.row(f"16. instructions per request (callgrind, {requests:,} requests, concurrency 4)",
                         "data plane, all threads, memcpy aside", "", f"{rest / requests:,.0f}",
