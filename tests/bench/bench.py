@@ -359,19 +359,18 @@ class Bench:
         dp = self.stack.data_plane(wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}"])
         self.stack.wait_model(dp, self.key, "fast")
 
-        def load(n):
-            subprocess.run(["oha", "-n", str(n), "-c", "4", "--no-tui", "-m", "POST",
-                            "-H", f"authorization: Bearer {self.key}", "-H", "content-type: application/json",
-                            "-d", CHAT_BODY % "fast", f"{dp.url}/chat/completions"], check=True, capture_output=True)
-
         def dump():  # each dump holds what was counted since the one before
             subprocess.run(["callgrind_control", "--dump", str(dp.proc.pid)], check=True, capture_output=True)
 
-        load(requests // 4)  # warm: connections, pools, first-use allocations
+        # Offered at up to that many a second: under valgrind the data plane answers far fewer.
+        oha(dp.url, self.key, "fast", requests // 4, 1, connections=4)  # warm: connections, pools, first uses
         dump()
-        load(requests)
+        answered = oha(dp.url, self.key, "fast", requests, 1, connections=4)
         dump()
         self.stack.stop(dp)
+        if answered["errors"]:
+            self.report.notes.append(f"Scenario 16: {answered['errors']:.0f} errors; counted per answered request.")
+        requests = max(answered["ok"], 1)
         measured = sorted(self.stack.work.glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))[1]
         listing = subprocess.run(["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(measured)],
                                  check=True, capture_output=True, text=True).stdout
