@@ -8,9 +8,10 @@
 //! (A persistent map, `imbl`'s HAMT, shares more finely, but every lookup
 //! then walks several nodes; lookups are on the request path, writes are not.)
 
+use foldhash::fast::RandomState;
+use foldhash::HashMap;
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 const SHARDS: usize = 64;
@@ -26,8 +27,8 @@ pub struct CowMap<K, V> {
 impl<K, V> Default for CowMap<K, V> {
     fn default() -> Self {
         CowMap {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::default())).collect(),
+            hasher: RandomState::default(),
             len: 0,
         }
     }

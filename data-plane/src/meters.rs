@@ -11,6 +11,7 @@
 use metrics::{counter, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
 use shared::usage::TokenUsage;
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -225,4 +226,28 @@ impl Drop for InFlight {
             STREAMS_IN_FLIGHT.decrement(1.0);
         }
     }
+}
+
+/// Every answer's count by endpoint and status, and its duration by
+/// endpoint. Both label sets are bounded (endpoint names are static, a
+/// status is a number), so each worker thread keeps the handles it has
+/// used: the registry (a key built, hashed and looked up under a lock) is
+/// consulted once per label set and thread, not per answer.
+pub fn answered(endpoint: &'static str, status: axum::http::StatusCode, took: Duration) {
+    type ByEndpointAndStatus = foldhash::HashMap<(&'static str, u16), (Counter, Histogram)>;
+    thread_local! {
+        static HANDLES: RefCell<ByEndpointAndStatus> = RefCell::new(ByEndpointAndStatus::default());
+    }
+    HANDLES.with_borrow_mut(|handles| {
+        let (count, duration) = handles
+            .entry((endpoint, status.as_u16()))
+            .or_insert_with(|| {
+                (
+                    counter!("switchboard_requests_total", "endpoint" => endpoint, "status" => status.as_str().to_owned()),
+                    histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint),
+                )
+            });
+        count.increment(1);
+        duration.record(took);
+    });
 }

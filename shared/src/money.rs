@@ -3,8 +3,8 @@
 
 use crate::proto;
 use crate::tokens::TokenUsage;
+use foldhash::{HashMap, HashMapExt};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 

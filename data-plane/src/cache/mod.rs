@@ -34,7 +34,8 @@ pub enum CacheBackend {
 }
 
 /// The answer header that says how the cache took part.
-pub const CACHE_HEADER: &str = "x-switchboard-cache";
+pub const CACHE_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-switchboard-cache");
 
 /// A stored answer: its JSON as the client got it unstreamed, and what
 /// the provider that gave it counted.

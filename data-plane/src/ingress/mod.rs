@@ -33,7 +33,7 @@ use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -134,18 +134,13 @@ async fn every_answer(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    metrics::counter!(
-        "switchboard_requests_total",
-        "endpoint" => endpoint,
-        "status" => response.status().as_str().to_owned()
-    )
-    .increment(1);
-    metrics::histogram!("switchboard_request_duration_seconds", "endpoint" => endpoint)
-        .record(started.elapsed().as_secs_f64());
+    crate::meters::answered(endpoint, response.status(), started.elapsed());
     response
 }
 
-const REQUEST_ID: &str = "x-request-id";
+// Header names as constants: a name given as a string is parsed anew at
+// every use.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id, as its answer will carry it, and its usage record's id:
 /// the same when the client sent none, so the control plane stores and
@@ -167,7 +162,7 @@ impl RequestId {
 }
 
 /// On an answer whose request set no max_tokens and was sent with this many.
-const MAX_TOKENS_CAPPED: &str = "x-switchboard-max-tokens-capped";
+const MAX_TOKENS_CAPPED: HeaderName = HeaderName::from_static("x-switchboard-max-tokens-capped");
 
 /// A client's request id is passed on if it is 1 to 128 visible ASCII characters.
 fn usable_request_id(value: &[u8]) -> bool {
@@ -687,7 +682,8 @@ pub fn sse_response(body: Body) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    const NO_PROXY_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+    headers.insert(NO_PROXY_BUFFERING, HeaderValue::from_static("no"));
     response
 }
 

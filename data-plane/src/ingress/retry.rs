@@ -13,7 +13,7 @@ use crate::router::health::{parse_retry_after, Outcome};
 use crate::router::table::{RetryPolicy, Route, Target};
 use crate::router::{self, Plan};
 use crate::usage::UsageDraft;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -267,15 +267,18 @@ pub(super) fn with_headers(
     model: &str,
     attempts: u32,
 ) -> Response {
+    const PROVIDER: HeaderName = HeaderName::from_static("x-switchboard-provider");
+    const MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
     let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: &str| {
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     };
-    set("x-switchboard-provider", provider);
-    set("x-switchboard-model", model);
-    headers.insert("x-switchboard-attempts", HeaderValue::from(attempts));
+    set(PROVIDER, provider);
+    set(MODEL, model);
+    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
     response
 }
 

@@ -5,8 +5,8 @@
 //! fail together.
 
 use super::{Check, Outcome, Verdict};
+use foldhash::HashMap;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug)]
 enum State {

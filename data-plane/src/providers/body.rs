@@ -39,7 +39,7 @@ impl StreamFailure for BodyError {
 impl StreamFailure for std::io::Error {}
 
 pub struct UpstreamBody {
-    inner: BodyDataStream<hyper::body::Incoming>,
+    inner: BodyDataStream<super::pool::PooledBody>,
     idle: Option<Duration>,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,

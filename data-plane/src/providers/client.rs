@@ -1,11 +1,13 @@
 //! The pooled HTTP client every adapter sends through: HTTP/1.1 keep-alive
-//! for plain `http://` upstreams, HTTP/2 (by ALPN) or HTTP/1.1 over TLS.
+//! for plain `http://` upstreams (our own pool, `pool.rs`), HTTP/2 (by ALPN)
+//! or HTTP/1.1 over TLS (hyper-util's pooled client).
 //!
 //! hyper keeps one HTTP/2 connection per host and queues requests once the
-//! server's concurrent-stream limit is reached, so the client is sharded:
-//! requests rotate over several independent pools, each with its own
-//! connection, and the stream limit is multiplied by the shard count.
+//! server's concurrent-stream limit is reached, so the TLS client is
+//! sharded: requests rotate over several independent pools, each with its
+//! own connection, and the stream limit is multiplied by the shard count.
 
+use super::pool::{Http1Pool, PoolError, PooledBody};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -18,8 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type UpstreamRequest = hyper::Request<Full<Bytes>>;
-pub type UpstreamResponse = hyper::Response<hyper::body::Incoming>;
-type SendError = hyper_util::client::legacy::Error;
+pub type UpstreamResponse = hyper::Response<PooledBody>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Plain(#[from] PoolError),
+    #[error(transparent)]
+    Tls(#[from] hyper_util::client::legacy::Error),
+}
 
 type Pool = Client<HttpsConnector<TimedConnector>, Full<Bytes>>;
 
@@ -27,7 +36,7 @@ type Pool = Client<HttpsConnector<TimedConnector>, Full<Bytes>>;
 /// provider's name cannot lead to them (the control plane refuses such
 /// addresses written in a base URL).
 #[derive(Clone)]
-struct GuardedResolver {
+pub(super) struct GuardedResolver {
     inner: GaiResolver,
     allow_link_local: bool,
 }
@@ -74,9 +83,9 @@ tokio::task_local! {
 /// it has one. hyper starts a new connection inside the request's own task,
 /// so the request's task-local value is in scope when `call` runs.
 #[derive(Clone)]
-struct TimedConnector(HttpConnector<GuardedResolver>);
+pub(super) struct TimedConnector(HttpConnector<GuardedResolver>);
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<hyper::Uri> for TimedConnector {
     type Response = <HttpConnector<GuardedResolver> as tower::Service<hyper::Uri>>::Response;
@@ -109,6 +118,7 @@ impl tower::Service<hyper::Uri> for TimedConnector {
 
 #[derive(Clone)]
 pub struct UpstreamClient {
+    plain: Http1Pool,
     shards: Arc<[Pool]>,
     next: Arc<AtomicUsize>,
 }
@@ -117,20 +127,23 @@ impl UpstreamClient {
     /// `allow_link_local`: whether providers may resolve to link-local or
     /// cloud metadata addresses.
     pub fn new(connect_timeout: Duration, shards: usize, allow_link_local: bool) -> Self {
+        let connector = || {
+            let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+                inner: GaiResolver::new(),
+                allow_link_local,
+            });
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(connect_timeout));
+            http.enforce_http(false);
+            TimedConnector(http)
+        };
         let shards = (0..shards.max(1))
             .map(|_| {
-                let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-                    inner: GaiResolver::new(),
-                    allow_link_local,
-                });
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(connect_timeout));
-                http.enforce_http(false);
                 let https = HttpsConnectorBuilder::new()
                     .with_webpki_roots()
                     .https_or_http()
                     .enable_all_versions()
-                    .wrap_connector(TimedConnector(http));
+                    .wrap_connector(connector());
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_timer(TokioTimer::new())
@@ -139,6 +152,7 @@ impl UpstreamClient {
             })
             .collect();
         Self {
+            plain: Http1Pool::new(connector()),
             shards,
             next: Arc::new(AtomicUsize::new(0)),
         }
@@ -151,13 +165,29 @@ impl UpstreamClient {
         request: UpstreamRequest,
         connect_timeout: Option<Duration>,
     ) -> Result<UpstreamResponse, SendError> {
-        let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        let sent = self.shards[shard].request(request);
+        let sent = async {
+            if request.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP) {
+                return Ok(self.plain.send(request).await?);
+            }
+            let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            let response = self.shards[shard].request(request).await?;
+            Ok(response.map(PooledBody::unpooled))
+        };
         match connect_timeout {
             Some(limit) => CONNECT_TIMEOUT.scope(limit, sent).await,
             None => sent.await,
         }
     }
+}
+
+#[cfg(test)]
+pub(super) fn test_connector() -> TimedConnector {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+        inner: GaiResolver::new(),
+        allow_link_local: false,
+    });
+    http.enforce_http(false);
+    TimedConnector(http)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod gemini;
 pub mod hunyuan;
 mod ollama;
 mod openai;
+mod pool;
 mod qianfan;
 
 pub use client::{UpstreamClient, UpstreamResponse};

@@ -10,12 +10,13 @@ use crate::error::{Entity, InvalidConfig};
 use crate::guardrails::Compiled;
 use crate::meters::TargetMeters;
 use crate::providers::{self, Adapter};
+use foldhash::{HashMap, HashMapExt};
 use shared::cache::{CachePurges, RouteCache};
 use shared::limits::RateLimits;
 use shared::money::Prices;
 use shared::proto;
 use shared::routing::Strategy;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,7 +221,7 @@ pub struct HealthCheck {
 
 impl HealthCheck {
     /// From a provider's settings; a value that is not milliseconds is refused, not ignored.
-    fn of(settings: &HashMap<String, String>) -> Result<Option<Self>, String> {
+    fn of(settings: &std::collections::HashMap<String, String>) -> Result<Option<Self>, String> {
         let ms = |name: &str| -> Result<Option<Duration>, String> {
             settings
                 .get(name)
