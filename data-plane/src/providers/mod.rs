@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod body;
 mod client;
+mod connect;
 mod dashscope;
 mod gemini;
 pub mod hunyuan;

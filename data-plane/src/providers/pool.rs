@@ -10,7 +10,7 @@
 //! back when its answer's body has been read to the end (a body dropped
 //! early closes it, as does any answer that ends the connection).
 
-use super::client::{BoxError, TimedConnector};
+use super::connect::{BoxError, TimedConnector};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -283,7 +283,7 @@ mod tests {
     }
 
     fn pool() -> Http1Pool {
-        Http1Pool::new(super::super::client::test_connector())
+        Http1Pool::new(TimedConnector::new(Duration::from_secs(5), false))
     }
 
     fn request(uri: &str) -> hyper::Request<Full<Bytes>> {
