@@ -252,18 +252,23 @@ class RedisCluster:
         for port in self.ports:
             directory = tmp / f"cluster-{port}"
             directory.mkdir()
+            # The cluster bus port of its own: by default port + 10000, in the kernel's ephemeral range.
             self.procs.append(Process(binary, [
-                "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-port", free_port(),
                 "--cluster-config-file", directory / "nodes.conf", "--dir", directory,
                 "--save", "", "--appendonly", "no",
             ], tmp, absolute=True).start())
-        for port in self.ports:
-            wait_until(lambda: redis_cli(port, "ping") == "PONG", what=f"redis {port} up")
-        created = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
-                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
-        assert created.returncode == 0, created.stdout + created.stderr
-        wait_until(lambda: all("cluster_state:ok" in redis_cli(p, "cluster", "info") for p in self.ports),
-                   what="the cluster ready")
+        try:
+            for port in self.ports:
+                wait_until(lambda: redis_cli(port, "ping") == "PONG", what=f"redis {port} up")
+            created = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                                      "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
+            assert created.returncode == 0, created.stdout + created.stderr
+            wait_until(lambda: all("cluster_state:ok" in redis_cli(p, "cluster", "info") for p in self.ports),
+                       what="the cluster ready")
+        except BaseException:
+            self.stop()
+            raise
         self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.ports[:2])
 
     def keys(self):

@@ -13,6 +13,7 @@
 //! cannot write when it wakes.
 
 use crate::store::{Fence, Store};
+use anyhow::anyhow;
 use etcd_client::{Client, ConnectOptions, ResignOptions, TlsOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,9 +198,11 @@ impl Campaign {
     }
 
     async fn etcd(&self, settings: &EtcdSettings) -> anyhow::Result<()> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(self.lease);
+        // No per-request timeout on the client: a follower's campaign waits
+        // as long as the leader lives (a timeout would end it every lease and
+        // queue it anew). Each other call is bounded on its own, and an etcd
+        // that is gone shows as renewals no longer answered.
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(3));
         if let Some((name, password)) = &settings.user {
             options = options.with_user(name.clone(), password.clone());
         }
@@ -208,12 +211,24 @@ impl Campaign {
         }
         let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
         let ttl = i64::try_from(self.lease.as_secs().max(1)).unwrap_or(3);
-        let lease = client.lease_grant(ttl, None).await?.id();
-        let (keeper, answers) = client.lease_keep_alive(lease).await?;
+        let lease = bounded(self.lease, client.lease_grant(ttl, None))
+            .await?
+            .id();
+        let outcome = self.campaign_on(&mut client, lease).await;
+        // Also after a failure: a lease left to expire would keep its
+        // campaign key, and this replica's next campaign would queue behind it.
+        let _ = bounded(self.lease, client.lease_revoke(lease)).await;
+        outcome
+    }
+
+    /// Campaigns on `lease`, then leads until shutdown or until the lease is lost.
+    async fn campaign_on(&self, client: &mut Client, lease: i64) -> anyhow::Result<()> {
+        let (keeper, answers) = bounded(self.lease, client.lease_keep_alive(lease)).await?;
         let every = self.lease / 3;
         let mut renewal = Renewal {
             keeper,
             answers,
+            lease: self.lease,
             timeout: every,
         };
         let mut until = Instant::now() + self.lease;
@@ -225,14 +240,8 @@ impl Campaign {
         let leader_key = loop {
             tokio::select! {
                 won = &mut campaign => break won?.take_leader(),
-                _ = self.shutdown.cancelled() => {
-                    let _ = client.lease_revoke(lease).await;
-                    return Ok(());
-                }
-                _ = tokio::time::sleep(every) => {
-                    renewal.renew().await?;
-                    until = Instant::now() + self.lease;
-                }
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(every) => until = renewal.renew(until).await?,
             }
         };
         let fence = self.lead(until).await?;
@@ -241,11 +250,12 @@ impl Campaign {
                 _ = self.shutdown.cancelled() => break None,
                 _ = tokio::time::sleep(every) => {}
             }
-            if Instant::now() >= *self.lease_until.lock() {
+            let holds_until = *self.lease_until.lock();
+            if Instant::now() >= holds_until {
                 break Some("the lease ran out before it was renewed".to_owned());
             }
-            match renewal.renew().await {
-                Ok(()) => *self.lease_until.lock() = Instant::now() + self.lease,
+            match renewal.renew(holds_until).await {
+                Ok(until) => *self.lease_until.lock() = until,
                 Err(error) => break Some(error.to_string()),
             }
         };
@@ -253,11 +263,9 @@ impl Campaign {
         if lost.is_none() {
             // Resigning hands over at once instead of after the lease's TTL.
             if let Some(key) = leader_key {
-                let _ = client
-                    .resign(Some(ResignOptions::new().with_leader(key)))
-                    .await;
+                let resign = client.resign(Some(ResignOptions::new().with_leader(key)));
+                let _ = bounded(self.lease, resign).await;
             }
-            let _ = client.lease_revoke(lease).await;
         }
         match lost {
             None => Ok(()),
@@ -266,23 +274,67 @@ impl Campaign {
     }
 }
 
+/// An etcd call that gives up after `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => anyhow::bail!("etcd did not answer within {limit:?}"),
+    }
+}
+
 /// Keeps an etcd lease alive, one renewal at a time.
 struct Renewal {
     keeper: etcd_client::LeaseKeeper,
     answers: etcd_client::LeaseKeepAliveStream,
+    lease: Duration,
     timeout: Duration,
 }
 
 impl Renewal {
-    async fn renew(&mut self) -> anyhow::Result<()> {
-        self.keeper.keep_alive().await?;
-        match tokio::time::timeout(self.timeout, self.answers.message()).await {
-            Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(()),
-            Ok(Ok(_)) => anyhow::bail!("the lease expired"),
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => anyhow::bail!("etcd did not answer the keep-alive"),
+    /// Renews the lease held until `holds_until`; returns until when it holds
+    /// now. A renewal not answered in time (etcd busy, a slow machine) is
+    /// tried again at the next tick while the lease still holds; a lease etcd
+    /// says has expired ends at once.
+    async fn renew(&mut self, holds_until: Instant) -> anyhow::Result<Instant> {
+        let sent = Instant::now();
+        match self.keep_alive().await {
+            // etcd counts the TTL from when it took the keep-alive, after `sent`.
+            Ok(()) => Ok(sent + self.lease),
+            Err(NotRenewed::Expired) => anyhow::bail!("the lease expired"),
+            Err(NotRenewed::Failed(error)) if Instant::now() + self.timeout < holds_until => {
+                tracing::warn!(%error, "etcd lease renewal failed; trying again while the lease holds");
+                Ok(holds_until)
+            }
+            Err(NotRenewed::Failed(error)) => Err(error),
         }
     }
+
+    async fn keep_alive(&mut self) -> Result<(), NotRenewed> {
+        self.keeper
+            .keep_alive()
+            .await
+            .map_err(|error| NotRenewed::Failed(error.into()))?;
+        match tokio::time::timeout(self.timeout, self.answers.message()).await {
+            Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(()),
+            Ok(Ok(Some(_))) => Err(NotRenewed::Expired),
+            Ok(Ok(None)) => Err(NotRenewed::Failed(anyhow!(
+                "etcd closed the keep-alive stream"
+            ))),
+            Ok(Err(error)) => Err(NotRenewed::Failed(error.into())),
+            Err(_) => Err(NotRenewed::Failed(anyhow!(
+                "etcd did not answer the keep-alive"
+            ))),
+        }
+    }
+}
+
+/// Why a renewal did not renew.
+enum NotRenewed {
+    Expired,
+    Failed(anyhow::Error),
 }
 
 fn far_future() -> Instant {
