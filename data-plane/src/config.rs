@@ -2,6 +2,7 @@
 
 use crate::limits::redis::RedisMode;
 use crate::limits::FailMode;
+use crate::providers::UpstreamSettings;
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
 use shared::metrics::MetricsArgs;
@@ -67,6 +68,16 @@ pub struct Config {
     /// (169.254.0.0/16, fe80::/10, ...), which are refused otherwise.
     #[arg(long, env = "SWITCHBOARD_ALLOW_LINK_LOCAL_UPSTREAMS")]
     pub allow_link_local_upstreams: bool,
+
+    /// How long a connection to a provider may wait, unused, for its next
+    /// request before it is closed. Keep it below the provider's (or its
+    /// load balancer's) own idle timeout.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_UPSTREAM_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 90
+    )]
+    pub upstream_idle_timeout_seconds: u64,
 
     /// Independent connection pools per data plane. Each holds one HTTP/2
     /// connection per provider host, so this many times the provider's
@@ -322,6 +333,9 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes: must be positive".into());
         }
+        if self.upstream_idle_timeout_seconds == 0 {
+            return Err("upstream_idle_timeout_seconds: must be positive".into());
+        }
         if self.upstream_http2_connections == 0 {
             return Err("upstream_http2_connections: must be positive".into());
         }
@@ -380,8 +394,13 @@ impl Config {
         self.cluster_token.as_deref().unwrap_or_default().trim()
     }
 
-    pub fn upstream_connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_connect_timeout_ms)
+    pub fn upstream(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
+            idle_timeout: Duration::from_secs(self.upstream_idle_timeout_seconds),
+            http2_connections: self.upstream_http2_connections,
+            allow_link_local: self.allow_link_local_upstreams,
+        }
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -143,11 +143,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "health-checks",
         probe::run(
             live.clone(),
-            providers::UpstreamClient::new(
-                config.upstream_connect_timeout(),
-                1,
-                config.allow_link_local_upstreams,
-            ),
+            providers::UpstreamClient::new(providers::UpstreamSettings {
+                http2_connections: 1,
+                ..config.upstream()
+            }),
             config.routing().breaker,
             tasks.token(),
         ),
@@ -207,11 +206,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         draining: draining.clone(),
         live: live.clone(),
         // Per worker: connections to providers stay on the thread that uses them.
-        http: providers::UpstreamClient::new(
-            config.upstream_connect_timeout(),
-            config.upstream_http2_connections,
-            config.allow_link_local_upstreams,
-        ),
+        http: providers::UpstreamClient::new(config.upstream()),
         usage: usage.clone(),
         limiter: limiter.clone(),
         cache: cache.clone(),

@@ -714,7 +714,12 @@ mod tests {
         let (usage, _receiver) = UsageSink::channel(16, 4);
         router(AppState {
             live,
-            http: providers::UpstreamClient::new(Duration::from_secs(1), 1, false),
+            http: providers::UpstreamClient::new(providers::UpstreamSettings {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(90),
+                http2_connections: 1,
+                allow_link_local: false,
+            }),
             usage,
             limiter: Arc::new(Limiter::new(None)),
             cache: Arc::new(crate::cache::ResponseCache::in_memory(1 << 20)),

@@ -38,12 +38,22 @@ pub struct UpstreamClient {
     next: Arc<AtomicUsize>,
 }
 
+/// How the data plane connects to providers.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// How long a connection may wait in a pool for its next request.
+    pub idle_timeout: Duration,
+    /// Independent pools for HTTPS providers, requests rotating over them.
+    pub http2_connections: usize,
+    /// Whether providers may resolve to link-local or cloud metadata addresses.
+    pub allow_link_local: bool,
+}
+
 impl UpstreamClient {
-    /// `allow_link_local`: whether providers may resolve to link-local or
-    /// cloud metadata addresses.
-    pub fn new(connect_timeout: Duration, shards: usize, allow_link_local: bool) -> Self {
-        let connector = || TimedConnector::new(connect_timeout, allow_link_local);
-        let shards = (0..shards.max(1))
+    pub fn new(settings: UpstreamSettings) -> Self {
+        let connector = || TimedConnector::new(settings.connect_timeout, settings.allow_link_local);
+        let shards = (0..settings.http2_connections.max(1))
             .map(|_| {
                 let https = HttpsConnectorBuilder::new()
                     .with_webpki_roots()
@@ -51,14 +61,14 @@ impl UpstreamClient {
                     .enable_all_versions()
                     .wrap_connector(connector());
                 Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_idle_timeout(settings.idle_timeout)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
                     .build(https)
             })
             .collect();
         Self {
-            plain: Http1Pool::new(connector()),
+            plain: Http1Pool::new(connector(), settings.idle_timeout),
             shards,
             next: Arc::new(AtomicUsize::new(0)),
         }

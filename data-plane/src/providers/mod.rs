@@ -14,7 +14,7 @@ mod openai;
 mod pool;
 mod qianfan;
 
-pub use client::{UpstreamClient, UpstreamResponse};
+pub use client::{UpstreamClient, UpstreamResponse, UpstreamSettings};
 
 use crate::chat::framing::{Frame, Framing};
 use crate::chat::{ChatChunk, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingsRequest};

@@ -18,56 +18,105 @@ use hyper::client::conn::http1;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
-/// How long a connection may wait in the pool for its next request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 struct Idle {
     sender: Sender,
     since: Instant,
 }
 
-#[derive(Default)]
-struct Idles(Mutex<foldhash::HashMap<Box<str>, VecDeque<Idle>>>);
+/// One origin's idle connections, newest at the back.
+struct Waiting {
+    /// The origin, shared with each answer that will give a connection back.
+    origin: Arc<str>,
+    idle: VecDeque<Idle>,
+}
+
+struct Idles {
+    waiting: Mutex<foldhash::HashMap<Box<str>, Waiting>>,
+    /// How long a connection may wait for its next request.
+    timeout: Duration,
+    sweeping: Once,
+}
 
 impl Idles {
-    fn take(&self, origin: &str) -> Option<Sender> {
-        let mut idle = self.0.lock();
-        let waiting = idle.get_mut(origin)?;
-        while let Some(Idle { sender, since }) = waiting.pop_back() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
-            }
-        }
-        None
+    fn live(&self, idle: &Idle) -> bool {
+        !idle.sender.is_closed() && idle.since.elapsed() < self.timeout
     }
 
-    fn put(&self, origin: &str, sender: Sender) {
+    /// The newest live idle connection to `origin`, if any, and the origin
+    /// as the pool keeps it.
+    fn take(&self, origin: &str) -> (Option<Sender>, Arc<str>) {
+        let mut waiting = self.waiting.lock();
+        let waiting = match waiting.get_mut(origin) {
+            Some(waiting) => waiting,
+            None => waiting.entry(origin.into()).or_insert_with(|| Waiting {
+                origin: origin.into(),
+                idle: VecDeque::new(),
+            }),
+        };
+        while let Some(idle) = waiting.idle.pop_back() {
+            if self.live(&idle) {
+                return (Some(idle.sender), waiting.origin.clone());
+            }
+        }
+        (None, waiting.origin.clone())
+    }
+
+    fn put(&self, origin: &Arc<str>, sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.0.lock();
-        let waiting = match idle.get_mut(origin) {
+        let mut waiting = self.waiting.lock();
+        let waiting = match waiting.get_mut(&**origin) {
             Some(waiting) => waiting,
-            None => idle.entry(origin.into()).or_default(),
+            None => waiting.entry((**origin).into()).or_insert_with(|| Waiting {
+                origin: origin.clone(),
+                idle: VecDeque::new(),
+            }),
         };
         // The oldest are at the front; those gone stale leave here, since
         // last-in first-out reuse would never reach them.
-        while waiting
-            .front()
-            .is_some_and(|old| old.sender.is_closed() || old.since.elapsed() >= IDLE_TIMEOUT)
-        {
-            waiting.pop_front();
+        while waiting.idle.front().is_some_and(|old| !self.live(old)) {
+            waiting.idle.pop_front();
         }
-        waiting.push_back(Idle {
+        waiting.idle.push_back(Idle {
             sender,
             since: Instant::now(),
+        });
+    }
+
+    /// Closes the connections that waited too long (or that the upstream
+    /// closed) and forgets origins left with none: without traffic to an
+    /// origin, nothing else would.
+    fn sweep(&self) {
+        self.waiting.lock().retain(|_, waiting| {
+            waiting.idle.retain(|idle| self.live(idle));
+            !waiting.idle.is_empty()
+        });
+    }
+
+    /// Sweeps on the current runtime while the pool lives, from the first
+    /// connection on (a pool may be built outside any runtime).
+    fn sweep_from_now_on(self: &Arc<Self>) {
+        self.sweeping.call_once(|| {
+            let pool = Arc::downgrade(self);
+            let mut every = tokio::time::interval(self.timeout / 2);
+            tokio::spawn(async move {
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match pool.upgrade() {
+                        Some(idles) => idles.sweep(),
+                        None => return,
+                    }
+                }
+            });
         });
     }
 }
@@ -87,9 +136,15 @@ pub enum PoolError {
 }
 
 impl Http1Pool {
-    pub fn new(connector: TimedConnector) -> Self {
+    /// `idle_timeout`: how long a connection may wait for its next request.
+    pub fn new(connector: TimedConnector, idle_timeout: Duration) -> Self {
+        let idle = Idles {
+            waiting: Mutex::default(),
+            timeout: idle_timeout,
+            sweeping: Once::new(),
+        };
         Http1Pool {
-            idle: Arc::default(),
+            idle: Arc::new(idle),
             connector,
         }
     }
@@ -114,17 +169,18 @@ impl Http1Pool {
         path.authority = None;
         *request.uri_mut() =
             hyper::Uri::from_parts(path).unwrap_or_else(|_| hyper::Uri::from_static("/"));
-        while let Some(mut sender) = self.idle.take(origin) {
-            if sender.ready().await.is_err() {
-                continue;
+        let (mut idle, origin) = self.idle.take(origin);
+        while let Some(mut sender) = idle.take() {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(self.pooled(response, origin, sender)),
+                    Err(mut failed) => match failed.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(failed.into_error().into()),
+                    },
+                }
             }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.pooled(response, origin, sender)),
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(failed.into_error().into()),
-                },
-            }
+            idle = self.idle.take(&origin).0;
         }
         let mut sender = self.connect(&uri).await?;
         let response = sender.send_request(request).await?;
@@ -139,6 +195,7 @@ impl Http1Pool {
             .await
             .map_err(PoolError::Connect)?;
         let (sender, connection) = http1::handshake(io).await?;
+        self.idle.sweep_from_now_on();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended");
@@ -150,12 +207,12 @@ impl Http1Pool {
     fn pooled(
         &self,
         response: hyper::Response<Incoming>,
-        origin: &str,
+        origin: Arc<str>,
         sender: Sender,
     ) -> hyper::Response<PooledBody> {
         let give_back = GiveBack {
             idle: self.idle.clone(),
-            origin: origin.into(),
+            origin,
             sender,
         };
         response.map(|inner| PooledBody::new(inner, Some(give_back)))
@@ -175,7 +232,7 @@ fn host_header(uri: &hyper::Uri) -> Option<hyper::header::HeaderValue> {
 /// A connection to put back in the pool once its answer is read.
 struct GiveBack {
     idle: Arc<Idles>,
-    origin: Box<str>,
+    origin: Arc<str>,
     sender: Sender,
 }
 
@@ -249,25 +306,30 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
 
+    struct Upstream {
+        uri: String,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+    }
+
     /// An upstream that answers every request with `body`, counting the
-    /// connections it accepted; with a `lifetime`, it drops each connection
-    /// that long after accepting it.
-    async fn upstream(
-        body: &'static str,
-        lifetime: Option<Duration>,
-    ) -> (String, Arc<AtomicUsize>) {
+    /// connections it accepted and those that ended; with a `lifetime`, it
+    /// drops each connection that long after accepting it.
+    async fn upstream(body: &'static str, lifetime: Option<Duration>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (accepting, closing) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+                accepting.fetch_add(1, Ordering::SeqCst);
                 let service = hyper::service::service_fn(move |_request| async move {
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
                         body,
                     ))))
                 });
+                let closing = closing.clone();
                 tokio::spawn(async move {
                     let serving = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service);
@@ -276,14 +338,26 @@ mod tests {
                         Some(lifetime) => drop(tokio::time::timeout(lifetime, serving).await),
                         None => drop(serving.await),
                     }
+                    closing.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        (format!("http://{address}/v1/chat/completions"), accepted)
+        Upstream {
+            uri: format!("http://{address}/v1/chat/completions"),
+            accepted,
+            closed,
+        }
     }
 
     fn pool() -> Http1Pool {
-        Http1Pool::new(TimedConnector::new(Duration::from_secs(5), false))
+        pool_with_idle_timeout(Duration::from_secs(90))
+    }
+
+    fn pool_with_idle_timeout(idle_timeout: Duration) -> Http1Pool {
+        Http1Pool::new(
+            TimedConnector::new(Duration::from_secs(5), false),
+            idle_timeout,
+        )
     }
 
     fn request(uri: &str) -> hyper::Request<Full<Bytes>> {
@@ -303,7 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_read_to_the_end_reuse_one_connection() {
-        let (uri, accepted) = upstream("hello", None).await;
+        let Upstream { uri, accepted, .. } = upstream("hello", None).await;
         let pool = pool();
         for _ in 0..5 {
             let response = pool.send(request(&uri)).await.expect("sent");
@@ -314,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_unread_closes_its_connection() {
-        let (uri, accepted) = upstream("hello", None).await;
+        let Upstream { uri, accepted, .. } = upstream("hello", None).await;
         let pool = pool();
         drop(pool.send(request(&uri)).await.expect("sent"));
         let response = pool.send(request(&uri)).await.expect("sent");
@@ -324,7 +398,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced() {
-        let (uri, accepted) = upstream("hello", Some(Duration::from_millis(300))).await;
+        let Upstream { uri, accepted, .. } =
+            upstream("hello", Some(Duration::from_millis(300))).await;
         let pool = pool();
         let response = pool.send(request(&uri)).await.expect("sent");
         assert_eq!(text(response).await, "hello");
@@ -339,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_open_a_connection_each() {
-        let (uri, accepted) = upstream("hello", None).await;
+        let Upstream { uri, accepted, .. } = upstream("hello", None).await;
         let pool = pool();
         let (a, b) = tokio::join!(pool.send(request(&uri)), pool.send(request(&uri)));
         assert_eq!(text(a.expect("a")).await, "hello");
@@ -348,5 +423,30 @@ mod tests {
         let response = pool.send(request(&uri)).await.expect("sent");
         assert_eq!(text(response).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "an idle one was reused");
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_without_traffic() {
+        let upstream = upstream("hello", None).await;
+        let pool = pool_with_idle_timeout(Duration::from_millis(200));
+        let response = pool.send(request(&upstream.uri)).await.expect("sent");
+        assert_eq!(text(response).await, "hello");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            upstream.closed.load(Ordering::SeqCst),
+            0,
+            "kept while fresh"
+        );
+        // The sweep runs every half timeout: closed within 1.5 timeouts.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            upstream.closed.load(Ordering::SeqCst),
+            1,
+            "closed when stale"
+        );
+        assert!(pool.idle.waiting.lock().is_empty(), "the origin forgotten");
+        let response = pool.send(request(&upstream.uri)).await.expect("sent");
+        assert_eq!(text(response).await, "hello");
+        assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
     }
 }
