@@ -1,5 +1,5 @@
 """What the e2e and benchmark suites share: ports for the processes they start
-on loopback, and fresh PostgreSQL databases."""
+on loopback, fresh PostgreSQL databases, and nginx as a reverse proxy."""
 
 import os
 import random
@@ -41,3 +41,41 @@ def drop_postgres_database(name: str):
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def nginx_conf(root: Path, port: int, upstream: str, location: str = "", workers: int = 2,
+               connections: int = 4096) -> Path:
+    """nginx.conf, written in `root`, for nginx as a reverse proxy on 127.0.0.1:`port`: `upstream` is the
+    body of its upstream block (servers, keep-alive), `location` more proxy settings. Keep-alive to the
+    upstream, no buffering; everything nginx writes stays under `root`."""
+    user = "user root root;" if os.geteuid() == 0 else ""
+    conf = root / "nginx.conf"
+    conf.write_text(f"""
+{user}
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  upstream up {{
+{upstream}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+{location}
+    }}
+  }}
+}}
+""")
+    return conf

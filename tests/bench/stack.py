@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from loopback import free_port  # noqa: E402  (shared with the other suite)
+from loopback import free_port, nginx_conf  # noqa: E402  (shared with the other suite)
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 CLUSTER_TOKEN = "bench-cluster-token-0123456789"
@@ -89,36 +89,8 @@ class Stack:
         host = upstream.split("//", 1)[1].split("/", 1)[0]
         root = self.work / f"nginx-{port}"
         root.mkdir()
-        user = "user root root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(f"""
-{user}
-worker_processes {workers};
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 65535; }}
-http {{
-  access_log off;
-  client_body_temp_path {root}/body;
-  proxy_temp_path {root}/proxy;
-  fastcgi_temp_path {root}/fastcgi;
-  uwsgi_temp_path {root}/uwsgi;
-  scgi_temp_path {root}/scgi;
-  upstream up {{
-    server {host};
-    keepalive 256;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }}
-  }}
-}}
-""")
-        proc = subprocess.Popen([shutil.which("nginx") or "nginx", "-p", str(root), "-c", str(root / "nginx.conf"),
+        conf = nginx_conf(root, port, f"    server {host};\n    keepalive 256;", workers=workers, connections=65535)
+        proc = subprocess.Popen([shutil.which("nginx") or "nginx", "-p", str(root), "-c", str(conf),
                                  "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
 

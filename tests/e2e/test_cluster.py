@@ -4,7 +4,6 @@ of the data planes as a Kubernetes Service would be. Driven with the official
 openai SDK through nginx."""
 
 import concurrent.futures
-import os
 import secrets as random
 import signal
 import threading
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import (MOCK_KEY, Etcd, Process, Redis, drop_postgres_database, free_port,
                       postgres_database, require, secret, wait_until)
+from loopback import nginx_conf
 
 MODEL = "gpt-cluster"
 LEASE_SECONDS = 3  # the leader's lease: a dead leader is replaced within about this long
@@ -31,44 +31,16 @@ class Nginx:
         root = tmp / "nginx"
         root.mkdir()
         servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=0;" for p in upstream_ports)
-        user = "user root root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(f"""
-{user}
-worker_processes 2;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {root}/body;
-  proxy_temp_path {root}/proxy;
-  fastcgi_temp_path {root}/fastcgi;
-  uwsgi_temp_path {root}/uwsgi;
-  scgi_temp_path {root}/scgi;
-  upstream dataplanes {{
-{servers}
+        conf = nginx_conf(root, self.port, f"""{servers}
     keepalive 32;
     # Well below the data planes' drain delay (2 s): an idle pooled connection
     # is closed by nginx before a draining data plane stops listening, so nginx
     # never sends a POST down a connection at the instant it is closed (with
     # a margin for a loaded machine's timers).
-    keepalive_timeout 500ms;
-  }}
-  server {{
-    listen 127.0.0.1:{self.port};
-    location / {{
-      proxy_pass http://dataplanes;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_next_upstream error timeout;
+    keepalive_timeout 500ms;""", location="""      proxy_next_upstream error timeout;
       proxy_connect_timeout 2s;
-      proxy_read_timeout 60s;
-    }}
-  }}
-}}
-""")
-        self.proc = Process(binary, ["-p", root, "-c", root / "nginx.conf", "-g", "daemon off;"], tmp,
+      proxy_read_timeout 60s;""")
+        self.proc = Process(binary, ["-p", root, "-c", conf, "-g", "daemon off;"], tmp,
                             absolute=True).start()
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(lambda: httpx.get(self.url + "/healthz").status_code == 200, what="nginx up")

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// The etcd election and the PostgreSQL advisory lock all replicas contend for.
 const ELECTION: &str = "switchboard/control-plane/leader";
 const ADVISORY_LOCK: i64 = 0x5357_4c45_4144; // "SWLEAD"
+const ETCD_CONNECT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -202,14 +203,16 @@ impl Campaign {
         // as long as the leader lives (a timeout would end it every lease and
         // queue it anew). Each other call is bounded on its own, and an etcd
         // that is gone shows as renewals no longer answered.
-        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(3));
+        let mut options = ConnectOptions::new().with_connect_timeout(ETCD_CONNECT);
         if let Some((name, password)) = &settings.user {
             options = options.with_user(name.clone(), password.clone());
         }
         if let Some(tls) = &settings.tls {
             options = options.with_tls(tls.clone());
         }
-        let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
+        // Connecting includes authenticating, where a user is set.
+        let connect = Client::connect(&settings.endpoints, Some(options));
+        let mut client = bounded(ETCD_CONNECT + self.lease, connect).await?;
         let ttl = i64::try_from(self.lease.as_secs().max(1)).unwrap_or(3);
         let lease = bounded(self.lease, client.lease_grant(ttl, None))
             .await?
