@@ -51,9 +51,9 @@ pub struct Config {
     )]
     pub previous_secret_keys: Vec<String>,
 
-    /// How often the database's config version is checked for writes made
-    /// by other replicas (on PostgreSQL they are announced at once by
-    /// LISTEN/NOTIFY; this is the fallback).
+    /// How often the database's config version, and the spend table for new
+    /// counts, are checked for writes made by other replicas (on PostgreSQL
+    /// they are announced at once by LISTEN/NOTIFY; this is the fallback).
     #[arg(long, env = "SWITCHBOARD_CONFIG_POLL_MS", default_value_t = 1000)]
     pub config_poll_ms: u64,
 

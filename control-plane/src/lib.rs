@@ -77,7 +77,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             return Err(anyhow::Error::new(error).context("reading the configuration"));
         }
     };
-    let counters = snapshot::CounterFeed::start(store.clone())
+    let counters = snapshot::CounterFeed::start(store.clone(), config.config_poll_interval())
         .await
         .context("reading the spend counts")?;
     let admin = service::Admin::new(store.clone(), cipher.clone(), feed.refresher())
@@ -117,13 +117,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tasks.token(),
         ),
     );
-    spawn_singleton_jobs(&tasks, &leadership, &store, &feed, webhook, &config);
+    spawn_singleton_jobs(
+        &tasks,
+        &leadership,
+        &store,
+        &feed,
+        &counters,
+        webhook,
+        &config,
+    );
     if store.kind() == config::DatabaseKind::Postgres {
         tasks.spawn(
             "config-listener",
             snapshot::feed::listen_for_changes(
                 config.database_url.clone(),
                 feed.refresher(),
+                counters.refresher(),
                 tasks.token(),
             ),
         );
@@ -276,14 +285,16 @@ fn spawn_singleton_jobs(
     leadership: &cluster::Leadership,
     store: &store::Store,
     feed: &snapshot::ConfigFeed,
+    counters: &snapshot::CounterFeed,
     webhook: Option<spend::AlertWebhook>,
     config: &Config,
 ) {
-    let counting = store.clone();
+    let (counting, counted) = (store.clone(), counters.refresher());
     cluster::jobs::spawn(tasks, "spend-counter", leadership, move |fence, stop| {
         spend::SpendCounter {
             store: counting.clone(),
             webhook: webhook.clone(),
+            counted: counted.clone(),
         }
         .run(fence, stop)
     });

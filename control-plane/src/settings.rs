@@ -16,7 +16,7 @@ pub struct ClusterSettings {
     pub global_limits: RateLimits,
     /// How often the leader counts spend from the usage ingested since the
     /// last count; an exhausted budget reaches every data plane within about
-    /// this plus the counters poll.
+    /// this (each replica passes a count on as soon as it is written).
     pub spend_interval_ms: u64,
     /// How long the config change log is kept: a data plane further behind
     /// than this gets a full snapshot instead of a delta.

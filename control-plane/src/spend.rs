@@ -6,6 +6,7 @@
 //! (which never count less); and checked against budgets' alert thresholds.
 
 use crate::error::{Error, Result};
+use crate::snapshot::Refresher;
 use crate::store::{Fence, Holder, NewAlert, NewAuditEntry, SpendRow, Store};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -59,6 +60,8 @@ impl AlertWebhook {
 pub struct SpendCounter {
     pub store: Store,
     pub webhook: Option<AlertWebhook>,
+    /// This replica's counter feed, woken when a count changed something.
+    pub counted: Refresher,
 }
 
 impl SpendCounter {
@@ -67,7 +70,8 @@ impl SpendCounter {
     pub async fn run(self, fence: Fence, stop: CancellationToken) {
         loop {
             match self.count(fence, now_ms()).await {
-                Ok(_) => {}
+                Ok(0) => {}
+                Ok(_) => self.counted.refresh_now(),
                 Err(Error::Fenced) => {
                     tracing::warn!("spend counting stopped: another control plane leads now");
                     return;
@@ -267,6 +271,7 @@ mod tests {
         let counter = SpendCounter {
             store: store.clone(),
             webhook: None,
+            counted: Refresher::default(),
         };
         let holder = format!("team/{}", team.id.as_str());
         let spent = |rows: Vec<SpendRow>| {

@@ -4,6 +4,7 @@ the official clients."""
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -72,6 +73,32 @@ def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
             last_error = error
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last error: {last_error!r}")
+
+
+def metric_value(base_url, series):
+    """The value of one series (`name{labels}`, as exposed) on `base_url`/metrics; 0 when absent."""
+    text = httpx.get(base_url + "/metrics", timeout=5).text
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def seconds_until_counted(dp_urls, request, timeout=10.0):
+    """Seconds from `request()` until every data plane at `dp_urls` has received a spend count from its
+    control plane, measured once no count of earlier traffic is on its way."""
+    series = 'switchboard_config_received_bytes_total{kind="counters"}'
+    received = lambda: [metric_value(url, series) for url in dp_urls]  # noqa: E731
+
+    def quiet():
+        before = received()
+        time.sleep(1)
+        return received() == before
+    wait_until(quiet, timeout=15, interval=0, what="no spend counts on their way")
+    before = received()
+    started = time.monotonic()
+    request()
+    wait_until(lambda: all(now > then for now, then in zip(received(), before)), timeout=timeout, interval=0.02,
+               what="the spend count on every data plane")
+    return time.monotonic() - started
 
 
 class Process:
@@ -155,9 +182,10 @@ class Gateway:
             "--admin-token", self.admin_token,
             "--cluster-token", self.cluster_token,
             "--secret-key", self.secret_key,
-            "--config-poll-ms", "200",
             *extra,
         ]
+        if "--config-poll-ms" not in extra:
+            args += ["--config-poll-ms", "200"]
         cp = Process("control-plane", args, self.tmp, env=env).start()
         self.processes.append(cp)
         port = http_port or self.cp_http_port

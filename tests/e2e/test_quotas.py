@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import MOCK_KEY, Gateway, Process, free_port, json_server, wait_until
+from conftest import MOCK_KEY, Gateway, Process, free_port, json_server, seconds_until_counted, wait_until
 from test_jwt import AUDIENCE, idp  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(240)
@@ -242,6 +242,18 @@ def webhook():
     hook = Webhook()
     yield hook
     hook.close()
+
+
+def test_a_spend_count_reaches_the_data_plane_at_once_not_at_the_poll(gateway):
+    """The leader's count wakes the counter feed that streams it to data planes; the poll, the
+    fallback, is set too slow here for this to pass on it."""
+    gateway.cp.stop()
+    gateway.cp = gateway.start_control_plane(extra=("--config-poll-ms", "30000"))
+    gateway.setup_basic()
+    key = new_key(gateway, budget={"amount": "1000", "currency": "USD", "period": "monthly"})["key"]
+    gateway.wait_synced()
+    took = seconds_until_counted([gateway.dp_url], lambda: chat(gateway, key, "gpt-test").raise_for_status())
+    assert took < 3, took
 
 
 def test_budgets_are_ceilings_under_concurrency_and_alert_once(gateway, webhook):

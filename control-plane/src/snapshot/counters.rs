@@ -1,8 +1,11 @@
 //! Counters are not config: what budgets and quotas have used travels to data
 //! planes on messages of its own, never moving the config version. Each
 //! replica follows the spend table by revision (the leader writes it) and
-//! passes on what changed; a new stream gets every count first.
+//! passes on what changed; a new stream gets every count first. A count is
+//! read when the leader's job has written one (in this process, or announced
+//! by PostgreSQL's NOTIFY from another replica); polling is the fallback.
 
+use super::Refresher;
 use crate::error::Result;
 use crate::store::{SpendRow, Store};
 use shared::proto;
@@ -12,10 +15,6 @@ use std::time::Duration;
 use tokio::sync::{broadcast, RwLock};
 use tokio_util::sync::CancellationToken;
 
-/// How often the spend table is read for new counts: with the leader's count
-/// interval, how soon an exhausted budget reaches every data plane.
-pub const COUNTERS_POLL: Duration = Duration::from_millis(200);
-
 #[derive(Clone)]
 pub struct CounterFeed {
     inner: Arc<Inner>,
@@ -23,6 +22,9 @@ pub struct CounterFeed {
 
 struct Inner {
     store: Store,
+    refresher: Refresher,
+    /// The fallback: a NOTIFY missed while the listener reconnects.
+    poll_interval: Duration,
     counts: RwLock<Counts>,
     changes: broadcast::Sender<Arc<Vec<proto::SpendState>>>,
 }
@@ -34,10 +36,12 @@ struct Counts {
 }
 
 impl CounterFeed {
-    pub async fn start(store: Store) -> Result<Self> {
+    pub async fn start(store: Store, poll_interval: Duration) -> Result<Self> {
         let feed = CounterFeed {
             inner: Arc::new(Inner {
                 store,
+                refresher: Refresher::default(),
+                poll_interval,
                 counts: RwLock::new(Counts {
                     revision: -1,
                     by_holder: HashMap::new(),
@@ -47,6 +51,11 @@ impl CounterFeed {
         };
         feed.poll().await?;
         Ok(feed)
+    }
+
+    /// Wakes the feed to read the spend table now.
+    pub fn refresher(&self) -> Refresher {
+        self.inner.refresher.clone()
     }
 
     /// Changed counts, as they are read.
@@ -70,7 +79,8 @@ impl CounterFeed {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(COUNTERS_POLL) => {}
+                _ = self.inner.refresher.notified() => {}
+                _ = tokio::time::sleep(self.inner.poll_interval) => {}
             }
             if let Err(error) = self.poll().await {
                 error.log_if_internal();

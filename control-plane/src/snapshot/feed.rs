@@ -28,6 +28,10 @@ impl Refresher {
     pub fn refresh_now(&self) {
         self.0.notify_one();
     }
+
+    pub(super) async fn notified(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// One step of a stream's catch-up.
@@ -103,7 +107,7 @@ impl ConfigFeed {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.inner.refresher.0.notified() => {}
+                _ = self.inner.refresher.notified() => {}
                 _ = tokio::time::sleep(self.inner.poll_interval) => {}
             }
             if let Err(error) = self.publish().await {
@@ -227,14 +231,20 @@ impl ConfigFeed {
     }
 }
 
-/// Wakes the feed when another replica commits a config change, through
-/// PostgreSQL's LISTEN/NOTIFY (polling stays as the fallback).
-pub async fn listen_for_changes(url: String, refresher: Refresher, shutdown: CancellationToken) {
+/// Wakes the config feed when another replica commits a config change, and
+/// the counter feed when the leader (maybe another replica) has counted
+/// spend, through PostgreSQL's LISTEN/NOTIFY (polling stays as the fallback).
+pub async fn listen_for_changes(
+    url: String,
+    config: Refresher,
+    counters: Refresher,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            Err(error) = listen(&url, &refresher) => {
-                tracing::warn!(%error, "LISTEN for config changes failed; polling meanwhile");
+            Err(error) = listen(&url, &config, &counters) => {
+                tracing::warn!(%error, "LISTEN for config and spend changes failed; polling meanwhile");
             }
         }
         tokio::select! {
@@ -244,12 +254,21 @@ pub async fn listen_for_changes(url: String, refresher: Refresher, shutdown: Can
     }
 }
 
-async fn listen(url: &str, refresher: &Refresher) -> sqlx::Result<std::convert::Infallible> {
+async fn listen(
+    url: &str,
+    config: &Refresher,
+    counters: &Refresher,
+) -> sqlx::Result<std::convert::Infallible> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-    listener.listen(crate::store::CONFIG_CHANNEL).await?;
-    tracing::debug!("listening for config changes of other replicas");
+    listener
+        .listen_all([crate::store::CONFIG_CHANNEL, crate::store::SPEND_CHANNEL])
+        .await?;
+    tracing::debug!("listening for config and spend changes of other replicas");
     loop {
-        listener.recv().await?;
-        refresher.refresh_now();
+        let notification = listener.recv().await?;
+        match notification.channel() {
+            crate::store::SPEND_CHANNEL => counters.refresh_now(),
+            _ => config.refresh_now(),
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! every replica.
 
 use super::sql::value_rows;
-use super::{DatabaseKind, Store, Tx};
+use super::{Store, Tx};
 use crate::error::{Error, Result};
 use shared::time::now_ms;
 use std::collections::BTreeSet;
@@ -132,14 +132,8 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-        if self.kind == DatabaseKind::Postgres {
-            // Delivered on commit, to every replica listening.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CONFIG_CHANNEL)
-                .bind(version.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.notify_on_commit(&mut tx, CONFIG_CHANNEL, version)
+            .await?;
         tx.commit().await?;
         Ok(version)
     }

@@ -33,7 +33,7 @@ pub use ingest::UsageReport;
 pub use jwt_issuers::JwtIssuerRow;
 pub use keys::NewKeyRow;
 pub use snapshot::{ConfigReader, KeyRow, ProviderRow, TeamRow, UserRow, VersionInfo};
-pub use spend::{Holder, SpendRow};
+pub use spend::{Holder, SpendRow, SPEND_CHANNEL};
 pub use sql::{string_list, string_list_json};
 pub use usage::UsageQuery;
 
@@ -96,6 +96,19 @@ impl Store {
 
     pub fn kind(&self) -> DatabaseKind {
         self.kind
+    }
+
+    /// On PostgreSQL, announces `payload` on `channel` to every replica
+    /// listening, when `tx` commits; on SQLite (one replica) nothing.
+    async fn notify_on_commit(&self, tx: &mut Tx, channel: &str, payload: i64) -> Result<()> {
+        if self.kind == DatabaseKind::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -13,6 +13,10 @@ use shared::limits::HolderKind;
 use shared::usage::UsageRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+/// PostgreSQL channel on which a spend count that changed something is
+/// announced, so replicas pass it on at once instead of at their next poll.
+pub const SPEND_CHANNEL: &str = "switchboard_spend";
+
 /// The bucket of all-time totals; other buckets are UTC days.
 const ALL_TIME: i64 = -1;
 const DAY_MS: i64 = 86_400_000;
@@ -322,6 +326,8 @@ impl Store {
                 }
                 query.execute(&mut *tx).await?;
             }
+            self.notify_on_commit(&mut tx, SPEND_CHANNEL, revision)
+                .await?;
         }
         tx.commit().await?;
         Ok((changed, more))

@@ -144,6 +144,8 @@ impl ConfigSync {
         let version = update.version;
         match update.update {
             Some(Update::Counters(counters)) => {
+                metrics::counter!("switchboard_config_received_bytes_total", "kind" => "counters")
+                    .increment(counters.encoded_len() as u64);
                 self.limiter.counted.apply(counters);
                 self.changed.notify_one();
                 true
