@@ -375,13 +375,17 @@ mod tests {
             .to_bytes()
     }
 
+    /// Sends a request and reads its answer to the end.
+    async fn ask(pool: &Http1Pool, uri: &str) -> Bytes {
+        text(pool.send(request(uri)).await.expect("sent")).await
+    }
+
     #[tokio::test]
     async fn answers_read_to_the_end_reuse_one_connection() {
         let Upstream { uri, accepted, .. } = upstream("hello", None).await;
         let pool = pool();
         for _ in 0..5 {
-            let response = pool.send(request(&uri)).await.expect("sent");
-            assert_eq!(text(response).await, "hello");
+            assert_eq!(ask(&pool, &uri).await, "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -391,8 +395,7 @@ mod tests {
         let Upstream { uri, accepted, .. } = upstream("hello", None).await;
         let pool = pool();
         drop(pool.send(request(&uri)).await.expect("sent"));
-        let response = pool.send(request(&uri)).await.expect("sent");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &uri).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -401,14 +404,9 @@ mod tests {
         let Upstream { uri, accepted, .. } =
             upstream("hello", Some(Duration::from_millis(300))).await;
         let pool = pool();
-        let response = pool.send(request(&uri)).await.expect("sent");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &uri).await, "hello");
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let response = pool
-            .send(request(&uri))
-            .await
-            .expect("sent after the close");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &uri).await, "hello", "sent after the close");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -420,8 +418,7 @@ mod tests {
         assert_eq!(text(a.expect("a")).await, "hello");
         assert_eq!(text(b.expect("b")).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        let response = pool.send(request(&uri)).await.expect("sent");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &uri).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "an idle one was reused");
     }
 
@@ -429,8 +426,7 @@ mod tests {
     async fn connections_idle_past_the_timeout_are_closed_without_traffic() {
         let upstream = upstream("hello", None).await;
         let pool = pool_with_idle_timeout(Duration::from_millis(200));
-        let response = pool.send(request(&upstream.uri)).await.expect("sent");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &upstream.uri).await, "hello");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             upstream.closed.load(Ordering::SeqCst),
@@ -445,8 +441,7 @@ mod tests {
             "closed when stale"
         );
         assert!(pool.idle.waiting.lock().is_empty(), "the origin forgotten");
-        let response = pool.send(request(&upstream.uri)).await.expect("sent");
-        assert_eq!(text(response).await, "hello");
+        assert_eq!(ask(&pool, &upstream.uri).await, "hello");
         assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
     }
 }
