@@ -42,8 +42,10 @@ fn translate(chat: &ChatRequest) {
 }
 
 /// A byte stream cut into SSE events or NDJSON lines, in two pieces split
-/// where the first byte says (a frame may straddle reads).
+/// where the first byte says (a frame may straddle reads); and the text a
+/// passed-through stream keeps, read from the same bytes.
 pub fn frames(data: &[u8]) {
+    crate::limits::estimate::StreamedText::default().push_events(data);
     let split = data
         .first()
         .map_or(0, |b| usize::from(*b) % (data.len() + 1));

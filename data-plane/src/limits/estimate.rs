@@ -104,35 +104,103 @@ pub fn answer_text(answer: &[u8]) -> String {
     text
 }
 
-/// The text of streamed OpenAI-format events (`data: {...}`): their deltas'
-/// content, for counting an answer whose usage never came.
-pub fn streamed_text(events: &[u8]) -> String {
-    let mut text = String::new();
-    for line in events.split(|b| *b == b'\n') {
-        let Some(data) = line.strip_prefix(b"data: ") else {
-            continue;
-        };
-        let Ok(event) = serde_json::from_slice::<Value>(data) else {
-            continue;
-        };
-        if let Some(choices) = event.get("choices").and_then(Value::as_array) {
-            for choice in choices {
-                for field in ["delta", "message"] {
-                    if let Some(delta) = choice.get(field) {
-                        collect_text(delta, &mut text);
-                    }
-                }
-                if let Some(Value::String(t)) = choice.get("text") {
-                    text.push_str(t);
-                }
-            }
-        }
-        // The Responses API's deltas.
-        if let Some(Value::String(delta)) = event.get("delta") {
-            text.push_str(delta);
+/// Most answer text kept for counting a stream that ends without usage:
+/// past `MAX_TOKENIZED_BYTES` it is counted by its characters anyway.
+const MAX_STREAMED_TEXT: usize = 1 << 20;
+
+/// Fields whose string values are what the model wrote, in any provider's
+/// streamed events (OpenAI's chat and Responses deltas, Anthropic's).
+const TEXT_FIELDS: [&[u8]; 7] = [
+    b"content",
+    b"text",
+    b"arguments",
+    b"delta",
+    b"reasoning_content",
+    b"refusal",
+    b"partial_json",
+];
+
+/// The text of an answer being streamed, kept (bounded) for counting it if
+/// its usage never comes. Only the text: the events around it are several
+/// times its size, and a stream holds this until it ends.
+#[derive(Default)]
+pub struct StreamedText(String);
+
+impl StreamedText {
+    pub fn push(&mut self, piece: &str) {
+        if self.0.len() < MAX_STREAMED_TEXT {
+            self.0.push_str(piece);
         }
     }
-    text
+
+    /// The text fields' string values in the `data:` lines of whole
+    /// server-sent events. A scan for the fields rather than a parse: it
+    /// runs for every event of every stream whose usage has not come yet.
+    pub fn push_events(&mut self, events: &[u8]) {
+        for line in events.split(|b| *b == b'\n') {
+            if let Some(data) = line.strip_prefix(b"data:") {
+                self.push_text_fields(data);
+            }
+        }
+    }
+
+    /// Walks the JSON string by string (so that quotes inside strings are
+    /// never mistaken for their ends), keeping the string values of text
+    /// fields at any depth.
+    fn push_text_fields(&mut self, json: &[u8]) {
+        let mut at = 0;
+        while let Some(open) = memchr::memchr(b'"', &json[at..]) {
+            let start = at + open + 1;
+            let Some(end) = string_end(json, start) else {
+                return;
+            };
+            at = end + 1;
+            let after = skip_space(json, at);
+            if json.get(after) != Some(&b':') || !TEXT_FIELDS.contains(&&json[start..end]) {
+                continue;
+            }
+            let value = skip_space(json, after + 1);
+            if json.get(value) != Some(&b'"') {
+                continue;
+            }
+            let Some(value_end) = string_end(json, value + 1) else {
+                return;
+            };
+            at = value_end + 1;
+            let inner = &json[value + 1..value_end];
+            if memchr::memchr(b'\\', inner).is_none() {
+                if let Ok(plain) = std::str::from_utf8(inner) {
+                    self.push(plain);
+                }
+            } else if let Ok(text) = serde_json::from_slice::<String>(&json[value..=value_end]) {
+                self.push(&text);
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The index of the quote that closes the JSON string starting at `start`.
+fn string_end(json: &[u8], mut start: usize) -> Option<usize> {
+    loop {
+        let found = start + memchr::memchr2(b'"', b'\\', json.get(start..)?)?;
+        if json[found] == b'"' {
+            return Some(found);
+        }
+        start = found + 2;
+    }
+}
+
+fn skip_space(json: &[u8], at: usize) -> usize {
+    at + json
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count()
 }
 
 #[cfg(test)]
@@ -164,11 +232,40 @@ mod tests {
         assert_eq!(by_characters("你好世界"), 4);
     }
 
+    fn streamed(events: &[u8]) -> String {
+        let mut text = StreamedText::default();
+        text.push_events(events);
+        text.as_str().to_owned()
+    }
+
     #[test]
     fn reads_the_text_of_a_cut_stream() {
         let events =
             b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hello\"}}]}\n\n\
             data: {\"choices\":[{\"delta\":{\"content\":\" there\"}}]}\n\n";
-        assert_eq!(streamed_text(events).replace('\n', ""), "Hello there");
+        assert_eq!(streamed(events), "Hello there");
+    }
+
+    #[test]
+    fn reads_text_fields_whatever_their_spacing_escapes_and_depth() {
+        let events = concat!(
+            ": keep-alive \"\n\n",
+            "data: {\"id\": \"content\", \"choices\": [{\"delta\": {\"content\": \"say \\\"hi\\\"\\n\"}}]}\n\n",
+            "data:{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
+            "data: {\"type\":\"response.output_text.delta\",\"delta\":\"日本\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":null,\"refusal\":\"no\"}}],\"model\":\"text\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"cut",
+        );
+        assert_eq!(streamed(events.as_bytes()), "say \"hi\"\n{\"a\":1}日本no");
+    }
+
+    #[test]
+    fn keeps_at_most_the_bound() {
+        let mut text = StreamedText::default();
+        let piece = "x".repeat(64 * 1024);
+        for _ in 0..20 {
+            text.push(&piece);
+        }
+        assert!(text.as_str().len() <= MAX_STREAMED_TEXT + piece.len());
     }
 }

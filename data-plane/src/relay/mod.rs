@@ -37,7 +37,7 @@ pub trait Stage: Send {
     /// The provider's count, once it said.
     fn usage(&self) -> Option<TokenUsage>;
     /// The answer's text so far: counted when the stream ends without usage.
-    fn streamed_text(&self) -> String;
+    fn streamed_text(&self) -> &str;
 }
 
 /// One server-sent event of JSON.
@@ -232,7 +232,7 @@ impl<S> Drop for Relay<S> {
         // A stream cut before its usage is counted from what was sent.
         let output = (usage.is_none() && (self.sent_any || self.stage.began()))
             .then(|| self.stage.streamed_text());
-        let tokens = draft.finish(status, usage, output.as_deref());
+        let tokens = draft.finish(status, usage, output);
         // Only a whole, successful answer is stored.
         if let (200, Some(fill)) = (status, fill) {
             fill.store(None, tokens, &self.provider, &upstream_model);
@@ -283,8 +283,8 @@ mod tests {
         fn usage(&self) -> Option<TokenUsage> {
             None
         }
-        fn streamed_text(&self) -> String {
-            "some text".into()
+        fn streamed_text(&self) -> &str {
+            "some text"
         }
     }
 

@@ -6,6 +6,7 @@
 use super::translate::Egress;
 use super::{Out, Stage};
 use crate::error::GatewayError;
+use crate::limits::estimate::StreamedText;
 use crate::providers::anthropic::{StreamUsage, UsageEvent};
 use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
@@ -26,15 +27,12 @@ pub struct Passthrough {
     dialect: Dialect,
     usage: Option<TokenUsage>,
     began: bool,
-    /// What was relayed, while no usage has been seen: what a tokenizer
-    /// counts if the stream ends without it (bounded).
-    relayed: BytesMut,
+    /// The answer's text, while no usage has been seen: counted if the
+    /// stream ends without it.
+    text: StreamedText,
     /// Writes the error event that ends a stream in the client's format.
     errors: Box<dyn Egress>,
 }
-
-/// Most answer text kept for counting a stream that ends without usage.
-const MAX_RELAYED: usize = 1 << 20;
 
 impl Passthrough {
     pub fn new(dialect: Dialect, errors: Box<dyn Egress>) -> Self {
@@ -43,8 +41,15 @@ impl Passthrough {
             dialect,
             usage: None,
             began: false,
-            relayed: BytesMut::new(),
+            text: StreamedText::default(),
             errors,
+        }
+    }
+
+    /// Whole events' text, until the usage is known.
+    fn read_text(&mut self, events: &[u8]) {
+        if self.usage.is_none() {
+            self.text.push_events(events);
         }
     }
 
@@ -52,6 +57,7 @@ impl Passthrough {
     fn complete_events(&mut self, out: &mut Out) {
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end);
+            self.read_text(&event);
             match &mut self.dialect {
                 Dialect::OpenAi { hide_usage_chunk } => {
                     if let Some(seen) = usage_in(&event) {
@@ -93,9 +99,6 @@ fn is_anthropic_preamble(event: &[u8]) -> bool {
 
 impl Stage for Passthrough {
     fn chunk(&mut self, chunk: Bytes, out: &mut Out) -> Result<(), GatewayError> {
-        if self.usage.is_none() && self.relayed.len() < MAX_RELAYED {
-            self.relayed.extend_from_slice(&chunk);
-        }
         // Usually a chunk is whole events without usage: passed on as it is.
         let dialect_knows = self.began || matches!(self.dialect, Dialect::OpenAi { .. });
         if dialect_knows
@@ -104,6 +107,7 @@ impl Stage for Passthrough {
             && !has_usage_object(&chunk)
         {
             self.began = true;
+            self.read_text(&chunk);
             out.pass(chunk);
             return Ok(());
         }
@@ -114,7 +118,9 @@ impl Stage for Passthrough {
 
     fn end(&mut self, out: &mut Out) -> Result<(), GatewayError> {
         if !self.pending.is_empty() {
-            out.buffer().extend_from_slice(&self.pending.split());
+            let rest = self.pending.split();
+            self.read_text(&rest);
+            out.buffer().extend_from_slice(&rest);
         }
         Ok(())
     }
@@ -131,8 +137,8 @@ impl Stage for Passthrough {
         self.usage
     }
 
-    fn streamed_text(&self) -> String {
-        crate::limits::estimate::streamed_text(&self.relayed)
+    fn streamed_text(&self) -> &str {
+        self.text.as_str()
     }
 }
 
@@ -294,6 +300,24 @@ mod tests {
             (34, 20, 10)
         );
         assert_eq!((tokens.completion_tokens, tokens.total_tokens), (7, 41));
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_usage_is_counted_from_its_text_not_its_events() {
+        let (mut relay, mut queue) = relay(vec![
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\n",
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"con",
+            b"tent\":\" there\"}}]}\n\ndata: [DONE]\n\n",
+        ]);
+        while relay.next().await.is_some() {}
+        assert_eq!(relay.stage.streamed_text(), "Hello there");
+        drop(relay);
+        let record = queue.receiver.recv().await.expect("usage recorded");
+        assert!(record.estimated);
+        assert_eq!(
+            record.tokens.completion_tokens,
+            crate::limits::estimate::count("Hello there")
+        );
     }
 
     #[test]

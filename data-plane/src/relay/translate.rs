@@ -7,6 +7,7 @@ use super::{sse_data, Out, Stage};
 use crate::chat::framing::{Frame, FrameDecoder};
 use crate::chat::{ChatChunk, ChatCompletion, ChunkBuilder, Delta, FinishReason};
 use crate::error::GatewayError;
+use crate::limits::estimate::StreamedText;
 use crate::providers::{provider_error, unreachable, StreamDecoder};
 use crate::usage::TokenUsage;
 use bytes::{Bytes, BytesMut};
@@ -59,9 +60,6 @@ impl Egress for OpenAiEgress {
     }
 }
 
-/// Most answer text kept for counting a stream that ends without usage.
-const MAX_COUNTED_TEXT: usize = 1 << 20;
-
 pub struct Translate {
     frames: FrameDecoder,
     decoder: Box<dyn StreamDecoder>,
@@ -69,7 +67,7 @@ pub struct Translate {
     provider: String,
     began: bool,
     /// The answer's text so far, counted if the stream ends without usage.
-    text: String,
+    text: StreamedText,
 }
 
 impl Translate {
@@ -80,7 +78,7 @@ impl Translate {
             egress,
             provider,
             began: false,
-            text: String::new(),
+            text: StreamedText::default(),
         }
     }
 
@@ -90,11 +88,9 @@ impl Translate {
             let decoded = self.decoder.decode(frame, &mut chunks);
             for chunk in chunks.drain(..) {
                 self.began |= !is_preamble(&chunk);
-                if self.text.len() < MAX_COUNTED_TEXT {
-                    for choice in &chunk.choices {
-                        self.text
-                            .push_str(choice.delta.content.as_deref().unwrap_or_default());
-                    }
+                for choice in &chunk.choices {
+                    self.text
+                        .push(choice.delta.content.as_deref().unwrap_or_default());
                 }
                 self.egress.chunk(chunk, out);
             }
@@ -138,8 +134,8 @@ impl Stage for Translate {
         self.decoder.usage()
     }
 
-    fn streamed_text(&self) -> String {
-        self.text.clone()
+    fn streamed_text(&self) -> &str {
+        self.text.as_str()
     }
 }
 
