@@ -4,6 +4,7 @@
 use crate::error::GatewayError;
 use crate::usage::{Endpoint, TokenUsage};
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
@@ -11,17 +12,29 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::ops::Range;
 
+/// The body, copied into an allocation of its own. hyper hands a body that
+/// came with its head as a slice of the connection's 8 KiB read buffer, and
+/// the request is kept until its answer ends (to count its prompt should the
+/// provider not): a stream would pin that buffer for its whole length while
+/// hyper reads into another (docs/benchmarks.md).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::BodyTooLarge(limit))
+    let mut body = Limited::new(body, limit);
+    // The declared length, within the limit: a client's claim allocates no more.
+    let declared = body.size_hint().lower().min(limit as u64);
+    let mut out = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if error.downcast_ref::<LengthLimitError>().is_some() {
+                GatewayError::BodyTooLarge(limit)
+            } else {
+                GatewayError::bad_request("The request body could not be read.", None)
+            }
+        })?;
+        if let Some(data) = frame.data_ref() {
+            out.extend_from_slice(data);
         }
-        Err(_) => Err(GatewayError::bad_request(
-            "The request body could not be read.",
-            None,
-        )),
     }
+    Ok(out.freeze())
 }
 
 /// What a refused request's unread body may still cost: this much, this long.
