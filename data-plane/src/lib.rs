@@ -1,5 +1,4 @@
 //! Switchboard's data plane as a library; `main.rs` only parses flags.
-#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod breaker_report;
@@ -15,6 +14,7 @@ pub mod fuzzing;
 pub mod guardrails;
 pub mod ingress;
 pub mod limits;
+pub mod memory;
 pub mod meters;
 pub mod probe;
 pub mod providers;
@@ -216,7 +216,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         routing: routing.clone(),
     };
     let tls = tls.map(|t| t.config);
-    let stopped = server::start(
+    let started = server::start(
         listeners,
         state,
         tls,
@@ -224,8 +224,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.shutdown_grace(),
     )
     .context("starting the worker threads")?;
+    tasks.spawn(
+        "memory",
+        memory::give_back_after_surges(started.runtimes, tasks.token()),
+    );
     drop(usage);
-    let mut workers: FuturesUnordered<_> = stopped.into_iter().collect();
+    let mut workers: FuturesUnordered<_> = started.stopped.into_iter().collect();
     tokio::select! {
         _ = shutdown => {
             // Load balancers see /readyz fail and stop sending; whoever still

@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +55,12 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::T
 /// A running worker; resolves when it has stopped.
 pub type Stopped = oneshot::Receiver<std::io::Result<()>>;
 
+/// The worker threads: each one's end, and its runtime for what watches them.
+pub struct Workers {
+    pub stopped: Vec<Stopped>,
+    pub runtimes: Vec<Handle>,
+}
+
 /// Starts one worker thread per listener. On `shutdown` each stops accepting,
 /// lets its requests finish for up to `grace`, then drops what is left (a
 /// stream cut this way still records its usage).
@@ -63,33 +70,36 @@ pub fn start(
     tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
-) -> std::io::Result<Vec<Stopped>> {
-    listeners
-        .into_iter()
-        .enumerate()
-        .map(|(index, listener)| {
-            let (state, shutdown, tls) = (state(), shutdown.clone(), tls.clone());
-            let (done, stopped) = oneshot::channel();
-            std::thread::Builder::new()
-                .name(format!("worker-{index}"))
-                .spawn(move || {
-                    let _ = done.send(serve(listener, state, tls, shutdown, grace));
-                })?;
-            Ok(stopped)
-        })
-        .collect()
+) -> std::io::Result<Workers> {
+    let mut workers = Workers {
+        stopped: Vec::with_capacity(listeners.len()),
+        runtimes: Vec::with_capacity(listeners.len()),
+    };
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        workers.runtimes.push(runtime.handle().clone());
+        let (state, shutdown, tls) = (state(), shutdown.clone(), tls.clone());
+        let (done, stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                let _ = done.send(serve(runtime, listener, state, tls, shutdown, grace));
+            })?;
+        workers.stopped.push(stopped);
+    }
+    Ok(workers)
 }
 
 fn serve(
+    runtime: Runtime,
     listener: std::net::TcpListener,
     state: AppState,
     tls: Option<RustlsConfig>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let result = match tls {
         Some(tls) => runtime.block_on(serve_tls(listener, state, tls, shutdown, grace)),
         None => runtime.block_on(serve_http1(listener, state, shutdown, grace)),
