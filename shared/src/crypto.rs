@@ -64,7 +64,7 @@ pub struct Cipher {
 }
 
 fn aes(key: &SecretKey) -> Aes256Gcm {
-    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0))
+    Aes256Gcm::new(&Key::<Aes256Gcm>::from(key.0))
 }
 
 impl Cipher {
@@ -121,11 +121,10 @@ impl Cipher {
 }
 
 fn open(key: &Aes256Gcm, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if data.len() < NONCE_LEN {
-        return Err(CryptoError::Decrypt);
-    }
-    let (nonce, ciphertext) = data.split_at(NONCE_LEN);
-    key.decrypt(Nonce::from_slice(nonce), ciphertext)
+    let (nonce, ciphertext) = data
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or(CryptoError::Decrypt)?;
+    key.decrypt(&Nonce::from(*nonce), ciphertext)
         .map_err(|_| CryptoError::Decrypt)
 }
 
