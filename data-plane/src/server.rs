@@ -11,6 +11,7 @@
 //! which is the least busy one.
 
 use crate::ingress::{self, AppState};
+use axum::body::Body;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use futures_util::FutureExt;
@@ -24,6 +25,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 const BACKLOG: u32 = 4096;
 /// hyper's per-connection buffer limit; request heads are capped below it.
@@ -109,6 +111,20 @@ fn serve(
     result
 }
 
+/// The ingress service on hyper's own request body.
+fn service(
+    state: AppState,
+) -> impl tower::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    ingress::service(state).map_request(|request: hyper::Request<_>| request.map(Body::new))
+}
+
 /// Plain HTTP: HTTP/1.1 only, straight on hyper. Clients and load balancers
 /// speak HTTP/1.1 to a cleartext port; without the HTTP/1-or-h2c detection
 /// layer a connection costs less memory and each request a little less work
@@ -128,7 +144,7 @@ async fn serve_http1(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    let service = TowerToHyperService::new(ingress::router(state));
+    let service = TowerToHyperService::new(service(state));
     // No header read timeout: hyper arms its timer for every request head,
     // which costs each request a wake-up of the thread's own event loop.
     let mut http = http1::Builder::new();
@@ -210,6 +226,6 @@ async fn serve_tls(
     axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle)
-        .serve(ingress::router(state).into_make_service())
+        .serve(tower::make::Shared::new(service(state)))
         .await
 }

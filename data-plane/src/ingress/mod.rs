@@ -33,18 +33,20 @@ use crate::usage::{Endpoint, TokenUsage, UsageDraft, UsageRecord, UsageSink};
 use crate::{auth, providers, router};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use moderation::Moderation;
 use request::ProxyRequest;
 use shared::ids::UsageRecordId;
 use shared::telemetry::TRACE;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use tracing::Instrument;
 
 #[derive(Clone)]
@@ -64,17 +66,36 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let endpoint = |endpoint: Endpoint| {
-        post(move |State(state): State<AppState>, request: Request| proxy(state, endpoint, request))
-    };
+/// The data plane's HTTP surface, one service for both listeners. The proxy
+/// endpoints are found by a match on the path and called directly; the few
+/// others (models, health, metrics, unknown paths) go through an axum router.
+/// Every proxy request passing through axum's routing and middleware cost a
+/// quarter of its allocations, each layer boxing and moving the request's
+/// future (docs/benchmarks.md).
+pub fn service(
+    state: AppState,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    let gateway = Arc::new(Gateway {
+        others: others(state.clone()),
+        state,
+    });
+    tower::service_fn(move |request: Request| {
+        let gateway = gateway.clone();
+        async move { Ok(gateway.answer(request).await) }
+    })
+}
+
+struct Gateway {
+    state: AppState,
+    others: Router,
+}
+
+/// Everything but the proxy endpoints.
+fn others(state: AppState) -> Router {
     Router::new()
-        .route("/v1/chat/completions", endpoint(Endpoint::ChatCompletions))
-        .route("/v1/embeddings", endpoint(Endpoint::Embeddings))
-        .route("/v1/completions", endpoint(Endpoint::Completions))
-        .route("/v1/responses", endpoint(Endpoint::Responses))
-        .route("/v1/messages", endpoint(Endpoint::Messages))
-        .route("/v1/messages/count_tokens", endpoint(Endpoint::CountTokens))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/healthz", get(|| async { "ok" }))
@@ -92,50 +113,67 @@ pub fn router(state: AppState) -> Router {
             GatewayError::UnknownEndpoint(uri.path().to_owned())
         })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(limit_headers))
-        .layer(axum::middleware::from_fn_with_state(
-            state.draining.clone(),
-            every_answer,
-        ))
         .with_state(state)
 }
 
-/// What every answer gets, errors and streams included: an `x-request-id`
-/// (the client's, when it sent a usable one; else a new one), also on the
-/// request's log lines; a count by a bounded set of endpoint names (paths
-/// nobody routes are `unknown`); and while draining, a closed connection, so
-/// keep-alive clients (and load balancers' pools) reconnect to another data
-/// plane instead of reusing one that is about to stop listening.
-async fn every_answer(
-    State(draining): State<Arc<AtomicBool>>,
-    mut request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let started = Instant::now();
-    let endpoint = endpoint_label(request.uri().path());
-    let request_id = match request
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| usable_request_id(v.as_bytes()))
-    {
-        Some(theirs) => RequestId {
-            header: theirs.clone(),
-            record: UsageRecordId::generate(),
-        },
-        None => RequestId::generate(),
-    };
-    let span = tracing::info_span!("answer", request_id = ?request_id.header);
-    let answered_as = request_id.header.clone();
-    request.extensions_mut().insert(request_id);
-    let mut response = next.run(request).instrument(span).await;
-    response.headers_mut().insert(REQUEST_ID, answered_as);
-    if draining.load(Ordering::Relaxed) {
+impl Gateway {
+    /// What every answer gets, errors and streams included: an
+    /// `x-request-id` (the client's, when it sent a usable one; else a new
+    /// one), also on the request's log lines; a count by a bounded set of
+    /// endpoint names (paths nobody routes are `unknown`); and while
+    /// draining, a closed connection, so keep-alive clients (and load
+    /// balancers' pools) reconnect to another data plane instead of reusing
+    /// one that is about to stop listening.
+    async fn answer(&self, request: Request) -> Response {
+        let started = Instant::now();
+        let path = request.uri().path();
+        let endpoint = proxy_endpoint(path);
+        let label = endpoint.map_or_else(|| other_label(path), Endpoint::as_str);
+        let request_id = match request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| usable_request_id(v.as_bytes()))
+        {
+            Some(theirs) => RequestId {
+                header: theirs.clone(),
+                record: UsageRecordId::generate(),
+            },
+            None => RequestId::generate(),
+        };
+        let span = tracing::info_span!("answer", request_id = ?request_id.header);
+        let answered_as = request_id.header.clone();
+        let mut response = async {
+            if let Some(refused) = headers_too_large(&request) {
+                return refused;
+            }
+            match endpoint {
+                Some(endpoint) if request.method() == Method::POST => {
+                    proxy(&self.state, endpoint, request, request_id).await
+                }
+                Some(_) => {
+                    let mut refused = GatewayError::MethodNotAllowed.into_response();
+                    refused
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    refused
+                }
+                None => match self.others.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                },
+            }
+        }
+        .instrument(span)
+        .await;
+        response.headers_mut().insert(REQUEST_ID, answered_as);
+        if self.state.draining.load(Ordering::Relaxed) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        crate::meters::answered(label, response.status(), started.elapsed());
         response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    crate::meters::answered(endpoint, response.status(), started.elapsed());
-    response
 }
 
 // Header names as constants: a name given as a string is parsed anew at
@@ -145,7 +183,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The request's id, as its answer will carry it, and its usage record's id:
 /// the same when the client sent none, so the control plane stores and
 /// indexes it once.
-#[derive(Clone)]
 struct RequestId {
     header: HeaderValue,
     record: UsageRecordId,
@@ -169,14 +206,21 @@ fn usable_request_id(value: &[u8]) -> bool {
     (1..=128).contains(&value.len()) && value.iter().all(|b| b.is_ascii_graphic())
 }
 
-fn endpoint_label(path: &str) -> &'static str {
+fn proxy_endpoint(path: &str) -> Option<Endpoint> {
+    Some(match path {
+        "/v1/chat/completions" => Endpoint::ChatCompletions,
+        "/v1/embeddings" => Endpoint::Embeddings,
+        "/v1/completions" => Endpoint::Completions,
+        "/v1/responses" => Endpoint::Responses,
+        "/v1/messages" => Endpoint::Messages,
+        "/v1/messages/count_tokens" => Endpoint::CountTokens,
+        _ => return None,
+    })
+}
+
+/// The metrics label of a path that is not a proxy endpoint.
+fn other_label(path: &str) -> &'static str {
     match path {
-        "/v1/chat/completions" => Endpoint::ChatCompletions.as_str(),
-        "/v1/embeddings" => Endpoint::Embeddings.as_str(),
-        "/v1/completions" => Endpoint::Completions.as_str(),
-        "/v1/responses" => Endpoint::Responses.as_str(),
-        "/v1/messages" => Endpoint::Messages.as_str(),
-        "/v1/messages/count_tokens" => Endpoint::CountTokens.as_str(),
         "/v1/models" => "models",
         _ if path.starts_with("/v1/models/") => "models",
         "/healthz" => "healthz",
@@ -189,16 +233,14 @@ fn endpoint_label(path: &str) -> &'static str {
 /// Larger request heads are refused (431) before any work is done for them.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+fn headers_too_large(request: &Request) -> Option<Response> {
     let size: usize = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if size > MAX_HEADER_BYTES {
-        return GatewayError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
-    }
-    next.run(request).await
+    (size > MAX_HEADER_BYTES)
+        .then(|| GatewayError::HeadersTooLarge(MAX_HEADER_BYTES).into_response())
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -215,7 +257,12 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+async fn proxy(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: Request,
+    request_id: RequestId,
+) -> Response {
     use tracing::field::Empty;
     let started = Instant::now();
     // On log lines and, when traces are exported, the trace's server span
@@ -238,7 +285,7 @@ async fn proxy(state: AppState, endpoint: Endpoint, request: Request) -> Respons
         trace_id = Empty,
     );
     let trace = trace::continue_trace(&span, request.headers());
-    let response = handle(state, endpoint, request, started, trace)
+    let response = handle(state, endpoint, request, request_id, started, trace)
         .instrument(span.clone())
         .await
         .unwrap_or_else(|error| {
@@ -348,9 +395,10 @@ impl Job {
 }
 
 async fn handle(
-    state: AppState,
+    state: &AppState,
     endpoint: Endpoint,
     request: Request,
+    request_id: RequestId,
     started: Instant,
     trace: trace::ClientTrace,
 ) -> Result<Response, GatewayError> {
@@ -368,11 +416,11 @@ async fn handle(
         Ok(admitted) => admitted,
         Err(error) => {
             request::discard_body(body);
-            return Err(refused(&state, None, error));
+            return Err(refused(state, None, error));
         }
     };
     let admitted = admit(
-        &state,
+        state,
         &runtime,
         &caller,
         endpoint,
@@ -381,7 +429,7 @@ async fn handle(
         &trace,
     )
     .await
-    .map_err(|e| refused(&state, Some(&caller), e))?;
+    .map_err(|e| refused(state, Some(&caller), e))?;
     let Admitted {
         job,
         plan,
@@ -390,18 +438,13 @@ async fn handle(
     } = admitted;
     let moderation = Moderation::new(&plan, caller.team_guardrails.as_ref());
     // cache: consulted after limits (a hit is a request like any other).
-    let cached = consult_cache(&state, &runtime, &plan, &caller, &job, &parts.headers)
+    let cached = consult_cache(state, &runtime, &plan, &caller, &job, &parts.headers)
         .instrument(trace.step(|| tracing::debug_span!(target: TRACE, "cache")))
         .await;
     let prices = runtime.routes().prices.clone();
     drop(runtime);
     let stream = job.stream();
     let model = job.model().to_owned();
-    let request_id = parts
-        .extensions
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate);
     let mut draft = UsageDraft {
         sink: state.usage.clone(),
         started,
@@ -455,8 +498,8 @@ async fn handle(
                 let response =
                     cached::answer(&entry, stream, include_usage, draft, route.bill_hits)?;
                 let mut response = match stream {
-                    true => moderation.stream(&state, job, None, response),
-                    false => moderation.whole(&state, &job, response).await?,
+                    true => moderation.stream(state, job, None, response),
+                    false => moderation.whole(state, &job, response).await?,
                 };
                 response
                     .headers_mut()
@@ -474,10 +517,10 @@ async fn handle(
     let mut response = if stream {
         let response =
             keepalive::respond(work, state.routing.stream_keepalive, job.clone()).await?;
-        moderation.stream(&state, job, cut_short, response)
+        moderation.stream(state, job, cut_short, response)
     } else {
         let response = work.await?;
-        moderation.whole(&state, &job, response).await?
+        moderation.whole(state, &job, response).await?
     };
     if let Some(headers) = rate_headers {
         response.headers_mut().extend(headers);
@@ -706,13 +749,15 @@ mod tests {
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    fn app(snapshot: Option<proto::Snapshot>) -> Router {
+    fn app(
+        snapshot: Option<proto::Snapshot>,
+    ) -> impl tower::Service<Request, Response = Response, Error = Infallible> {
         let live: Live = Arc::new(ArcSwapOption::empty());
         if let Some(snapshot) = snapshot {
             live.store(Some(Arc::new(Runtime::try_from(snapshot).expect("valid"))));
         }
         let (usage, _receiver) = UsageSink::channel(16, 4);
-        router(AppState {
+        service(AppState {
             live,
             http: providers::UpstreamClient::new(providers::UpstreamSettings {
                 connect_timeout: Duration::from_secs(1),
@@ -769,7 +814,11 @@ mod tests {
         }
     }
 
-    async fn call(app: Router, key: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+    async fn call(
+        app: impl tower::Service<Request, Response = Response, Error = Infallible>,
+        key: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request =
             Request::post("/v1/chat/completions").header("content-type", "application/json");
         if let Some(key) = key {
@@ -822,5 +871,37 @@ mod tests {
         );
         let (status, _) = call(app(Some(snapshot())), Some(test_key()), "{oops").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn proxy_paths_take_post_only_and_other_paths_go_through_the_router() {
+        let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+        let response = app(None)
+            .oneshot(get("/v1/chat/completions"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        assert!(response.headers().contains_key(REQUEST_ID));
+
+        let response = app(None)
+            .oneshot(get("/healthz"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().contains_key(REQUEST_ID));
+
+        let response = app(None)
+            .oneshot(get("/v1/nothing"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let mine = Request::post("/healthz")
+            .header(REQUEST_ID, "mine-1")
+            .body(Body::empty())
+            .expect("request");
+        let response = app(None).oneshot(mine).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[REQUEST_ID], "mine-1");
     }
 }
