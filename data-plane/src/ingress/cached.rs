@@ -6,6 +6,7 @@ use crate::cache::Entry;
 use crate::chat::ChatCompletion;
 use crate::error::GatewayError;
 use crate::relay::translate::{replay, Egress, OpenAiEgress};
+use crate::router::table::ServedBy;
 use crate::usage::{CacheUse, UsageDraft};
 use axum::body::Body;
 use axum::response::Response;
@@ -34,12 +35,8 @@ pub fn answer(
         .clone_from(&entry.upstream_model);
     draft.cache = CacheUse::Hit { billed };
     draft.finish(200, Some(entry.usage), None);
-    Ok(super::retry::with_headers(
-        response,
-        &entry.provider,
-        &entry.upstream_model,
-        0,
-    ))
+    let served_by = ServedBy::new(&entry.provider, &entry.upstream_model);
+    Ok(super::retry::with_headers(response, &served_by, 0))
 }
 
 fn events(stored: &ChatCompletion, entry: &Entry, include_usage: bool) -> Bytes {

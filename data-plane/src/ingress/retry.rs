@@ -10,7 +10,7 @@ use super::trace::ClientTrace;
 use super::{AppState, Job};
 use crate::error::{FailedAttempt, GatewayError, ProviderErrorKind};
 use crate::router::health::{parse_retry_after, Outcome};
-use crate::router::table::{RetryPolicy, Route, Target};
+use crate::router::table::{RetryPolicy, Route, ServedBy, Target};
 use crate::router::{self, Plan};
 use crate::usage::UsageDraft;
 use axum::http::{HeaderName, HeaderValue};
@@ -143,12 +143,7 @@ pub async fn run(
             }
             let error = match result {
                 Ok(answered) => {
-                    return Ok(with_headers(
-                        answered.response,
-                        &target.provider.name,
-                        &target.upstream_model,
-                        attempts,
-                    ));
+                    return Ok(with_headers(answered.response, &target.served_by, attempts));
                 }
                 Err(error) => error,
             };
@@ -263,22 +258,25 @@ fn finish_failed(
 /// Which target served, after how many attempts (0: the response cache did).
 pub(super) fn with_headers(
     mut response: Response,
-    provider: &str,
-    model: &str,
+    served_by: &ServedBy,
     attempts: u32,
 ) -> Response {
     const PROVIDER: HeaderName = HeaderName::from_static("x-switchboard-provider");
     const MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
     const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+    // A count written from an integer is a new allocation; the usual ones need none.
+    const FEW: [&str; 4] = ["0", "1", "2", "3"];
     let headers = response.headers_mut();
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name, value);
+    for (name, value) in [(PROVIDER, &served_by.provider), (MODEL, &served_by.model)] {
+        if let Some(value) = value {
+            headers.insert(name, value.clone());
         }
+    }
+    let attempts = match FEW.get(attempts as usize) {
+        Some(few) => HeaderValue::from_static(few),
+        None => HeaderValue::from(attempts),
     };
-    set(PROVIDER, provider);
-    set(MODEL, model);
-    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+    headers.insert(ATTEMPTS, attempts);
     response
 }
 

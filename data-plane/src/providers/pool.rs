@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
+use hyper::header::HeaderValue;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -32,9 +33,29 @@ struct Idle {
 
 /// One origin's idle connections, newest at the back.
 struct Waiting {
-    /// The origin, shared with each answer that will give a connection back.
-    origin: Arc<str>,
+    /// Shared with each answer that will give a connection back.
+    origin: Arc<Origin>,
     idle: VecDeque<Idle>,
+}
+
+/// An upstream's `host[:port]`, and its `Host` header (without any user
+/// info), made once.
+struct Origin {
+    name: Box<str>,
+    host: Option<HeaderValue>,
+}
+
+impl Origin {
+    fn new(name: &str) -> Arc<Self> {
+        let host = match name.rsplit_once('@') {
+            Some((_, host)) => host,
+            None => name,
+        };
+        Arc::new(Origin {
+            name: name.into(),
+            host: HeaderValue::from_str(host).ok(),
+        })
+    }
 }
 
 struct Idles {
@@ -51,12 +72,12 @@ impl Idles {
 
     /// The newest live idle connection to `origin`, if any, and the origin
     /// as the pool keeps it.
-    fn take(&self, origin: &str) -> (Option<Sender>, Arc<str>) {
+    fn take(&self, origin: &str) -> (Option<Sender>, Arc<Origin>) {
         let mut waiting = self.waiting.lock();
         let waiting = match waiting.get_mut(origin) {
             Some(waiting) => waiting,
             None => waiting.entry(origin.into()).or_insert_with(|| Waiting {
-                origin: origin.into(),
+                origin: Origin::new(origin),
                 idle: VecDeque::new(),
             }),
         };
@@ -68,17 +89,19 @@ impl Idles {
         (None, waiting.origin.clone())
     }
 
-    fn put(&self, origin: &Arc<str>, sender: Sender) {
+    fn put(&self, origin: &Arc<Origin>, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let mut waiting = self.waiting.lock();
-        let waiting = match waiting.get_mut(&**origin) {
+        let waiting = match waiting.get_mut(&*origin.name) {
             Some(waiting) => waiting,
-            None => waiting.entry((**origin).into()).or_insert_with(|| Waiting {
-                origin: origin.clone(),
-                idle: VecDeque::new(),
-            }),
+            None => waiting
+                .entry(origin.name.clone())
+                .or_insert_with(|| Waiting {
+                    origin: origin.clone(),
+                    idle: VecDeque::new(),
+                }),
         };
         // The oldest are at the front; those gone stale leave here, since
         // last-in first-out reuse would never reach them.
@@ -157,11 +180,12 @@ impl Http1Pool {
         mut request: hyper::Request<Full<Bytes>>,
     ) -> Result<hyper::Response<PooledBody>, PoolError> {
         let uri = request.uri().clone();
-        let origin = uri.authority().map_or("", |a| a.as_str());
-        if !request.headers().contains_key(hyper::header::HOST) {
-            if let Some(host) = host_header(&uri) {
-                request.headers_mut().insert(hyper::header::HOST, host);
-            }
+        let (mut idle, origin) = self.idle.take(uri.authority().map_or("", |a| a.as_str()));
+        if let Some(host) = &origin.host {
+            request
+                .headers_mut()
+                .entry(hyper::header::HOST)
+                .or_insert_with(|| host.clone());
         }
         // HTTP/1.1 requests name their path; the origin went into Host.
         let mut path = uri.clone().into_parts();
@@ -169,7 +193,6 @@ impl Http1Pool {
         path.authority = None;
         *request.uri_mut() =
             hyper::Uri::from_parts(path).unwrap_or_else(|_| hyper::Uri::from_static("/"));
-        let (mut idle, origin) = self.idle.take(origin);
         while let Some(mut sender) = idle.take() {
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(request).await {
@@ -180,7 +203,7 @@ impl Http1Pool {
                     },
                 }
             }
-            idle = self.idle.take(&origin).0;
+            idle = self.idle.take(&origin.name).0;
         }
         let mut sender = self.connect(&uri).await?;
         let response = sender.send_request(request).await?;
@@ -207,7 +230,7 @@ impl Http1Pool {
     fn pooled(
         &self,
         response: hyper::Response<Incoming>,
-        origin: Arc<str>,
+        origin: Arc<Origin>,
         sender: Sender,
     ) -> hyper::Response<PooledBody> {
         let give_back = GiveBack {
@@ -219,20 +242,10 @@ impl Http1Pool {
     }
 }
 
-/// `host[:port]`, as the URI gives it (without any user info).
-fn host_header(uri: &hyper::Uri) -> Option<hyper::header::HeaderValue> {
-    let authority = uri.authority()?.as_str();
-    let host = match authority.rsplit_once('@') {
-        Some((_, host)) => host,
-        None => authority,
-    };
-    hyper::header::HeaderValue::from_str(host).ok()
-}
-
 /// A connection to put back in the pool once its answer is read.
 struct GiveBack {
     idle: Arc<Idles>,
-    origin: Arc<str>,
+    origin: Arc<Origin>,
     sender: Sender,
 }
 

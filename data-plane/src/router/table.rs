@@ -10,6 +10,7 @@ use crate::error::{Entity, InvalidConfig};
 use crate::guardrails::Compiled;
 use crate::meters::TargetMeters;
 use crate::providers::{self, Adapter};
+use axum::http::HeaderValue;
 use foldhash::{HashMap, HashMapExt};
 use shared::cache::{CachePurges, RouteCache};
 use shared::limits::RateLimits;
@@ -265,6 +266,25 @@ pub struct Target {
     pub health: Arc<TargetState>,
     /// Its metrics' handles, registered once (carried over like `health`).
     pub meters: Arc<TargetMeters>,
+    pub served_by: ServedBy,
+}
+
+/// What an answer says served it (`x-switchboard-provider`, `-model`):
+/// header values made once, not for every answer. A name that is no valid
+/// header value is left out.
+#[derive(Clone, Debug)]
+pub struct ServedBy {
+    pub provider: Option<HeaderValue>,
+    pub model: Option<HeaderValue>,
+}
+
+impl ServedBy {
+    pub fn new(provider: &str, model: &str) -> Self {
+        ServedBy {
+            provider: HeaderValue::try_from(provider).ok(),
+            model: HeaderValue::try_from(model).ok(),
+        }
+    }
 }
 
 impl Target {
@@ -364,6 +384,7 @@ fn build_route(
                 price_rank: price.map(|p| p.input.0.saturating_add(p.output.0)),
                 health,
                 meters,
+                served_by: ServedBy::new(&t.provider, &t.model),
             })
         })
         .collect::<Result<Vec<_>, InvalidConfig>>()?;
