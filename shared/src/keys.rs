@@ -23,9 +23,13 @@ const CHECKSUM_LEN: usize = 6;
 /// How many characters of a secret are kept to recognise the key in listings.
 const DISPLAY_PREFIX_LEN: usize = KEY_PREFIX.len() + 6;
 
-fn checksum(random: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(crc32fast::hash(random.as_bytes()).to_be_bytes())
+/// Written into an array, not a `String`: every request's key is checked.
+fn checksum(random: &str) -> [u8; CHECKSUM_LEN] {
+    let mut sum = [0; CHECKSUM_LEN];
+    // 4 bytes are always 6 characters: the slice fits.
+    let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(crc32fast::hash(random.as_bytes()).to_be_bytes(), &mut sum);
+    sum
 }
 
 /// Whether `candidate` is shaped like a Switchboard key and its checksum holds.
@@ -42,7 +46,7 @@ pub fn is_well_formed(candidate: &str) -> bool {
         return false;
     }
     let (random, sum) = rest.split_at(RANDOM_LEN);
-    checksum(random) == sum
+    checksum(random) == sum.as_bytes()
 }
 
 /// 256 bits from the OS's CSPRNG in unpadded base64url (43 characters):
@@ -61,6 +65,8 @@ impl ApiKeySecret {
     pub fn generate() -> Self {
         let random = random_token();
         let sum = checksum(&random);
+        // base64url characters are ASCII.
+        let sum = std::str::from_utf8(&sum).unwrap_or_default();
         Self(format!("{KEY_PREFIX}{random}{sum}"))
     }
 

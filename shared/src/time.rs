@@ -2,8 +2,15 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// Milliseconds since the Unix epoch, read straight from the system clock
+/// (chrono's `Utc::now` converts through a calendar date: several times
+/// per request, it was 1% of the data plane's instructions).
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 pub fn ms_to_rfc3339(ms: i64) -> String {

@@ -457,4 +457,40 @@ mod tests {
         assert_eq!(ask(&pool, &upstream.uri).await, "hello");
         assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
     }
+
+    #[tokio::test]
+    async fn requests_name_their_path_and_the_origin_as_host_also_on_a_reused_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|request: hyper::Request<Incoming>| {
+                    let host = request.headers().get(hyper::header::HOST).cloned();
+                    let seen = format!("{host:?} {}", request.uri());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(seen),
+                        )))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let pool = pool();
+        let expected = format!("Some(\"{address}\") /v1/chat/completions?x=1");
+        for _ in 0..2 {
+            let uri = format!("http://{address}/v1/chat/completions?x=1");
+            assert_eq!(ask(&pool, &uri).await, expected);
+        }
+        let mut theirs = request(&format!("http://{address}/v1/models"));
+        theirs.headers_mut().insert(
+            hyper::header::HOST,
+            HeaderValue::from_static("api.example.com"),
+        );
+        let answer = text(pool.send(theirs).await.expect("sent")).await;
+        assert_eq!(answer, "Some(\"api.example.com\") /v1/models");
+    }
 }
