@@ -84,7 +84,10 @@ pub fn service(
     });
     tower::service_fn(move |request: Request| {
         let gateway = gateway.clone();
-        async move { Ok(gateway.answer(request).await) }
+        // Boxed: hyper keeps room for a connection's request future for as
+        // long as the connection lives, idle or streaming, and this one is
+        // some 11 KiB (inline, it doubled what an idle connection holds).
+        Box::pin(async move { Ok(gateway.answer(request).await) })
     })
 }
 
