@@ -13,6 +13,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod guardrails;
 pub mod ingress;
+pub mod json_scan;
 pub mod limits;
 pub mod memory;
 pub mod meters;

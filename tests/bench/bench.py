@@ -10,6 +10,7 @@ for what neither measures (stream timing, idle connections, streams in flight)."
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -160,6 +161,18 @@ class Bench:
                         f"ratio {g['rps'] / d['rps']:.2f}; to nginx {g['rps'] / n['rps']:.2f}", ">= 0.80 of nginx")
         self.check_errors("1", d, g)
         self.check_errors("1r", d, n)
+        # The same with the control plane paused, as in 2b: what the data plane itself reaches against nginx,
+        # without the control plane's ingestion of its usage on the same two cores. Usage is journaled
+        # meanwhile and must all arrive once the control plane runs again.
+        before = self.settled_usage("fast")
+        with self.control_plane_paused():
+            p = wrk(self.dp.url, self.key, "fast", 32, self.s.seconds)
+        self.report.row("1c. throughput, concurrency 32, control plane paused", "requests/s", f"{d['rps']:,.0f}",
+                        f"{p['rps']:,.0f}", f"ratio {p['rps'] / d['rps']:.2f}; to nginx {p['rps'] / n['rps']:.2f}")
+        self.check_errors("1c", d, p)
+        recorded = self.stack.wait_usage(before + int(p["requests"]), model="fast") - before
+        if recorded < p["requests"]:
+            self.report.notes.append(f"Scenario 1c: usage lost: {recorded:,} records for {p['requests']:,.0f} requests.")
         d = wrk(self.mock_slow, "direct", "load", 256, self.s.seconds)
         g = wrk(self.dp.url, self.key, "slow", 256, self.s.seconds)
         self.report.row("1b. throughput, 50 ms upstream, concurrency 256", "requests/s", f"{d['rps']:,.0f}",
@@ -169,6 +182,24 @@ class Bench:
     def check_errors(self, scenario, direct, gateway):
         if direct["errors"] or gateway["errors"]:
             self.report.notes.append(f"Scenario {scenario}: errors direct {direct['errors']:.0f}, gateway {gateway['errors']:.0f}.")
+
+    def settled_usage(self, model):
+        """The control plane's count of usage records once it stops moving (they are shipped in batches)."""
+        seen = self.stack.usage_requests(model=model)
+        while True:
+            time.sleep(1)
+            now = self.stack.usage_requests(model=model)
+            if now == seen:
+                return seen
+            seen = now
+
+    @contextlib.contextmanager
+    def control_plane_paused(self):
+        os.kill(self.stack.cp.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.stack.cp.pid, signal.SIGCONT)
 
     def latency_c1(self):
         d = wrk(self.mock_fast, "direct", "load", 1, self.s.seconds)
@@ -187,11 +218,8 @@ class Bench:
         # control plane's threads (usage ingestion, polls) on the same two cores. Usage waits in the data
         # plane's queue and journal, and is sent once the control plane answers again. (A data plane told to
         # ship late still sent a batch every 10,000 records, the most a batch holds.)
-        os.kill(self.stack.cp.pid, signal.SIGSTOP)
-        try:
+        with self.control_plane_paused():
             g = wrk(self.dp.url, self.key, "fast", 1, self.s.seconds)
-        finally:
-            os.kill(self.stack.cp.pid, signal.SIGCONT)
         self.check_errors("2b", d, g)
         for p, field in (("P50", "p50_us"), ("P99", "p99_us")):
             self.report.row("2b. latency, concurrency 1, control plane paused", p, us(d[field]), us(g[field]),

@@ -389,13 +389,7 @@ fn span_in(body: &[u8], raw: &RawValue) -> Range<usize> {
 
 /// The `usage` object of a non-streaming answer; zeros when absent.
 pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
-    #[derive(serde::Deserialize)]
-    struct WithUsage {
-        usage: Option<TokenUsage>,
-    }
-    serde_json::from_slice::<WithUsage>(body)
-        .ok()
-        .and_then(|b| b.usage)
+    serde_json::from_slice(crate::json_scan::top_level_value(body, b"usage")?).ok()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! for usage a provider did not report. One encoding (o200k_base) for every
 //! model: an estimate, marked as such on the usage record.
 
+use crate::json_scan::{skip_space, string_end};
 use serde_json::Value;
 use std::sync::{Once, OnceLock};
 use tiktoken_rs::CoreBPE;
@@ -181,26 +182,6 @@ impl StreamedText {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// The index of the quote that closes the JSON string starting at `start`.
-fn string_end(json: &[u8], mut start: usize) -> Option<usize> {
-    loop {
-        let found = start + memchr::memchr2(b'"', b'\\', json.get(start..)?)?;
-        if json[found] == b'"' {
-            return Some(found);
-        }
-        start = found + 2;
-    }
-}
-
-fn skip_space(json: &[u8], at: usize) -> usize {
-    at + json
-        .get(at..)
-        .unwrap_or_default()
-        .iter()
-        .take_while(|b| b.is_ascii_whitespace())
-        .count()
 }
 
 #[cfg(test)]

@@ -535,13 +535,9 @@ fn read_error(status: StatusCode, value: &Value) -> ProviderError {
 
 /// The usage of a whole answer (`None` when it has none).
 pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
-    #[derive(Deserialize)]
-    struct Answer {
-        usage: Option<AnthropicUsage>,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .ok()?
-        .usage
+    let usage = crate::json_scan::top_level_value(body, b"usage")?;
+    serde_json::from_slice::<AnthropicUsage>(usage)
+        .ok()
         .map(|u| u.to_openai())
 }
 
