@@ -254,6 +254,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::error!(%error, "HTTP worker failed");
         }
     }
+    limiter.flush().await;
     // Every usage sink lived in the server; with it gone the shipper drains and stops.
     stop_shipper.cancel();
     shipper.await.context("usage shipper task")?;

@@ -29,7 +29,7 @@ pub fn describe() {
         ("switchboard_retry_budget_exhausted_total", Count, "Retries not made because the route's retry budget was spent."),
         ("switchboard_limit_refusals_total", Count, "Requests refused by a rate limit, quota or budget, by meter."),
         ("switchboard_limits_redis_errors_total", Count, "Limit checks that could not reach Redis, by the failure mode applied."),
-        ("switchboard_limits_settle_failures_total", Count, "Reservations that could not be settled in Redis after a request."),
+        ("switchboard_limits_settle_failures_total", Count, "Counters whose gathered settlements could not be sent to Redis (their reservations stand)."),
         ("switchboard_stream_keepalives_total", Count, "SSE comment keepalives sent while streams waited for a first token."),
         ("switchboard_health_checks_total", Count, "Active health probes of providers, by provider and result."),
         ("switchboard_config_received_bytes_total", Bytes, "Config bytes received from the control plane, by kind (snapshot, delta, counters)."),

@@ -336,6 +336,27 @@ class Redis:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
 
+    def command(self, *args):
+        """One command; its answer as text (None for a missing value). Integer and bulk answers only."""
+        import socket
+        request = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request.encode())
+            answer = sock.makefile("rb")
+            head = answer.readline().decode().rstrip("\r\n")
+            if head.startswith(":"):
+                return head[1:]
+            assert head.startswith("$"), head
+            size = int(head[1:])
+            return None if size < 0 else answer.read(size + 2)[:-2].decode()
+
+    def script_calls(self):
+        """Lua scripts run so far (EVALSHA calls, from INFO commandstats)."""
+        for line in self.command("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_evalsha:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

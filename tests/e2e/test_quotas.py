@@ -427,6 +427,34 @@ def test_limits_hold_across_data_planes_sharing_redis(tmp_path, redis):
         gw.close()
 
 
+def test_settlements_in_redis_are_sent_together_and_exact(tmp_path, redis):
+    """Each request reserves its worst case in Redis and settles to what it used. Requests served
+    together settle in one script call, and the counter still ends at exactly what they all used."""
+    gw = Gateway(tmp_path, f"sqlite://{tmp_path}/control-plane.db")
+    try:
+        gw.dp = gw.start_data_plane(extra=("--redis-url", redis.url))
+        gw.setup_basic()
+        key = new_key(gw, limits={"max_tokens": 100_000_000})
+        gw.wait_synced()
+        counter = f"switchboard:quota:key:{key['id']}:max_tokens"
+        first = chat(gw, key["key"], "gpt-test", text="hi")
+        assert first.status_code == 200, first.text
+        per_request = first.json()["usage"]["total_tokens"]
+        # Settled: from the worst case (4,096 answer tokens reserved) down to what it used.
+        wait_until(lambda: redis.command("GET", counter) == str(per_request), what="first request settled")
+
+        scripts_before = redis.script_calls()
+        assert oha(gw.dp_url, key["key"], 1000) == {200: 1000}
+        wait_until(lambda: redis.command("GET", counter) == str(1001 * per_request), timeout=10,
+                   what=f"1,000 requests settled to {1000 * per_request} more tokens")
+        scripts = redis.script_calls() - scripts_before
+        # 1,000 admissions; a settlement call per request would make 2,000.
+        print(f"script calls for 1,000 requests: {scripts}")
+        assert 1000 < scripts < 1500, scripts
+    finally:
+        gw.close()
+
+
 def test_a_budget_spent_through_one_data_plane_holds_on_another_within_a_second(tmp_path):
     """No Redis: each data plane counts what it serves, and learns what the
     others served from the control plane's counters (never from config: the

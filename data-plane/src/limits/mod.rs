@@ -222,30 +222,26 @@ impl Limiter {
         }
     }
 
-    fn settle(self: &Arc<Self>, adjustments: Vec<(Check, i64)>, in_redis: bool) {
+    fn settle(&self, adjustments: &[(Check, i64)], in_redis: bool) {
         if adjustments.is_empty() {
             return;
         }
-        if !in_redis {
-            let now = now_ms();
-            for (check, delta) in &adjustments {
-                self.local.settle(check, *delta, now);
+        match &self.redis {
+            Some(redis) if in_redis => redis.settle(adjustments),
+            _ => {
+                let now = now_ms();
+                for (check, delta) in adjustments {
+                    self.local.settle(check, *delta, now);
+                }
             }
-            return;
         }
-        let Some(redis) = self.redis.clone() else {
-            return;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        handle.spawn(async move {
-            if let Err(error) = redis.settle(&adjustments).await {
-                // The reservation stands: the count errs high, never low.
-                metrics::counter!("switchboard_limits_settle_failures_total").increment(1);
-                tracing::warn!(%error, "could not settle a reservation in Redis");
-            }
-        });
+    }
+
+    /// Sends the settlements still gathered for Redis (once requests have finished).
+    pub async fn flush(&self) {
+        if let Some(redis) = &self.redis {
+            redis.flush_settlements().await;
+        }
     }
 
     /// Forgets idle in-process state; run now and then.
@@ -321,7 +317,7 @@ impl Permit {
                 (delta != 0).then_some((check, delta))
             })
             .collect();
-        self.limiter.settle(adjustments, self.in_redis);
+        self.limiter.settle(&adjustments, self.in_redis);
     }
 }
 

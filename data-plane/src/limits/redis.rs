@@ -5,14 +5,17 @@
 
 use super::{Check, Outcome, Verdict};
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What `--redis-url` names.
@@ -113,26 +116,47 @@ table.insert(out, 1, refused)
 return out
 ";
 
-/// Per check, ARGV holds: window_ms (0 for a total), limit, delta.
+/// Per counter, ARGV holds: window_ms (0 for a total), limit, then what the
+/// settlements gathered for it gave back (<= 0) and added (>= 0), applied in
+/// that order: the order of those requests' settlements that leaves the
+/// count highest, so that gathering them errs high, never low.
 const SETTLE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, #KEYS do
-  local b = (i - 1) * 3
-  local window, limit, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local b = (i - 1) * 4
+  local window, limit = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local back, added = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   if window > 0 then
     local state = redis.call('HMGET', KEYS[i], 'level', 'at')
     if state[1] then
       local level = math.max(0, tonumber(state[1]) - math.max(0, now - tonumber(state[2])) * limit / window)
-      redis.call('HSET', KEYS[i], 'level', tostring(math.max(0, level + delta)), 'at', now)
+      redis.call('HSET', KEYS[i], 'level', tostring(math.max(0, level + back) + added), 'at', now)
     end
   elseif redis.call('EXISTS', KEYS[i]) == 1 then
-    local used = math.max(0, (tonumber(redis.call('GET', KEYS[i])) or 0) + delta)
+    local used = math.max(0, (tonumber(redis.call('GET', KEYS[i])) or 0) + back) + added
     redis.call('SET', KEYS[i], used, 'KEEPTTL')
   end
 end
 return 1
 ";
+
+/// Settlements are gathered this long and sent together: one script call
+/// per data plane every 10 ms at most, where a call per request was half of
+/// Redis's work under load (docs/benchmarks.md, scenario 11). A reservation
+/// stands that much longer, which errs high.
+const SETTLE_EVERY: Duration = Duration::from_millis(10);
+/// Most counters one settlement call carries.
+const COUNTERS_PER_SETTLE: usize = 256;
+
+/// What the requests settled since the last call did to one counter.
+#[derive(Default)]
+struct Unsettled {
+    window_ms: i64,
+    limit: i64,
+    given_back: i64,
+    added: i64,
+}
 
 pub struct RedisCounters {
     /// Empty until the first connection; it reconnects by itself after.
@@ -140,6 +164,9 @@ pub struct RedisCounters {
     prefix: &'static str,
     admit: redis::Script,
     settle: redis::Script,
+    /// Per counter (its name without the prefix), settled but not yet sent.
+    unsettled: Mutex<HashMap<String, Unsettled>>,
+    settle_due: Notify,
 }
 
 /// A connection to one Redis or to a cluster: both reconnect by themselves.
@@ -305,8 +332,12 @@ impl RedisCounters {
             prefix: mode.prefix(),
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
+            unsettled: Mutex::default(),
+            settle_due: Notify::new(),
         });
         tokio::spawn(counters.clone().keep_connected(connector, shutdown));
+        // For the process's life: requests still settle while the server drains.
+        tokio::spawn(counters.clone().send_settlements());
         Ok(counters)
     }
 
@@ -386,15 +417,60 @@ impl RedisCounters {
         })
     }
 
-    pub async fn settle(&self, adjustments: &[(Check, i64)]) -> Result<(), RedisUnavailable> {
+    /// Adds a request's settlement to those the next call sends.
+    pub fn settle(&self, adjustments: &[(Check, i64)]) {
+        let mut unsettled = self.unsettled.lock();
+        for (check, delta) in adjustments {
+            let counter = match unsettled.get_mut(&check.key) {
+                Some(counter) => counter,
+                None => unsettled.entry(check.key.clone()).or_default(),
+            };
+            counter.window_ms = check.window_ms().unwrap_or(0);
+            counter.limit = check.limit;
+            if *delta < 0 {
+                counter.given_back += delta;
+            } else {
+                counter.added += delta;
+            }
+        }
+        drop(unsettled);
+        self.settle_due.notify_one();
+    }
+
+    async fn send_settlements(self: Arc<Self>) {
+        loop {
+            self.settle_due.notified().await;
+            tokio::time::sleep(SETTLE_EVERY).await;
+            self.flush_settlements().await;
+        }
+    }
+
+    /// Sends every settlement gathered so far. One that cannot be sent
+    /// leaves its reservations standing (the count errs high, never low).
+    pub async fn flush_settlements(&self) {
+        let unsettled: Vec<(String, Unsettled)> = self.unsettled.lock().drain().collect();
+        for counters in unsettled.chunks(COUNTERS_PER_SETTLE) {
+            if let Err(error) = self.send_settlement(counters).await {
+                metrics::counter!("switchboard_limits_settle_failures_total")
+                    .increment(counters.len() as u64);
+                tracing::warn!(%error, counters = counters.len(), "could not settle reservations in Redis");
+            }
+        }
+    }
+
+    async fn send_settlement(
+        &self,
+        counters: &[(String, Unsettled)],
+    ) -> Result<(), RedisUnavailable> {
         let mut connection = self.connection()?;
         let mut invocation = self.settle.prepare_invoke();
-        for (check, delta) in adjustments {
+        for (key, counter) in counters {
             invocation
-                .key(format!("{}{}", self.prefix, check.key))
-                .arg(check.window_ms().unwrap_or(0))
-                .arg(check.limit)
-                .arg(*delta);
+                .key(format!("{}{key}", self.prefix))
+                .arg(counter.window_ms)
+                .arg(counter.limit)
+                .arg(counter.given_back)
+                .arg(counter.added);
         }
         let _: i64 = invocation.invoke_async(&mut connection).await?;
         Ok(())
