@@ -429,10 +429,11 @@ def test_limits_hold_across_data_planes_sharing_redis(tmp_path, redis):
 
 def test_settlements_in_redis_are_sent_together_and_exact(tmp_path, redis):
     """Each request reserves its worst case in Redis and settles to what it used. Requests served
-    together settle in one script call, and the counter still ends at exactly what they all used."""
+    together settle in one script call, and the counter still ends at exactly what they all used.
+    Each serving thread talks to Redis on a connection of its own."""
     gw = Gateway(tmp_path, f"sqlite://{tmp_path}/control-plane.db")
     try:
-        gw.dp = gw.start_data_plane(extra=("--redis-url", redis.url))
+        gw.dp = gw.start_data_plane(extra=("--redis-url", redis.url, "--workers", "2"))
         gw.setup_basic()
         key = new_key(gw, limits={"max_tokens": 100_000_000})
         gw.wait_synced()
@@ -451,6 +452,9 @@ def test_settlements_in_redis_are_sent_together_and_exact(tmp_path, redis):
         # 1,000 admissions; a settlement call per request would make 2,000.
         print(f"script calls for 1,000 requests: {scripts}")
         assert 1000 < scripts < 1500, scripts
+        # The first connection, and one per serving thread (this test's own is not counted).
+        clients = int(redis.command("INFO", "clients").split("connected_clients:")[1].split()[0]) - 1
+        assert clients >= 3, clients
     finally:
         gw.close()
 

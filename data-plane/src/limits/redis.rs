@@ -11,10 +11,12 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -160,7 +162,9 @@ struct Unsettled {
 
 pub struct RedisCounters {
     /// Empty until the first connection; it reconnects by itself after.
-    connection: ArcSwapOption<Connection>,
+    connected: ArcSwapOption<Connected>,
+    /// Names this instance's connections in each thread's `OWN`.
+    id: usize,
     prefix: &'static str,
     admit: redis::Script,
     settle: redis::Script,
@@ -205,6 +209,48 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// How to open a connection to the Redis in use.
+#[derive(Clone)]
+enum Dial {
+    Standalone(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Dial {
+    /// A connection driven by the calling thread's runtime; it reconnects by itself.
+    async fn open(&self) -> RedisResult<Connection> {
+        Ok(match self {
+            Dial::Standalone(client, config) => Connection::Standalone(
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await?,
+            ),
+            Dial::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        })
+    }
+}
+
+/// The Redis connected to: how to reach it, and the connection opened to
+/// check it, which a thread uses until it has its own.
+struct Connected {
+    dial: Dial,
+    first: Connection,
+}
+
+/// A thread's own connection, per `RedisCounters` (by id).
+enum Own {
+    Opening,
+    Open(Connection),
+    /// Opening failed; tried again after this.
+    Failed(Instant),
+}
+
+thread_local! {
+    /// Each thread's own connections, and the `Connected` they were opened from.
+    static OWN: RefCell<HashMap<usize, (Arc<Connected>, Own)>> = RefCell::default();
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+const OWN_RETRY: Duration = Duration::from_secs(1);
+
 /// How to (re)connect.
 enum Connector {
     Standalone(redis::Client, ConnectionManagerConfig),
@@ -213,25 +259,19 @@ enum Connector {
 }
 
 impl Connector {
-    /// A connection, and (with sentinels) the master's address it goes to.
-    async fn connect(&self) -> RedisResult<(Connection, Option<String>)> {
-        match self {
+    /// How to reach the Redis to use now, and (with sentinels) the master's address.
+    async fn dial(&self) -> RedisResult<(Dial, Option<String>)> {
+        Ok(match self {
             Connector::Standalone(client, config) => {
-                let manager =
-                    ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
-                Ok((Connection::Standalone(manager), None))
+                (Dial::Standalone(client.clone(), config.clone()), None)
             }
-            Connector::Cluster(client) => Ok((
-                Connection::Cluster(client.get_async_connection().await?),
-                None,
-            )),
+            Connector::Cluster(client) => (Dial::Cluster(client.clone()), None),
             Connector::Sentinel(sentinels, config) => {
                 let master = sentinels.lock().await.async_get_client().await?;
                 let address = master.get_connection_info().addr.to_string();
-                let manager = ConnectionManager::new_with_config(master, config.clone()).await?;
-                Ok((Connection::Standalone(manager), Some(address)))
+                (Dial::Standalone(master, config.clone()), Some(address))
             }
-        }
+        })
     }
 
     /// The master the sentinels name now (sentinel mode only).
@@ -242,6 +282,13 @@ impl Connector {
         let master = sentinels.lock().await.async_get_client().await;
         Some(master.map(|m| m.get_connection_info().addr.to_string()))
     }
+}
+
+/// The Redis to use now, checked by opening a first connection to it.
+async fn connect(connector: &Connector) -> RedisResult<(Connected, Option<String>)> {
+    let (dial, address) = connector.dial().await?;
+    let first = dial.open().await?;
+    Ok((Connected { dial, first }, address))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +375,8 @@ impl RedisCounters {
             }
         };
         let counters = Arc::new(RedisCounters {
-            connection: ArcSwapOption::empty(),
+            connected: ArcSwapOption::empty(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             prefix: mode.prefix(),
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
@@ -358,10 +406,10 @@ impl RedisCounters {
             if stale {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    connected = connector.connect() => match connected {
-                        Ok((connection, address)) => {
+                    connected = connect(&connector) => match connected {
+                        Ok((connected, address)) => {
                             tracing::info!(master = ?address, "connected to Redis for shared limits");
-                            self.connection.store(Some(Arc::new(connection)));
+                            self.connected.store(Some(Arc::new(connected)));
                             master = Some(address);
                         }
                         Err(error) => {
@@ -377,12 +425,57 @@ impl RedisCounters {
         }
     }
 
+    /// The calling thread's own connection, driven by its own runtime: a
+    /// serving thread's checks and cache lookups then never leave it (through
+    /// one connection, driven by the background thread, each call woke two
+    /// threads). Until it is open, the first connection.
     pub fn connection(&self) -> Result<Connection, RedisUnavailable> {
-        self.connection
-            .load()
-            .as_deref()
-            .cloned()
-            .ok_or(RedisUnavailable::NotConnected)
+        let connected = self
+            .connected
+            .load_full()
+            .ok_or(RedisUnavailable::NotConnected)?;
+        let mut open_own = false;
+        let own = OWN.with_borrow_mut(|owned| {
+            if let Some((from, state)) = owned.get(&self.id) {
+                if Arc::ptr_eq(from, &connected) {
+                    match state {
+                        Own::Open(connection) => return Some(connection.clone()),
+                        Own::Opening => return None,
+                        Own::Failed(at) if at.elapsed() < OWN_RETRY => return None,
+                        Own::Failed(_) => {}
+                    }
+                }
+            }
+            owned.insert(self.id, (connected.clone(), Own::Opening));
+            open_own = true;
+            None
+        });
+        if let Some(own) = own {
+            return Ok(own);
+        }
+        if open_own {
+            self.open_own(connected.clone());
+        }
+        Ok(connected.first.clone())
+    }
+
+    /// Opens the calling thread's own connection, on its runtime (each
+    /// serving thread runs a runtime of its own, so the task stays on it).
+    fn open_own(&self, connected: Arc<Connected>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let id = self.id;
+        runtime.spawn(async move {
+            let own = match connected.dial.open().await {
+                Ok(connection) => Own::Open(connection),
+                Err(error) => {
+                    tracing::warn!(%error, "could not open this thread's Redis connection");
+                    Own::Failed(Instant::now())
+                }
+            };
+            OWN.with_borrow_mut(|owned| owned.insert(id, (connected, own)));
+        });
     }
 
     pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, RedisUnavailable> {
