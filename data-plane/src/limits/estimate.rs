@@ -3,9 +3,9 @@
 //! model: an estimate, marked as such on the usage record.
 
 use crate::json_scan::{skip_space, string_end};
+use bpe_openai::Tokenizer;
 use serde_json::Value;
 use std::sync::{Once, OnceLock};
-use tiktoken_rs::CoreBPE;
 
 /// Tokens a chat format adds per message (role, separators).
 const PER_MESSAGE: i64 = 3;
@@ -17,18 +17,21 @@ const MAX_TOKENIZED_BYTES: usize = 16 * 1024;
 /// Set once the encoding is loaded, which takes a moment of CPU: it is
 /// loaded on a thread of its own the first time a count is asked for (so a
 /// gateway that never counts never pays), and until then nothing waits.
-static ENCODING: OnceLock<&'static CoreBPE> = OnceLock::new();
+static ENCODING: OnceLock<&'static Tokenizer> = OnceLock::new();
 static LOADING: Once = Once::new();
 
-/// Loads the encoding, waiting for it.
+/// Loads the encoding, waiting for it. GitHub's `bpe-openai` counts the
+/// same tokens as OpenAI's tiktoken (2,000 random texts and the usual hard
+/// cases agreed) 6-7 times faster: 0.2 against 1.4 us for a short prompt,
+/// 65 against 401 us for 4 KB (docs/benchmarks.md).
 pub fn load() {
-    let _ = ENCODING.set(tiktoken_rs::o200k_base_singleton());
+    let _ = ENCODING.set(bpe_openai::o200k_base());
 }
 
 pub fn count(text: &str) -> i64 {
     match ENCODING.get() {
         Some(encoding) if text.len() <= MAX_TOKENIZED_BYTES => {
-            i64::try_from(encoding.encode_ordinary(text).len()).unwrap_or(i64::MAX)
+            i64::try_from(encoding.count(text)).unwrap_or(i64::MAX)
         }
         Some(_) => by_characters(text),
         None => {

@@ -590,10 +590,30 @@ impl Builder {
     }
 }
 
+/// OpenAI's headers (limit, remaining, reset) for request and for token rates.
+const RATE_HEADERS: [(bool, [HeaderName; 3]); 2] = [
+    (
+        false,
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+    ),
+    (
+        true,
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ),
+];
+
 /// OpenAI's headers, from the tightest request and token rate limits.
 fn rate_headers(checks: &[Check], verdict: &Verdict) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (what, tokens) in [("requests", false), ("tokens", true)] {
+    for (tokens, [limit, remaining, reset]) in RATE_HEADERS {
         let tightest = checks
             .iter()
             .zip(&verdict.outcomes)
@@ -602,22 +622,11 @@ fn rate_headers(checks: &[Check], verdict: &Verdict) -> HeaderMap {
         let Some((check, outcome)) = tightest else {
             continue;
         };
-        let mut set = |name: String, value: String| {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
-            {
-                headers.insert(name, value);
-            }
-        };
-        set(format!("x-ratelimit-limit-{what}"), check.limit.to_string());
-        set(
-            format!("x-ratelimit-remaining-{what}"),
-            outcome.remaining.to_string(),
-        );
-        set(
-            format!("x-ratelimit-reset-{what}"),
-            duration_text(outcome.reset_ms),
-        );
+        headers.insert(limit, HeaderValue::from(check.limit));
+        headers.insert(remaining, HeaderValue::from(outcome.remaining));
+        if let Ok(value) = HeaderValue::try_from(duration_text(outcome.reset_ms)) {
+            headers.insert(reset, value);
+        }
     }
     headers
 }
