@@ -144,9 +144,9 @@ return 1
 ";
 
 /// Settlements are gathered this long and sent together: one script call
-/// per data plane every 10 ms at most, where a call per request was half of
-/// Redis's work under load (docs/benchmarks.md, scenario 11). A reservation
-/// stands that much longer, which errs high.
+/// per data plane every 10 ms at most, where a call per request was a
+/// quarter of Redis's CPU under load (docs/benchmarks.md, scenario 11).
+/// A reservation stands that much longer, which errs high.
 const SETTLE_EVERY: Duration = Duration::from_millis(10);
 /// Most counters one settlement call carries.
 const COUNTERS_PER_SETTLE: usize = 256;
@@ -253,8 +253,9 @@ const OWN_RETRY: Duration = Duration::from_secs(1);
 
 /// How to (re)connect.
 enum Connector {
-    Standalone(redis::Client, ConnectionManagerConfig),
-    Cluster(ClusterClient),
+    /// One Redis, or a cluster: always the same.
+    Fixed(Dial),
+    /// The master the sentinels name.
     Sentinel(tokio::sync::Mutex<SentinelClient>, ConnectionManagerConfig),
 }
 
@@ -262,10 +263,7 @@ impl Connector {
     /// How to reach the Redis to use now, and (with sentinels) the master's address.
     async fn dial(&self) -> RedisResult<(Dial, Option<String>)> {
         Ok(match self {
-            Connector::Standalone(client, config) => {
-                (Dial::Standalone(client.clone(), config.clone()), None)
-            }
-            Connector::Cluster(client) => (Dial::Cluster(client.clone()), None),
+            Connector::Fixed(dial) => (dial.clone(), None),
             Connector::Sentinel(sentinels, config) => {
                 let master = sentinels.lock().await.async_get_client().await?;
                 let address = master.get_connection_info().addr.to_string();
@@ -339,7 +337,7 @@ impl RedisCounters {
                     Some(certificates) => redis::Client::build_with_tls(url, certificates),
                 }
                 .map_err(unusable)?;
-                Connector::Standalone(client, manager_config(timeout))
+                Connector::Fixed(Dial::Standalone(client, manager_config(timeout)))
             }
             RedisMode::Cluster => {
                 let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
@@ -350,7 +348,7 @@ impl RedisCounters {
                 if let Some(certificates) = certificates {
                     builder = builder.certs(certificates);
                 }
-                Connector::Cluster(builder.build().map_err(unusable)?)
+                Connector::Fixed(Dial::Cluster(builder.build().map_err(unusable)?))
             }
             RedisMode::Sentinel => {
                 let master = sentinel_master.ok_or(
