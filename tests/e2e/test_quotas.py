@@ -452,7 +452,7 @@ def test_settlements_in_redis_are_sent_together_and_exact(tmp_path, redis):
         # 1,000 admissions; a settlement call per request would make 2,000.
         print(f"script calls for 1,000 requests: {scripts}")
         assert 1000 < scripts < 1500, scripts
-        # The first connection, and one per serving thread (this test's own is not counted).
+        # The background thread's, and one per serving thread (this test's own is not counted).
         clients = int(redis.command("INFO", "clients").split("connected_clients:")[1].split()[0]) - 1
         assert clients >= 3, clients
     finally:

@@ -407,7 +407,11 @@ impl RedisCounters {
                     connected = connect(&connector) => match connected {
                         Ok((connected, address)) => {
                             tracing::info!(master = ?address, "connected to Redis for shared limits");
-                            self.connected.store(Some(Arc::new(connected)));
+                            let connected = Arc::new(connected);
+                            // The first connection is this (background) thread's own.
+                            let own = Own::Open(connected.first.clone());
+                            OWN.with_borrow_mut(|owned| owned.insert(self.id, (connected.clone(), own)));
+                            self.connected.store(Some(connected));
                             master = Some(address);
                         }
                         Err(error) => {
