@@ -337,14 +337,14 @@ class Redis:
             return sock.recv(16).startswith(b"+PONG")
 
     def command(self, *args):
-        """One command; its answer as text (None for a missing value). Integer and bulk answers only."""
+        """One command; its answer as text (None for a missing value). Simple, integer and bulk answers only."""
         import socket
         request = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(request.encode())
             answer = sock.makefile("rb")
             head = answer.readline().decode().rstrip("\r\n")
-            if head.startswith(":"):
+            if head[:1] in (":", "+"):
                 return head[1:]
             assert head.startswith("$"), head
             size = int(head[1:])

@@ -455,6 +455,12 @@ def test_settlements_in_redis_are_sent_together_and_exact(tmp_path, redis):
         # The background thread's, and one per serving thread (this test's own is not counted).
         clients = int(redis.command("INFO", "clients").split("connected_clients:")[1].split()[0]) - 1
         assert clients >= 3, clients
+
+        # A Redis that lost its scripts (restarted, flushed) is given them again.
+        assert redis.command("SCRIPT", "FLUSH") == "OK"
+        again = chat(gw, key["key"], "gpt-test", text="hi")
+        assert again.status_code == 200, again.text
+        wait_until(lambda: redis.command("GET", counter) == str(1002 * per_request), what="settled after the flush")
     finally:
         gw.close()
 

@@ -10,9 +10,13 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, RedisResult, RedisWrite, ToRedisArgs,
+    Value,
+};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -158,6 +162,70 @@ struct Unsettled {
     limit: i64,
     given_back: i64,
     added: i64,
+}
+
+/// One call of a script, its counters' names and then their arguments
+/// written straight into one command: redis-rs's `ScriptInvocation` allocates each key and argument
+/// apart and then copies them all into the command, some twenty
+/// allocations an admission (docs/benchmarks.md, scenario 11).
+struct ScriptCall<'a> {
+    script: &'a redis::Script,
+    command: Cmd,
+}
+
+/// A counter's name in Redis: the mode's prefix and the counter's key, one
+/// argument written in two pieces.
+struct CounterName<'a>(&'static str, &'a str);
+
+impl ToRedisArgs for CounterName<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Into the command's own buffer: writing cannot fail.
+        let _ = arg
+            .write_all(self.0.as_bytes())
+            .and_then(|()| arg.write_all(self.1.as_bytes()));
+    }
+}
+
+impl<'a> ScriptCall<'a> {
+    /// A call over these counters, each with `args_per_key` arguments to
+    /// follow (`args`).
+    fn new<'k>(
+        script: &'a redis::Script,
+        prefix: &'static str,
+        keys: impl ExactSizeIterator<Item = &'k str>,
+        args_per_key: usize,
+    ) -> Self {
+        let count = keys.len();
+        // Room for every argument at once: the buffer never grows.
+        let mut command = Cmd::with_capacity(
+            3 + count * (1 + args_per_key),
+            64 + count * (64 + args_per_key * 20),
+        );
+        command.arg("EVALSHA").arg(script.get_hash()).arg(count);
+        for key in keys {
+            command.arg(CounterName(prefix, key));
+        }
+        ScriptCall { script, command }
+    }
+
+    fn args<const N: usize>(&mut self, args: [i64; N]) {
+        for arg in args {
+            self.command.arg(arg);
+        }
+    }
+
+    /// Runs it; a Redis that does not have the script yet (new, restarted,
+    /// flushed) is given it, and the call made again.
+    async fn run<T: FromRedisValue>(&self, connection: &mut Connection) -> RedisResult<T> {
+        match self.command.query_async(connection).await {
+            Err(error) if error.kind() == ErrorKind::NoScriptError => {
+                self.script.load_async(connection).await?;
+                self.command.query_async(connection).await
+            }
+            answer => answer,
+        }
+    }
 }
 
 pub struct RedisCounters {
@@ -482,17 +550,18 @@ impl RedisCounters {
 
     pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, RedisUnavailable> {
         let mut connection = self.connection()?;
-        let mut invocation = self.admit.prepare_invoke();
+        let keys = checks.iter().map(|check| check.key.as_str());
+        let mut call = ScriptCall::new(&self.admit, self.prefix, keys, 5);
         for check in checks {
-            invocation
-                .key(format!("{}{}", self.prefix, check.key))
-                .arg(check.window_ms().unwrap_or(0))
-                .arg(check.limit)
-                .arg(check.cost)
-                .arg(check.floor)
-                .arg(check.expires_ms.unwrap_or(0));
+            call.args([
+                check.window_ms().unwrap_or(0),
+                check.limit,
+                check.cost,
+                check.floor,
+                check.expires_ms.unwrap_or(0),
+            ]);
         }
-        let answer: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        let answer: Vec<i64> = call.run(&mut connection).await?;
         let (refused, rest) = answer.split_first().ok_or(RedisUnavailable::BadAnswer)?;
         if rest.len() != checks.len() * 3 {
             return Err(RedisUnavailable::BadAnswer);
@@ -558,16 +627,17 @@ impl RedisCounters {
         counters: &[(String, Unsettled)],
     ) -> Result<(), RedisUnavailable> {
         let mut connection = self.connection()?;
-        let mut invocation = self.settle.prepare_invoke();
-        for (key, counter) in counters {
-            invocation
-                .key(format!("{}{key}", self.prefix))
-                .arg(counter.window_ms)
-                .arg(counter.limit)
-                .arg(counter.given_back)
-                .arg(counter.added);
+        let keys = counters.iter().map(|(key, _)| key.as_str());
+        let mut call = ScriptCall::new(&self.settle, self.prefix, keys, 4);
+        for (_, counter) in counters {
+            call.args([
+                counter.window_ms,
+                counter.limit,
+                counter.given_back,
+                counter.added,
+            ]);
         }
-        let _: i64 = invocation.invoke_async(&mut connection).await?;
+        let _: i64 = call.run(&mut connection).await?;
         Ok(())
     }
 }
