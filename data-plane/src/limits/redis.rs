@@ -165,9 +165,10 @@ struct Unsettled {
 }
 
 /// One call of a script, its counters' names and then their arguments
-/// written straight into one command: redis-rs's `ScriptInvocation` allocates each key and argument
-/// apart and then copies them all into the command, some twenty
-/// allocations an admission (docs/benchmarks.md, scenario 11).
+/// written straight into one command: redis-rs's `ScriptInvocation`
+/// allocates each key and argument apart and then copies them all into the
+/// command, some twenty allocations an admission (docs/benchmarks.md,
+/// scenario 11).
 struct ScriptCall<'a> {
     script: &'a redis::Script,
     command: Cmd,
@@ -188,31 +189,24 @@ impl ToRedisArgs for CounterName<'_> {
 }
 
 impl<'a> ScriptCall<'a> {
-    /// A call over these counters, each with `args_per_key` arguments to
-    /// follow (`args`).
-    fn new<'k>(
+    /// A call over these counters, each given as its key and its arguments:
+    /// the script takes all the keys first, then all the arguments.
+    fn new<'k, const N: usize>(
         script: &'a redis::Script,
         prefix: &'static str,
-        keys: impl ExactSizeIterator<Item = &'k str>,
-        args_per_key: usize,
+        counters: impl ExactSizeIterator<Item = (&'k str, [i64; N])> + Clone,
     ) -> Self {
-        let count = keys.len();
+        let count = counters.len();
         // Room for every argument at once: the buffer never grows.
-        let mut command = Cmd::with_capacity(
-            3 + count * (1 + args_per_key),
-            64 + count * (64 + args_per_key * 20),
-        );
+        let mut command = Cmd::with_capacity(3 + count * (1 + N), 64 + count * (64 + N * 20));
         command.arg("EVALSHA").arg(script.get_hash()).arg(count);
-        for key in keys {
+        for (key, _) in counters.clone() {
             command.arg(CounterName(prefix, key));
         }
-        ScriptCall { script, command }
-    }
-
-    fn args<const N: usize>(&mut self, args: [i64; N]) {
-        for arg in args {
-            self.command.arg(arg);
+        for (_, args) in counters {
+            command.arg(&args[..]);
         }
+        ScriptCall { script, command }
     }
 
     /// Runs it; a Redis that does not have the script yet (new, restarted,
@@ -550,17 +544,17 @@ impl RedisCounters {
 
     pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, RedisUnavailable> {
         let mut connection = self.connection()?;
-        let keys = checks.iter().map(|check| check.key.as_str());
-        let mut call = ScriptCall::new(&self.admit, self.prefix, keys, 5);
-        for check in checks {
-            call.args([
+        let counters = checks.iter().map(|check| {
+            let args = [
                 check.window_ms().unwrap_or(0),
                 check.limit,
                 check.cost,
                 check.floor,
                 check.expires_ms.unwrap_or(0),
-            ]);
-        }
+            ];
+            (check.key.as_str(), args)
+        });
+        let call = ScriptCall::new(&self.admit, self.prefix, counters);
         let answer: Vec<i64> = call.run(&mut connection).await?;
         let (refused, rest) = answer.split_first().ok_or(RedisUnavailable::BadAnswer)?;
         if rest.len() != checks.len() * 3 {
@@ -627,16 +621,11 @@ impl RedisCounters {
         counters: &[(String, Unsettled)],
     ) -> Result<(), RedisUnavailable> {
         let mut connection = self.connection()?;
-        let keys = counters.iter().map(|(key, _)| key.as_str());
-        let mut call = ScriptCall::new(&self.settle, self.prefix, keys, 4);
-        for (_, counter) in counters {
-            call.args([
-                counter.window_ms,
-                counter.limit,
-                counter.given_back,
-                counter.added,
-            ]);
-        }
+        let counters = counters.iter().map(|(key, c)| {
+            let args = [c.window_ms, c.limit, c.given_back, c.added];
+            (key.as_str(), args)
+        });
+        let call = ScriptCall::new(&self.settle, self.prefix, counters);
         let _: i64 = call.run(&mut connection).await?;
         Ok(())
     }
