@@ -141,10 +141,18 @@ const ROWS_PER_INSERT: usize = 500;
 
 /// SQLite gets anonymous `?` parameters: binding numbered ones looks each
 /// name up in a list, which is quadratic in the parameters of a statement.
+/// And `OR FAIL`: a multi-row insert that may abort on a constraint copies
+/// every page it changes into a statement journal, to undo itself alone and
+/// leave the transaction going; an ingestion transaction that meets an error
+/// is rolled back whole, so the journal was only cost (docs/benchmarks.md).
 /// `returning`: answer the ids that were new (each a row to stream back).
 fn insert_usage_sql(kind: DatabaseKind, rows: usize, returning: bool) -> String {
-    let mut sql = String::from(
-        "INSERT INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
+    let mut sql = String::from(match kind {
+        DatabaseKind::Sqlite => "INSERT OR FAIL",
+        DatabaseKind::Postgres => "INSERT",
+    });
+    sql.push_str(
+        " INTO usage_records (id, dataplane_id, key_id, user_id, team_id, model, \
          provider, upstream_model, endpoint, prompt_tokens, completion_tokens, total_tokens, \
          cached_tokens, reasoning_tokens, latency_ms, status, streamed, created_at, received_at, variant, jwt_issuer, \
          cost_micros, currency, estimated, failed_attempts, request_id, trace_id, ttft_ms, cache_write_tokens, cache_hit, cost_saved_micros) VALUES ",
