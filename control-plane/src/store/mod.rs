@@ -157,9 +157,9 @@ impl Store {
 }
 
 /// Every SQLite connection. WAL lets readers (snapshot builds) run beside a
-/// writer. A multi-row insert keeps a statement journal (to undo itself
-/// halfway); in a temporary file it doubled the page writes of usage
-/// ingestion (docs/benchmarks.md).
+/// writer. A multi-row insert that may abort keeps a statement journal (to
+/// undo itself halfway); in a temporary file it doubled the page writes of
+/// usage ingestion, whose insert now needs none (docs/benchmarks.md).
 const SQLITE: &[&str] = &[
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
