@@ -68,7 +68,7 @@ fmt:
 	$(CARGO) fmt --all
 
 ## The benchmark suite (docs/benchmarks.md): release build, ~5 minutes, writes the figures there.
-bench:
+bench: test-deps
 	$(CARGO) build --release -p control-plane -p data-plane -p switchboard-tests
 	$(PYTHON) tests/bench/bench.py
 

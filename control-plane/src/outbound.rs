@@ -43,7 +43,7 @@ where
         let response = client
             .request(request)
             .await
-            .map_err(|e| format!("cannot reach it: {}", innermost(&e)))?;
+            .map_err(|e| format!("cannot reach it: {}", shared::net::innermost_cause(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("it answered HTTP {}", status.as_u16()));
@@ -56,13 +56,4 @@ where
     })
     .await;
     answered.map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
-}
-
-/// The innermost cause, which names what went wrong (refused, DNS, TLS).
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -5,11 +5,14 @@ use crate::limits::FailMode;
 use crate::providers::UpstreamSettings;
 use crate::router::health::BreakerConfig;
 use crate::router::RoutingConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use shared::metrics::MetricsArgs;
 use shared::telemetry::LogArgs;
 use shared::tls::TlsArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, clap::Parser)]
@@ -88,6 +91,12 @@ pub struct Config {
         default_value_t = 4
     )]
     pub upstream_http2_connections: usize,
+
+    /// PEM CA certificates trusted for `https://` providers besides the
+    /// public (webpki) roots: a private CA in front of a self-hosted model,
+    /// or a corporate proxy's.
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
 
     /// Threads serving the public listener, each with its own connections to
     /// clients and providers; 0 means one per CPU.
@@ -394,13 +403,33 @@ impl Config {
         self.cluster_token.as_deref().unwrap_or_default().trim()
     }
 
-    pub fn upstream(&self) -> UpstreamSettings {
-        UpstreamSettings {
+    /// Reads `--upstream-ca`: an error names the flag and what is wrong.
+    pub fn upstream(&self) -> Result<UpstreamSettings, String> {
+        let mut roots = UpstreamSettings::public_roots();
+        if let Some(path) = &self.upstream_ca {
+            let pem = shared::tls::read_pem("upstream_ca", path)?;
+            let certificates = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("upstream_ca: {} is not PEM: {e}", path.display()))?;
+            if certificates.is_empty() {
+                return Err(format!("upstream_ca: no certificate in {}", path.display()));
+            }
+            for certificate in certificates {
+                roots.add(certificate).map_err(|e| {
+                    format!(
+                        "upstream_ca: a certificate in {} cannot be a root: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        Ok(UpstreamSettings {
             connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
             idle_timeout: Duration::from_secs(self.upstream_idle_timeout_seconds),
             http2_connections: self.upstream_http2_connections,
             allow_link_local: self.allow_link_local_upstreams,
-        }
+            roots: Arc::new(roots),
+        })
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -40,6 +40,7 @@ use std::sync::Arc;
 /// (up to the grace period) and flushes usage before returning.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let upstream = config.upstream().map_err(anyhow::Error::msg)?;
     let tasks = Tasks::new();
     let metrics = shared::metrics::install(&tasks).context("installing the metrics recorder")?;
     meters::describe();
@@ -146,7 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             live.clone(),
             providers::UpstreamClient::new(providers::UpstreamSettings {
                 http2_connections: 1,
-                ..config.upstream()
+                ..upstream.clone()
             }),
             config.routing().breaker,
             tasks.token(),
@@ -207,7 +208,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         draining: draining.clone(),
         live: live.clone(),
         // Per worker: connections to providers stay on the thread that uses them.
-        http: providers::UpstreamClient::new(config.upstream()),
+        http: providers::UpstreamClient::new(upstream.clone()),
         usage: usage.clone(),
         limiter: limiter.clone(),
         cache: cache.clone(),

@@ -1,5 +1,6 @@
 //! Addresses a gateway must not be steered to: link-local ranges and the
-//! cloud metadata services, whose answers hold instance credentials.
+//! cloud metadata services, whose answers hold instance credentials. And
+//! what a failed outbound call is told by.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -11,6 +12,17 @@ const METADATA_HOSTS: &[&str] = &[
     "instance-data",
     "instance-data.ec2.internal",
 ];
+
+/// The innermost cause of a failed call, which names what went wrong
+/// (refused, DNS, an untrusted certificate) where the outer errors only say
+/// that connecting failed.
+pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
 
 pub fn is_link_local_or_metadata(ip: IpAddr) -> bool {
     match ip {

@@ -29,6 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import ADMIN_TOKEN, CLUSTER_TOKEN, ROOT, Stack, cpu_seconds, rss_kib, tree_cpu_seconds  # noqa: E402
 from loopback import drop_postgres_database, postgres_database  # noqa: E402
+from pki import Authority  # noqa: E402
+
+# What the HTTPS mock allows per HTTP/2 connection (hyper's default, within the usual 100-256).
+H2_STREAMS_PER_CONNECTION = 200
 
 CHAT_LUA = ROOT / "tests" / "bench" / "chat.lua"
 # Messages for chat.lua (BENCH_CONTENT): one with personal data to mask.
@@ -139,13 +143,19 @@ class Bench:
         self.mock_stream = st.mock(chunks=20, chunk_gap_ms=gap)
         chunks, gap, _ = self.s.paced_stream
         self.mock_paced = st.mock(chunks=chunks, chunk_gap_ms=gap)
+        # The same, as a hosted provider answers: HTTPS, HTTP/2 by ALPN, from a CA of the bench's own.
+        self.provider_ca = Authority(st.work, "provider-ca")
+        cert, key, _ = self.provider_ca.issue("provider", "provider", ips=["127.0.0.1"])
+        self.mock_paced_tls = st.mock(chunks=chunks, chunk_gap_ms=gap, tls_cert=cert, tls_key=key,
+                                      max_concurrent_streams=H2_STREAMS_PER_CONNECTION)
         st.control_plane(config_poll_ms=200)
         self.dp = st.data_plane()
         # The reference: a plain reverse proxy with as many workers as the data plane has threads.
         need("nginx", ["apt-get", "install", "-y", "-q", "nginx"])
         self.nginx_fast = st.nginx(self.mock_fast, os.cpu_count() or 1)
         self.nginx_pid = st.procs[-1].pid
-        for name, url in [("fast", self.mock_fast), ("slow", self.mock_slow), ("stream", self.mock_stream), ("paced", self.mock_paced)]:
+        for name, url in [("fast", self.mock_fast), ("slow", self.mock_slow), ("stream", self.mock_stream),
+                          ("paced", self.mock_paced), ("paced-h2", self.mock_paced_tls)]:
             st.provider(name, url)
             st.route(name, name)
         self.key = st.key()
@@ -286,31 +296,41 @@ class Bench:
         together: the gaps the client sees, direct and through the gateway;
         the gateway's memory per open stream; every stream complete and
         recorded. A tenth as many first: what the gateway adds while the
-        machine still has CPU to spare."""
+        machine still has CPU to spare. Each size twice: from a plain HTTP/1.1
+        provider (a connection per stream), then from an HTTPS one (HTTP/2)."""
         for n in (self.s.inflight_streams // 10, self.s.inflight_streams):
-            self.paced_streams(n)
+            direct = self.paced_streams(n)
+            # Then as from a hosted provider: multiplexed over HTTPS/HTTP/2 connections, as many per
+            # worker as the provider's stream limit needs (against the plain mock's direct figures).
+            self.paced_streams(n, direct, "paced-h2", "--upstream-ca", self.provider_ca.path,
+                               "--upstream-http2-connections", -(-n // H2_STREAMS_PER_CONNECTION))
 
-    def paced_streams(self, n):
+    def paced_streams(self, n, d=None, model="paced", *flags):
+        """One run of `n` streams through a fresh data plane started with `flags`;
+        answers the direct run's figures (measured unless given)."""
         chunks, gap, ramp = self.s.paced_stream
-        args = ["streams", "--concurrency", n, "--ramp-ms", ramp, "--model", "paced"]
-        direct = probe(self.bin_dir, *args, "--url", self.mock_paced)
-        direct.stdout.readline()
-        d = json.loads(direct.communicate(timeout=600)[0])
+        args = ["streams", "--concurrency", n, "--ramp-ms", ramp, "--model", model]
+        if d is None:
+            direct = probe(self.bin_dir, *args, "--url", self.mock_paced)
+            direct.stdout.readline()
+            d = json.loads(direct.communicate(timeout=600)[0])
         # A data plane of its own: memory freed by earlier scenarios would hide what streams take.
-        dp = self.stack.data_plane()
-        self.stack.wait_model(dp, self.key, "paced")
+        dp = self.stack.data_plane(*flags)
+        self.stack.wait_model(dp, self.key, model)
         pid = dp.proc.pid
-        recorded_before = self.stack.usage_requests(model="paced")
+        recorded_before = self.stack.usage_requests(model=model)
         before = rss_kib(pid)
         p = probe(self.bin_dir, *args, "--url", dp.url, "--key", self.key)
         p.stdout.readline()
         during = rss_kib(pid)
         g = json.loads(p.communicate(timeout=600)[0])
-        recorded = self.stack.wait_usage(recorded_before + n, model="paced") - recorded_before
+        recorded = self.stack.wait_usage(recorded_before + n, model=model) - recorded_before
         time.sleep(2)
         after = rss_kib(pid)
         self.stack.stop(dp)
         scenario = f"10. {n:,} streams at once, {chunks} chunks {gap} ms apart"
+        if model != "paced":
+            scenario = f"10h. {n:,} streams at once from an HTTPS provider (HTTP/2), {chunks} chunks {gap} ms apart"
         for q in ("p50", "p99"):
             self.report.row(scenario, f"gap between chunks {q.upper()}", us(d["gap_us"][q]), us(g["gap_us"][q]),
                             added(g["gap_us"][q], d["gap_us"][q]), "<= +1 ms" if q == "p99" else "")
@@ -321,8 +341,9 @@ class Bench:
                         f"{n - d['errors'] - d['incomplete']:,} of {n:,}",
                         f"{n - g['errors'] - g['incomplete']:,} of {n:,}; {recorded:,} records", "", "all")
         if d["errors"] or g["errors"] or g["incomplete"] or recorded != n:
-            self.report.notes.append(f"Scenario 10: errors direct {d['errors']}, gateway {g['errors']}; "
-                                     f"incomplete {g['incomplete']}; {recorded} of {n} usage records.")
+            self.report.notes.append(f"Scenario {scenario.split('.')[0]}: errors direct {d['errors']}, gateway "
+                                     f"{g['errors']}; incomplete {g['incomplete']}; {recorded} of {n} usage records.")
+        return d
 
     def tracing(self):
         """What exporting traces costs: throughput (concurrency 32) and latency

@@ -72,14 +72,15 @@ class Stack:
         return proc
 
     def mock(self, **flags) -> str:
-        """Starts a load mock; answers its base URL (with /v1)."""
+        """Starts a load mock; answers its base URL (with /v1): https:// when
+        `tls_cert` and `tls_key` are among the flags."""
         port = free_port()
         args = ["--listen", f"127.0.0.1:{port}"]
         for flag, value in flags.items():
             args += [f"--{flag.replace('_', '-')}", value]
         proc = self.spawn("mock-load", *args, log=f"mock-{port}.log")
         proc.stdout.readline()  # "listening on ..."
-        return f"http://127.0.0.1:{port}/v1"
+        return f"{'https' if 'tls_cert' in flags else 'http'}://127.0.0.1:{port}/v1"
 
     def nginx(self, upstream: str, workers: int) -> str:
         """nginx as a plain reverse proxy in front of `upstream` (a base URL

@@ -345,10 +345,15 @@ def test_tls_values_serve_https_and_the_planes_use_mutual_tls(run_chart, tmp_pat
                                 client=client, both=client)
         existing[secret_name] = {"tls.crt": cert.read_text(), "tls.key": key.read_text(),
                                  "ca.crt": ca.path.read_text()}
-    docs, _ = render({"tls": {"enabled": True, "controlPlaneSecret": "sb-cp-tls", "dataPlaneSecret": "sb-dp-tls"}})
+    # And a private CA for providers, from a Secret of the operator's: the data planes start only if they can use it.
+    existing["provider-ca"] = {"bundle.pem": Authority(tmp_path, "provider-ca").path.read_text()}
+    docs, _ = render({"tls": {"enabled": True, "controlPlaneSecret": "sb-cp-tls", "dataPlaneSecret": "sb-dp-tls"},
+                      "dataPlane": {"upstreamCaSecret": {"name": "provider-ca", "key": "bundle.pem"}}})
     cp_env = container_env(by_kind(docs, "Deployment", CP)[0])
     assert cp_env["SWITCHBOARD_CLUSTER_CLIENT_CA"]["value"] == "/etc/switchboard/tls/ca.crt"
-    assert container_env(by_kind(docs, "Deployment", DP)[0])["SWITCHBOARD_CONTROL_PLANE"]["value"].startswith("https://")
+    dp_env = container_env(by_kind(docs, "Deployment", DP)[0])
+    assert dp_env["SWITCHBOARD_CONTROL_PLANE"]["value"].startswith("https://")
+    assert dp_env["SWITCHBOARD_UPSTREAM_CA"]["value"] == "/etc/switchboard/upstream-ca/ca.crt"
 
     cluster = run_chart(docs, existing_secrets=existing)
     cp_pod, dp_pod = (next(p for p in cluster.pods if p.name.startswith(n)) for n in (CP, DP))

@@ -1,16 +1,18 @@
 """TLS on both HTTP listeners (certificates reloaded from their files without a
-restart) and mTLS between data planes and the control plane: the control
+restart), HTTPS providers reached over HTTP/2, and mTLS between data planes and the control plane: the control
 plane takes a data plane's identity from its certificate and refuses one
 without a certificate from the cluster CA, token or not."""
 
 import socket
 import ssl
+import threading
 import time
 
 import grpc
 import httpx
 import pytest
-from conftest import Process, free_port, wait_until
+import openai
+from conftest import MOCK_KEY, Process, free_port, wait_until
 from pki import Authority
 
 pytestmark = pytest.mark.timeout(180)
@@ -116,3 +118,65 @@ def test_admin_grpc_over_tls_needs_only_its_token(gateway, grpc_stubs, tmp_path)
     with pytest.raises(grpc.RpcError) as error:
         admin.ListProviders(pb.ListProvidersRequest())
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_https_provider_is_reached_over_http2_trusting_the_upstream_ca(gateway, tmp_path):
+    """Hosted providers speak HTTPS: the data plane negotiates HTTP/2 with them (ALPN) and
+    multiplexes requests over its connections. It trusts the public roots, and `--upstream-ca`
+    for a provider behind a private CA; without it that provider's certificate is refused."""
+    ca = Authority(tmp_path, "provider-ca")
+    cert, cert_key, _ = ca.issue("provider", "provider", ips=["127.0.0.1"])
+    mock = Process("mock-provider", ["--kind", "openai_compatible", "--api-key", MOCK_KEY,
+                                     "--tls-cert", cert, "--tls-key", cert_key], tmp_path).start()
+    gateway.processes.append(mock)
+    url = "https://" + mock.proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+    gateway.admin("POST", "/providers", {"name": "hosted", "kind": "openai_compatible", "base_url": url + "/v1",
+                                         "api_key": MOCK_KEY}, expect=201)
+    gateway.admin("POST", "/routes", {"model": "gpt-hosted", "targets": [{"provider": "hosted", "model": "m"}]},
+                  expect=201)
+    key = gateway.admin("POST", "/keys", {"name": "hosted"}, expect=201).json()["key"]
+    gateway.wait_synced()
+    ask = [{"role": "user", "content": "over h2"}]
+
+    with pytest.raises(openai.APIStatusError) as refused:
+        gateway.openai(key).chat.completions.create(model="gpt-hosted", messages=ask)
+    assert refused.value.status_code == 502, refused.value.response.text
+    assert refused.value.response.json()["error"]["message"]
+    # The operator's log says why: the certificate's issuer is unknown.
+    wait_until(lambda: "invalid peer certificate: UnknownIssuer" in gateway.dp.logs(), what="the TLS cause logged")
+
+    # A CA file without a certificate stops the data plane at start, naming the flag.
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    failed = gateway.start_data_plane(wait_ready=False, extra=("--upstream-ca", str(empty)))
+    assert failed.proc.wait(timeout=20) != 0
+    assert "upstream_ca: no certificate in" in failed.logs()
+
+    gateway.start_data_plane(extra=("--upstream-ca", str(ca.path)))
+    client = gateway.openai(key)
+    assert client.chat.completions.create(model="gpt-hosted", messages=ask).choices[0].message.content == \
+        "Echo: over h2"
+    # Streams at once, which HTTP/2 carries side by side on the pools' connections.
+    texts = [None] * 12
+
+    def stream(i):
+        chunks = client.chat.completions.create(model="gpt-hosted", stream=True,
+                                                messages=[{"role": "user", "content": f"stream {i}"}])
+        texts[i] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert texts == [f"Echo: stream {i}" for i in range(len(texts))]
+    stats = httpx.get(url + "/_mock/stats", verify=ssl.create_default_context(cafile=str(ca.path))).json()
+    # The refused attempt never reached the mock; everything that did came over HTTP/2.
+    assert stats["requests"] == stats["http2_requests"] == 1 + len(texts), stats
+
+    def statuses():
+        records = gateway.usage_records(model="gpt-hosted")
+        return sorted(r["status"] for r in records) if len(records) >= 2 + len(texts) else None
+
+    # Every request recorded: the refused one with its 502.
+    assert wait_until(statuses, what="usage recorded") == [200] * (1 + len(texts)) + [502]

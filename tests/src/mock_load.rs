@@ -13,12 +13,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Parser;
 use memchr::memmem;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_tests::serve::{serve, ServeArgs};
 
 #[derive(Parser)]
 struct Args {
@@ -37,6 +37,8 @@ struct Args {
     /// Words in the answer; the plain answer's size grows with it.
     #[arg(long, default_value_t = 20)]
     answer_words: usize,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 struct Mock {
@@ -125,9 +127,5 @@ async fn main() -> std::io::Result<()> {
         .with_state(mock);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
-    // Streams are small writes apart in time: without TCP_NODELAY, Nagle holds them.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await
+    serve(listener, app, &args.serve).await
 }

@@ -3,11 +3,11 @@
 //! Prints `listening on <addr>` once bound.
 #![allow(clippy::print_stdout)]
 
-use axum::serve::ListenerExt;
 use clap::Parser;
 use shared::provider_kind::{ProviderApi, ProviderKind};
 use std::time::Duration;
 use switchboard_tests::mocks::{router, MockConfig};
+use switchboard_tests::serve::{serve, ServeArgs};
 
 #[derive(Parser)]
 struct Args {
@@ -32,6 +32,8 @@ struct Args {
     /// Gap between streamed events.
     #[arg(long, default_value_t = 0)]
     chunk_gap_ms: u64,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[tokio::main]
@@ -47,11 +49,5 @@ async fn main() -> std::io::Result<()> {
         secret_id: args.secret_id,
         chunk_gap: Duration::from_millis(args.chunk_gap_ms),
     });
-    // Streams are small writes apart in time: without TCP_NODELAY, Nagle holds them.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shared::tasks::shutdown_signal())
-        .await
+    serve(listener, app, &args.serve).await
 }

@@ -767,6 +767,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(90),
                 http2_connections: 1,
                 allow_link_local: false,
+                roots: Arc::new(rustls::RootCertStore::empty()),
             }),
             usage,
             limiter: Arc::new(Limiter::new(None)),

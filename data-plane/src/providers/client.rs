@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::{ClientConfig, RootCertStore};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,8 @@ pub type UpstreamResponse = hyper::Response<PooledBody>;
 pub enum SendError {
     #[error(transparent)]
     Plain(#[from] PoolError),
-    #[error(transparent)]
+    /// hyper-util's own message only says the connect failed: the cause says why.
+    #[error("{0}: {cause}", cause = shared::net::innermost_cause(.0))]
     Tls(#[from] hyper_util::client::legacy::Error),
 }
 
@@ -39,7 +41,7 @@ pub struct UpstreamClient {
 }
 
 /// How the data plane connects to providers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// How long a connection may wait in a pool for its next request.
@@ -48,15 +50,32 @@ pub struct UpstreamSettings {
     pub http2_connections: usize,
     /// Whether providers may resolve to link-local or cloud metadata addresses.
     pub allow_link_local: bool,
+    /// The CAs an `https://` provider's certificate may chain to.
+    pub roots: Arc<RootCertStore>,
+}
+
+impl UpstreamSettings {
+    /// The public (webpki) roots, the trust of every provider on the internet.
+    pub fn public_roots() -> RootCertStore {
+        RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
+    }
 }
 
 impl UpstreamClient {
     pub fn new(settings: UpstreamSettings) -> Self {
         let connector = || TimedConnector::new(settings.connect_timeout, settings.allow_link_local);
+        shared::tls::install_crypto_provider();
+        // One for all shards: clones share its session cache, so a shard's
+        // new connection can resume a session another shard began.
+        let tls = ClientConfig::builder()
+            .with_root_certificates(settings.roots.clone())
+            .with_no_client_auth();
         let shards = (0..settings.http2_connections.max(1))
             .map(|_| {
                 let https = HttpsConnectorBuilder::new()
-                    .with_webpki_roots()
+                    .with_tls_config(tls.clone())
                     .https_or_http()
                     .enable_all_versions()
                     .wrap_connector(connector());

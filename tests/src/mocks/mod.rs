@@ -13,7 +13,7 @@
 //! whose model or text holds `sleep-<ms>` is answered that much later;
 //! `slowfirst-<ms>` delays a stream's first event after its head. Tokens
 //! are words in and words out; everything billed is summed at
-//! `GET /_mock/stats`, and the last request (path, headers, body) is at
+//! `GET /_mock/stats` (with how many requests came over HTTP/2), and the last request (path, headers, body) is at
 //! `GET /_mock/last`.
 
 // Handlers answer refusals as ready responses; their size does not matter here.
@@ -57,6 +57,8 @@ pub struct MockConfig {
 #[derive(Default)]
 pub struct Stats {
     requests: AtomicI64,
+    /// Requests that came over HTTP/2 (HTTPS with ALPN).
+    http2_requests: AtomicI64,
     prompt_tokens: AtomicI64,
     completion_tokens: AtomicI64,
     last: Mutex<Value>,
@@ -122,7 +124,22 @@ pub fn router(config: MockConfig) -> Router {
             "/_mock/outage",
             axum::routing::put(start_outage).delete(end_outage),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            mock.clone(),
+            count_http2,
+        ))
         .with_state(mock)
+}
+
+async fn count_http2(
+    State(mock): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.version() == axum::http::Version::HTTP_2 {
+        mock.stats.http2_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    next.run(request).await
 }
 
 async fn stats(State(mock): Shared) -> Json<Value> {
@@ -133,6 +150,7 @@ async fn stats(State(mock): Shared) -> Json<Value> {
     );
     Json(json!({
         "requests": s.requests.load(Ordering::Relaxed),
+        "http2_requests": s.http2_requests.load(Ordering::Relaxed),
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
