@@ -302,18 +302,21 @@ class Bench:
             direct = self.paced_streams(n)
             # Then as from a hosted provider: multiplexed over HTTPS/HTTP/2 connections, as many per
             # worker as the provider's stream limit needs (against the plain mock's direct figures).
-            self.paced_streams(n, direct, "paced-h2", "--upstream-ca", self.provider_ca.path,
-                               "--upstream-http2-connections", -(-n // H2_STREAMS_PER_CONNECTION))
+            self.paced_streams(n, direct=direct, model="paced-h2",
+                               label=f"10h. {n:,} streams at once from an HTTPS provider (HTTP/2)",
+                               flags=("--upstream-ca", self.provider_ca.path,
+                                      "--upstream-http2-connections", -(-n // H2_STREAMS_PER_CONNECTION)))
 
-    def paced_streams(self, n, d=None, model="paced", *flags):
+    def paced_streams(self, n, direct=None, model="paced", label=None, flags=()):
         """One run of `n` streams through a fresh data plane started with `flags`;
         answers the direct run's figures (measured unless given)."""
+        d = direct
         chunks, gap, ramp = self.s.paced_stream
         args = ["streams", "--concurrency", n, "--ramp-ms", ramp, "--model", model]
         if d is None:
-            direct = probe(self.bin_dir, *args, "--url", self.mock_paced)
-            direct.stdout.readline()
-            d = json.loads(direct.communicate(timeout=600)[0])
+            probing = probe(self.bin_dir, *args, "--url", self.mock_paced)
+            probing.stdout.readline()
+            d = json.loads(probing.communicate(timeout=600)[0])
         # A data plane of its own: memory freed by earlier scenarios would hide what streams take.
         dp = self.stack.data_plane(*flags)
         self.stack.wait_model(dp, self.key, model)
@@ -328,9 +331,7 @@ class Bench:
         time.sleep(2)
         after = rss_kib(pid)
         self.stack.stop(dp)
-        scenario = f"10. {n:,} streams at once, {chunks} chunks {gap} ms apart"
-        if model != "paced":
-            scenario = f"10h. {n:,} streams at once from an HTTPS provider (HTTP/2), {chunks} chunks {gap} ms apart"
+        scenario = f"{label or f'10. {n:,} streams at once'}, {chunks} chunks {gap} ms apart"
         for q in ("p50", "p99"):
             self.report.row(scenario, f"gap between chunks {q.upper()}", us(d["gap_us"][q]), us(g["gap_us"][q]),
                             added(g["gap_us"][q], d["gap_us"][q]), "<= +1 ms" if q == "p99" else "")

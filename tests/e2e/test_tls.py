@@ -1,7 +1,8 @@
 """TLS on both HTTP listeners (certificates reloaded from their files without a
-restart), HTTPS providers reached over HTTP/2, and mTLS between data planes and the control plane: the control
-plane takes a data plane's identity from its certificate and refuses one
-without a certificate from the cluster CA, token or not."""
+restart), HTTPS providers reached over HTTP/2, and mTLS between data planes
+and the control plane: the control plane takes a data plane's identity from
+its certificate and refuses one without a certificate from the cluster CA,
+token or not."""
 
 import socket
 import ssl
@@ -10,8 +11,8 @@ import time
 
 import grpc
 import httpx
-import pytest
 import openai
+import pytest
 from conftest import MOCK_KEY, Process, free_port, wait_until
 from pki import Authority
 
